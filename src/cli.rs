@@ -1,0 +1,158 @@
+//! Command-line arguments: the clap definitions and nothing else. `commands` does the work.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::contacts::Audience;
+
+/// Moped release and maintenance notices: render from Markdown, deliver one message per person,
+/// record every send.
+#[derive(Debug, Parser)]
+#[command(name = "notify", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes; each overrides `notify.toml` and `NOTIFY_<KEY>`.
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// The configuration file.
+    #[arg(long, global = true, env = "NOTIFY_CONFIG", default_value = "notify.toml")]
+    pub config: PathBuf,
+    /// sqlite://FILE or postgres://… (NOTIFY_DATABASE_URL).
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+    /// smtp://host:port, smtps://…, ?tls=required (NOTIFY_SMTP_URL). Without it messages go to
+    /// the outbox.
+    #[arg(long, global = true)]
+    pub smtp_url: Option<String>,
+    /// Folder for messages when no SMTP server is configured (NOTIFY_OUTBOX).
+    #[arg(long, global = true)]
+    pub outbox: Option<String>,
+    /// The contacts CSV (NOTIFY_CONTACTS).
+    #[arg(long, global = true)]
+    pub contacts: Option<String>,
+    /// The From: address (NOTIFY_FROM).
+    #[arg(long, global = true)]
+    pub from: Option<String>,
+    /// SMTP connections at once (NOTIFY_CONCURRENCY).
+    #[arg(long, global = true)]
+    pub concurrency: Option<u64>,
+    /// Messages per second over the run, 0 = unlimited (NOTIFY_RATE).
+    #[arg(long, global = true)]
+    pub rate: Option<f64>,
+    /// IANA time zone for times you type and times in notices (NOTIFY_TIMEZONE).
+    #[arg(long, global = true)]
+    pub timezone: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Warn users of a maintenance window ahead of time.
+    MaintenanceScheduled {
+        /// When it starts, e.g. "2026-12-03 17:00" (in the configured time zone).
+        #[arg(long)]
+        start: String,
+        /// When it is expected to end.
+        #[arg(long)]
+        end: String,
+        #[command(flatten)]
+        send: SendArgs,
+    },
+    /// Tell users maintenance is starting now.
+    MaintenanceStart {
+        /// Expected end (default: now + maintenance_minutes from the config).
+        #[arg(long)]
+        until: Option<String>,
+        /// Start time if not now.
+        #[arg(long)]
+        start: Option<String>,
+        #[command(flatten)]
+        send: SendArgs,
+    },
+    /// Tell users maintenance is over (with the reminder to refresh the page).
+    MaintenanceEnd {
+        /// When it ended, if not now.
+        #[arg(long)]
+        at: Option<String>,
+        #[command(flatten)]
+        send: SendArgs,
+    },
+    /// Send the release notes of VERSION (v3.12.0, 3.12.0 or v3.12) to the MUG.
+    ReleaseNotes {
+        version: String,
+        /// Read the notes from this file instead of releases/<version>.md.
+        #[arg(long)]
+        notes: Option<PathBuf>,
+        #[command(flatten)]
+        send: SendArgs,
+    },
+    /// Import and list the users group.
+    #[command(subcommand)]
+    Contacts(ContactsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContactsCommand {
+    /// Sync the database from a moped_users CSV export: add new rows, update changed ones, mark
+    /// missing ones inactive. Nothing is imported if any row is invalid.
+    Import {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
+        format: SummaryFormat,
+    },
+    /// List the contacts in the database.
+    List {
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        /// Only this audience (mug, users, all).
+        #[arg(long)]
+        audience: Option<Audience>,
+        /// Include contacts missing from the latest import.
+        #[arg(long)]
+        include_removed: bool,
+    },
+}
+
+/// Options of every notice command.
+#[derive(Debug, Args, Clone)]
+pub struct SendArgs {
+    /// mug, users or all (default: mug for release notes, users for maintenance).
+    #[arg(long)]
+    pub audience: Option<Audience>,
+    /// Render every message and send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also write each message as .eml and .html files into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub preview: Option<PathBuf>,
+    /// Send one copy to ADDR only (not recorded against the notice).
+    #[arg(long, value_name = "ADDR")]
+    pub to: Option<String>,
+    /// Send again to everybody, including those already sent to.
+    #[arg(long)]
+    pub resend: bool,
+    /// Campaign key, if not the notice's own (e.g. to send a corrected notice).
+    #[arg(long)]
+    pub campaign: Option<String>,
+    /// Summary format.
+    #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
+    pub format: SummaryFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SummaryFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
+    Csv,
+}

@@ -1,0 +1,148 @@
+//! Orchestration: each command loads what it needs, calls the capability modules and prints. Errors
+//! print their cause chain and map to the exit code: 2 for bad input (config, contacts, release
+//! notes, templates, arguments), 1 for a run that could not finish (server unreachable, sends left
+//! deferred, database down), 0 otherwise.
+
+pub mod contacts;
+pub mod send;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use chrono::Utc;
+
+use crate::cli::{Cli, Command};
+use crate::config::{Config, ConfigError, Overrides};
+use crate::notice::{parse_time, Notice};
+
+/// Bad input given on the command line (a time, an address, a flag combination).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The run ended without finishing its work; the message says what is left.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Incomplete(pub String);
+
+/// Entry point for the binary.
+pub fn main(cli: Cli) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NOTIFY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+/// 2 for bad input, 1 for everything else.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    let input = err.chain().any(|e| {
+        e.is::<ConfigError>()
+            || e.is::<crate::contacts::ContactsError>()
+            || e.is::<crate::release::ReleaseError>()
+            || e.is::<crate::render::TemplateError>()
+            || e.is::<UsageError>()
+    });
+    if input {
+        2
+    } else {
+        1
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
+    let g = &cli.global;
+    let overrides = Overrides {
+        database_url: g.database_url.clone(),
+        smtp_url: g.smtp_url.clone(),
+        outbox: g.outbox.clone(),
+        contacts: g.contacts.clone(),
+        from: g.from.clone(),
+        concurrency: g.concurrency,
+        rate: g.rate,
+        timezone: g.timezone.clone(),
+    };
+    // The default file may be absent (every key has a default); a named one must exist.
+    let required = g.config != std::path::Path::new("notify.toml");
+    Config::load(&g.config, required, &crate::config::process_env(), &overrides)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let cfg = load_config(&cli)?;
+    let now = Utc::now();
+    let tz = cfg.timezone;
+    let time = |flag: &str, v: &str, next: bool| {
+        parse_time(v, tz, now, next).map_err(|e| UsageError(format!("--{flag}: {e}")))
+    };
+    match cli.command {
+        Command::Contacts(cmd) => contacts::run(&cfg, cmd).await,
+        Command::MaintenanceScheduled { start, end, send } => {
+            let start = time("start", &start, false)?;
+            let end = time("end", &end, false)?;
+            if end <= start {
+                return Err(UsageError("--end must be after --start".into()).into());
+            }
+            send::run(&cfg, Notice::MaintenanceScheduled { start, end }, send).await
+        }
+        Command::MaintenanceStart { until, start, send } => {
+            let start = match start {
+                Some(s) => time("start", &s, false)?,
+                None => now.with_timezone(&tz),
+            };
+            let until = match until {
+                Some(u) => time("until", &u, true)?,
+                None => start + chrono::Duration::minutes(cfg.maintenance_minutes as i64),
+            };
+            if until <= start {
+                return Err(UsageError("--until must be after the start".into()).into());
+            }
+            send::run(&cfg, Notice::MaintenanceStart { start, until }, send).await
+        }
+        Command::MaintenanceEnd { at, send } => {
+            let at = match at {
+                Some(a) => time("at", &a, false)?,
+                None => now.with_timezone(&tz),
+            };
+            send::run(&cfg, Notice::MaintenanceEnd { at }, send).await
+        }
+        Command::ReleaseNotes {
+            version,
+            notes,
+            send,
+        } => {
+            let release = match notes {
+                Some(path) => {
+                    let v = crate::release::Version::parse(&version).ok_or_else(|| {
+                        crate::release::ReleaseError::BadVersion(version.clone())
+                    })?;
+                    crate::release::load(&path, Some(v))?
+                }
+                None => crate::release::find(&cfg.releases, &version)
+                    .with_context(|| "cannot send the release notes".to_string())?,
+            };
+            send::run(&cfg, Notice::ReleaseNotes { release }, send).await
+        }
+    }
+}

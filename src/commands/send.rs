@@ -1,0 +1,581 @@
+//! Sending a notice: check the templates and contacts, record the campaign and one journal row per
+//! recipient, then deliver with `concurrency` workers at `rate`, marking each row `sent` right
+//! after the server accepts it. Reruns continue where the last run stopped; nobody gets a notice
+//! twice unless `--resend` says so.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use chrono::Utc;
+use lettre::message::Mailbox;
+use serde::Serialize;
+
+use super::{Incomplete, UsageError};
+use crate::cli::{SendArgs, SummaryFormat};
+use crate::config::Config;
+use crate::contacts::{self, Audience, Contact};
+use crate::mail::message::{new_message_id, Letterhead};
+use crate::mail::sender::{backoff, retry_after, RateLimiter};
+use crate::mail::transport::{safe_file_name, write_eml};
+use crate::mail::{self, verp, Delivery, Outgoing};
+use crate::notice::{contact_context, Notice};
+use crate::render::{Rendered, Templates};
+use crate::store::{state, Campaign, Claim, Store};
+
+/// The end-of-run summary.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub campaign: String,
+    pub audience: String,
+    /// `smtp`, `outbox` or `dry-run`.
+    pub mode: String,
+    /// Server or folder.
+    pub target: String,
+    /// Audience size.
+    pub recipients: i64,
+    /// Accepted by the SMTP server in this run.
+    pub sent: i64,
+    /// Written to the outbox in this run.
+    pub written: i64,
+    /// Done before this run (sent, or written when writing to the outbox).
+    pub already_sent: i64,
+    /// Flagged as needing an account update (bounced): not sent.
+    pub skipped: i64,
+    /// Refused by the server for good (5xx).
+    pub failed: i64,
+    /// Still to do: deferred after retries, or not reached.
+    pub pending: i64,
+}
+
+/// Secret for VERP tokens, made once per database.
+pub async fn verp_secret(store: &Store) -> anyhow::Result<Vec<u8>> {
+    let s = store
+        .setting_or_init("verp_secret", || {
+            use rand::Rng;
+            let bytes: [u8; 32] = rand::thread_rng().gen();
+            hex::encode(bytes)
+        })
+        .await?;
+    Ok(s.into_bytes())
+}
+
+struct Job {
+    cfg: Config,
+    templates: Templates,
+    shared: tera::Context,
+    from: Mailbox,
+    reply_to: Option<Mailbox>,
+    campaign_key: String,
+    preview: Option<PathBuf>,
+}
+
+impl Job {
+    fn render(&self, c: &Contact) -> anyhow::Result<Rendered> {
+        Ok(self.templates.render(&contact_context(&self.shared, c))?)
+    }
+
+    fn build(
+        &self,
+        c: &Contact,
+        envelope_from: &str,
+        message_id: &str,
+    ) -> anyhow::Result<(Rendered, Outgoing)> {
+        let rendered = self.render(c)?;
+        let head = Letterhead {
+            from: &self.from,
+            reply_to: self.reply_to.as_ref(),
+            campaign: &self.campaign_key,
+        };
+        let out = mail::build(
+            &head,
+            &c.full_name(),
+            &c.email,
+            envelope_from,
+            message_id,
+            SystemTime::now(),
+            &rendered,
+        )
+        .map_err(UsageError)?;
+        Ok((rendered, out))
+    }
+
+    fn write_preview(&self, stem: &str, rendered: &Rendered, out: &Outgoing) -> anyhow::Result<()> {
+        if let Some(dir) = &self.preview {
+            write_eml(dir, stem, out)?;
+            let html = dir.join(format!("{}.html", safe_file_name(stem)));
+            std::fs::write(&html, &rendered.html)
+                .with_context(|| format!("cannot write {}", html.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// A stand-in contact for checking templates before anything is sent.
+fn probe_contact() -> Contact {
+    Contact {
+        user_id: 1,
+        first_name: "Template".into(),
+        last_name: "Check".into(),
+        email: "template.check@example.org".into(),
+        title: String::new(),
+        workgroup: String::new(),
+        roles: vec![],
+        is_coa_staff: false,
+        is_deleted: false,
+        is_user_group_member: true,
+        note: String::new(),
+        date_added: String::new(),
+        last_seen_date: String::new(),
+    }
+}
+
+/// Send `notice` as `args` says.
+pub async fn run(cfg: &Config, notice: Notice, args: SendArgs) -> anyhow::Result<()> {
+    // 1. Everything that can be wrong with the input is checked before the database is touched.
+    let templates = Templates::load(&cfg.templates, notice.template())?;
+    let contacts_list = contacts::read_file(&cfg.contacts)?;
+    let shared = notice.context(cfg);
+    let probe = contacts_list.first().cloned().unwrap_or_else(probe_contact);
+    let probe_render = templates.render(&contact_context(&shared, &probe))?;
+    let from: Mailbox = cfg.from.parse().map_err(|e| UsageError(format!("from: {e}")))?;
+    let reply_to = cfg
+        .reply_to
+        .as_deref()
+        .map(str::parse::<Mailbox>)
+        .transpose()
+        .map_err(|e| UsageError(format!("reply_to: {e}")))?;
+    let to_addr = match &args.to {
+        Some(a) => Some(contacts::check_address(a).map_err(|e| UsageError(format!("--to: {e}")))?),
+        None => None,
+    };
+    let audience = args.audience.unwrap_or_else(|| notice.default_audience(cfg));
+    let campaign_key = args
+        .campaign
+        .clone()
+        .unwrap_or_else(|| notice.campaign_key());
+    if campaign_key.trim().is_empty() || campaign_key.chars().any(char::is_control) {
+        return Err(UsageError("--campaign must be a non-empty single-line key".into()).into());
+    }
+
+    let job = Arc::new(Job {
+        cfg: cfg.clone(),
+        templates,
+        shared,
+        from,
+        reply_to,
+        campaign_key: campaign_key.clone(),
+        preview: args.preview.clone(),
+    });
+
+    // 2. The database: contacts mirror the CSV.
+    let store = Store::open(&cfg.database_url).await?;
+    store.sync_contacts(&contacts_list).await?;
+
+    let delivery = if args.dry_run {
+        None
+    } else if let Some(url) = &cfg.smtp_url {
+        let target = mail::SmtpTarget::parse(
+            url,
+            cfg.smtp_user.as_deref(),
+            cfg.smtp_password.as_deref(),
+        )
+        .map_err(UsageError)?;
+        let transport = target.transport(cfg.concurrency).map_err(UsageError)?;
+        Some(Delivery::Smtp { target, transport })
+    } else {
+        Some(Delivery::Outbox {
+            dir: cfg.outbox.join(safe_file_name(&campaign_key.replace('/', "_"))),
+        })
+    };
+
+    let result = if let Some(addr) = to_addr {
+        send_one_copy(&store, &job, delivery, &addr).await
+    } else if args.dry_run {
+        dry_run(&store, &job, audience, &args).await
+    } else {
+        let delivery = delivery.expect("not a dry run");
+        deliver(&store, job, &notice, audience, delivery, &probe_render.subject, &args).await
+    };
+    store.close().await;
+    result
+}
+
+/// `--to ADDR`: one copy, not recorded. Rendered with that person's data when they are a contact.
+async fn send_one_copy(
+    store: &Store,
+    job: &Job,
+    delivery: Option<Delivery>,
+    addr: &str,
+) -> anyhow::Result<()> {
+    let known = store.contacts(true).await?;
+    let contact = known
+        .into_iter()
+        .map(|s| s.contact)
+        .find(|c| c.email == addr)
+        .unwrap_or_else(|| Contact {
+            email: addr.to_string(),
+            first_name: addr.split('@').next().unwrap_or("").to_string(),
+            last_name: String::new(),
+            ..probe_contact()
+        });
+    let message_id = new_message_id(&job.from);
+    let (rendered, out) = job.build(&contact, &job.cfg.bounce_address, &message_id)?;
+    job.write_preview(&format!("copy-{addr}"), &rendered, &out)?;
+    match delivery {
+        None => println!("dry run: rendered one copy for {addr}; nothing sent"),
+        Some(d) => {
+            d.check().await?;
+            d.send(&out, &format!("copy-{addr}")).await?;
+            if d.is_outbox() {
+                println!("wrote one copy for {addr} to {}", d.describe());
+            } else {
+                println!("sent one copy to {addr} via {} (not recorded)", d.describe());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `--dry-run`: render every message the run would send; change nothing but the contacts mirror.
+async fn dry_run(
+    store: &Store,
+    job: &Job,
+    audience: Audience,
+    args: &SendArgs,
+) -> anyhow::Result<()> {
+    let members: Vec<_> = store
+        .contacts(false)
+        .await?
+        .into_iter()
+        .filter(|c| audience.includes(&c.contact))
+        .collect();
+    let done: std::collections::HashSet<String> = match store.find_campaign(&job.campaign_key).await? {
+        Some(c) => store
+            .sends(&c)
+            .await?
+            .into_iter()
+            .filter(|s| s.state == state::SENT || s.state == state::FAILED)
+            .map(|s| s.email)
+            .collect(),
+        None => Default::default(),
+    };
+    let mut summary = Summary {
+        campaign: job.campaign_key.clone(),
+        audience: audience.to_string(),
+        mode: "dry-run".into(),
+        target: String::new(),
+        recipients: members.len() as i64,
+        ..Default::default()
+    };
+    for (i, m) in members.iter().enumerate() {
+        if m.needs_update {
+            summary.skipped += 1;
+            continue;
+        }
+        if done.contains(&m.contact.email) && !args.resend {
+            summary.already_sent += 1;
+            continue;
+        }
+        let message_id = new_message_id(&job.from);
+        let (rendered, out) = job.build(&m.contact, &job.cfg.bounce_address, &message_id)?;
+        job.write_preview(&format!("{:05}-{}", i + 1, m.contact.email), &rendered, &out)?;
+        summary.pending += 1;
+    }
+    print_summary(&summary, args.format, "would send")?;
+    Ok(())
+}
+
+/// The real run.
+async fn deliver(
+    store: &Store,
+    job: Arc<Job>,
+    notice: &Notice,
+    audience: Audience,
+    delivery: Delivery,
+    subject: &str,
+    args: &SendArgs,
+) -> anyhow::Result<()> {
+    let cfg = &job.cfg;
+    let campaign = store
+        .campaign(&job.campaign_key, notice.template(), subject)
+        .await?;
+    if args.resend {
+        store.reset_for_resend(&campaign).await?;
+    }
+    store.add_recipients(&campaign, audience).await?;
+    let outbox = delivery.is_outbox();
+    let before = store.counts(&campaign, audience).await?;
+    let already = before.get(state::SENT) + if outbox { before.get(state::WRITTEN) } else { 0 };
+    let to_do = before.get(state::PENDING)
+        + before.get(state::DEFERRED)
+        + before.get(state::SENDING)
+        + if outbox { 0 } else { before.get(state::WRITTEN) };
+
+    let mut summary = Summary {
+        campaign: campaign.key.clone(),
+        audience: audience.to_string(),
+        mode: if outbox { "outbox" } else { "smtp" }.into(),
+        target: delivery.describe(),
+        ..Default::default()
+    };
+
+    if to_do > 0 {
+        // Nothing is claimed until the server (or folder) answers.
+        delivery.check().await?;
+        let secret = verp_secret(store).await?;
+        let progress = progress_bar(to_do as u64);
+        let stats = Arc::new(RunStats::default());
+        let delivery = Arc::new(delivery);
+        let rate = Arc::new(RateLimiter::new(cfg.rate));
+        let worker_id = format!(
+            "{}-{}-{:08x}",
+            hostname(),
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..cfg.concurrency {
+            let w = Worker {
+                store: store.clone(),
+                job: job.clone(),
+                campaign: campaign.clone(),
+                audience,
+                delivery: delivery.clone(),
+                rate: rate.clone(),
+                stats: stats.clone(),
+                secret: secret.clone(),
+                worker_id: worker_id.clone(),
+                progress: progress.clone(),
+            };
+            tasks.spawn(async move { w.run().await });
+        }
+        let mut first_error: Option<anyhow::Error> = None;
+        while let Some(res) = tasks.join_next().await {
+            let res = res.map_err(anyhow::Error::from).and_then(|r| r);
+            if let Err(e) = res {
+                stats.abort.store(true, Ordering::SeqCst);
+                first_error.get_or_insert(e);
+            }
+        }
+        progress.finish_and_clear();
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if let Some(reason) = stats.unreachable.lock().ok().and_then(|g| g.clone()) {
+            let after = store.counts(&campaign, audience).await?;
+            return Err(Incomplete(format!(
+                "{reason}\n{} sent in this run, {} left to send; run the same command again when the server is back",
+                stats.delivered.load(Ordering::SeqCst),
+                after.get(state::PENDING) + after.get(state::DEFERRED) + after.get(state::SENDING)
+                    + if outbox { 0 } else { after.get(state::WRITTEN) }
+            ))
+            .into());
+        }
+    }
+
+    let after = store.counts(&campaign, audience).await?;
+    let done_now = after.get(state::SENT) + if outbox { after.get(state::WRITTEN) } else { 0 };
+    let delivered = (done_now - already).max(0);
+    if outbox {
+        summary.written = delivered;
+    } else {
+        summary.sent = delivered;
+    }
+    summary.already_sent = already;
+    summary.skipped = after.flagged;
+    summary.failed = after.get(state::FAILED);
+    summary.pending = after.get(state::PENDING)
+        + after.get(state::DEFERRED)
+        + after.get(state::SENDING)
+        + if outbox { 0 } else { after.get(state::WRITTEN) };
+    summary.recipients = after.by_state.values().sum::<i64>() + after.flagged;
+    print_summary(&summary, args.format, if outbox { "written" } else { "sent" })?;
+    if outbox && args.format == SummaryFormat::Text {
+        println!(
+            "messages were written to {} and not sent: no smtp_url is configured. To deliver them, set smtp_url in notify.toml or NOTIFY_SMTP_URL=smtp://host:port and run the same command again.",
+            summary.target
+        );
+    }
+    if summary.pending > 0 {
+        return Err(Incomplete(format!(
+            "{} recipient(s) are deferred or not yet sent; run the same command again to retry them",
+            summary.pending
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct RunStats {
+    delivered: AtomicU64,
+    abort: AtomicBool,
+    unreachable: std::sync::Mutex<Option<String>>,
+}
+
+struct Worker {
+    store: Store,
+    job: Arc<Job>,
+    campaign: Campaign,
+    audience: Audience,
+    delivery: Arc<Delivery>,
+    rate: Arc<RateLimiter>,
+    stats: Arc<RunStats>,
+    secret: Vec<u8>,
+    worker_id: String,
+    progress: indicatif::ProgressBar,
+}
+
+impl Worker {
+    async fn run(self) -> anyhow::Result<()> {
+        let cfg = &self.job.cfg;
+        loop {
+            if self.stats.abort.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            self.rate.wait().await;
+            let lease = Utc::now() + chrono::Duration::seconds(cfg.lease_seconds as i64);
+            let Some(claim) = self
+                .store
+                .claim_next(
+                    &self.campaign,
+                    self.audience,
+                    &self.worker_id,
+                    lease,
+                    !self.delivery.is_outbox(),
+                )
+                .await?
+            else {
+                return Ok(());
+            };
+            self.one(claim).await?;
+            self.progress.inc(1);
+        }
+    }
+
+    async fn one(&self, claim: Claim) -> anyhow::Result<()> {
+        let cfg = &self.job.cfg;
+        let message_id = match &claim.message_id {
+            Some(m) => m.clone(),
+            None => {
+                let m = new_message_id(&self.job.from);
+                self.store.set_message_id(claim.send_id, &m).await?;
+                m
+            }
+        };
+        let envelope_from = verp::address(&cfg.bounce_address, &self.secret, claim.send_id);
+        let c = &claim.contact.contact;
+        let built = self.job.build(c, &envelope_from, &message_id);
+        let (rendered, out) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                // Put the row back so a fixed template can send it later.
+                self.store
+                    .mark_undelivered(claim.send_id, state::DEFERRED, &format!("{e:#}"))
+                    .await?;
+                return Err(e.context(format!("rendering the message for {}", c.email)));
+            }
+        };
+        let stem = format!("{:06}-{}", claim.send_id, c.email);
+        self.job.write_preview(&stem, &rendered, &out)?;
+        let base = Duration::from_millis(cfg.retry_base_ms);
+        let mut attempt = 1u32;
+        loop {
+            match self.delivery.send(&out, &stem).await {
+                Ok(()) => {
+                    self.store
+                        .mark_done(claim.send_id, self.delivery.is_outbox())
+                        .await?;
+                    self.stats.delivered.fetch_add(1, Ordering::SeqCst);
+                    return Ok(());
+                }
+                Err(e) if e.is_permanent() => {
+                    tracing::info!(to = %c.email, error = %e, "refused");
+                    self.store
+                        .mark_undelivered(claim.send_id, state::FAILED, &e.message)
+                        .await?;
+                    return Ok(());
+                }
+                Err(e) if e.is_retryable() && attempt < cfg.max_attempts
+                    && !self.stats.abort.load(Ordering::SeqCst) =>
+                {
+                    let wait = backoff(base, attempt, retry_after(&e.message));
+                    tracing::info!(to = %c.email, error = %e, ?wait, "will retry");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    self.store
+                        .mark_undelivered(claim.send_id, state::DEFERRED, &e.message)
+                        .await?;
+                    if e.is_connection() {
+                        // Lost the server for good in this run: stop claiming more.
+                        if self.delivery.check().await.is_err() {
+                            if let Ok(mut g) = self.stats.unreachable.lock() {
+                                g.get_or_insert_with(|| {
+                                    format!(
+                                        "the SMTP server at {} stopped answering: {}",
+                                        self.delivery.describe(),
+                                        e.message
+                                    )
+                                });
+                            }
+                            self.stats.abort.store(true, Ordering::SeqCst);
+                        }
+                    } else if !e.is_retryable() {
+                        return Err(anyhow::Error::new(e)
+                            .context(format!("delivering the message for {}", c.email)));
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} {pos}/{len} {wide_bar} {per_sec} eta {eta}",
+    ) {
+        pb.set_style(style);
+    }
+    pb
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn print_summary(s: &Summary, format: SummaryFormat, verb: &str) -> anyhow::Result<()> {
+    match format {
+        SummaryFormat::Json => println!("{}", serde_json::to_string(s)?),
+        SummaryFormat::Text => {
+            let done = if s.mode == "outbox" { s.written } else if s.mode == "smtp" { s.sent } else { s.pending };
+            let target = if s.target.is_empty() {
+                String::new()
+            } else {
+                format!(" via {}", s.target)
+            };
+            let pending = if s.mode == "dry-run" { 0 } else { s.pending };
+            println!(
+                "{} to {}{}: {} {}, {} already sent, {} skipped, {} failed, {} pending",
+                s.campaign, s.audience, target, done, verb, s.already_sent, s.skipped, s.failed, pending
+            );
+        }
+    }
+    Ok(())
+}
+
+#[allow(dead_code)]
+fn _assert_path(_: &Path) {}

@@ -1,0 +1,559 @@
+//! Configuration: `notify.toml`, overridden by `NOTIFY_<KEY>` environment variables, overridden by
+//! command-line flags. Owns defaults and validation of values; it does no I/O beyond reading the
+//! file and never prints a credential (see the `Debug` impl).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::contacts::Audience;
+
+/// A configuration problem: which key, from where, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a key of the wrong type.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A key has a value that cannot be used.
+    #[error("config key `{key}` (from {origin}): {message}")]
+    Invalid {
+        key: &'static str,
+        origin: String,
+        message: String,
+    },
+}
+
+/// The raw file: every key optional so that a partial file works.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    database_url: Option<String>,
+    smtp_url: Option<String>,
+    outbox: Option<String>,
+    contacts: Option<String>,
+    templates: Option<String>,
+    releases: Option<String>,
+    from: Option<String>,
+    reply_to: Option<String>,
+    bounce_address: Option<String>,
+    app_url: Option<String>,
+    timezone: Option<String>,
+    concurrency: Option<u64>,
+    rate: Option<f64>,
+    max_attempts: Option<u64>,
+    retry_base_ms: Option<u64>,
+    lease_seconds: Option<u64>,
+    maintenance_minutes: Option<u64>,
+    release_notes_audience: Option<String>,
+    maintenance_audience: Option<String>,
+    refresh_reminder: Option<String>,
+    team_name: Option<String>,
+}
+
+/// Where a value came from, for error messages.
+#[derive(Debug, Clone)]
+enum Origin {
+    Default,
+    File(PathBuf),
+    Env(String),
+    Flag(&'static str),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => write!(f, "the default"),
+            Origin::File(p) => write!(f, "{}", p.display()),
+            Origin::Env(v) => write!(f, "environment variable {v}"),
+            Origin::Flag(name) => write!(f, "flag --{name}"),
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the file/env value alone.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub database_url: Option<String>,
+    pub smtp_url: Option<String>,
+    pub outbox: Option<String>,
+    pub contacts: Option<String>,
+    pub from: Option<String>,
+    pub concurrency: Option<u64>,
+    pub rate: Option<f64>,
+    pub timezone: Option<String>,
+}
+
+/// The resolved configuration used by every command.
+#[derive(Clone)]
+pub struct Config {
+    /// Directory of the config file; relative paths in it are taken from here.
+    pub base_dir: PathBuf,
+    pub database_url: String,
+    /// SMTP server URL, `None` to write messages to the outbox instead.
+    pub smtp_url: Option<String>,
+    pub smtp_user: Option<String>,
+    pub smtp_password: Option<String>,
+    pub outbox: PathBuf,
+    pub contacts: PathBuf,
+    pub templates: PathBuf,
+    pub releases: PathBuf,
+    pub from: String,
+    pub reply_to: Option<String>,
+    pub bounce_address: String,
+    pub app_url: String,
+    pub timezone: chrono_tz::Tz,
+    pub concurrency: usize,
+    /// Messages per second over the whole run; 0 = unlimited.
+    pub rate: f64,
+    pub max_attempts: u32,
+    pub retry_base_ms: u64,
+    pub lease_seconds: u64,
+    pub maintenance_minutes: u64,
+    pub release_notes_audience: Audience,
+    pub maintenance_audience: Audience,
+    pub refresh_reminder: String,
+    pub team_name: String,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
+            .field("smtp_user", &self.smtp_user.as_ref().map(|_| "<set>"))
+            .field("smtp_password", &self.smtp_password.as_ref().map(|_| "<set>"))
+            .field("outbox", &self.outbox)
+            .field("contacts", &self.contacts)
+            .field("from", &self.from)
+            .field("timezone", &self.timezone)
+            .field("concurrency", &self.concurrency)
+            .field("rate", &self.rate)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A URL with any user name and password removed, safe to print.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparseable url>".to_string(),
+    }
+}
+
+/// The default refresh reminder, included in release notes and maintenance-end notices.
+pub const DEFAULT_REFRESH_REMINDER: &str = "Please refresh Moped in your browser (Ctrl+F5 on Windows, Cmd+Shift+R on a Mac) so that you get the newest version.";
+
+impl Config {
+    /// Load from `path` (which may be absent when `required` is false), then the environment
+    /// (`NOTIFY_<KEY>`), then `overrides`.
+    pub fn load(
+        path: &Path,
+        required: bool,
+        env: &BTreeMap<String, String>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let file: FileConfig = match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                FileConfig::default()
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let base_dir = path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    p.to_path_buf()
+                }
+            })
+            .unwrap_or_else(|| PathBuf::from("."));
+        let r = Resolver {
+            env,
+            file_path: path,
+        };
+
+        let (database_url, _) = r.string(
+            "database_url",
+            file.database_url,
+            overrides.database_url.clone(),
+            Some("sqlite://notify.db"),
+        );
+        let database_url = database_url.unwrap_or_default();
+        let database_url = resolve_sqlite_url(&database_url, &base_dir);
+
+        let (smtp_url, smtp_origin) =
+            r.string("smtp_url", file.smtp_url, overrides.smtp_url.clone(), None);
+        let smtp_url = smtp_url.filter(|s| !s.trim().is_empty());
+        if let Some(u) = &smtp_url {
+            crate::mail::SmtpTarget::parse(u, None, None).map_err(|message| {
+                ConfigError::Invalid {
+                    key: "smtp_url",
+                    origin: smtp_origin.to_string(),
+                    message,
+                }
+            })?;
+        }
+
+        let path_key = |key: &'static str, v: Option<String>, o: Option<String>, d: &str| {
+            let (v, _) = r.string(key, v, o, Some(d));
+            base_dir.join(v.unwrap_or_default())
+        };
+        let outbox = path_key("outbox", file.outbox, overrides.outbox.clone(), "outbox");
+        let contacts = path_key(
+            "contacts",
+            file.contacts,
+            overrides.contacts.clone(),
+            "contacts/moped_users.csv",
+        );
+        let templates = path_key("templates", file.templates, None, "templates");
+        let releases = path_key("releases", file.releases, None, "releases");
+
+        let (from, from_origin) = r.string(
+            "from",
+            file.from,
+            overrides.from.clone(),
+            Some("Moped Team <moped@austintexas.gov>"),
+        );
+        let from = from.unwrap_or_default();
+        check_mailbox("from", &from, &from_origin)?;
+        let (reply_to, reply_origin) = r.string("reply_to", file.reply_to, None, None);
+        let reply_to = reply_to.filter(|s| !s.trim().is_empty());
+        if let Some(rt) = &reply_to {
+            check_mailbox("reply_to", rt, &reply_origin)?;
+        }
+        let (bounce, bounce_origin) = r.string(
+            "bounce_address",
+            file.bounce_address,
+            None,
+            Some("moped-bounces@austintexas.gov"),
+        );
+        let bounce_address = bounce.unwrap_or_default();
+        crate::mail::check_bounce_address(&bounce_address).map_err(|message| {
+            ConfigError::Invalid {
+                key: "bounce_address",
+                origin: bounce_origin.to_string(),
+                message,
+            }
+        })?;
+
+        let (app_url, app_origin) = r.string(
+            "app_url",
+            file.app_url,
+            None,
+            Some("https://moped.austinmobility.io"),
+        );
+        let app_url = app_url.unwrap_or_default();
+        match url::Url::parse(&app_url) {
+            Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "app_url",
+                    origin: app_origin.to_string(),
+                    message: format!("`{app_url}` is not an http(s) URL"),
+                })
+            }
+        }
+
+        let (tz, tz_origin) = r.string(
+            "timezone",
+            file.timezone,
+            overrides.timezone.clone(),
+            Some("America/Chicago"),
+        );
+        let tz = tz.unwrap_or_default();
+        let timezone: chrono_tz::Tz = tz.parse().map_err(|_| ConfigError::Invalid {
+            key: "timezone",
+            origin: tz_origin.to_string(),
+            message: format!("`{tz}` is not an IANA time zone name such as America/Chicago"),
+        })?;
+
+        let concurrency = r.number(
+            "concurrency",
+            file.concurrency.map(|v| v as f64),
+            overrides.concurrency.map(|v| v as f64),
+            4.0,
+            1.0,
+            1000.0,
+        )? as usize;
+        let rate = r.number("rate", file.rate, overrides.rate, 0.0, 0.0, 100_000.0)?;
+        let max_attempts = r.number(
+            "max_attempts",
+            file.max_attempts.map(|v| v as f64),
+            None,
+            4.0,
+            1.0,
+            100.0,
+        )? as u32;
+        let retry_base_ms = r.number(
+            "retry_base_ms",
+            file.retry_base_ms.map(|v| v as f64),
+            None,
+            1000.0,
+            0.0,
+            600_000.0,
+        )? as u64;
+        let lease_seconds = r.number(
+            "lease_seconds",
+            file.lease_seconds.map(|v| v as f64),
+            None,
+            120.0,
+            1.0,
+            86_400.0,
+        )? as u64;
+        let maintenance_minutes = r.number(
+            "maintenance_minutes",
+            file.maintenance_minutes.map(|v| v as f64),
+            None,
+            60.0,
+            1.0,
+            10_080.0,
+        )? as u64;
+
+        let audience = |key: &'static str, v: Option<String>, d: &str| {
+            let (v, origin) = r.string(key, v, None, Some(d));
+            let v = v.unwrap_or_default();
+            v.parse::<Audience>().map_err(|message| ConfigError::Invalid {
+                key,
+                origin: origin.to_string(),
+                message,
+            })
+        };
+        let release_notes_audience =
+            audience("release_notes_audience", file.release_notes_audience, "mug")?;
+        let maintenance_audience =
+            audience("maintenance_audience", file.maintenance_audience, "users")?;
+
+        let (refresh_reminder, _) = r.string(
+            "refresh_reminder",
+            file.refresh_reminder,
+            None,
+            Some(DEFAULT_REFRESH_REMINDER),
+        );
+        let (team_name, _) = r.string("team_name", file.team_name, None, Some("The Moped team"));
+
+        Ok(Config {
+            base_dir,
+            database_url,
+            smtp_url,
+            smtp_user: env.get("NOTIFY_SMTP_USER").cloned(),
+            smtp_password: env.get("NOTIFY_SMTP_PASSWORD").cloned(),
+            outbox,
+            contacts,
+            templates,
+            releases,
+            from,
+            reply_to,
+            bounce_address,
+            app_url: app_url.trim_end_matches('/').to_string(),
+            timezone,
+            concurrency,
+            rate,
+            max_attempts,
+            retry_base_ms,
+            lease_seconds,
+            maintenance_minutes,
+            release_notes_audience,
+            maintenance_audience,
+            refresh_reminder: refresh_reminder.unwrap_or_default(),
+            team_name: team_name.unwrap_or_default(),
+        })
+    }
+}
+
+struct Resolver<'a> {
+    env: &'a BTreeMap<String, String>,
+    file_path: &'a Path,
+}
+
+impl Resolver<'_> {
+    fn string(
+        &self,
+        key: &'static str,
+        file: Option<String>,
+        flag: Option<String>,
+        default: Option<&str>,
+    ) -> (Option<String>, Origin) {
+        if let Some(v) = flag {
+            return (Some(v), Origin::Flag(key));
+        }
+        let var = format!("NOTIFY_{}", key.to_ascii_uppercase());
+        if let Some(v) = self.env.get(&var) {
+            return (Some(v.clone()), Origin::Env(var));
+        }
+        if let Some(v) = file {
+            return (Some(v), Origin::File(self.file_path.to_path_buf()));
+        }
+        (default.map(str::to_string), Origin::Default)
+    }
+
+    fn number(
+        &self,
+        key: &'static str,
+        file: Option<f64>,
+        flag: Option<f64>,
+        default: f64,
+        min: f64,
+        max: f64,
+    ) -> Result<f64, ConfigError> {
+        let (value, origin) = if let Some(v) = flag {
+            (v, Origin::Flag(key))
+        } else {
+            let var = format!("NOTIFY_{}", key.to_ascii_uppercase());
+            if let Some(raw) = self.env.get(&var) {
+                let v = raw.trim().parse::<f64>().map_err(|_| ConfigError::Invalid {
+                    key,
+                    origin: Origin::Env(var.clone()).to_string(),
+                    message: format!("`{raw}` is not a number"),
+                })?;
+                (v, Origin::Env(var))
+            } else if let Some(v) = file {
+                (v, Origin::File(self.file_path.to_path_buf()))
+            } else {
+                (default, Origin::Default)
+            }
+        };
+        if !value.is_finite() || value < min || value > max {
+            return Err(ConfigError::Invalid {
+                key,
+                origin: origin.to_string(),
+                message: format!("{value} is outside {min}..={max}"),
+            });
+        }
+        Ok(value)
+    }
+}
+
+fn check_mailbox(key: &'static str, value: &str, origin: &Origin) -> Result<(), ConfigError> {
+    value
+        .parse::<lettre::message::Mailbox>()
+        .map(|_| ())
+        .map_err(|e| ConfigError::Invalid {
+            key,
+            origin: origin.to_string(),
+            message: format!("`{value}` is not a mail address: {e}"),
+        })
+}
+
+/// Make a relative SQLite path relative to the config file's directory and ask SQLite to create
+/// the file when it does not exist.
+fn resolve_sqlite_url(url: &str, base: &Path) -> String {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return url.to_string();
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    if path == ":memory:" {
+        return url.to_string();
+    }
+    let full = if Path::new(path).is_absolute() {
+        PathBuf::from(path)
+    } else {
+        base.join(path)
+    };
+    let mut query: Vec<String> = query
+        .map(|q| q.split('&').map(str::to_string).collect())
+        .unwrap_or_default();
+    if !query.iter().any(|q| q.starts_with("mode=")) {
+        query.push("mode=rwc".to_string());
+    }
+    format!("sqlite://{}?{}", full.display(), query.join("&"))
+}
+
+/// The process environment as a map (only `NOTIFY_*` keys matter).
+pub fn process_env() -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("NOTIFY_"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.toml");
+        std::fs::write(&path, text).unwrap();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(&path, true, &env, &Overrides::default())
+    }
+
+    #[test]
+    fn defaults_work_with_an_empty_file() {
+        let c = load("", &[]).unwrap();
+        assert!(c.database_url.starts_with("sqlite://"));
+        assert!(c.database_url.ends_with("notify.db?mode=rwc"));
+        assert!(c.smtp_url.is_none());
+        assert_eq!(c.timezone, chrono_tz::America::Chicago);
+        assert_eq!(c.release_notes_audience, Audience::Mug);
+        assert_eq!(c.maintenance_audience, Audience::Users);
+    }
+
+    #[test]
+    fn environment_beats_file_and_flags_beat_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.toml");
+        std::fs::write(&path, "concurrency = 2\nrate = 5.0\n").unwrap();
+        let env: BTreeMap<_, _> = [("NOTIFY_CONCURRENCY".to_string(), "7".to_string())].into();
+        let c = Config::load(&path, true, &env, &Overrides::default()).unwrap();
+        assert_eq!(c.concurrency, 7);
+        assert_eq!(c.rate, 5.0);
+        let o = Overrides {
+            concurrency: Some(9),
+            ..Default::default()
+        };
+        let c = Config::load(&path, true, &env, &o).unwrap();
+        assert_eq!(c.concurrency, 9);
+    }
+
+    #[test]
+    fn bad_values_name_key_and_origin() {
+        let e = load("timezone = \"Mars/Olympus\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("timezone") && e.contains("notify.toml"), "{e}");
+        let e = load("", &[("NOTIFY_RATE", "fast")]).unwrap_err().to_string();
+        assert!(e.contains("NOTIFY_RATE") && e.contains("fast"), "{e}");
+        let e = load("bogus_key = 1\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("bogus_key"), "{e}");
+        let e = load("smtp_url = \"http://x\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("smtp_url"), "{e}");
+    }
+
+    #[test]
+    fn debug_never_shows_credentials() {
+        let c = load("smtp_url = \"smtp://alice:s3cret@mail.example:25\"\n", &[]).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret") && !shown.contains("alice"), "{shown}");
+    }
+}

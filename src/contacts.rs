@@ -1,0 +1,502 @@
+//! Contacts: the users group as exported from Moped's `moped_users` table, read from CSV and
+//! checked row by row. Pure: parsing and validation only; `store` keeps them and `commands`
+//! decides when to sync.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Serialize;
+
+/// One person, as in a `moped_users` row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Contact {
+    pub user_id: i64,
+    pub first_name: String,
+    pub last_name: String,
+    /// Lower-cased; unique within a file.
+    pub email: String,
+    pub title: String,
+    pub workgroup: String,
+    /// Moped roles such as `moped-editor` or `non-login-user`.
+    pub roles: Vec<String>,
+    pub is_coa_staff: bool,
+    pub is_deleted: bool,
+    pub is_user_group_member: bool,
+    pub note: String,
+    pub date_added: String,
+    pub last_seen_date: String,
+}
+
+impl Contact {
+    /// "First Last", or the address when both names are blank.
+    pub fn full_name(&self) -> String {
+        let name = format!("{} {}", self.first_name.trim(), self.last_name.trim());
+        let name = name.trim();
+        if name.is_empty() {
+            self.email.clone()
+        } else {
+            name.to_string()
+        }
+    }
+
+    /// Can this person sign in to Moped?
+    pub fn can_log_in(&self) -> bool {
+        !self.roles.iter().any(|r| r == NON_LOGIN_ROLE)
+    }
+}
+
+/// The role Moped gives people who are tracked but cannot sign in.
+pub const NON_LOGIN_ROLE: &str = "non-login-user";
+
+/// Who receives a notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Audience {
+    /// The Moped User Group: `is_user_group_member && !is_deleted`.
+    Mug,
+    /// All active users: `!is_deleted`, can log in, no '+' in the address.
+    Users,
+    /// Every active contact (`!is_deleted`).
+    All,
+}
+
+impl Audience {
+    /// Does this audience include `c`? (Contacts missing from the latest export are never
+    /// included; that is checked by the store.)
+    pub fn includes(self, c: &Contact) -> bool {
+        match self {
+            Audience::Mug => c.is_user_group_member && !c.is_deleted,
+            Audience::Users => !c.is_deleted && c.can_log_in() && !c.email.contains('+'),
+            Audience::All => !c.is_deleted,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Audience::Mug => "mug",
+            Audience::Users => "users",
+            Audience::All => "all",
+        }
+    }
+}
+
+impl fmt::Display for Audience {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Audience {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "mug" => Ok(Audience::Mug),
+            "users" => Ok(Audience::Users),
+            "all" => Ok(Audience::All),
+            other => Err(format!(
+                "unknown audience `{other}`; expected mug, users or all"
+            )),
+        }
+    }
+}
+
+/// One problem in a contacts file, at a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    pub line: u64,
+    pub message: String,
+}
+
+/// The contacts file could not be used; nothing was imported.
+#[derive(Debug, thiserror::Error)]
+pub enum ContactsError {
+    #[error("cannot read contacts file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", format_row_errors(path, errors))]
+    Invalid { path: PathBuf, errors: Vec<RowError> },
+}
+
+fn format_row_errors(path: &Path, errors: &[RowError]) -> String {
+    let mut out = format!(
+        "{} has {} problem{}; nothing was imported:",
+        path.display(),
+        errors.len(),
+        if errors.len() == 1 { "" } else { "s" }
+    );
+    for e in errors {
+        out.push_str(&format!("\n  {}:{}: {}", path.display(), e.line, e.message));
+    }
+    out
+}
+
+/// Columns that must be present (the rest of `moped_users` is optional).
+pub const REQUIRED_COLUMNS: &[&str] = &[
+    "user_id",
+    "first_name",
+    "last_name",
+    "email",
+    "roles",
+    "is_deleted",
+    "is_user_group_member",
+];
+
+/// Read and check a contacts CSV file.
+pub fn read_file(path: &Path) -> Result<Vec<Contact>, ContactsError> {
+    let bytes = std::fs::read(path).map_err(|source| ContactsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&bytes).map_err(|errors| ContactsError::Invalid {
+        path: path.to_path_buf(),
+        errors,
+    })
+}
+
+/// Parse CSV bytes into contacts, or every problem found with its line number.
+pub fn parse(bytes: &[u8]) -> Result<Vec<Contact>, Vec<RowError>> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(bytes);
+    let mut errors = Vec::new();
+
+    let headers = match reader.headers() {
+        Ok(h) => h.clone(),
+        Err(e) => {
+            return Err(vec![RowError {
+                line: 1,
+                message: format!("cannot read the header row: {}", csv_message(&e)),
+            }])
+        }
+    };
+    let index: HashMap<String, usize> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.trim().to_ascii_lowercase(), i))
+        .collect();
+    let missing: Vec<&str> = REQUIRED_COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| !index.contains_key(*c))
+        .collect();
+    if !missing.is_empty() {
+        return Err(vec![RowError {
+            line: 1,
+            message: format!(
+                "missing column{} {} (the header must include {})",
+                if missing.len() == 1 { "" } else { "s" },
+                missing.join(", "),
+                REQUIRED_COLUMNS.join(", ")
+            ),
+        }]);
+    }
+
+    let mut contacts = Vec::new();
+    let mut seen_email: HashMap<String, u64> = HashMap::new();
+    let mut seen_id: HashMap<i64, u64> = HashMap::new();
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                errors.push(RowError {
+                    line,
+                    message: csv_message(&e),
+                });
+                // After a structural error the reader's position is unreliable: stop here.
+                if !matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. }) {
+                    break;
+                }
+                continue;
+            }
+        }
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        if record.iter().all(|f| f.trim().is_empty()) {
+            continue;
+        }
+        match parse_row(&Row {
+            record: &record,
+            index: &index,
+        }) {
+            Ok(c) => {
+                if let Some(first) = seen_email.get(&c.email) {
+                    errors.push(RowError {
+                        line,
+                        message: format!(
+                            "duplicate address {} (already on line {first})",
+                            c.email
+                        ),
+                    });
+                } else if let Some(first) = seen_id.get(&c.user_id) {
+                    errors.push(RowError {
+                        line,
+                        message: format!(
+                            "duplicate user_id {} (already on line {first})",
+                            c.user_id
+                        ),
+                    });
+                } else {
+                    seen_email.insert(c.email.clone(), line);
+                    seen_id.insert(c.user_id, line);
+                    contacts.push(c);
+                }
+            }
+            Err(messages) => {
+                errors.extend(messages.into_iter().map(|message| RowError { line, message }))
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(contacts)
+    } else {
+        Err(errors)
+    }
+}
+
+fn csv_message(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!(
+            "expected {expected_len} fields but found {len} (a stray comma, or a quote that is never closed?)"
+        ),
+        csv::ErrorKind::Utf8 { .. } => "the row is not valid UTF-8 (save the file as UTF-8)".into(),
+        _ => e.to_string(),
+    }
+}
+
+struct Row<'a> {
+    record: &'a csv::StringRecord,
+    index: &'a HashMap<String, usize>,
+}
+
+impl Row<'_> {
+    fn get(&self, name: &str) -> &str {
+        self.index
+            .get(name)
+            .and_then(|&i| self.record.get(i))
+            .unwrap_or("")
+            .trim()
+    }
+}
+
+fn parse_row(row: &Row<'_>) -> Result<Contact, Vec<String>> {
+    let field = |name: &str| row.get(name);
+    let mut problems = Vec::new();
+    let user_id = match field("user_id").parse::<i64>() {
+        Ok(id) if id > 0 => id,
+        _ => {
+            problems.push(format!(
+                "user_id `{}` is not a positive whole number",
+                field("user_id")
+            ));
+            0
+        }
+    };
+    let raw_email = field("email");
+    let email = match check_address(raw_email) {
+        Ok(e) => e,
+        Err(why) => {
+            problems.push(why);
+            String::new()
+        }
+    };
+    let mut flag = |name: &str, default: bool| match parse_bool(field(name)) {
+        Some(b) => b,
+        None if field(name).is_empty() => default,
+        None => {
+            problems.push(format!(
+                "{name} `{}` is not a boolean (true/false, t/f, yes/no, 1/0)",
+                field(name)
+            ));
+            default
+        }
+    };
+    let is_deleted = flag("is_deleted", false);
+    let is_user_group_member = flag("is_user_group_member", false);
+    let coa_default = email.ends_with("@austintexas.gov");
+    let is_coa_staff = flag("is_coa_staff", coa_default);
+    let roles = match parse_roles(field("roles")) {
+        Ok(r) => r,
+        Err(why) => {
+            problems.push(why);
+            Vec::new()
+        }
+    };
+    let mut text = |name: &str| -> String {
+        let v = field(name);
+        if name != "note" && v.contains(['\r', '\n']) {
+            problems.push(format!("{name} contains a line break"));
+        }
+        v.to_string()
+    };
+    let first_name = text("first_name");
+    let last_name = text("last_name");
+    let title = text("title");
+    let workgroup = text("workgroup");
+    let note = text("note");
+    let date_added = text("date_added");
+    let last_seen_date = text("last_seen_date");
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Contact {
+        user_id,
+        first_name,
+        last_name,
+        email,
+        title,
+        workgroup,
+        roles,
+        is_coa_staff,
+        is_deleted,
+        is_user_group_member,
+        note,
+        date_added,
+        last_seen_date,
+    })
+}
+
+/// Check one mail address and return it lower-cased.
+pub fn check_address(raw: &str) -> Result<String, String> {
+    if raw.is_empty() {
+        return Err("email is empty".into());
+    }
+    if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "email `{}` contains spaces or control characters",
+            raw.escape_debug()
+        ));
+    }
+    let lower = raw.to_lowercase();
+    let addr: lettre::Address = lower
+        .parse()
+        .map_err(|e| format!("email `{raw}` is not a valid address ({e})"))?;
+    if !addr.domain().contains('.') {
+        return Err(format!("email `{raw}` has no dot in its domain"));
+    }
+    Ok(lower)
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "t" | "yes" | "y" | "1" => Some(true),
+        "false" | "f" | "no" | "n" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// Roles as Moped exports them: a JSON array (`["moped-editor"]`), a PostgreSQL array literal
+/// (`{moped-editor}`), or blank.
+fn parse_roles(s: &str) -> Result<Vec<String>, String> {
+    if s.is_empty() {
+        return Ok(Vec::new());
+    }
+    if s.starts_with('[') {
+        return serde_json::from_str::<Vec<String>>(s)
+            .map_err(|e| format!("roles `{s}` is not a JSON array of strings ({e})"));
+    }
+    if let Some(inner) = s.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+        return Ok(inner
+            .split(',')
+            .map(|r| r.trim().trim_matches('"').to_string())
+            .filter(|r| !r.is_empty())
+            .collect());
+    }
+    Err(format!(
+        "roles `{s}` is not a JSON array such as [\"moped-editor\"]"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "user_id,first_name,last_name,email,title,workgroup,roles,is_coa_staff,is_deleted,is_user_group_member,note,date_added,last_seen_date\n";
+
+    fn parse_str(body: &str) -> Result<Vec<Contact>, Vec<RowError>> {
+        parse(format!("{HEADER}{body}").as_bytes())
+    }
+
+    #[test]
+    fn awkward_but_valid_rows_parse() {
+        let c = parse_str(concat!(
+            "1,Mary,O'Connor,Mary.OConnor@AustinTexas.gov,Planner,\"Active Transportation & Street Design\",\"[\"\"moped-editor\"\"]\",true,false,true,,2023-01-05,\n",
+            "2,Ana,Núñez,ana+moped@austintexas.gov,,Signs & Markings,{moped-viewer},t,f,t,\"moved, see note\",,\n",
+        ))
+        .unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].email, "mary.oconnor@austintexas.gov");
+        assert_eq!(c[0].roles, vec!["moped-editor"]);
+        assert_eq!(c[0].last_name, "O'Connor");
+        assert_eq!(c[1].roles, vec!["moped-viewer"]);
+        assert!(!Audience::Users.includes(&c[1]), "+ address is not a user");
+        assert!(Audience::Mug.includes(&c[1]));
+    }
+
+    #[test]
+    fn every_bad_row_is_reported_with_its_line() {
+        let errs = parse_str(concat!(
+            "1,A,B,not-an-address,,,[],true,false,true,,,\n",
+            "2,C,D,c@austintexas.gov,,,[],maybe,false,true,,,\n",
+            "3,E,F,C@AUSTINTEXAS.GOV,,,[],true,false,true,,,\n",
+            "4,G,H,g@austintexas.gov,,,[moped-editor,true,false,true,,,\n",
+            "x,I,J,i@austintexas.gov,,,[],true,false,true,,,\n",
+            "6,K,L,k@austintexas.gov,,,[],true,false\n",
+        ))
+        .unwrap_err();
+        let lines: Vec<u64> = errs.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![2, 3, 4, 5, 6, 7], "{errs:?}");
+        assert!(errs[0].message.contains("not-an-address"));
+        assert!(errs[1].message.contains("is_coa_staff") && errs[1].message.contains("maybe"));
+        assert!(errs[2].message.contains("duplicate address"));
+        assert!(errs[3].message.contains("roles"));
+        assert!(errs[4].message.contains("user_id"));
+        assert!(errs[5].message.contains("expected 13 fields"));
+    }
+
+    #[test]
+    fn missing_column_is_reported_on_line_one() {
+        let errs = parse(b"user_id,first_name,email\n1,A,a@b.co\n").unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].line, 1);
+        assert!(errs[0].message.contains("last_name"), "{}", errs[0].message);
+    }
+
+    #[test]
+    fn unclosed_quote_is_an_error() {
+        let errs = parse_str(concat!(
+            "1,A,B,a@austintexas.gov,,\"Signs & Markings,[],true,false,true,,,\n",
+            "2,C,D,c@austintexas.gov,,,[],true,false,true,,,\n",
+        ))
+        .unwrap_err();
+        assert_eq!(errs[0].line, 2, "{errs:?}");
+    }
+
+    #[test]
+    fn header_injection_in_an_address_is_refused() {
+        let errs = parse_str("1,A,B,\"a@austintexas.gov\r\nBcc: x@evil.example\",,,[],true,false,true,,,\n")
+            .unwrap_err();
+        assert!(errs[0].message.contains("control"), "{errs:?}");
+    }
+
+    #[test]
+    fn audiences_follow_moped_rules() {
+        let mut c = parse_str("1,A,B,a@austintexas.gov,,,\"[\"\"non-login-user\"\"]\",true,false,true,,,\n")
+            .unwrap()
+            .remove(0);
+        assert!(Audience::Mug.includes(&c));
+        assert!(!Audience::Users.includes(&c));
+        c.is_deleted = true;
+        assert!(!Audience::Mug.includes(&c));
+        assert!(!Audience::All.includes(&c));
+    }
+}

@@ -1,0 +1,16 @@
+//! notify: the Moped team's release and maintenance notices, rendered from Markdown templates,
+//! delivered one message per person with a record of every send, and (next) the bounces that
+//! come back.
+//!
+//! Data flows one way: contacts + release notes -> render -> journal (store) -> send (mail).
+//! `cli` parses arguments and `commands` orchestrates; the other modules each own one capability.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod contacts;
+pub mod mail;
+pub mod notice;
+pub mod release;
+pub mod render;
+pub mod store;

@@ -1,0 +1,30 @@
+//! Mail: building one message per recipient, the VERP envelope sender that ties a bounce back to
+//! one send, and the transports (SMTP, the outbox folder) with a send error that says whether a
+//! retry can help. `sender` holds the rate limiter and the retry policy. Nothing here touches the
+//! database.
+
+pub mod message;
+pub mod sender;
+pub mod transport;
+pub mod verp;
+
+pub use message::{build, Outgoing};
+pub use transport::{Delivery, SendError, SmtpTarget};
+
+/// Check that the configured bounce address can carry a VERP token (`local+TOKEN@domain`).
+pub fn check_bounce_address(addr: &str) -> Result<(), String> {
+    let parsed: lettre::Address = addr
+        .parse()
+        .map_err(|e| format!("`{addr}` is not a mail address ({e})"))?;
+    if parsed.user().contains('+') {
+        return Err(format!(
+            "`{addr}` already has a '+' in it; notify adds `+TOKEN` to the local part itself"
+        ));
+    }
+    if parsed.user().len() + 1 + verp::TOKEN_MAX_LEN > 64 {
+        return Err(format!(
+            "the local part of `{addr}` is too long to carry a VERP token (64 characters at most)"
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,353 @@
+//! Transports: a real SMTP server (pooled connections, TLS as the URL asks) or the outbox folder
+//! (one `.eml` file per message, written atomically). `SendError` says whether the failure is
+//! permanent (a 5xx: the recipient is refused), transient (a 4xx or a lost connection: try again
+//! later) and carries the server's words.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::PoolConfig;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+use super::Outgoing;
+
+/// How to talk TLS to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain SMTP (`smtp://`, the default, and `?tls=none`).
+    None,
+    /// STARTTLS when offered (`?tls=opportunistic`).
+    Opportunistic,
+    /// STARTTLS or fail (`?tls=required`).
+    Required,
+    /// TLS from the first byte (`smtps://`).
+    Implicit,
+}
+
+/// A parsed `smtp_url`.
+#[derive(Clone)]
+pub struct SmtpTarget {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    user: Option<String>,
+    password: Option<String>,
+}
+
+impl std::fmt::Debug for SmtpTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self)
+    }
+}
+
+impl std::fmt::Display for SmtpTarget {
+    /// The URL without credentials, safe to print.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls == TlsMode::Implicit {
+            "smtps"
+        } else {
+            "smtp"
+        };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)?;
+        match self.tls {
+            TlsMode::Required => write!(f, "?tls=required"),
+            TlsMode::Opportunistic => write!(f, "?tls=opportunistic"),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl SmtpTarget {
+    /// Parse `smtp://[user[:pass]@]host[:port][?tls=required|opportunistic|none]` or `smtps://…`.
+    /// Credentials in `user`/`password` (from the environment) win over the URL's.
+    pub fn parse(
+        raw: &str,
+        user: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<SmtpTarget, String> {
+        let u = url::Url::parse(raw)
+            .map_err(|e| format!("`{}` is not a URL ({e})", crate::config::redact_url(raw)))?;
+        let implicit = match u.scheme() {
+            "smtp" => false,
+            "smtps" => true,
+            other => {
+                return Err(format!(
+                    "scheme `{other}` is not supported; use smtp:// or smtps://"
+                ))
+            }
+        };
+        let host = u
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or("the URL has no host")?
+            .trim_matches(['[', ']'])
+            .to_string();
+        let mut tls = if implicit {
+            TlsMode::Implicit
+        } else {
+            TlsMode::None
+        };
+        for (k, v) in u.query_pairs() {
+            match (k.as_ref(), v.as_ref()) {
+                ("tls", "required" | "starttls") if !implicit => tls = TlsMode::Required,
+                ("tls", "opportunistic") if !implicit => tls = TlsMode::Opportunistic,
+                ("tls", "none" | "off") if !implicit => tls = TlsMode::None,
+                ("tls", other) => {
+                    return Err(format!(
+                        "tls={other} is not supported here; use tls=required, tls=opportunistic or tls=none with smtp://"
+                    ))
+                }
+                (other, _) => return Err(format!("unknown URL parameter `{other}`")),
+            }
+        }
+        let port = u.port().unwrap_or(if implicit { 465 } else { 25 });
+        let url_user = (!u.username().is_empty()).then(|| {
+            percent_decode(u.username())
+        });
+        let url_pass = u.password().map(percent_decode);
+        Ok(SmtpTarget {
+            host,
+            port,
+            tls,
+            user: user.map(str::to_string).or(url_user),
+            password: password.map(str::to_string).or(url_pass),
+        })
+    }
+
+    /// A pooled transport that keeps up to `connections` connections open.
+    pub fn transport(
+        &self,
+        connections: usize,
+    ) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+        type T = AsyncSmtpTransport<Tokio1Executor>;
+        let params = || {
+            TlsParameters::new(self.host.clone())
+                .map_err(|e| format!("TLS setup for {}: {e}", self.host))
+        };
+        let builder = match self.tls {
+            TlsMode::None => T::builder_dangerous(&self.host),
+            TlsMode::Opportunistic => {
+                T::builder_dangerous(&self.host).tls(Tls::Opportunistic(params()?))
+            }
+            TlsMode::Required => T::builder_dangerous(&self.host).tls(Tls::Required(params()?)),
+            TlsMode::Implicit => T::builder_dangerous(&self.host).tls(Tls::Wrapper(params()?)),
+        };
+        let mut builder = builder
+            .port(self.port)
+            .timeout(Some(Duration::from_secs(30)))
+            .pool_config(
+                PoolConfig::new()
+                    .max_size(connections.max(1) as u32)
+                    .idle_timeout(Duration::from_secs(30)),
+            );
+        if let Some(user) = &self.user {
+            builder = builder.credentials(Credentials::new(
+                user.clone(),
+                self.password.clone().unwrap_or_default(),
+            ));
+        }
+        Ok(builder.build())
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Why a message was not delivered.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    kind: SendErrorKind,
+    /// The SMTP reply code, when the server answered.
+    pub code: Option<u16>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendErrorKind {
+    /// 5xx: this recipient or message is refused; retrying will not help.
+    Permanent,
+    /// 4xx: try again later.
+    Transient,
+    /// No answer: connection refused or lost, timeout, TLS failure.
+    Connection,
+    /// Writing to the outbox failed.
+    Local,
+}
+
+impl SendError {
+    /// The server refused for good (5xx): a bounce.
+    pub fn is_permanent(&self) -> bool {
+        self.kind == SendErrorKind::Permanent
+    }
+    /// The server asked to try later (4xx).
+    pub fn is_transient(&self) -> bool {
+        self.kind == SendErrorKind::Transient
+    }
+    /// The server could not be reached or the connection was lost.
+    pub fn is_connection(&self) -> bool {
+        self.kind == SendErrorKind::Connection
+    }
+    /// Worth another try in this run?
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            SendErrorKind::Transient | SendErrorKind::Connection
+        )
+    }
+
+    fn local(message: String) -> SendError {
+        SendError {
+            kind: SendErrorKind::Local,
+            code: None,
+            message,
+        }
+    }
+
+    fn from_lettre(e: &lettre::transport::smtp::Error) -> SendError {
+        let code = e.status().map(|c| {
+            let s = c.to_string();
+            s.parse::<u16>().unwrap_or(0)
+        });
+        let kind = if e.is_permanent() {
+            SendErrorKind::Permanent
+        } else if e.is_transient() {
+            SendErrorKind::Transient
+        } else {
+            SendErrorKind::Connection
+        };
+        let mut message = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            let m = s.to_string();
+            if !message.contains(&m) {
+                message.push_str(": ");
+                message.push_str(&m);
+            }
+            src = s.source();
+        }
+        SendError {
+            kind,
+            code,
+            message,
+        }
+    }
+}
+
+/// Where messages go.
+pub enum Delivery {
+    Smtp {
+        target: SmtpTarget,
+        transport: AsyncSmtpTransport<Tokio1Executor>,
+    },
+    Outbox { dir: PathBuf },
+}
+
+impl Delivery {
+    /// True when messages are only written to files.
+    pub fn is_outbox(&self) -> bool {
+        matches!(self, Delivery::Outbox { .. })
+    }
+
+    /// Where, for messages to the user.
+    pub fn describe(&self) -> String {
+        match self {
+            Delivery::Smtp { target, .. } => target.to_string(),
+            Delivery::Outbox { dir } => dir.display().to_string(),
+        }
+    }
+
+    /// Check that the server answers (SMTP) or the folder can be written (outbox).
+    pub async fn check(&self) -> Result<(), SendError> {
+        match self {
+            Delivery::Smtp { target, transport } => match transport.test_connection().await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(SendError {
+                    kind: SendErrorKind::Connection,
+                    code: None,
+                    message: format!("the SMTP server at {target} did not answer NOOP"),
+                }),
+                Err(e) => {
+                    let mut err = SendError::from_lettre(&e);
+                    err.message = format!("cannot reach the SMTP server at {target}: {}", err.message);
+                    err.kind = SendErrorKind::Connection;
+                    Err(err)
+                }
+            },
+            Delivery::Outbox { dir } => std::fs::create_dir_all(dir).map_err(|e| {
+                SendError::local(format!("cannot create the outbox {}: {e}", dir.display()))
+            }),
+        }
+    }
+
+    /// Deliver one message. For the outbox, `file_stem` names the file.
+    pub async fn send(&self, msg: &Outgoing, file_stem: &str) -> Result<(), SendError> {
+        match self {
+            Delivery::Smtp { transport, .. } => transport
+                .send_raw(&msg.envelope, &msg.bytes)
+                .await
+                .map(|_| ())
+                .map_err(|e| SendError::from_lettre(&e)),
+            Delivery::Outbox { dir } => write_eml(dir, file_stem, msg).map(|_| ()),
+        }
+    }
+}
+
+/// Write `msg` to `<dir>/<stem>.eml` atomically, with a `Return-Path:` line showing the envelope
+/// sender as a receiving server would.
+pub fn write_eml(dir: &Path, stem: &str, msg: &Outgoing) -> Result<PathBuf, SendError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| SendError::local(format!("cannot create {}: {e}", dir.display())))?;
+    let path = dir.join(format!("{}.eml", safe_file_name(stem)));
+    let tmp = dir.join(format!(".{}.tmp", safe_file_name(stem)));
+    let mut data = Vec::with_capacity(msg.bytes.len() + 80);
+    if let Some(from) = msg.envelope.from() {
+        data.extend_from_slice(format!("Return-Path: <{from}>\r\n").as_bytes());
+    }
+    data.extend_from_slice(&msg.bytes);
+    std::fs::write(&tmp, &data)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| SendError::local(format!("cannot write {}: {e}", path.display())))?;
+    Ok(path)
+}
+
+/// A file name made of letters, digits and `.-_+@` only.
+pub fn safe_file_name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_+@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_and_never_show_credentials() {
+        let t = SmtpTarget::parse("smtp://bob:p%40ss@mail.example:2525?tls=required", None, None)
+            .unwrap();
+        assert_eq!(t.port, 2525);
+        assert_eq!(t.tls, TlsMode::Required);
+        assert_eq!(t.password.as_deref(), Some("p@ss"));
+        assert_eq!(t.to_string(), "smtp://mail.example:2525?tls=required");
+        assert!(!format!("{t:?}").contains("p@ss"));
+        let t = SmtpTarget::parse("smtps://mail.example", Some("env"), Some("pw")).unwrap();
+        assert_eq!((t.port, t.tls), (465, TlsMode::Implicit));
+        assert_eq!(t.user.as_deref(), Some("env"));
+        assert!(SmtpTarget::parse("http://x", None, None).is_err());
+        assert!(SmtpTarget::parse("smtp://x?tls=maybe", None, None).is_err());
+        let e = SmtpTarget::parse("smtp://u:secret@[bad", None, None).unwrap_err();
+        assert!(!e.contains("secret"), "{e}");
+    }
+}

@@ -1,0 +1,563 @@
+//! Storage: the only place SQL lives. One code path over sqlx's `Any` driver for SQLite (the
+//! embedded default) and PostgreSQL (several instances sharing the work); the few statements
+//! that differ are chosen by `Backend`. Times are RFC 3339 UTC text, booleans 0/1.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+use crate::contacts::{Audience, Contact, NON_LOGIN_ROLE};
+
+/// A database problem, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database {url}: {source}")]
+    Open { url: String, source: sqlx::Error },
+    #[error("cannot migrate the database {url}: {source}")]
+    Migrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("database error while {doing}: {source}")]
+    Query {
+        doing: &'static str,
+        source: sqlx::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+fn q(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Query { doing, source }
+}
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The journal states of a send.
+pub mod state {
+    pub const PENDING: &str = "pending";
+    pub const SENDING: &str = "sending";
+    pub const WRITTEN: &str = "written";
+    pub const SENT: &str = "sent";
+    pub const FAILED: &str = "failed";
+    pub const DEFERRED: &str = "deferred";
+}
+
+/// Now, as stored.
+pub fn now_text() -> String {
+    ts(Utc::now())
+}
+
+/// A time as stored: RFC 3339 UTC with microseconds, so text order is time order.
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// A contact as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredContact {
+    pub id: i64,
+    #[serde(flatten)]
+    pub contact: Contact,
+    /// In the latest import.
+    pub in_export: bool,
+    /// Flagged by a bounce; skipped by sends until resolved.
+    pub needs_update: bool,
+}
+
+/// What a contacts sync changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SyncReport {
+    pub added: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    /// Present before, missing from this file: marked inactive.
+    pub removed: usize,
+}
+
+/// A campaign row.
+#[derive(Debug, Clone)]
+pub struct Campaign {
+    pub id: i64,
+    pub key: String,
+}
+
+/// A send claimed by a worker: deliver it, then mark it.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub send_id: i64,
+    pub contact: StoredContact,
+    pub message_id: Option<String>,
+    /// Attempts including this one.
+    pub attempts: i64,
+}
+
+/// Counts of a campaign's sends by state, for the given audience.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StateCounts {
+    pub by_state: HashMap<String, i64>,
+    /// Audience contacts flagged `needs_update` whose send is not done.
+    pub flagged: i64,
+}
+
+impl StateCounts {
+    pub fn get(&self, state: &str) -> i64 {
+        self.by_state.get(state).copied().unwrap_or(0)
+    }
+}
+
+/// The database.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+const CONTACT_COLUMNS: &str = "c.id, c.user_id, c.email, c.first_name, c.last_name, c.title, c.workgroup, c.roles, c.is_coa_staff, c.is_deleted, c.is_user_group_member, c.note, c.date_added, c.last_seen_date, c.in_export, c.needs_update";
+
+impl Store {
+    /// Connect, create the SQLite file if needed, and apply migrations.
+    pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let shown = crate::config::redact_url(url);
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StoreError::Open {
+                url: shown,
+                source: sqlx::Error::Configuration(
+                    "database_url must start with sqlite:// or postgres://".into(),
+                ),
+            });
+        };
+        let mut opts = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .acquire_timeout(std::time::Duration::from_secs(30));
+        if backend == Backend::Sqlite {
+            opts = opts.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA busy_timeout = 30000").await?;
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = opts.connect(url).await.map_err(|source| StoreError::Open {
+            url: shown.clone(),
+            source,
+        })?;
+        let migrator = match backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("migrations/postgres"),
+        };
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate { url: shown, source })?;
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Close the pool (flushes SQLite's WAL).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A setting, created with `make()` the first time (the first writer wins).
+    pub async fn setting_or_init(&self, key: &str, make: impl FnOnce() -> String) -> Result<String> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(make())
+            .execute(&self.pool)
+            .await
+            .map_err(q("initialising a setting"))?;
+        let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("reading a setting"))?;
+        row.try_get::<String, _>(0).map_err(q("reading a setting"))
+    }
+
+    /// Make the stored contacts match `contacts` (keyed by `user_id`): add new ones, update changed
+    /// ones, mark missing ones inactive. One transaction: all or nothing.
+    pub async fn sync_contacts(&self, contacts: &[Contact]) -> Result<SyncReport> {
+        let mut tx = self.pool.begin().await.map_err(q("starting the contacts sync"))?;
+        let existing = sqlx::query(&format!("SELECT {CONTACT_COLUMNS} FROM contacts c"))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(q("reading contacts"))?;
+        let mut by_user: HashMap<i64, StoredContact> = HashMap::new();
+        for row in &existing {
+            let c = contact_from_row(row).map_err(q("reading contacts"))?;
+            by_user.insert(c.contact.user_id, c);
+        }
+        let now = now_text();
+        let mut report = SyncReport::default();
+        for c in contacts {
+            let roles = serde_json::to_string(&c.roles).unwrap_or_else(|_| "[]".into());
+            match by_user.remove(&c.user_id) {
+                Some(old) if old.contact == *c && old.in_export => report.unchanged += 1,
+                Some(old) => {
+                    // A new address lifts a bounce flag: the admin fixed the account.
+                    let lift = old.contact.email != c.email;
+                    sqlx::query(
+                        "UPDATE contacts SET email=$1, first_name=$2, last_name=$3, title=$4, workgroup=$5, roles=$6, is_coa_staff=$7, is_deleted=$8, is_user_group_member=$9, note=$10, date_added=$11, last_seen_date=$12, in_export=1, needs_update=CASE WHEN $13 = 1 THEN 0 ELSE needs_update END, updated_at=$14 WHERE id=$15",
+                    )
+                    .bind(&c.email)
+                    .bind(&c.first_name)
+                    .bind(&c.last_name)
+                    .bind(&c.title)
+                    .bind(&c.workgroup)
+                    .bind(&roles)
+                    .bind(c.is_coa_staff as i64)
+                    .bind(c.is_deleted as i64)
+                    .bind(c.is_user_group_member as i64)
+                    .bind(&c.note)
+                    .bind(&c.date_added)
+                    .bind(&c.last_seen_date)
+                    .bind(lift as i64)
+                    .bind(&now)
+                    .bind(old.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q("updating a contact"))?;
+                    report.updated += 1;
+                }
+                None => {
+                    sqlx::query(
+                        "INSERT INTO contacts (user_id, email, first_name, last_name, title, workgroup, roles, is_coa_staff, is_deleted, is_user_group_member, note, date_added, last_seen_date, in_export, needs_update, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,1,0,$14,$14)",
+                    )
+                    .bind(c.user_id)
+                    .bind(&c.email)
+                    .bind(&c.first_name)
+                    .bind(&c.last_name)
+                    .bind(&c.title)
+                    .bind(&c.workgroup)
+                    .bind(&roles)
+                    .bind(c.is_coa_staff as i64)
+                    .bind(c.is_deleted as i64)
+                    .bind(c.is_user_group_member as i64)
+                    .bind(&c.note)
+                    .bind(&c.date_added)
+                    .bind(&c.last_seen_date)
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q("adding a contact"))?;
+                    report.added += 1;
+                }
+            }
+        }
+        for gone in by_user.values().filter(|c| c.in_export) {
+            sqlx::query("UPDATE contacts SET in_export = 0, updated_at = $1 WHERE id = $2")
+                .bind(&now)
+                .bind(gone.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("marking a contact inactive"))?;
+            report.removed += 1;
+        }
+        tx.commit().await.map_err(q("committing the contacts sync"))?;
+        Ok(report)
+    }
+
+    /// Stored contacts, by user_id; those missing from the latest import only when asked.
+    pub async fn contacts(&self, include_removed: bool) -> Result<Vec<StoredContact>> {
+        let sql = format!(
+            "SELECT {CONTACT_COLUMNS} FROM contacts c {} ORDER BY c.user_id",
+            if include_removed { "" } else { "WHERE c.in_export = 1" }
+        );
+        let rows = sqlx::query(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("listing contacts"))?;
+        rows.iter()
+            .map(|r| contact_from_row(r).map_err(q("reading contacts")))
+            .collect()
+    }
+
+    /// The campaign with `key`, created if new.
+    pub async fn campaign(&self, key: &str, notice: &str, subject: &str) -> Result<Campaign> {
+        sqlx::query(
+            "INSERT INTO campaigns (key, notice, subject, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(notice)
+        .bind(subject)
+        .bind(now_text())
+        .execute(&self.pool)
+        .await
+        .map_err(q("creating the campaign"))?;
+        self.find_campaign(key)
+            .await?
+            .ok_or_else(|| StoreError::Query {
+                doing: "creating the campaign",
+                source: sqlx::Error::RowNotFound,
+            })
+    }
+
+    /// The campaign with `key`, if it exists.
+    pub async fn find_campaign(&self, key: &str) -> Result<Option<Campaign>> {
+        let row = sqlx::query("SELECT id, key FROM campaigns WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(q("reading the campaign"))?;
+        row.map(|r| {
+            Ok(Campaign {
+                id: r.try_get(0)?,
+                key: r.try_get(1)?,
+            })
+        })
+        .transpose()
+        .map_err(q("reading the campaign"))
+    }
+
+    /// Add a pending send for every audience member that has none yet. Returns how many were added.
+    pub async fn add_recipients(&self, campaign: &Campaign, audience: Audience) -> Result<u64> {
+        let sql = format!(
+            "INSERT INTO sends (campaign_id, contact_id, email, state, created_at, updated_at) \
+             SELECT $1, c.id, c.email, 'pending', $2, $2 FROM contacts c WHERE {} \
+             ON CONFLICT (campaign_id, contact_id) DO NOTHING",
+            audience_sql(audience)
+        );
+        let done = sqlx::query(&sql)
+            .bind(campaign.id)
+            .bind(now_text())
+            .execute(&self.pool)
+            .await
+            .map_err(q("adding recipients"))?;
+        Ok(done.rows_affected())
+    }
+
+    /// `--resend`: put every send of the campaign back to pending with a fresh Message-ID.
+    pub async fn reset_for_resend(&self, campaign: &Campaign) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE sends SET state = 'pending', message_id = NULL, attempts = 0, last_error = NULL, lease_owner = NULL, lease_until = NULL, updated_at = $2 WHERE campaign_id = $1 AND state <> 'sending'",
+        )
+        .bind(campaign.id)
+        .bind(now_text())
+        .execute(&self.pool)
+        .await
+        .map_err(q("resetting sends for --resend"))?;
+        Ok(done.rows_affected())
+    }
+
+    /// Claim the next send to deliver for `audience`: pending or deferred ones, `written` ones
+    /// too when `deliver_written` (an SMTP run after outbox runs), and ones whose worker's lease
+    /// ran out. The row becomes `sending` with a lease until `lease_until`.
+    pub async fn claim_next(
+        &self,
+        campaign: &Campaign,
+        audience: Audience,
+        worker: &str,
+        lease_until: DateTime<Utc>,
+        deliver_written: bool,
+    ) -> Result<Option<Claim>> {
+        let now = now_text();
+        let eligible = format!(
+            "(s.state IN ('pending', 'deferred', $4) OR (s.state = 'sending' AND s.lease_until < $3))"
+        );
+        let lock = match self.backend {
+            Backend::Postgres => "FOR UPDATE OF s SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE sends SET state = 'sending', lease_owner = $2, lease_until = $5, attempts = attempts + 1, updated_at = $3, \
+               email = (SELECT c2.email FROM contacts c2 WHERE c2.id = sends.contact_id) \
+             WHERE id = (SELECT s.id FROM sends s JOIN contacts c ON c.id = s.contact_id \
+                         WHERE s.campaign_id = $1 AND c.needs_update = 0 AND {aud} AND {eligible} \
+                         ORDER BY s.id LIMIT 1 {lock}) \
+               AND (state IN ('pending', 'deferred', $4) OR (state = 'sending' AND lease_until < $3)) \
+             RETURNING id, contact_id, message_id, attempts",
+            aud = audience_sql(audience),
+        );
+        let row = sqlx::query(&sql)
+            .bind(campaign.id)
+            .bind(worker)
+            .bind(&now)
+            .bind(if deliver_written {
+                state::WRITTEN
+            } else {
+                state::PENDING
+            })
+            .bind(ts(lease_until))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(q("claiming a send"))?;
+        let Some(row) = row else { return Ok(None) };
+        let send_id: i64 = row.try_get(0).map_err(q("claiming a send"))?;
+        let contact_id: i64 = row.try_get(1).map_err(q("claiming a send"))?;
+        let message_id: Option<String> = row.try_get(2).map_err(q("claiming a send"))?;
+        let attempts: i64 = row.try_get(3).map_err(q("claiming a send"))?;
+        let crow = sqlx::query(&format!("SELECT {CONTACT_COLUMNS} FROM contacts c WHERE c.id = $1"))
+            .bind(contact_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("reading a claimed contact"))?;
+        Ok(Some(Claim {
+            send_id,
+            contact: contact_from_row(&crow).map_err(q("reading a claimed contact"))?,
+            message_id,
+            attempts,
+        }))
+    }
+
+    /// Remember the Message-ID chosen for a send (kept across retries and reruns).
+    pub async fn set_message_id(&self, send_id: i64, message_id: &str) -> Result<()> {
+        sqlx::query("UPDATE sends SET message_id = $1 WHERE id = $2")
+            .bind(message_id)
+            .bind(send_id)
+            .execute(&self.pool)
+            .await
+            .map_err(q("recording a Message-ID"))?;
+        Ok(())
+    }
+
+    /// The server accepted the message (or it was written to the outbox when `written`).
+    pub async fn mark_done(&self, send_id: i64, written: bool) -> Result<()> {
+        let sql = if written {
+            "UPDATE sends SET state = 'written', written_at = $1, updated_at = $1, last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE id = $2"
+        } else {
+            "UPDATE sends SET state = 'sent', sent_at = $1, updated_at = $1, last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE id = $2"
+        };
+        sqlx::query(sql)
+            .bind(now_text())
+            .bind(send_id)
+            .execute(&self.pool)
+            .await
+            .map_err(q("recording a delivery"))?;
+        Ok(())
+    }
+
+    /// Not delivered: `failed` (refused for good) or `deferred` (try again), with the reason. A
+    /// deferred send that had been written to the outbox goes back to `written`.
+    pub async fn mark_undelivered(&self, send_id: i64, new_state: &str, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE sends SET state = CASE WHEN $1 = 'deferred' AND written_at IS NOT NULL THEN 'written' ELSE $1 END, \
+             last_error = $2, updated_at = $3, lease_owner = NULL, lease_until = NULL WHERE id = $4",
+        )
+        .bind(new_state)
+        .bind(error)
+        .bind(now_text())
+        .bind(send_id)
+        .execute(&self.pool)
+        .await
+        .map_err(q("recording a failed delivery"))?;
+        Ok(())
+    }
+
+    /// Counts by state for the campaign's sends to `audience`.
+    pub async fn counts(&self, campaign: &Campaign, audience: Audience) -> Result<StateCounts> {
+        let sql = format!(
+            "SELECT s.state, c.needs_update, COUNT(*) FROM sends s JOIN contacts c ON c.id = s.contact_id \
+             WHERE s.campaign_id = $1 AND {} GROUP BY s.state, c.needs_update",
+            audience_sql(audience)
+        );
+        let rows = sqlx::query(&sql)
+            .bind(campaign.id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("counting sends"))?;
+        let mut counts = StateCounts::default();
+        for r in rows {
+            let st: String = r.try_get(0).map_err(q("counting sends"))?;
+            let flagged: i64 = r.try_get(1).map_err(q("counting sends"))?;
+            let n: i64 = r.try_get(2).map_err(q("counting sends"))?;
+            if flagged != 0 && st != state::SENT && st != state::FAILED {
+                counts.flagged += n;
+            } else {
+                *counts.by_state.entry(st).or_default() += n;
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Every send of a campaign with its state, for inspection and tests.
+    pub async fn sends(&self, campaign: &Campaign) -> Result<Vec<SendRow>> {
+        let rows = sqlx::query(
+            "SELECT id, email, state, message_id, attempts, last_error FROM sends WHERE campaign_id = $1 ORDER BY id",
+        )
+        .bind(campaign.id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("listing sends"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(SendRow {
+                    id: r.try_get(0)?,
+                    email: r.try_get(1)?,
+                    state: r.try_get(2)?,
+                    message_id: r.try_get(3)?,
+                    attempts: r.try_get(4)?,
+                    last_error: r.try_get(5)?,
+                })
+            })
+            .collect::<std::result::Result<_, sqlx::Error>>()
+            .map_err(q("listing sends"))
+    }
+}
+
+/// One journal row.
+#[derive(Debug, Clone, Serialize)]
+pub struct SendRow {
+    pub id: i64,
+    pub email: String,
+    pub state: String,
+    pub message_id: Option<String>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+/// The audience as a condition on `contacts c`; mirrors [`Audience::includes`] and also requires
+/// the contact to be in the latest import.
+fn audience_sql(a: Audience) -> String {
+    let base = "c.in_export = 1 AND c.is_deleted = 0";
+    match a {
+        Audience::Mug => format!("{base} AND c.is_user_group_member = 1"),
+        Audience::Users => format!(
+            "{base} AND c.roles NOT LIKE '%\"{NON_LOGIN_ROLE}\"%' AND c.email NOT LIKE '%+%'"
+        ),
+        Audience::All => base.to_string(),
+    }
+}
+
+fn contact_from_row(r: &AnyRow) -> std::result::Result<StoredContact, sqlx::Error> {
+    let roles: String = r.try_get(7)?;
+    Ok(StoredContact {
+        id: r.try_get(0)?,
+        contact: Contact {
+            user_id: r.try_get(1)?,
+            email: r.try_get(2)?,
+            first_name: r.try_get(3)?,
+            last_name: r.try_get(4)?,
+            title: r.try_get(5)?,
+            workgroup: r.try_get(6)?,
+            roles: serde_json::from_str(&roles).unwrap_or_default(),
+            is_coa_staff: r.try_get::<i64, _>(8)? != 0,
+            is_deleted: r.try_get::<i64, _>(9)? != 0,
+            is_user_group_member: r.try_get::<i64, _>(10)? != 0,
+            note: r.try_get(11)?,
+            date_added: r.try_get(12)?,
+            last_seen_date: r.try_get(13)?,
+        },
+        in_export: r.try_get::<i64, _>(14)? != 0,
+        needs_update: r.try_get::<i64, _>(15)? != 0,
+    })
+}
