@@ -445,19 +445,20 @@ mod tests {
     #[test]
     fn every_bad_row_is_reported_with_its_line() {
         let errs = parse_str(concat!(
-            "1,A,B,not-an-address,,,[],true,false,true,,,\n",
-            "2,C,D,c@austintexas.gov,,,[],maybe,false,true,,,\n",
-            "3,E,F,C@AUSTINTEXAS.GOV,,,[],true,false,true,,,\n",
-            "4,G,H,g@austintexas.gov,,,[moped-editor,true,false,true,,,\n",
-            "x,I,J,i@austintexas.gov,,,[],true,false,true,,,\n",
-            "6,K,L,k@austintexas.gov,,,[],true,false\n",
+            "1,A,B,a@austintexas.gov,,,[],true,false,true,,,\n",
+            "2,C,D,not-an-address,,,[],true,false,true,,,\n",
+            "3,E,F,e@austintexas.gov,,,[],maybe,false,true,,,\n",
+            "4,G,H,A@AUSTINTEXAS.GOV,,,[],true,false,true,,,\n",
+            "5,I,J,i@austintexas.gov,,,[moped-editor,true,false,true,,,\n",
+            "x,K,L,k@austintexas.gov,,,[],true,false,true,,,\n",
+            "7,M,N,m@austintexas.gov,,,[],true,false\n",
         ))
         .unwrap_err();
         let lines: Vec<u64> = errs.iter().map(|e| e.line).collect();
-        assert_eq!(lines, vec![2, 3, 4, 5, 6, 7], "{errs:?}");
+        assert_eq!(lines, vec![3, 4, 5, 6, 7, 8], "{errs:?}");
         assert!(errs[0].message.contains("not-an-address"));
         assert!(errs[1].message.contains("is_coa_staff") && errs[1].message.contains("maybe"));
-        assert!(errs[2].message.contains("duplicate address"));
+        assert!(errs[2].message.contains("duplicate address") && errs[2].message.contains("line 2"));
         assert!(errs[3].message.contains("roles"));
         assert!(errs[4].message.contains("user_id"));
         assert!(errs[5].message.contains("expected 13 fields"));

@@ -141,9 +141,15 @@ pub fn parse_time(s: &str, tz: Tz, now: DateTime<Utc>, next: bool) -> Result<Dat
     let local = match local {
         Some(l) => l,
         None => {
-            let clock = ["%H:%M", "%I:%M%p", "%I:%M %p", "%I%p", "%I %p"]
+            // "9am" and "9 pm" have no minutes, which NaiveTime needs: add them.
+            let upper = s.to_ascii_uppercase().replace(' ', "");
+            let with_minutes = match upper.find(['A', 'P']) {
+                Some(i) if !upper[..i].contains(':') => format!("{}:00{}", &upper[..i], &upper[i..]),
+                _ => upper,
+            };
+            let clock = ["%H:%M", "%I:%M%p"]
                 .iter()
-                .find_map(|f| NaiveTime::parse_from_str(&s.to_ascii_uppercase(), f).ok())
+                .find_map(|f| NaiveTime::parse_from_str(&with_minutes, f).ok())
                 .ok_or_else(|| {
                     format!(
                         "`{s}` is not a time; use 2026-12-03 17:00, 17:00 or an RFC 3339 time"

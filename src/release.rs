@@ -154,14 +154,68 @@ pub fn load(path: &Path, version: Option<Version>) -> Result<Release, ReleaseErr
         version: version.to_string(),
         name: doc.meta.get("name").cloned().unwrap_or_default(),
         date,
-        notes: doc.body,
+        notes: drop_empty_sections(&doc.body),
         path: path.to_path_buf(),
     })
+}
+
+/// Remove headings that have nothing under them (release-drafter leaves "### New features" in
+/// place when a release has none): a heading followed only by blank lines and then a heading of
+/// the same or a higher level, or the end.
+pub fn drop_empty_sections(markdown: &str) -> String {
+    fn level(line: &str) -> Option<usize> {
+        let hashes = line.chars().take_while(|&c| c == '#').count();
+        (1..=6)
+            .contains(&hashes)
+            .then(|| line[hashes..].starts_with(' ').then_some(hashes))
+            .flatten()
+    }
+    let lines: Vec<&str> = markdown.lines().collect();
+    let mut keep = vec![true; lines.len()];
+    let mut in_fence = false;
+    for i in 0..lines.len() {
+        if lines[i].trim_start().starts_with("```") {
+            in_fence = !in_fence;
+        }
+        let Some(own) = (!in_fence).then(|| level(lines[i])).flatten() else {
+            continue;
+        };
+        let next = lines[i + 1..]
+            .iter()
+            .enumerate()
+            .find(|(_, l)| !l.trim().is_empty());
+        let empty = match next {
+            None => true,
+            Some((_, l)) => level(l).is_some_and(|n| n <= own),
+        };
+        if empty {
+            keep[i] = false;
+        }
+    }
+    let mut out: Vec<&str> = Vec::with_capacity(lines.len());
+    for (line, k) in lines.iter().zip(keep) {
+        if k && !(line.trim().is_empty() && out.last().is_some_and(|l| l.trim().is_empty())) {
+            out.push(line);
+        }
+    }
+    let mut s = out.join("\n");
+    s.push('\n');
+    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_sections_are_dropped() {
+        let md = "## What’s changed\n\n### New features\n\n### Enhancements\n\n* a\n\n### Bug fixes\n";
+        assert_eq!(
+            drop_empty_sections(md),
+            "## What’s changed\n\n### Enhancements\n\n* a\n\n"
+        );
+    }
+
 
     #[test]
     fn versions_in_every_spelling_moped_uses() {

@@ -3,7 +3,7 @@
 //! after the server accepts it. Reruns continue where the last run stopped; nobody gets a notice
 //! twice unless `--resend` says so.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -568,14 +568,12 @@ fn print_summary(s: &Summary, format: SummaryFormat, verb: &str) -> anyhow::Resu
                 format!(" via {}", s.target)
             };
             let pending = if s.mode == "dry-run" { 0 } else { s.pending };
+            let already = if s.mode == "outbox" { "already written" } else { "already sent" };
             println!(
-                "{} to {}{}: {} {}, {} already sent, {} skipped, {} failed, {} pending",
-                s.campaign, s.audience, target, done, verb, s.already_sent, s.skipped, s.failed, pending
+                "{} to {}{}: {} {}, {} {}, {} skipped, {} failed, {} pending",
+                s.campaign, s.audience, target, done, verb, s.already_sent, already, s.skipped, s.failed, pending
             );
         }
     }
     Ok(())
 }
-
-#[allow(dead_code)]
-fn _assert_path(_: &Path) {}

@@ -287,7 +287,7 @@ mod tests {
     fn css_is_inlined_and_subject_is_one_line() {
         let t = templates("Hi {{ first_name }}\n").unwrap();
         let r = t.render(&ctx()).unwrap();
-        assert!(r.html.contains("<p style=\"color: red\">"), "{}", r.html);
+        assert!(r.html.contains("<p style=\"color: red;\">"), "{}", r.html);
         assert!(!r.html.contains("<style"), "{}", r.html);
         assert_eq!(r.subject, "Hello Ann Bcc: x@evil.example");
     }
