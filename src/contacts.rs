@@ -331,12 +331,18 @@ fn parse_row(row: &Row<'_>) -> Result<Contact, Vec<String>> {
             Vec::new()
         }
     };
-    let mut text = |name: &str| -> String {
+    // Free text: a line break or control character inside a cell (possible in a hand-edited
+    // export) becomes a space, so no value can ever span lines in a header or the text part.
+    let text = |name: &str| -> String {
         let v = field(name);
-        if name != "note" && v.contains(['\r', '\n']) {
-            problems.push(format!("{name} contains a line break"));
+        if name == "note" {
+            return v.to_string();
         }
-        v.to_string()
+        let cleaned: String = v
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        cleaned.split_whitespace().collect::<Vec<_>>().join(" ")
     };
     let first_name = text("first_name");
     let last_name = text("last_name");
@@ -480,6 +486,13 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(errs[0].line, 2, "{errs:?}");
+    }
+
+    #[test]
+    fn line_breaks_in_names_become_spaces() {
+        let c = parse_str("1,\"Eve\r\nBcc: x@evil.example\",B,e@austintexas.gov,,,[],true,false,true,,,\n")
+            .unwrap();
+        assert_eq!(c[0].first_name, "Eve Bcc: x@evil.example");
     }
 
     #[test]

@@ -1,0 +1,483 @@
+//! In-process SMTP server for integration tests.
+//!
+//! Speaks plain SMTP (RFC 5321, no TLS, no AUTH, no PIPELINING) on
+//! `127.0.0.1:<random port>` so that lettre — or the `notify` binary run as a
+//! child process — can deliver to it. Every message that is answered with
+//! `250` after the final dot is recorded and can be inspected with
+//! [`SmtpServer::received`]; the message is recorded *before* the `250` is
+//! written, so once the client has seen the reply the message is visible.
+//!
+//! Two ways to start it:
+//!
+//! * [`SmtpServer::start`] (async) spawns the accept loop on the runtime of the
+//!   calling test. The test does not need to poll anything. When the test
+//!   blocks a thread (e.g. `std::process::Command::output()` to run the
+//!   `notify` binary) use `#[tokio::test(flavor = "multi_thread")]` so that
+//!   another worker thread keeps serving.
+//! * [`SmtpServer::start_blocking`] (sync) runs the server on a private
+//!   one-worker runtime, so it keeps serving whatever the calling thread does;
+//!   usable from plain `#[test]` functions and from any tokio test flavour.
+//!
+//! Stop it with [`SmtpServer::stop`] (async) or [`SmtpServer::stop_blocking`];
+//! afterwards connecting to the port is refused. Dropping the server without
+//! stopping it also shuts it down, but without waiting for the listener to be
+//! closed.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// Host name the server announces in its greeting and EHLO reply.
+pub const SERVER_NAME: &str = "test.local";
+
+const GREETING: &str = "220 test.local ESMTP";
+const EHLO_REPLY: &str = "250-test.local\r\n250-8BITMIME\r\n250 SIZE 52428800";
+
+/// One message accepted by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Reverse path from `MAIL FROM:<...>`, without the angle brackets
+    /// (empty for the null sender `<>`).
+    pub mail_from: String,
+    /// Accepted recipients from `RCPT TO:<...>`, in order, without brackets.
+    /// Recipients answered by a reject/temp-fail rule are not included.
+    pub rcpt_to: Vec<String>,
+    /// Message bytes after dot-unstuffing, without the terminating `.` line,
+    /// with the line endings the client sent (CRLF for lettre).
+    pub data: Vec<u8>,
+}
+
+impl Received {
+    /// The message as (lossy) UTF-8 text.
+    pub fn data_str(&self) -> String {
+        String::from_utf8_lossy(&self.data).into_owned()
+    }
+
+    /// The message parsed with `mail-parser`; `None` if it cannot be parsed.
+    pub fn parsed(&self) -> Option<mail_parser::Message<'_>> {
+        mail_parser::MessageParser::default().parse(&self.data)
+    }
+}
+
+/// Behaviour overrides for the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// Answer RCPT TO for this address (case-insensitive) with this full reply
+    /// line, e.g. "550 5.1.1 <x@y> User unknown". Permanent.
+    RejectRcpt { address: String, reply: String },
+    /// Answer RCPT TO for this address with this reply for the first `times`
+    /// attempts (across connections), then accept.
+    TempFailRcpt {
+        address: String,
+        reply: String,
+        times: usize,
+    },
+    /// After accepting `after` messages in total, drop every new connection
+    /// immediately, and close the connection instead of answering DATA's
+    /// final dot (simulates a server that dies). Messages whose connection
+    /// was dropped are NOT recorded as received.
+    DieAfter { after: usize },
+}
+
+#[derive(Default)]
+struct State {
+    received: Vec<Received>,
+    connections: usize,
+    /// Rule index -> number of temporary failures already handed out.
+    temp_failures: HashMap<usize, usize>,
+}
+
+struct Shared {
+    rules: Vec<Rule>,
+    die_after: Option<usize>,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn new(rules: Vec<Rule>) -> Self {
+        let die_after = rules
+            .iter()
+            .filter_map(|r| match r {
+                Rule::DieAfter { after } => Some(*after),
+                _ => None,
+            })
+            .min();
+        Shared {
+            rules,
+            die_after,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Lock the state; a panic elsewhere must not make the server unusable.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_dead(&self, state: &State) -> bool {
+        self.die_after
+            .is_some_and(|after| state.received.len() >= after)
+    }
+
+    /// The reply a rule dictates for this recipient, or `None` to accept it.
+    fn rcpt_override(&self, address: &str) -> Option<String> {
+        let wanted = normalize_address(address);
+        let mut state = self.lock();
+        for (index, rule) in self.rules.iter().enumerate() {
+            match rule {
+                Rule::RejectRcpt { address, reply } if normalize_address(address) == wanted => {
+                    return Some(reply.clone());
+                }
+                Rule::TempFailRcpt {
+                    address,
+                    reply,
+                    times,
+                } if normalize_address(address) == wanted => {
+                    let given = state.temp_failures.entry(index).or_insert(0);
+                    if *given < *times {
+                        *given += 1;
+                        return Some(reply.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+/// An SMTP server listening on 127.0.0.1 for the duration of a test.
+pub struct SmtpServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept_task: Option<JoinHandle<()>>,
+    /// Private runtime, only when started with [`SmtpServer::start_blocking`].
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl SmtpServer {
+    /// Bind 127.0.0.1:0 and serve on the current tokio runtime (the accept loop
+    /// is a spawned task). The port accepts connections as soon as this returns.
+    pub async fn start(rules: Vec<Rule>) -> SmtpServer {
+        let (listener, addr) = bind();
+        let shared = Arc::new(Shared::new(rules));
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+        SmtpServer {
+            addr,
+            shared,
+            accept_task: Some(task),
+            runtime: None,
+        }
+    }
+
+    /// Like [`SmtpServer::start`], but synchronous: the server runs on its own
+    /// one-worker runtime, independent of the caller (plain `#[test]`, or a
+    /// current-thread tokio test that blocks on a child process).
+    pub fn start_blocking(rules: Vec<Rule>) -> SmtpServer {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("test-smtp-server")
+            .enable_all()
+            .build()
+            .expect("test SMTP server: build runtime");
+        let (listener, addr) = bind();
+        let shared = Arc::new(Shared::new(rules));
+        let task = runtime.spawn(accept_loop(listener, Arc::clone(&shared)));
+        SmtpServer {
+            addr,
+            shared,
+            accept_task: Some(task),
+            runtime: Some(runtime),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `smtp://127.0.0.1:PORT` (plain SMTP, usable with lettre's `from_url`).
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port())
+    }
+
+    /// Messages accepted with 250 after the final dot, in order.
+    pub fn received(&self) -> Vec<Received> {
+        self.shared.lock().received.clone()
+    }
+
+    /// TCP connections accepted so far (including ones dropped by `DieAfter`).
+    pub fn connections(&self) -> usize {
+        self.shared.lock().connections
+    }
+
+    /// Stop listening and abort every connection. When this returns the
+    /// listener is closed, so new connections are refused.
+    pub async fn stop(mut self) {
+        if let Some(task) = self.accept_task.take() {
+            task.abort();
+            // Resolves once the task's future (listener and connection set
+            // included) has been dropped.
+            let _ = task.await;
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+
+    /// Synchronous [`SmtpServer::stop`]. Waits (up to 5 s) for the listener to
+    /// be closed; with a server from [`SmtpServer::start`] this needs another
+    /// thread to drive the runtime (multi-thread flavour), so prefer `stop`
+    /// there.
+    pub fn stop_blocking(mut self) {
+        if let Some(task) = self.accept_task.take() {
+            task.abort();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !task.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.accept_task.take() {
+            task.abort();
+        }
+        if let Some(runtime) = self.runtime.take() {
+            // Dropping a runtime inside an async context panics; this does not.
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl std::fmt::Debug for SmtpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpServer")
+            .field("addr", &self.addr)
+            .field("rules", &self.shared.rules)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bind synchronously so the port is listening before `start*` returns; the
+/// socket is handed to tokio inside the accept task (on the serving runtime).
+fn bind() -> (std::net::TcpListener, SocketAddr) {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").expect("test SMTP server: bind 127.0.0.1:0");
+    listener
+        .set_nonblocking(true)
+        .expect("test SMTP server: set_nonblocking");
+    let addr = listener.local_addr().expect("test SMTP server: local_addr");
+    (listener, addr)
+}
+
+async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>) {
+    let listener = TcpListener::from_std(listener).expect("test SMTP server: register listener");
+    // Owned by this task: aborting the task drops the set, which aborts every
+    // connection task.
+    let mut connections = JoinSet::new();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(_) => {
+                // E.g. too many open files: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        while connections.try_join_next().is_some() {}
+        let dead = {
+            let mut state = shared.lock();
+            state.connections += 1;
+            shared.is_dead(&state)
+        };
+        if dead {
+            drop(stream);
+            continue;
+        }
+        let shared = Arc::clone(&shared);
+        connections.spawn(async move {
+            // I/O errors (client went away) just end the session.
+            let _ = serve_connection(stream, &shared).await;
+        });
+    }
+}
+
+#[derive(Default)]
+struct Transaction {
+    mail_from: Option<String>,
+    rcpt_to: Vec<String>,
+}
+
+async fn serve_connection(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let (reader, mut writer) = stream.split();
+    let mut reader = BufReader::new(reader);
+    reply(&mut writer, GREETING).await?;
+
+    let mut tx = Transaction::default();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).await? == 0 {
+            return Ok(()); // client closed the connection
+        }
+        let text = String::from_utf8_lossy(strip_eol(&line)).into_owned();
+        let (verb, arg) = split_command(&text);
+        match verb.as_str() {
+            "EHLO" => {
+                tx = Transaction::default();
+                reply(&mut writer, EHLO_REPLY).await?;
+            }
+            "HELO" => {
+                tx = Transaction::default();
+                reply(&mut writer, "250 test.local").await?;
+            }
+            "MAIL" => {
+                if tx.mail_from.is_some() {
+                    reply(&mut writer, "503 5.5.1 Error: nested MAIL command").await?;
+                } else if let Some(address) = parse_path(arg, "FROM:") {
+                    tx.mail_from = Some(address);
+                    reply(&mut writer, "250 2.1.0 Ok").await?;
+                } else {
+                    reply(&mut writer, "501 5.5.4 Syntax: MAIL FROM:<address>").await?;
+                }
+            }
+            "RCPT" => {
+                if tx.mail_from.is_none() {
+                    reply(&mut writer, "503 5.5.1 Error: need MAIL command").await?;
+                } else if let Some(address) = parse_path(arg, "TO:") {
+                    match shared.rcpt_override(&address) {
+                        Some(custom) => reply(&mut writer, &custom).await?,
+                        None => {
+                            tx.rcpt_to.push(address);
+                            reply(&mut writer, "250 2.1.5 Ok").await?;
+                        }
+                    }
+                } else {
+                    reply(&mut writer, "501 5.5.4 Syntax: RCPT TO:<address>").await?;
+                }
+            }
+            "DATA" => {
+                if !arg.is_empty() {
+                    reply(&mut writer, "501 5.5.4 Syntax: DATA").await?;
+                } else if tx.mail_from.is_none() {
+                    reply(&mut writer, "503 5.5.1 Error: need MAIL command").await?;
+                } else if tx.rcpt_to.is_empty() {
+                    reply(&mut writer, "554 5.5.1 Error: no valid recipients").await?;
+                } else {
+                    reply(&mut writer, "354 End data with <CR><LF>.<CR><LF>").await?;
+                    let Some(data) = read_data(&mut reader).await? else {
+                        return Ok(()); // closed in the middle of the message
+                    };
+                    let message = Received {
+                        mail_from: tx.mail_from.take().unwrap_or_default(),
+                        rcpt_to: std::mem::take(&mut tx.rcpt_to),
+                        data,
+                    };
+                    {
+                        let mut state = shared.lock();
+                        if shared.is_dead(&state) {
+                            // Die without answering; the message is lost.
+                            return Ok(());
+                        }
+                        state.received.push(message);
+                    }
+                    reply(&mut writer, "250 2.0.0 Ok: queued").await?;
+                }
+            }
+            "RSET" => {
+                tx = Transaction::default();
+                reply(&mut writer, "250 2.0.0 Ok").await?;
+            }
+            "NOOP" => reply(&mut writer, "250 2.0.0 Ok").await?,
+            "QUIT" => {
+                reply(&mut writer, "221 2.0.0 Bye").await?;
+                let _ = writer.shutdown().await;
+                return Ok(());
+            }
+            "AUTH" | "STARTTLS" => {
+                reply(&mut writer, "502 5.5.1 Error: command not implemented").await?;
+            }
+            "" => reply(&mut writer, "500 5.5.2 Error: bad syntax").await?,
+            _ => reply(&mut writer, "500 5.5.2 Error: command not recognized").await?,
+        }
+    }
+}
+
+/// Read the message after `354` up to the line that is exactly ".", undoing
+/// dot-stuffing. `None` if the connection ends first.
+async fn read_data<R: AsyncBufRead + Unpin>(reader: &mut R) -> io::Result<Option<Vec<u8>>> {
+    let mut data = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).await? == 0 || !line.ends_with(b"\n") {
+            return Ok(None);
+        }
+        if strip_eol(&line) == b"." {
+            return Ok(Some(data));
+        }
+        let unstuffed = line.strip_prefix(b".").unwrap_or(&line);
+        data.extend_from_slice(unstuffed);
+    }
+}
+
+/// Write a (possibly multi-line) reply, normalising line ends to CRLF.
+async fn reply<W: AsyncWrite + Unpin>(writer: &mut W, text: &str) -> io::Result<()> {
+    let mut out = text.trim_end_matches(['\r', '\n']).replace("\r\n", "\n");
+    out = out.replace('\n', "\r\n");
+    out.push_str("\r\n");
+    writer.write_all(out.as_bytes()).await?;
+    writer.flush().await
+}
+
+/// Strip a trailing CRLF or bare LF.
+fn strip_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Split "mail FROM:<a@b>" into ("MAIL", "FROM:<a@b>").
+fn split_command(line: &str) -> (String, &str) {
+    let line = line.trim();
+    let (verb, arg) = line.split_once([' ', '\t']).unwrap_or((line, ""));
+    (verb.to_ascii_uppercase(), arg.trim())
+}
+
+/// Parse the path of `FROM:<addr> [params]` / `TO:<addr> [params]`
+/// (keyword case-insensitive, optional space after the colon).
+fn parse_path(arg: &str, keyword: &str) -> Option<String> {
+    let head = arg.get(..keyword.len())?;
+    if !head.eq_ignore_ascii_case(keyword) {
+        return None;
+    }
+    let rest = arg[keyword.len()..].trim_start();
+    if let Some(inner) = rest.strip_prefix('<') {
+        let end = inner.find('>')?;
+        Some(inner[..end].to_string())
+    } else {
+        let address = rest.split_whitespace().next()?;
+        Some(address.to_string())
+    }
+}
+
+/// Compare addresses case-insensitively, with or without angle brackets.
+fn normalize_address(address: &str) -> String {
+    let address = address.trim();
+    let address = address
+        .strip_prefix('<')
+        .and_then(|a| a.strip_suffix('>'))
+        .unwrap_or(address);
+    address.to_lowercase()
+}

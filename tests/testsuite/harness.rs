@@ -1,0 +1,310 @@
+//! The test harness: a scratch folder with its own contacts file, database (SQLite file or a
+//! fresh PostgreSQL database) and outbox, and a way to run the real `notify` binary against them
+//! with the repository's notify.toml, templates and releases.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use sqlx::Connection;
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+pub const BIN: &str = env!("CARGO_BIN_EXE_notify");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Run one async test body on both backends: `both!(name);` makes `name::sqlite` and
+/// `name::postgres` from `async fn name(b: Backend)`.
+#[macro_export]
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::harness::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::harness::Backend::Postgres).await
+            }
+        }
+    };
+}
+
+/// The PostgreSQL server the tests use: NOTIFY_TEST_POSTGRES_URL, else the local default.
+pub fn postgres_admin_url() -> String {
+    std::env::var("NOTIFY_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub database_url: String,
+    pub backend: Backend,
+    pg_name: Option<String>,
+    extra_env: Vec<(String, String)>,
+}
+
+impl Env {
+    /// A scratch environment with the shipped sample contacts.
+    pub async fn new(backend: Backend) -> Env {
+        let sample = std::fs::read_to_string(Path::new(REPO).join("contacts/moped_users.csv"))
+            .expect("sample contacts");
+        Env::with_contacts(backend, &sample).await
+    }
+
+    pub async fn with_contacts(backend: Backend, csv: &str) -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("contacts.csv"), csv).expect("write contacts");
+        let (database_url, pg_name) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}", dir.path().join("notify.db").display()),
+                None,
+            ),
+            Backend::Postgres => {
+                let admin = postgres_admin_url();
+                let mut conn = match sqlx::PgConnection::connect(&admin).await {
+                    Ok(c) => c,
+                    Err(e) => panic!(
+                        "PostgreSQL is required for this test and is not reachable at {admin}: {e}. \
+                         Start it (pg_ctlcluster 15 main start) or set NOTIFY_TEST_POSTGRES_URL."
+                    ),
+                };
+                let name = format!(
+                    "notify_test_{}_{:08x}",
+                    std::process::id(),
+                    rand::random::<u32>()
+                );
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let url = match admin.rfind('/') {
+                    Some(i) => format!("{}/{name}", &admin[..i]),
+                    None => panic!("NOTIFY_TEST_POSTGRES_URL must end in /DATABASE"),
+                };
+                (url, Some(name))
+            }
+        };
+        Env {
+            dir,
+            database_url,
+            backend,
+            pg_name,
+            extra_env: Vec::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn outbox(&self) -> PathBuf {
+        self.dir.path().join("outbox")
+    }
+
+    pub fn set_contacts(&self, csv: &str) {
+        std::fs::write(self.dir.path().join("contacts.csv"), csv).expect("write contacts");
+    }
+
+    /// Add an environment variable for every later run.
+    pub fn env(&mut self, key: &str, value: &str) {
+        self.extra_env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Run `notify ARGS` and wait for it.
+    pub async fn run(&self, args: &[&str]) -> Run {
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("NOTIFY_CONFIG", Path::new(REPO).join("notify.toml"))
+            .env("NOTIFY_DATABASE_URL", &self.database_url)
+            .env("NOTIFY_CONTACTS", self.dir.path().join("contacts.csv"))
+            .env("NOTIFY_OUTBOX", self.outbox())
+            .env("NOTIFY_RETRY_BASE_MS", "20")
+            .kill_on_drop(true);
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().await.expect("run notify");
+        Run::from(out)
+    }
+
+    /// A direct handle on the database, for checking the journal.
+    pub async fn store(&self) -> notify::store::Store {
+        notify::store::Store::open(&self.database_url)
+            .await
+            .expect("open store")
+    }
+
+    /// Drop the PostgreSQL database (SQLite files go with the temp dir).
+    pub async fn cleanup(self) {
+        if let Some(name) = &self.pg_name {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        }
+    }
+}
+
+/// What one run of the binary did.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    #[track_caller]
+    pub fn ok(&self) -> &Run {
+        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn code(&self, code: i32) -> &Run {
+        assert_eq!(self.code, code, "expected exit {code}\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// The `--format json` summary.
+    pub fn summary(&self) -> serde_json::Value {
+        let line = self
+            .stdout
+            .lines()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("no JSON summary in:\n{}\n{}", self.stdout, self.stderr));
+        serde_json::from_str(line).expect("summary is JSON")
+    }
+}
+
+/// The addresses of a CSV's audience, computed with the library's own parser and rules.
+pub fn audience_of(csv: &str, audience: notify::contacts::Audience) -> Vec<String> {
+    let mut v: Vec<String> = notify::contacts::parse(csv.as_bytes())
+        .expect("valid csv")
+        .into_iter()
+        .filter(|c| audience.includes(c))
+        .map(|c| c.email)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Postfix's `smtp-sink` on a free loopback port, dumping each message with its envelope.
+pub struct SmtpSink {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+/// A message as smtp-sink received it.
+#[derive(Debug, Clone)]
+pub struct Dumped {
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub raw: Vec<u8>,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl SmtpSink {
+    pub fn start() -> SmtpSink {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> SmtpSink {
+        let bin = ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("Postfix's smtp-sink is required (apt-get install postfix)");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut perms = std::fs::metadata(dir.path()).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o777);
+        std::fs::set_permissions(dir.path(), perms).unwrap();
+        let mut cmd = std::process::Command::new(bin);
+        // As root, smtp-sink insists on dropping privileges.
+        let is_root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        if is_root {
+            cmd.args(["-u", "nobody"]);
+        }
+        let template = format!("{}/%H%M%S.", dir.path().display());
+        let child = cmd
+            .args(["-d", &template, &format!("127.0.0.1:{port}"), "256"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start smtp-sink");
+        // Wait until it listens.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        SmtpSink { port, dir, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every dumped message (complete files only).
+    pub fn messages(&self) -> Vec<Dumped> {
+        let mut out = Vec::new();
+        let mut entries: Vec<_> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            let raw = std::fs::read(&p).unwrap();
+            let text = String::from_utf8_lossy(&raw);
+            let mut mail_from = String::new();
+            let mut rcpt_to = Vec::new();
+            for line in text.lines() {
+                if let Some(v) = line.strip_prefix("X-Mail-Args: ") {
+                    mail_from = v.split_whitespace().next().unwrap_or("").trim_matches(['<', '>']).to_string();
+                } else if let Some(v) = line.strip_prefix("X-Rcpt-Args: ") {
+                    rcpt_to.push(v.split_whitespace().next().unwrap_or("").trim_matches(['<', '>']).to_string());
+                } else if line.is_empty() {
+                    break;
+                }
+            }
+            out.push(Dumped { mail_from, rcpt_to, raw });
+        }
+        out
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

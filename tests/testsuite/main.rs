@@ -1,0 +1,14 @@
+//! One integration-test binary: the real `notify` binary against real SMTP servers on loopback
+//! (Postfix's smtp-sink and a scripted in-process server for faults), SQLite and PostgreSQL.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod harness;
+mod mime;
+
+mod bad_input;
+mod contacts;
+mod delivery;
+mod faults;
+mod rendering;
