@@ -21,7 +21,12 @@ pub struct Cli {
 #[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
     /// The configuration file.
-    #[arg(long, global = true, env = "NOTIFY_CONFIG", default_value = "notify.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "NOTIFY_CONFIG",
+        default_value = "notify.toml"
+    )]
     pub config: PathBuf,
     /// sqlite://FILE or postgres://… (NOTIFY_DATABASE_URL).
     #[arg(long, global = true)]

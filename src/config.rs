@@ -129,7 +129,10 @@ impl fmt::Debug for Config {
             .field("database_url", &redact_url(&self.database_url))
             .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
             .field("smtp_user", &self.smtp_user.as_ref().map(|_| "<set>"))
-            .field("smtp_password", &self.smtp_password.as_ref().map(|_| "<set>"))
+            .field(
+                "smtp_password",
+                &self.smtp_password.as_ref().map(|_| "<set>"),
+            )
             .field("outbox", &self.outbox)
             .field("contacts", &self.contacts)
             .field("from", &self.from)
@@ -336,11 +339,12 @@ impl Config {
         let audience = |key: &'static str, v: Option<String>, d: &str| {
             let (v, origin) = r.string(key, v, None, Some(d));
             let v = v.unwrap_or_default();
-            v.parse::<Audience>().map_err(|message| ConfigError::Invalid {
-                key,
-                origin: origin.to_string(),
-                message,
-            })
+            v.parse::<Audience>()
+                .map_err(|message| ConfigError::Invalid {
+                    key,
+                    origin: origin.to_string(),
+                    message,
+                })
         };
         let release_notes_audience =
             audience("release_notes_audience", file.release_notes_audience, "mug")?;
@@ -424,11 +428,14 @@ impl Resolver<'_> {
         } else {
             let var = format!("NOTIFY_{}", key.to_ascii_uppercase());
             if let Some(raw) = self.env.get(&var) {
-                let v = raw.trim().parse::<f64>().map_err(|_| ConfigError::Invalid {
-                    key,
-                    origin: Origin::Env(var.clone()).to_string(),
-                    message: format!("`{raw}` is not a number"),
-                })?;
+                let v = raw
+                    .trim()
+                    .parse::<f64>()
+                    .map_err(|_| ConfigError::Invalid {
+                        key,
+                        origin: Origin::Env(var.clone()).to_string(),
+                        message: format!("`{raw}` is not a number"),
+                    })?;
                 (v, Origin::Env(var))
             } else if let Some(v) = file {
                 (v, Origin::File(self.file_path.to_path_buf()))
@@ -540,13 +547,19 @@ mod tests {
 
     #[test]
     fn bad_values_name_key_and_origin() {
-        let e = load("timezone = \"Mars/Olympus\"\n", &[]).unwrap_err().to_string();
+        let e = load("timezone = \"Mars/Olympus\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("timezone") && e.contains("notify.toml"), "{e}");
-        let e = load("", &[("NOTIFY_RATE", "fast")]).unwrap_err().to_string();
+        let e = load("", &[("NOTIFY_RATE", "fast")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("NOTIFY_RATE") && e.contains("fast"), "{e}");
         let e = load("bogus_key = 1\n", &[]).unwrap_err().to_string();
         assert!(e.contains("bogus_key"), "{e}");
-        let e = load("smtp_url = \"http://x\"\n", &[]).unwrap_err().to_string();
+        let e = load("smtp_url = \"http://x\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("smtp_url"), "{e}");
     }
 
@@ -554,6 +567,9 @@ mod tests {
     fn debug_never_shows_credentials() {
         let c = load("smtp_url = \"smtp://alice:s3cret@mail.example:25\"\n", &[]).unwrap();
         let shown = format!("{c:?}");
-        assert!(!shown.contains("s3cret") && !shown.contains("alice"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("alice"),
+            "{shown}"
+        );
     }
 }

@@ -118,7 +118,10 @@ pub enum ContactsError {
         source: std::io::Error,
     },
     #[error("{}", format_row_errors(path, errors))]
-    Invalid { path: PathBuf, errors: Vec<RowError> },
+    Invalid {
+        path: PathBuf,
+        errors: Vec<RowError>,
+    },
 }
 
 fn format_row_errors(path: &Path, errors: &[RowError]) -> String {
@@ -230,10 +233,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Contact>, Vec<RowError>> {
                 if let Some(first) = seen_email.get(&c.email) {
                     errors.push(RowError {
                         line,
-                        message: format!(
-                            "duplicate address {} (already on line {first})",
-                            c.email
-                        ),
+                        message: format!("duplicate address {} (already on line {first})", c.email),
                     });
                 } else if let Some(first) = seen_id.get(&c.user_id) {
                     errors.push(RowError {
@@ -249,9 +249,11 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Contact>, Vec<RowError>> {
                     contacts.push(c);
                 }
             }
-            Err(messages) => {
-                errors.extend(messages.into_iter().map(|message| RowError { line, message }))
-            }
+            Err(messages) => errors.extend(
+                messages
+                    .into_iter()
+                    .map(|message| RowError { line, message }),
+            ),
         }
     }
     if errors.is_empty() {
@@ -464,7 +466,9 @@ mod tests {
         assert_eq!(lines, vec![3, 4, 5, 6, 7, 8], "{errs:?}");
         assert!(errs[0].message.contains("not-an-address"));
         assert!(errs[1].message.contains("is_coa_staff") && errs[1].message.contains("maybe"));
-        assert!(errs[2].message.contains("duplicate address") && errs[2].message.contains("line 2"));
+        assert!(
+            errs[2].message.contains("duplicate address") && errs[2].message.contains("line 2")
+        );
         assert!(errs[3].message.contains("roles"));
         assert!(errs[4].message.contains("user_id"));
         assert!(errs[5].message.contains("expected 13 fields"));
@@ -490,23 +494,29 @@ mod tests {
 
     #[test]
     fn line_breaks_in_names_become_spaces() {
-        let c = parse_str("1,\"Eve\r\nBcc: x@evil.example\",B,e@austintexas.gov,,,[],true,false,true,,,\n")
-            .unwrap();
+        let c = parse_str(
+            "1,\"Eve\r\nBcc: x@evil.example\",B,e@austintexas.gov,,,[],true,false,true,,,\n",
+        )
+        .unwrap();
         assert_eq!(c[0].first_name, "Eve Bcc: x@evil.example");
     }
 
     #[test]
     fn header_injection_in_an_address_is_refused() {
-        let errs = parse_str("1,A,B,\"a@austintexas.gov\r\nBcc: x@evil.example\",,,[],true,false,true,,,\n")
-            .unwrap_err();
+        let errs = parse_str(
+            "1,A,B,\"a@austintexas.gov\r\nBcc: x@evil.example\",,,[],true,false,true,,,\n",
+        )
+        .unwrap_err();
         assert!(errs[0].message.contains("control"), "{errs:?}");
     }
 
     #[test]
     fn audiences_follow_moped_rules() {
-        let mut c = parse_str("1,A,B,a@austintexas.gov,,,\"[\"\"non-login-user\"\"]\",true,false,true,,,\n")
-            .unwrap()
-            .remove(0);
+        let mut c = parse_str(
+            "1,A,B,a@austintexas.gov,,,\"[\"\"non-login-user\"\"]\",true,false,true,,,\n",
+        )
+        .unwrap()
+        .remove(0);
         assert!(Audience::Mug.includes(&c));
         assert!(!Audience::Users.includes(&c));
         c.is_deleted = true;

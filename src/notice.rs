@@ -135,29 +135,39 @@ pub fn parse_time(s: &str, tz: Tz, now: DateTime<Utc>, next: bool) -> Result<Dat
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&tz));
     }
-    let local = ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok());
+    let local = [
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok());
     let local = match local {
         Some(l) => l,
         None => {
             // "9am" and "9 pm" have no minutes, which NaiveTime needs: add them.
             let upper = s.to_ascii_uppercase().replace(' ', "");
             let with_minutes = match upper.find(['A', 'P']) {
-                Some(i) if !upper[..i].contains(':') => format!("{}:00{}", &upper[..i], &upper[i..]),
+                Some(i) if !upper[..i].contains(':') => {
+                    format!("{}:00{}", &upper[..i], &upper[i..])
+                }
                 _ => upper,
             };
             let clock = ["%H:%M", "%I:%M%p"]
                 .iter()
                 .find_map(|f| NaiveTime::parse_from_str(&with_minutes, f).ok())
                 .ok_or_else(|| {
-                    format!(
-                        "`{s}` is not a time; use 2026-12-03 17:00, 17:00 or an RFC 3339 time"
-                    )
+                    format!("`{s}` is not a time; use 2026-12-03 17:00, 17:00 or an RFC 3339 time")
                 })?;
             let today = now.with_timezone(&tz).date_naive();
             let mut l = today.and_time(clock);
-            if next && tz.from_local_datetime(&l).earliest().is_some_and(|t| t < now) {
+            if next
+                && tz
+                    .from_local_datetime(&l)
+                    .earliest()
+                    .is_some_and(|t| t < now)
+            {
                 l += Duration::days(1);
             }
             l
@@ -199,7 +209,9 @@ mod tests {
 
     #[test]
     fn nonsense_and_dst_gaps_are_errors() {
-        assert!(parse_time("soon", Chicago, now(), false).unwrap_err().contains("soon"));
+        assert!(parse_time("soon", Chicago, now(), false)
+            .unwrap_err()
+            .contains("soon"));
         let e = parse_time("2026-03-08 02:30", Chicago, now(), false).unwrap_err();
         assert!(e.contains("daylight"), "{e}");
     }

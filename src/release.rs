@@ -142,9 +142,10 @@ pub fn load(path: &Path, version: Option<Version>) -> Result<Release, ReleaseErr
         }
     };
     let date = match doc.meta.get("date") {
-        Some(d) if !d.is_empty() => Some(NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(
-            |_| invalid(format!("date `{d}` is not a date like 2026-08-06")),
-        )?),
+        Some(d) if !d.is_empty() => Some(
+            NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                .map_err(|_| invalid(format!("date `{d}` is not a date like 2026-08-06")))?,
+        ),
         _ => None,
     };
     if doc.body.trim().is_empty() {
@@ -209,13 +210,13 @@ mod tests {
 
     #[test]
     fn empty_sections_are_dropped() {
-        let md = "## What’s changed\n\n### New features\n\n### Enhancements\n\n* a\n\n### Bug fixes\n";
+        let md =
+            "## What’s changed\n\n### New features\n\n### Enhancements\n\n* a\n\n### Bug fixes\n";
         assert_eq!(
             drop_empty_sections(md),
             "## What’s changed\n\n### Enhancements\n\n* a\n\n"
         );
     }
-
 
     #[test]
     fn versions_in_every_spelling_moped_uses() {
@@ -231,10 +232,17 @@ mod tests {
     #[test]
     fn unknown_version_lists_the_known_ones() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("v3.11.0.md"), "---\nname: Falfurrias\n---\nx\n").unwrap();
+        std::fs::write(
+            dir.path().join("v3.11.0.md"),
+            "---\nname: Falfurrias\n---\nx\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("v3.12.0.md"), "---\nname: Goliad\n---\nx\n").unwrap();
         let e = find(dir.path(), "v9.9").unwrap_err().to_string();
-        assert!(e.contains("v9.9.0") && e.contains("v3.11.0, v3.12.0"), "{e}");
+        assert!(
+            e.contains("v9.9.0") && e.contains("v3.11.0, v3.12.0"),
+            "{e}"
+        );
         let r = find(dir.path(), "3.12").unwrap();
         assert_eq!(r.name, "Goliad");
         assert_eq!(r.version, "v3.12.0");

@@ -289,6 +289,9 @@ async fn lettre_delivers_over_pooled_connection() {
             .unwrap();
         let response = transport.send(email).await.expect("send");
         assert_eq!(response.code().to_string(), "250");
+        // lettre hands the connection back to its pool in a spawned task;
+        // give it time so the second send reuses it (NOOP, then MAIL).
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let received = server.received();
     assert_eq!(received.len(), 2);

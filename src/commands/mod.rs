@@ -86,7 +86,12 @@ fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     };
     // The default file may be absent (every key has a default); a named one must exist.
     let required = g.config != std::path::Path::new("notify.toml");
-    Config::load(&g.config, required, &crate::config::process_env(), &overrides)
+    Config::load(
+        &g.config,
+        required,
+        &crate::config::process_env(),
+        &overrides,
+    )
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -134,9 +139,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let release = match notes {
                 Some(path) => {
-                    let v = crate::release::Version::parse(&version).ok_or_else(|| {
-                        crate::release::ReleaseError::BadVersion(version.clone())
-                    })?;
+                    let v = crate::release::Version::parse(&version)
+                        .ok_or_else(|| crate::release::ReleaseError::BadVersion(version.clone()))?;
                     crate::release::load(&path, Some(v))?
                 }
                 None => crate::release::find(&cfg.releases, &version)

@@ -140,7 +140,10 @@ pub async fn run(cfg: &Config, notice: Notice, args: SendArgs) -> anyhow::Result
     let shared = notice.context(cfg);
     let probe = contacts_list.first().cloned().unwrap_or_else(probe_contact);
     let probe_render = templates.render(&contact_context(&shared, &probe))?;
-    let from: Mailbox = cfg.from.parse().map_err(|e| UsageError(format!("from: {e}")))?;
+    let from: Mailbox = cfg
+        .from
+        .parse()
+        .map_err(|e| UsageError(format!("from: {e}")))?;
     let reply_to = cfg
         .reply_to
         .as_deref()
@@ -151,7 +154,9 @@ pub async fn run(cfg: &Config, notice: Notice, args: SendArgs) -> anyhow::Result
         Some(a) => Some(contacts::check_address(a).map_err(|e| UsageError(format!("--to: {e}")))?),
         None => None,
     };
-    let audience = args.audience.unwrap_or_else(|| notice.default_audience(cfg));
+    let audience = args
+        .audience
+        .unwrap_or_else(|| notice.default_audience(cfg));
     let campaign_key = args
         .campaign
         .clone()
@@ -177,17 +182,16 @@ pub async fn run(cfg: &Config, notice: Notice, args: SendArgs) -> anyhow::Result
     let delivery = if args.dry_run {
         None
     } else if let Some(url) = &cfg.smtp_url {
-        let target = mail::SmtpTarget::parse(
-            url,
-            cfg.smtp_user.as_deref(),
-            cfg.smtp_password.as_deref(),
-        )
-        .map_err(UsageError)?;
+        let target =
+            mail::SmtpTarget::parse(url, cfg.smtp_user.as_deref(), cfg.smtp_password.as_deref())
+                .map_err(UsageError)?;
         let transport = target.transport(cfg.concurrency).map_err(UsageError)?;
         Some(Delivery::Smtp { target, transport })
     } else {
         Some(Delivery::Outbox {
-            dir: cfg.outbox.join(safe_file_name(&campaign_key.replace('/', "_"))),
+            dir: cfg
+                .outbox
+                .join(safe_file_name(&campaign_key.replace('/', "_"))),
         })
     };
 
@@ -197,7 +201,16 @@ pub async fn run(cfg: &Config, notice: Notice, args: SendArgs) -> anyhow::Result
         dry_run(&store, &job, audience, &args).await
     } else {
         let delivery = delivery.expect("not a dry run");
-        deliver(&store, job, &notice, audience, delivery, &probe_render.subject, &args).await
+        deliver(
+            &store,
+            job,
+            &notice,
+            audience,
+            delivery,
+            &probe_render.subject,
+            &args,
+        )
+        .await
     };
     store.close().await;
     result
@@ -232,7 +245,10 @@ async fn send_one_copy(
             if d.is_outbox() {
                 println!("wrote one copy for {addr} to {}", d.describe());
             } else {
-                println!("sent one copy to {addr} via {} (not recorded)", d.describe());
+                println!(
+                    "sent one copy to {addr} via {} (not recorded)",
+                    d.describe()
+                );
             }
         }
     }
@@ -252,16 +268,17 @@ async fn dry_run(
         .into_iter()
         .filter(|c| audience.includes(&c.contact))
         .collect();
-    let done: std::collections::HashSet<String> = match store.find_campaign(&job.campaign_key).await? {
-        Some(c) => store
-            .sends(&c)
-            .await?
-            .into_iter()
-            .filter(|s| s.state == state::SENT || s.state == state::FAILED)
-            .map(|s| s.email)
-            .collect(),
-        None => Default::default(),
-    };
+    let done: std::collections::HashSet<String> =
+        match store.find_campaign(&job.campaign_key).await? {
+            Some(c) => store
+                .sends(&c)
+                .await?
+                .into_iter()
+                .filter(|s| s.state == state::SENT || s.state == state::FAILED)
+                .map(|s| s.email)
+                .collect(),
+            None => Default::default(),
+        };
     let mut summary = Summary {
         campaign: job.campaign_key.clone(),
         audience: audience.to_string(),
@@ -281,7 +298,11 @@ async fn dry_run(
         }
         let message_id = new_message_id(&job.from);
         let (rendered, out) = job.build(&m.contact, &job.cfg.bounce_address, &message_id)?;
-        job.write_preview(&format!("{:05}-{}", i + 1, m.contact.email), &rendered, &out)?;
+        job.write_preview(
+            &format!("{:05}-{}", i + 1, m.contact.email),
+            &rendered,
+            &out,
+        )?;
         summary.pending += 1;
     }
     print_summary(&summary, args.format, "would send")?;
@@ -308,11 +329,20 @@ async fn deliver(
     store.add_recipients(&campaign, audience).await?;
     let outbox = delivery.is_outbox();
     let before = store.counts(&campaign, audience).await?;
-    let already = before.get(state::SENT) + if outbox { before.get(state::WRITTEN) } else { 0 };
+    let already = before.get(state::SENT)
+        + if outbox {
+            before.get(state::WRITTEN)
+        } else {
+            0
+        };
     let to_do = before.get(state::PENDING)
         + before.get(state::DEFERRED)
         + before.get(state::SENDING)
-        + if outbox { 0 } else { before.get(state::WRITTEN) };
+        + if outbox {
+            0
+        } else {
+            before.get(state::WRITTEN)
+        };
 
     let mut summary = Summary {
         campaign: campaign.key.clone(),
@@ -336,6 +366,7 @@ async fn deliver(
             std::process::id(),
             rand::random::<u32>()
         );
+        let run_started = Utc::now();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..cfg.concurrency {
             let w = Worker {
@@ -348,6 +379,7 @@ async fn deliver(
                 stats: stats.clone(),
                 secret: secret.clone(),
                 worker_id: worker_id.clone(),
+                run_started,
                 progress: progress.clone(),
             };
             tasks.spawn(async move { w.run().await });
@@ -392,7 +424,11 @@ async fn deliver(
         + after.get(state::SENDING)
         + if outbox { 0 } else { after.get(state::WRITTEN) };
     summary.recipients = after.by_state.values().sum::<i64>() + after.flagged;
-    print_summary(&summary, args.format, if outbox { "written" } else { "sent" })?;
+    print_summary(
+        &summary,
+        args.format,
+        if outbox { "written" } else { "sent" },
+    )?;
     if outbox && args.format == SummaryFormat::Text {
         println!(
             "messages were written to {} and not sent: no smtp_url is configured. To deliver them, set smtp_url in notify.toml or NOTIFY_SMTP_URL=smtp://host:port and run the same command again.",
@@ -426,6 +462,7 @@ struct Worker {
     stats: Arc<RunStats>,
     secret: Vec<u8>,
     worker_id: String,
+    run_started: chrono::DateTime<Utc>,
     progress: indicatif::ProgressBar,
 }
 
@@ -446,6 +483,7 @@ impl Worker {
                     &self.worker_id,
                     lease,
                     !self.delivery.is_outbox(),
+                    self.run_started,
                 )
                 .await?
             else {
@@ -499,8 +537,10 @@ impl Worker {
                         .await?;
                     return Ok(());
                 }
-                Err(e) if e.is_retryable() && attempt < cfg.max_attempts
-                    && !self.stats.abort.load(Ordering::SeqCst) =>
+                Err(e)
+                    if e.is_retryable()
+                        && attempt < cfg.max_attempts
+                        && !self.stats.abort.load(Ordering::SeqCst) =>
                 {
                     let wait = backoff(base, attempt, retry_after(&e.message));
                     tracing::info!(to = %c.email, error = %e, ?wait, "will retry");
@@ -561,17 +601,36 @@ fn print_summary(s: &Summary, format: SummaryFormat, verb: &str) -> anyhow::Resu
     match format {
         SummaryFormat::Json => println!("{}", serde_json::to_string(s)?),
         SummaryFormat::Text => {
-            let done = if s.mode == "outbox" { s.written } else if s.mode == "smtp" { s.sent } else { s.pending };
+            let done = if s.mode == "outbox" {
+                s.written
+            } else if s.mode == "smtp" {
+                s.sent
+            } else {
+                s.pending
+            };
             let target = if s.target.is_empty() {
                 String::new()
             } else {
                 format!(" via {}", s.target)
             };
             let pending = if s.mode == "dry-run" { 0 } else { s.pending };
-            let already = if s.mode == "outbox" { "already written" } else { "already sent" };
+            let already = if s.mode == "outbox" {
+                "already written"
+            } else {
+                "already sent"
+            };
             println!(
                 "{} to {}{}: {} {}, {} {}, {} skipped, {} failed, {} pending",
-                s.campaign, s.audience, target, done, verb, s.already_sent, already, s.skipped, s.failed, pending
+                s.campaign,
+                s.audience,
+                target,
+                done,
+                verb,
+                s.already_sent,
+                already,
+                s.skipped,
+                s.failed,
+                pending
             );
         }
     }

@@ -72,7 +72,12 @@ pub fn retry_after(reply: &str) -> Option<Duration> {
             continue;
         };
         let context = words[i.saturating_sub(4)..i].join(" ");
-        if context.contains("again") || context.contains("retry") || context.contains("wait") || context.contains("after") || context.contains("in") {
+        if context.contains("again")
+            || context.contains("retry")
+            || context.contains("wait")
+            || context.contains("after")
+            || context.contains("in")
+        {
             return Some(Duration::from_secs(secs.min(3600)));
         }
     }
@@ -115,6 +120,9 @@ mod tests {
             rl.wait().await;
         }
         let took = start.elapsed();
-        assert!(took >= Duration::from_millis(1000) && took < Duration::from_millis(1010), "{took:?}");
+        assert!(
+            took >= Duration::from_millis(1000) && took < Duration::from_millis(1010),
+            "{took:?}"
+        );
     }
 }

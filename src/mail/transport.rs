@@ -103,9 +103,7 @@ impl SmtpTarget {
             }
         }
         let port = u.port().unwrap_or(if implicit { 465 } else { 25 });
-        let url_user = (!u.username().is_empty()).then(|| {
-            percent_decode(u.username())
-        });
+        let url_user = (!u.username().is_empty()).then(|| percent_decode(u.username()));
         let url_pass = u.password().map(percent_decode);
         Ok(SmtpTarget {
             host,
@@ -245,7 +243,9 @@ pub enum Delivery {
         target: SmtpTarget,
         transport: AsyncSmtpTransport<Tokio1Executor>,
     },
-    Outbox { dir: PathBuf },
+    Outbox {
+        dir: PathBuf,
+    },
 }
 
 impl Delivery {
@@ -274,7 +274,8 @@ impl Delivery {
                 }),
                 Err(e) => {
                     let mut err = SendError::from_lettre(&e);
-                    err.message = format!("cannot reach the SMTP server at {target}: {}", err.message);
+                    err.message =
+                        format!("cannot reach the SMTP server at {target}: {}", err.message);
                     err.kind = SendErrorKind::Connection;
                     Err(err)
                 }
@@ -335,8 +336,12 @@ mod tests {
 
     #[test]
     fn urls_parse_and_never_show_credentials() {
-        let t = SmtpTarget::parse("smtp://bob:p%40ss@mail.example:2525?tls=required", None, None)
-            .unwrap();
+        let t = SmtpTarget::parse(
+            "smtp://bob:p%40ss@mail.example:2525?tls=required",
+            None,
+            None,
+        )
+        .unwrap();
         assert_eq!(t.port, 2525);
         assert_eq!(t.tls, TlsMode::Required);
         assert_eq!(t.password.as_deref(), Some("p@ss"));

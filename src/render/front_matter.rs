@@ -84,7 +84,8 @@ mod tests {
 
     #[test]
     fn splits_meta_and_body() {
-        let d = split("---\nsubject: \"Moped: {{ version }}\"\nname: Goliad\n---\nHello\n").unwrap();
+        let d =
+            split("---\nsubject: \"Moped: {{ version }}\"\nname: Goliad\n---\nHello\n").unwrap();
         assert_eq!(d.meta["subject"], "Moped: {{ version }}");
         assert_eq!(d.meta["name"], "Goliad");
         assert_eq!(d.body, "Hello\n");

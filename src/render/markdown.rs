@@ -2,9 +2,7 @@
 //! passed through) and readable plain text with links kept. Also the escape function that makes
 //! any value substituted into a Markdown template literal text. Pure functions.
 
-use pulldown_cmark::{
-    html, Event, HeadingLevel, LinkType, Options, Parser, Tag, TagEnd,
-};
+use pulldown_cmark::{html, Event, HeadingLevel, LinkType, Options, Parser, Tag, TagEnd};
 
 /// The Markdown extensions notices use, set one by one.
 pub fn options() -> Options {
@@ -207,7 +205,9 @@ impl TextWriter {
             Tag::TableCell => self.cell = Some(String::new()),
             Tag::Emphasis | Tag::Strong | Tag::Strikethrough => {}
             Tag::Link {
-                link_type, dest_url, ..
+                link_type,
+                dest_url,
+                ..
             } => {
                 let start = if self.cell.is_some() {
                     self.cell.as_ref().map(String::len).unwrap_or(0)
@@ -344,13 +344,19 @@ mod tests {
     #[test]
     fn raw_html_in_markdown_is_shown_not_run() {
         let html = to_html("<script>alert(1)</script>\n\nhi <img src=x onerror=alert(1)>");
-        assert!(!html.contains("<script>") && !html.contains("<img"), "{html}");
+        assert!(
+            !html.contains("<script>") && !html.contains("<img"),
+            "{html}"
+        );
     }
 
     #[test]
     fn extensions_are_on() {
         let html = to_html("| a | b |\n|---|---|\n| 1 | 2 |\n\n~~old~~\n\n- [x] done\n");
-        assert!(html.contains("<table>") && html.contains("<del>old</del>"), "{html}");
+        assert!(
+            html.contains("<table>") && html.contains("<del>old</del>"),
+            "{html}"
+        );
         assert!(html.contains("checkbox"), "{html}");
     }
 

@@ -71,11 +71,15 @@ impl Templates {
             line: Some(e.line),
             message: e.message,
         })?;
-        let subject = doc.meta.get("subject").cloned().ok_or_else(|| TemplateError {
-            path: path.clone(),
-            line: Some(1),
-            message: "no `subject:` in the front matter".into(),
-        })?;
+        let subject = doc
+            .meta
+            .get("subject")
+            .cloned()
+            .ok_or_else(|| TemplateError {
+                path: path.clone(),
+                line: Some(1),
+                message: "no `subject:` in the front matter".into(),
+            })?;
         let subject_line = text
             .lines()
             .position(|l| l.trim_start().starts_with("subject"))
@@ -213,8 +217,11 @@ fn tera_error(src: &Source, err: &tera::Error) -> TemplateError {
         .lines()
         .filter(|l| {
             let t = l.trim_start();
-            !(t.is_empty() || t.starts_with("-->") || t.starts_with('|') || t.starts_with('='))
-                && !t.chars().next().is_some_and(|c| c.is_ascii_digit())
+            !(t.is_empty()
+                || t.starts_with("-->")
+                || t.starts_with('|')
+                || t.starts_with('=')
+                || t.starts_with(|c: char| c.is_ascii_digit()))
         })
         .chain(message.lines().filter(|l| l.trim_start().starts_with('=')))
         .map(|l| l.trim().trim_start_matches("= ").to_string())

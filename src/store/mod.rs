@@ -179,13 +179,19 @@ impl Store {
     }
 
     /// A setting, created with `make()` the first time (the first writer wins).
-    pub async fn setting_or_init(&self, key: &str, make: impl FnOnce() -> String) -> Result<String> {
-        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
-            .bind(key)
-            .bind(make())
-            .execute(&self.pool)
-            .await
-            .map_err(q("initialising a setting"))?;
+    pub async fn setting_or_init(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> String,
+    ) -> Result<String> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(make())
+        .execute(&self.pool)
+        .await
+        .map_err(q("initialising a setting"))?;
         let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
             .bind(key)
             .fetch_one(&self.pool)
@@ -197,7 +203,11 @@ impl Store {
     /// Make the stored contacts match `contacts` (keyed by `user_id`): add new ones, update changed
     /// ones, mark missing ones inactive. One transaction: all or nothing.
     pub async fn sync_contacts(&self, contacts: &[Contact]) -> Result<SyncReport> {
-        let mut tx = self.pool.begin().await.map_err(q("starting the contacts sync"))?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(q("starting the contacts sync"))?;
         let existing = sqlx::query(&format!("SELECT {CONTACT_COLUMNS} FROM contacts c"))
             .fetch_all(&mut *tx)
             .await
@@ -273,7 +283,9 @@ impl Store {
                 .map_err(q("marking a contact inactive"))?;
             report.removed += 1;
         }
-        tx.commit().await.map_err(q("committing the contacts sync"))?;
+        tx.commit()
+            .await
+            .map_err(q("committing the contacts sync"))?;
         Ok(report)
     }
 
@@ -281,7 +293,11 @@ impl Store {
     pub async fn contacts(&self, include_removed: bool) -> Result<Vec<StoredContact>> {
         let sql = format!(
             "SELECT {CONTACT_COLUMNS} FROM contacts c {} ORDER BY c.user_id",
-            if include_removed { "" } else { "WHERE c.in_export = 1" }
+            if include_removed {
+                ""
+            } else {
+                "WHERE c.in_export = 1"
+            }
         );
         let rows = sqlx::query(&sql)
             .fetch_all(&self.pool)
@@ -359,9 +375,10 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Claim the next send to deliver for `audience`: pending or deferred ones, `written` ones
-    /// too when `deliver_written` (an SMTP run after outbox runs), and ones whose worker's lease
-    /// ran out. The row becomes `sending` with a lease until `lease_until`.
+    /// Claim the next send to deliver for `audience`: pending ones, ones deferred before this run
+    /// started (`run_started`: a run does not retake what it deferred itself), `written` ones when
+    /// `deliver_written` (an SMTP run after outbox runs), and ones whose worker's lease ran out.
+    /// The row becomes `sending` with a lease until `lease_until`.
     pub async fn claim_next(
         &self,
         campaign: &Campaign,
@@ -369,11 +386,12 @@ impl Store {
         worker: &str,
         lease_until: DateTime<Utc>,
         deliver_written: bool,
+        run_started: DateTime<Utc>,
     ) -> Result<Option<Claim>> {
         let now = now_text();
-        let eligible = format!(
-            "(s.state IN ('pending', 'deferred', $4) OR (s.state = 'sending' AND s.lease_until < $3))"
-        );
+        let eligible =
+            "(s.state = 'pending' OR (s.state IN ('deferred', $4) AND s.updated_at < $6) \
+             OR (s.state = 'sending' AND s.lease_until < $3))";
         let lock = match self.backend {
             Backend::Postgres => "FOR UPDATE OF s SKIP LOCKED",
             Backend::Sqlite => "",
@@ -384,7 +402,8 @@ impl Store {
              WHERE id = (SELECT s.id FROM sends s JOIN contacts c ON c.id = s.contact_id \
                          WHERE s.campaign_id = $1 AND c.needs_update = 0 AND {aud} AND {eligible} \
                          ORDER BY s.id LIMIT 1 {lock}) \
-               AND (state IN ('pending', 'deferred', $4) OR (state = 'sending' AND lease_until < $3)) \
+               AND (state = 'pending' OR (state IN ('deferred', $4) AND updated_at < $6) \
+                    OR (state = 'sending' AND lease_until < $3)) \
              RETURNING id, contact_id, message_id, attempts",
             aud = audience_sql(audience),
         );
@@ -398,6 +417,7 @@ impl Store {
                 state::PENDING
             })
             .bind(ts(lease_until))
+            .bind(ts(run_started))
             .fetch_optional(&self.pool)
             .await
             .map_err(q("claiming a send"))?;
@@ -406,11 +426,13 @@ impl Store {
         let contact_id: i64 = row.try_get(1).map_err(q("claiming a send"))?;
         let message_id: Option<String> = row.try_get(2).map_err(q("claiming a send"))?;
         let attempts: i64 = row.try_get(3).map_err(q("claiming a send"))?;
-        let crow = sqlx::query(&format!("SELECT {CONTACT_COLUMNS} FROM contacts c WHERE c.id = $1"))
-            .bind(contact_id)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(q("reading a claimed contact"))?;
+        let crow = sqlx::query(&format!(
+            "SELECT {CONTACT_COLUMNS} FROM contacts c WHERE c.id = $1"
+        ))
+        .bind(contact_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(q("reading a claimed contact"))?;
         Ok(Some(Claim {
             send_id,
             contact: contact_from_row(&crow).map_err(q("reading a claimed contact"))?,

@@ -46,18 +46,40 @@ async fn smtp_down_exits_1_marks_nothing_and_a_later_run_delivers_once(b: Backen
     let env = Env::new(b).await;
     let port = free_port();
     let url = format!("smtp://127.0.0.1:{port}");
-    let run = env.run(&["release-notes", "v3.12.0", "--smtp-url", &url]).await;
+    let run = env
+        .run(&["release-notes", "v3.12.0", "--smtp-url", &url])
+        .await;
     run.code(1);
-    assert!(run.stderr.contains("cannot reach the SMTP server at smtp://127.0.0.1:"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("cannot reach the SMTP server at smtp://127.0.0.1:"),
+        "{}",
+        run.stderr
+    );
     let states = sent_states(&env, "release-notes/v3.12.0").await;
     assert!(states.values().all(|s| s != "sent"), "{states:?}");
 
     let sink = SmtpSink::start_on(port);
-    let run = env.run(&["release-notes", "v3.12.0", "--smtp-url", &url, "--format", "json"]).await;
+    let run = env
+        .run(&[
+            "release-notes",
+            "v3.12.0",
+            "--smtp-url",
+            &url,
+            "--format",
+            "json",
+        ])
+        .await;
     run.ok();
     let csv = std::fs::read_to_string(Path::new(REPO).join("contacts/moped_users.csv")).unwrap();
     let mug = audience_of(&csv, Audience::Mug);
-    let counts = count_by_rcpt(&sink.messages().into_iter().map(|m| m.rcpt_to).collect::<Vec<_>>());
+    let counts = count_by_rcpt(
+        &sink
+            .messages()
+            .into_iter()
+            .map(|m| m.rcpt_to)
+            .collect::<Vec<_>>(),
+    );
     assert_eq!(counts.keys().cloned().collect::<Vec<_>>(), mug);
     assert!(counts.values().all(|&n| n == 1), "{counts:?}");
     env.cleanup().await;
@@ -75,14 +97,26 @@ async fn a_5xx_fails_one_recipient_and_not_the_others(b: Backend) {
     }])
     .await;
     let run = env
-        .run(&["maintenance-end", "--smtp-url", &server.url(), "--format", "json"])
+        .run(&[
+            "maintenance-end",
+            "--smtp-url",
+            &server.url(),
+            "--format",
+            "json",
+        ])
         .await;
     run.ok();
     let s = run.summary();
     assert_eq!(s["failed"], 1);
     assert_eq!(s["sent"], all.len() - 1);
     assert_eq!(s["pending"], 0);
-    let got = count_by_rcpt(&server.received().into_iter().map(|r| r.rcpt_to).collect::<Vec<_>>());
+    let got = count_by_rcpt(
+        &server
+            .received()
+            .into_iter()
+            .map(|r| r.rcpt_to)
+            .collect::<Vec<_>>(),
+    );
     assert_eq!(got.len(), all.len() - 1);
     assert!(!got.contains_key(gone));
     let key = s["campaign"].as_str().unwrap().to_string();
@@ -91,7 +125,13 @@ async fn a_5xx_fails_one_recipient_and_not_the_others(b: Backend) {
 
     // A rerun does not try the refused address again.
     let run = env
-        .run(&["maintenance-end", "--smtp-url", &server.url(), "--format", "json"])
+        .run(&[
+            "maintenance-end",
+            "--smtp-url",
+            &server.url(),
+            "--format",
+            "json",
+        ])
         .await;
     run.ok();
     assert_eq!(run.summary()["sent"], 0);
@@ -120,7 +160,13 @@ async fn a_4xx_is_retried_in_the_run_and_deferred_ones_by_the_next(b: Backend) {
     ])
     .await;
     let run = env
-        .run(&["maintenance-end", "--smtp-url", &server.url(), "--format", "json"])
+        .run(&[
+            "maintenance-end",
+            "--smtp-url",
+            &server.url(),
+            "--format",
+            "json",
+        ])
         .await;
     run.code(1);
     assert!(run.stderr.contains("deferred"), "{}", run.stderr);
@@ -131,14 +177,26 @@ async fn a_4xx_is_retried_in_the_run_and_deferred_ones_by_the_next(b: Backend) {
     let states = sent_states(&env, &key).await;
     assert_eq!(states[busy], "sent");
     assert_eq!(states[stuck], "deferred");
-    let got = count_by_rcpt(&server.received().into_iter().map(|r| r.rcpt_to).collect::<Vec<_>>());
+    let got = count_by_rcpt(
+        &server
+            .received()
+            .into_iter()
+            .map(|r| r.rcpt_to)
+            .collect::<Vec<_>>(),
+    );
     assert_eq!(got[busy], 1);
     server.stop().await;
 
     // The next run, against a server that accepts, finishes the deferred one only.
     let sink = SmtpSink::start();
     let run = env
-        .run(&["maintenance-end", "--smtp-url", &sink.url(), "--format", "json"])
+        .run(&[
+            "maintenance-end",
+            "--smtp-url",
+            &sink.url(),
+            "--format",
+            "json",
+        ])
         .await;
     run.ok();
     assert_eq!(run.summary()["sent"], 1);
@@ -154,32 +212,59 @@ async fn a_server_that_dies_mid_run_loses_nothing(b: Backend) {
     let all = users();
     let server = SmtpServer::start(vec![Rule::DieAfter { after: 7 }]).await;
     let run = env
-        .run(&["maintenance-end", "--smtp-url", &server.url(), "--concurrency", "2", "--format", "json"])
+        .run(&[
+            "maintenance-end",
+            "--smtp-url",
+            &server.url(),
+            "--concurrency",
+            "2",
+            "--format",
+            "json",
+        ])
         .await;
     run.code(1);
-    assert!(run.stderr.contains("stopped answering") || run.stderr.contains("deferred"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("stopped answering") || run.stderr.contains("deferred"),
+        "{}",
+        run.stderr
+    );
     let first: Vec<Vec<String>> = server.received().into_iter().map(|r| r.rcpt_to).collect();
     assert_eq!(first.len(), 7);
     server.stop().await;
     let store = env.store().await;
     let key = store_key(&env).await;
     let states = sent_states(&env, &key).await;
-    let sent: Vec<&String> = states.iter().filter(|(_, s)| *s == "sent").map(|(e, _)| e).collect();
-    assert_eq!(sent.len(), 7, "exactly the accepted messages are marked sent: {states:?}");
+    let sent: Vec<&String> = states
+        .iter()
+        .filter(|(_, s)| *s == "sent")
+        .map(|(e, _)| e)
+        .collect();
+    assert_eq!(
+        sent.len(),
+        7,
+        "exactly the accepted messages are marked sent: {states:?}"
+    );
     store.close().await;
 
     let sink = SmtpSink::start();
-    env.run(&["maintenance-end", "--smtp-url", &sink.url()]).await.ok();
+    env.run(&["maintenance-end", "--smtp-url", &sink.url()])
+        .await
+        .ok();
     let mut lists = first.clone();
     lists.extend(sink.messages().into_iter().map(|m| m.rcpt_to));
     let counts = count_by_rcpt(&lists);
     assert_eq!(counts.keys().cloned().collect::<Vec<_>>(), all);
-    assert!(counts.values().all(|&n| n == 1), "every recipient exactly once: {counts:?}");
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "every recipient exactly once: {counts:?}"
+    );
     env.cleanup().await;
 }
 both!(a_server_that_dies_mid_run_loses_nothing);
 
 async fn store_key(env: &Env) -> String {
-    let run = env.run(&["maintenance-end", "--dry-run", "--format", "json"]).await;
+    let run = env
+        .run(&["maintenance-end", "--dry-run", "--format", "json"])
+        .await;
     run.summary()["campaign"].as_str().unwrap().to_string()
 }

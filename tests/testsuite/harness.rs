@@ -43,7 +43,6 @@ pub fn postgres_admin_url() -> String {
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub database_url: String,
-    pub backend: Backend,
     pg_name: Option<String>,
     extra_env: Vec<(String, String)>,
 }
@@ -61,7 +60,10 @@ impl Env {
         std::fs::write(dir.path().join("contacts.csv"), csv).expect("write contacts");
         let (database_url, pg_name) = match backend {
             Backend::Sqlite => (
-                format!("sqlite://{}", dir.path().join("notify.db").display()),
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("notify.db").display()
+                ),
                 None,
             ),
             Backend::Postgres => {
@@ -92,7 +94,6 @@ impl Env {
         Env {
             dir,
             database_url,
-            backend,
             pg_name,
             extra_env: Vec::new(),
         }
@@ -174,13 +175,21 @@ impl From<Output> for Run {
 impl Run {
     #[track_caller]
     pub fn ok(&self) -> &Run {
-        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     #[track_caller]
     pub fn code(&self, code: i32) -> &Run {
-        assert_eq!(self.code, code, "expected exit {code}\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
@@ -289,14 +298,29 @@ impl SmtpSink {
             let mut rcpt_to = Vec::new();
             for line in text.lines() {
                 if let Some(v) = line.strip_prefix("X-Mail-Args: ") {
-                    mail_from = v.split_whitespace().next().unwrap_or("").trim_matches(['<', '>']).to_string();
+                    mail_from = v
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .trim_matches(['<', '>'])
+                        .to_string();
                 } else if let Some(v) = line.strip_prefix("X-Rcpt-Args: ") {
-                    rcpt_to.push(v.split_whitespace().next().unwrap_or("").trim_matches(['<', '>']).to_string());
+                    rcpt_to.push(
+                        v.split_whitespace()
+                            .next()
+                            .unwrap_or("")
+                            .trim_matches(['<', '>'])
+                            .to_string(),
+                    );
                 } else if line.is_empty() {
                     break;
                 }
             }
-            out.push(Dumped { mail_from, rcpt_to, raw });
+            out.push(Dumped {
+                mail_from,
+                rcpt_to,
+                raw,
+            });
         }
         out
     }

@@ -39,9 +39,15 @@ pub fn check(raw: &[u8]) -> Parsed {
     let text_part = msg.part(msg.text_body[0]).unwrap();
     assert_eq!(text_part.content_type().unwrap().subtype(), Some("plain"));
     for body in [&text, &html] {
-        assert!(!body.contains("{{") && !body.contains("{%") && !body.contains("}}"), "template syntax left:\n{body}");
+        assert!(
+            !body.contains("{{") && !body.contains("{%") && !body.contains("}}"),
+            "template syntax left:\n{body}"
+        );
     }
-    assert!(!html.contains("<style"), "CSS must be inlined, not in <style>");
+    assert!(
+        !html.contains("<style"),
+        "CSS must be inlined, not in <style>"
+    );
     assert!(html.contains("style=\""), "inlined styles present");
     let header = |name: &str| {
         msg.header_raw(name)
@@ -52,11 +58,7 @@ pub fn check(raw: &[u8]) -> Parsed {
     assert_eq!(header("X-Auto-Response-Suppress"), "OOF, AutoReply");
     assert!(msg.date().is_some(), "Date header");
     let message_id = msg.message_id().expect("Message-ID").to_string();
-    let header_names = msg
-        .headers()
-        .iter()
-        .map(|h| h.name().to_string())
-        .collect();
+    let header_names = msg.headers().iter().map(|h| h.name().to_string()).collect();
     Parsed {
         to,
         subject: msg.subject().unwrap_or_default().to_string(),

@@ -44,7 +44,10 @@ fn render(notice: Notice) -> notify::render::Rendered {
 
 fn snap(name: &str, notice: Notice) {
     let r = render(notice);
-    insta::assert_snapshot!(format!("{name}-text"), format!("Subject: {}\n\n{}", r.subject, r.text));
+    insta::assert_snapshot!(
+        format!("{name}-text"),
+        format!("Subject: {}\n\n{}", r.subject, r.text)
+    );
     insta::assert_snapshot!(format!("{name}-html"), r.html);
 }
 
