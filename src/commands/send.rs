@@ -352,6 +352,7 @@ async fn deliver(
         ..Default::default()
     };
 
+    let mut unreachable: Option<String> = None;
     if to_do > 0 {
         // Nothing is claimed until the server (or folder) answers.
         delivery.check().await?;
@@ -396,18 +397,8 @@ async fn deliver(
         if let Some(e) = first_error {
             return Err(e);
         }
-        if let Some(reason) = stats.unreachable.lock().ok().and_then(|g| g.clone()) {
-            let after = store.counts(&campaign, audience).await?;
-            return Err(Incomplete(format!(
-                "{reason}\n{} sent in this run, {} left to send; run the same command again when the server is back",
-                stats.delivered.load(Ordering::SeqCst),
-                after.get(state::PENDING) + after.get(state::DEFERRED) + after.get(state::SENDING)
-                    + if outbox { 0 } else { after.get(state::WRITTEN) }
-            ))
-            .into());
-        }
+        unreachable = stats.unreachable.lock().ok().and_then(|g| g.clone());
     }
-
     let after = store.counts(&campaign, audience).await?;
     let done_now = after.get(state::SENT) + if outbox { after.get(state::WRITTEN) } else { 0 };
     let delivered = (done_now - already).max(0);
@@ -434,6 +425,13 @@ async fn deliver(
             "messages were written to {} and not sent: no smtp_url is configured. To deliver them, set smtp_url in notify.toml or NOTIFY_SMTP_URL=smtp://host:port and run the same command again.",
             summary.target
         );
+    }
+    if let Some(reason) = unreachable {
+        return Err(Incomplete(format!(
+            "{reason}\n{} recipient(s) left to send; run the same command again when the server is back",
+            summary.pending
+        ))
+        .into());
     }
     if summary.pending > 0 {
         return Err(Incomplete(format!(
