@@ -226,21 +226,13 @@ impl Store {
                 Some(old) => {
                     // A new address lifts a bounce flag: the admin fixed the account.
                     let lift = old.contact.email != c.email;
-                    sqlx::query(
-                        "UPDATE contacts SET email=$1, first_name=$2, last_name=$3, title=$4, workgroup=$5, roles=$6, is_coa_staff=$7, is_deleted=$8, is_user_group_member=$9, note=$10, date_added=$11, last_seen_date=$12, in_export=1, needs_update=CASE WHEN $13 = 1 THEN 0 ELSE needs_update END, updated_at=$14 WHERE id=$15",
+                    bind_contact(
+                        sqlx::query(
+                            "UPDATE contacts SET user_id=$1, email=$2, first_name=$3, last_name=$4, title=$5, workgroup=$6, roles=$7, is_coa_staff=$8, is_deleted=$9, is_user_group_member=$10, note=$11, date_added=$12, last_seen_date=$13, in_export=1, needs_update=CASE WHEN $14 = 1 THEN 0 ELSE needs_update END, updated_at=$15 WHERE id=$16",
+                        ),
+                        c,
+                        &roles,
                     )
-                    .bind(&c.email)
-                    .bind(&c.first_name)
-                    .bind(&c.last_name)
-                    .bind(&c.title)
-                    .bind(&c.workgroup)
-                    .bind(&roles)
-                    .bind(c.is_coa_staff as i64)
-                    .bind(c.is_deleted as i64)
-                    .bind(c.is_user_group_member as i64)
-                    .bind(&c.note)
-                    .bind(&c.date_added)
-                    .bind(&c.last_seen_date)
                     .bind(lift as i64)
                     .bind(&now)
                     .bind(old.id)
@@ -250,22 +242,13 @@ impl Store {
                     report.updated += 1;
                 }
                 None => {
-                    sqlx::query(
-                        "INSERT INTO contacts (user_id, email, first_name, last_name, title, workgroup, roles, is_coa_staff, is_deleted, is_user_group_member, note, date_added, last_seen_date, in_export, needs_update, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,1,0,$14,$14)",
+                    bind_contact(
+                        sqlx::query(
+                            "INSERT INTO contacts (user_id, email, first_name, last_name, title, workgroup, roles, is_coa_staff, is_deleted, is_user_group_member, note, date_added, last_seen_date, in_export, needs_update, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,1,0,$14,$14)",
+                        ),
+                        c,
+                        &roles,
                     )
-                    .bind(c.user_id)
-                    .bind(&c.email)
-                    .bind(&c.first_name)
-                    .bind(&c.last_name)
-                    .bind(&c.title)
-                    .bind(&c.workgroup)
-                    .bind(&roles)
-                    .bind(c.is_coa_staff as i64)
-                    .bind(c.is_deleted as i64)
-                    .bind(c.is_user_group_member as i64)
-                    .bind(&c.note)
-                    .bind(&c.date_added)
-                    .bind(&c.last_seen_date)
                     .bind(&now)
                     .execute(&mut *tx)
                     .await
@@ -545,6 +528,28 @@ pub struct SendRow {
     pub message_id: Option<String>,
     pub attempts: i64,
     pub last_error: Option<String>,
+}
+
+/// Bind a contact's 13 columns as `$1..$13`, in `moped_users` order.
+fn bind_contact<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    c: &'q Contact,
+    roles: &'q str,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(c.user_id)
+        .bind(&c.email)
+        .bind(&c.first_name)
+        .bind(&c.last_name)
+        .bind(&c.title)
+        .bind(&c.workgroup)
+        .bind(roles)
+        .bind(c.is_coa_staff as i64)
+        .bind(c.is_deleted as i64)
+        .bind(c.is_user_group_member as i64)
+        .bind(&c.note)
+        .bind(&c.date_added)
+        .bind(&c.last_seen_date)
 }
 
 /// The audience as a condition on `contacts c`; mirrors [`Audience::includes`] and also requires
