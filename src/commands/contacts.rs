@@ -16,8 +16,8 @@ pub async fn run(cfg: &Config, cmd: ContactsCommand) -> anyhow::Result<()> {
             let report = store.sync_contacts(&list).await?;
             store.close().await;
             match format {
-                SummaryFormat::Json => println!("{}", serde_json::to_string(&report)?),
-                SummaryFormat::Text => println!(
+                SummaryFormat::Json => say!("{}", serde_json::to_string(&report)?),
+                SummaryFormat::Text => say!(
                     "{}: {} contacts; {} added, {} updated, {} unchanged, {} marked inactive (missing from the file)",
                     file.display(),
                     list.len(),

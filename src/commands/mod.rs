@@ -3,6 +3,15 @@
 //! notes, templates, arguments), 1 for a run that could not finish (server unreachable, sends left
 //! deferred, database down), 0 otherwise.
 
+/// Print a line on standard output. A closed pipe (`notify … | head -1`) is not an error worth
+/// a panic: the reader has what it wanted.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 pub mod contacts;
 pub mod send;
 

@@ -238,14 +238,14 @@ async fn send_one_copy(
     let (rendered, out) = job.build(&contact, &job.cfg.bounce_address, &message_id)?;
     job.write_preview(&format!("copy-{addr}"), &rendered, &out)?;
     match delivery {
-        None => println!("dry run: rendered one copy for {addr}; nothing sent"),
+        None => say!("dry run: rendered one copy for {addr}; nothing sent"),
         Some(d) => {
             d.check().await?;
             d.send(&out, &format!("copy-{addr}")).await?;
             if d.is_outbox() {
-                println!("wrote one copy for {addr} to {}", d.describe());
+                say!("wrote one copy for {addr} to {}", d.describe());
             } else {
-                println!(
+                say!(
                     "sent one copy to {addr} via {} (not recorded)",
                     d.describe()
                 );
@@ -421,7 +421,7 @@ async fn deliver(
         if outbox { "written" } else { "sent" },
     )?;
     if outbox && args.format == SummaryFormat::Text {
-        println!(
+        say!(
             "messages were written to {} and not sent: no smtp_url is configured. To deliver them, set smtp_url in notify.toml or NOTIFY_SMTP_URL=smtp://host:port and run the same command again.",
             summary.target
         );
@@ -597,7 +597,7 @@ fn hostname() -> String {
 
 fn print_summary(s: &Summary, format: SummaryFormat, verb: &str) -> anyhow::Result<()> {
     match format {
-        SummaryFormat::Json => println!("{}", serde_json::to_string(s)?),
+        SummaryFormat::Json => say!("{}", serde_json::to_string(s)?),
         SummaryFormat::Text => {
             let done = if s.mode == "outbox" {
                 s.written
@@ -617,7 +617,7 @@ fn print_summary(s: &Summary, format: SummaryFormat, verb: &str) -> anyhow::Resu
             } else {
                 "already sent"
             };
-            println!(
+            say!(
                 "{} to {}{}: {} {}, {} {}, {} skipped, {} failed, {} pending",
                 s.campaign,
                 s.audience,
