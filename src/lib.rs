@@ -6,6 +6,7 @@
 //! `cli` parses arguments and `commands` orchestrates; the other modules each own one capability.
 
 pub mod cli;
+pub mod bounce;
 pub mod commands;
 pub mod config;
 pub mod contacts;

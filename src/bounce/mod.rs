@@ -1,0 +1,782 @@
+//! Bounce parsing: from the bytes of one message to the recipients it reports as failed, each
+//! classified hard or soft with a reason, plus what later attribution needs (the VERP address the
+//! bounce was delivered to, the Message-ID of the returned original).
+//!
+//! Pure functions over bytes: no I/O, no database, no clock. Intake (files, Maildir, IMAP, SES)
+//! and storage call [`parse`]; the policy that turns bounces into "needs update" flags lives
+//! elsewhere. Machine-readable evidence comes first: RFC 3464 delivery-status fields (`dsn`),
+//! classified from the enhanced status code, the reply code, then keywords (`classify`). Only when
+//! a message carries no such fields are its prose phrasings read (`text`). Addresses come from a
+//! small scanner (`address`), codes from `status`.
+//!
+//! Hostile input is expected: the message is parsed with `mail-parser` (which never panics and
+//! returns `None` for what it cannot read; that input is then read as plain text), input over
+//! [`MAX_MESSAGE_BYTES`] is refused before any parsing, at most [`MAX_PARTS`] MIME parts and one
+//! level of attached message are looked at, and prose is read up to a fixed size.
+
+mod address;
+mod classify;
+mod dsn;
+mod status;
+mod text;
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use serde::Serialize;
+
+/// Messages larger than this are not parsed: [`parse`] returns [`TooLarge`].
+pub const MAX_MESSAGE_BYTES: usize = 10 * 1024 * 1024;
+/// At most this many MIME parts of a message are examined.
+pub const MAX_PARTS: usize = 500;
+/// At most this many recipients are reported from one message (the rest are ignored).
+pub const MAX_BOUNCES: usize = 1000;
+/// Diagnostics are cut to this many characters.
+const MAX_DIAGNOSTIC_CHARS: usize = 1000;
+
+/// Whether a bounce says the address is bad (hard) or only that this delivery failed (soft).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BounceKind {
+    /// The address will not work again: unknown user, unknown domain, address moved, or the
+    /// remote system stayed unreachable until the sender gave up (expired).
+    Hard,
+    /// The address is fine but the message did not get through this time: mailbox full,
+    /// message too large, delayed, greylisted, blocked by policy.
+    Soft,
+}
+
+/// Why a recipient bounced: a small taxonomy for the review and the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// No such mailbox (also disabled or moved mailboxes).
+    UserUnknown,
+    /// Mailbox full or over quota.
+    MailboxFull,
+    /// No such domain or no route to it.
+    HostUnknown,
+    /// Refused by policy: spam or content filters, blocklists, authentication, greylisting.
+    Policy,
+    /// The message exceeds a size limit.
+    MessageTooLarge,
+    /// Not delivered yet; the sending system is still trying (a warning, not a failure).
+    Delayed,
+    /// The sending system gave up after its retry period.
+    Expired,
+    /// A failure that says nothing more specific.
+    Other,
+}
+
+/// One failed (or delayed) recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Bounce {
+    /// The recipient, lower-cased: DSN `Final-Recipient` (else `Original-Recipient`), or the
+    /// address a prose notice names.
+    pub address: String,
+    /// Hard or soft.
+    pub kind: BounceKind,
+    /// Enhanced status code (`"5.1.1"`): the DSN `Status` field, made more specific from the
+    /// diagnostic when the field is only `X.0.0`; for prose bounces the code found near the
+    /// address. `None` when there is none.
+    pub status: Option<String>,
+    /// Why, in the taxonomy.
+    pub reason: Reason,
+    /// What the remote server said (`550 5.1.1 <bob@example.com>: ... User unknown`), whitespace
+    /// collapsed, the DSN type prefix (`smtp;`) removed, at most 1000 characters.
+    pub diagnostic: Option<String>,
+    /// The remote host that refused (`Remote-MTA` without its `dns;` type, or the host a prose
+    /// notice names).
+    pub remote_mta: Option<String>,
+}
+
+/// Everything parsed from one message.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Failed or delayed recipients, one per address, in the order the message gives them. Empty
+    /// when the message is not a bounce: an auto-reply, ordinary mail, a read receipt, or a
+    /// delivery report of success only.
+    pub bounces: Vec<Bounce>,
+    /// The Message-ID of the returned original, without angle brackets: from an attached
+    /// `message/rfc822` or `text/rfc822-headers` part, else from a `Message-ID:` line in the body.
+    pub original_message_id: Option<String>,
+    /// The address this bounce was delivered to, lower-cased: the first address of the first of
+    /// `X-Original-To`, `Delivered-To`, `To`. With VERP this carries the token
+    /// (`moped-bounces+1f-3a9c04be21@austintexas.gov`).
+    pub verp_recipient: Option<String>,
+}
+
+/// The message was over the size limit and was not parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("message of {size} bytes is over the {limit}-byte limit for bounce parsing; skipped")]
+pub struct TooLarge {
+    /// Size of the message in bytes.
+    pub size: usize,
+    /// The limit it exceeded.
+    pub limit: usize,
+}
+
+/// Parses one message (RFC 5322 bytes, or anything else: unreadable input is read as plain text)
+/// with the [`MAX_MESSAGE_BYTES`] limit. Never panics.
+///
+/// # Errors
+/// [`TooLarge`] when the message is over the limit; nothing of it is read.
+pub fn parse(raw: &[u8]) -> Result<Report, TooLarge> {
+    parse_with_limit(raw, MAX_MESSAGE_BYTES)
+}
+
+/// [`parse`] with another size limit.
+///
+/// # Errors
+/// [`TooLarge`] when `raw` is longer than `max_bytes`.
+pub fn parse_with_limit(raw: &[u8], max_bytes: usize) -> Result<Report, TooLarge> {
+    if raw.len() > max_bytes {
+        return Err(TooLarge {
+            size: raw.len(),
+            limit: max_bytes,
+        });
+    }
+    Ok(match parse_mime(raw) {
+        Some(message) if !message.parts.is_empty() => from_message(&message),
+        _ => from_plain_text(&decode_undeclared(raw)),
+    })
+}
+
+/// The MIME structure of `raw`, or `None` when mail-parser finds none or gives up.
+///
+/// mail-parser 0.11 is written not to panic, but its recovery paths for corrupt nesting contain
+/// `debug_assert!(false, ..)`, which fires in debug and test builds (the mutation test finds
+/// such inputs within seconds). A panic there must not take the caller down with one bad
+/// message, so it is caught here and the message is read as plain text instead. Nothing is
+/// shared with the parser but the input slice, so no state can be left half-updated.
+fn parse_mime(raw: &[u8]) -> Option<Message<'_>> {
+    std::panic::catch_unwind(|| MessageParser::default().parse(raw))
+        .ok()
+        .flatten()
+}
+
+/// Collapses whitespace, drops the repeated reply-code prefixes of multi-line replies
+/// (`550-5.1.1 ...`), Exchange's `#...##` wrapping and a dangling closing parenthesis, and cuts
+/// the result to [`MAX_DIAGNOSTIC_CHARS`]. `None` when nothing is left.
+pub(crate) fn tidy_diagnostic(raw: &str) -> Option<String> {
+    let words: Vec<&str> = raw.split_whitespace().collect();
+    let first = words.first()?.trim_start_matches('#');
+    // The reply code and enhanced code the reply opens with, e.g. ("550", "5.1.1").
+    let (code, enhanced) = match first.split_once('-') {
+        Some((c, e)) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()) => (c, e),
+        _ if first.len() == 3 && first.bytes().all(|b| b.is_ascii_digit()) => {
+            (first, words.get(1).copied().unwrap_or_default())
+        }
+        _ => ("", ""),
+    };
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < words.len() {
+        let mut w = words[i];
+        if i == 0 {
+            w = first;
+            if let Some((c, e)) = w.split_once('-').filter(|(c, _)| *c == code) {
+                out.push_str(c);
+                out.push(' ');
+                out.push_str(e);
+                i += 1;
+                continue;
+            }
+        } else if !code.is_empty() {
+            if w.split_once('-') == Some((code, enhanced)) {
+                i += 1;
+                continue;
+            }
+            if w == code && i > 1 && words.get(i + 1) == Some(&enhanced) && !enhanced.is_empty() {
+                i += 2;
+                continue;
+            }
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(w);
+        i += 1;
+    }
+    let mut s = out.trim_end_matches('#').trim().to_string();
+    if s.ends_with(')') && s.matches('(').count() < s.matches(')').count() {
+        s.pop();
+    }
+    if let Some((cut, _)) = s.char_indices().nth(MAX_DIAGNOSTIC_CHARS) {
+        s.truncate(cut);
+    }
+    let s = s.trim().to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+/// Bytes of a part's body, whatever mail-parser made of it.
+fn body_bytes<'a>(part: &'a MessagePart<'_>) -> Option<&'a [u8]> {
+    match &part.body {
+        PartType::Text(t) | PartType::Html(t) => Some(t.as_bytes()),
+        PartType::Binary(b) | PartType::InlineBinary(b) => Some(b),
+        PartType::Message(m) => Some(&m.raw_message),
+        PartType::Multipart(_) => None,
+    }
+}
+
+/// Raw values of the named header fields (case-insensitive) of `message`'s top level.
+fn raw_headers<'a>(message: &'a Message<'_>, name: &'a str) -> impl Iterator<Item = Cow<'a, str>> {
+    message
+        .parts
+        .first()
+        .into_iter()
+        .flat_map(|p| p.headers.iter())
+        .filter(move |h| h.name().eq_ignore_ascii_case(name))
+        .filter_map(move |h| {
+            message
+                .raw_message
+                .get(h.offset_start as usize..h.offset_end as usize)
+                .map(String::from_utf8_lossy)
+        })
+}
+
+/// Header fields that name the sender of the returned original.
+const SENDER_HEADERS: &[&str] = &["from", "sender", "reply-to", "return-path"];
+
+/// What the returned original tells us.
+#[derive(Default)]
+struct Original {
+    message_id: Option<String>,
+    senders: Vec<String>,
+}
+
+impl Original {
+    fn from_message(m: &Message<'_>) -> Original {
+        let mut senders = Vec::new();
+        for name in SENDER_HEADERS {
+            for value in raw_headers(m, name) {
+                senders.extend(address::find_all(&value).into_iter().map(|f| f.address));
+            }
+        }
+        Original {
+            message_id: m
+                .message_id()
+                .map(clean_message_id)
+                .filter(|s| !s.is_empty()),
+            senders,
+        }
+    }
+
+    fn from_header_bytes(bytes: &[u8]) -> Original {
+        let start = bytes
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(bytes.len());
+        match MessageParser::default().parse_headers(&bytes[start..]) {
+            Some(m) if !m.parts.is_empty() => Original::from_message(&m),
+            _ => Original::default(),
+        }
+    }
+}
+
+fn clean_message_id(id: &str) -> String {
+    id.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .trim()
+        .to_string()
+}
+
+/// The id of the first `Message-ID:` line in `text`.
+fn message_id_line(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let t = line.trim_start();
+        let name = t.get(..11)?;
+        if !(name.eq_ignore_ascii_case("message-id:") || name.eq_ignore_ascii_case("message id:")) {
+            return None;
+        }
+        let value = t[11..].trim();
+        let id = match (value.find('<'), value.find('>')) {
+            (Some(a), Some(b)) if a < b => &value[a + 1..b],
+            _ => value.split_whitespace().next()?,
+        };
+        let id = clean_message_id(id);
+        (!id.is_empty() && !id.contains(char::is_whitespace)).then_some(id)
+    })
+}
+
+/// Subject words of bounce notices; lower case.
+const BOUNCE_SUBJECTS: &[&str] = &[
+    "undeliver",
+    "undelivered",
+    "returned mail",
+    "delivery status notification",
+    "delivery failure",
+    "delivery failed",
+    "delivery has failed",
+    "failure notice",
+    "mail delivery failed",
+    "delivery notification",
+    "non-delivery",
+    "nondeliverable",
+    "could not send message",
+    "delivery problem",
+    "not delivered",
+    "mail system error",
+    "returned to sender",
+    "delayed mail",
+    "delivery delayed",
+    "message status - undeliverable",
+    "delivery report",
+];
+
+/// Subject beginnings of auto-replies; lower case.
+const AUTO_REPLY_SUBJECTS: &[&str] = &[
+    "automatic reply",
+    "auto:",
+    "autoreply",
+    "auto-reply",
+    "auto reply",
+    "auto response",
+    "autoresponse",
+    "auto-response",
+    "out of office",
+    "out of the office",
+    "vacation",
+    "away:",
+    "abwesenheitsnotiz",
+    "réponse automatique",
+];
+
+/// Display names of mail systems; lower case.
+const SYSTEM_SENDER_NAMES: &[&str] = &[
+    "mailer-daemon",
+    "mail delivery",
+    "postmaster",
+    "mail administrator",
+    "mail system",
+    "microsoft outlook",
+];
+
+/// Header evidence about the message as a whole.
+struct Headers {
+    subject: String,
+    bounce_like: bool,
+    auto_reply: bool,
+    verp_recipient: Option<String>,
+    /// The bounce's own addressees and sender: never failed recipients.
+    own_addresses: Vec<String>,
+    failed_hint: Vec<String>,
+}
+
+fn read_headers(message: &Message<'_>) -> Headers {
+    let subject = message.subject().unwrap_or_default().trim().to_lowercase();
+    let first_address = |name: &str| raw_headers(message, name).find_map(|v| address::first(&v));
+    let verp_recipient = ["x-original-to", "delivered-to", "to"]
+        .iter()
+        .find_map(|name| first_address(name));
+
+    let mut own_addresses = Vec::new();
+    for name in [
+        "to",
+        "cc",
+        "delivered-to",
+        "x-original-to",
+        "from",
+        "sender",
+        "reply-to",
+    ] {
+        for value in raw_headers(message, name) {
+            own_addresses.extend(address::find_all(&value).into_iter().map(|f| f.address));
+        }
+    }
+    let from_raw: String = raw_headers(message, "from").collect::<Vec<_>>().join(" ");
+    let from_lower = from_raw.to_lowercase();
+    let from_system = address::find_all(&from_raw)
+        .iter()
+        .any(|f| address::is_role(&f.address))
+        || SYSTEM_SENDER_NAMES.iter().any(|n| from_lower.contains(n));
+    let null_sender = raw_headers(message, "return-path").any(|v| v.trim() == "<>");
+    let report = message.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case("multipart")
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("report"))
+    });
+    let failed_hint: Vec<String> = raw_headers(message, "x-failed-recipients")
+        .flat_map(|v| address::find_all(&v).into_iter().map(|f| f.address))
+        .collect();
+    let bounce_like = from_system
+        || null_sender
+        || report
+        || !failed_hint.is_empty()
+        || BOUNCE_SUBJECTS.iter().any(|s| subject.contains(s));
+
+    let auto_submitted = raw_headers(message, "auto-submitted")
+        .any(|v| v.trim().to_ascii_lowercase().starts_with("auto-replied"));
+    let auto_reply = AUTO_REPLY_SUBJECTS.iter().any(|s| subject.starts_with(s))
+        || raw_headers(message, "x-autoreply").next().is_some()
+        || raw_headers(message, "x-autorespond").next().is_some()
+        || raw_headers(message, "precedence").any(|v| v.trim().eq_ignore_ascii_case("auto_reply"))
+        || (auto_submitted && !bounce_like);
+
+    Headers {
+        subject,
+        bounce_like,
+        auto_reply,
+        verp_recipient,
+        own_addresses,
+        failed_hint,
+    }
+}
+
+fn from_message(message: &Message<'_>) -> Report {
+    let headers = read_headers(message);
+    let mut is_mdn = message.content_type().is_some_and(|ct| {
+        ct.attribute("report-type")
+            .is_some_and(|t| t.eq_ignore_ascii_case("disposition-notification"))
+    });
+    let mut dsn_texts: Vec<Cow<'_, str>> = Vec::new();
+    let mut original = Original::default();
+    let mut have_original = false;
+
+    for part in message.parts.iter().take(MAX_PARTS) {
+        let (ctype, subtype) = part
+            .content_type()
+            .map_or((String::new(), String::new()), |ct| {
+                (
+                    ct.ctype().to_ascii_lowercase(),
+                    ct.subtype().unwrap_or_default().to_ascii_lowercase(),
+                )
+            });
+        match (ctype.as_str(), subtype.as_str()) {
+            ("message", "delivery-status" | "global-delivery-status") => {
+                if let Some(bytes) = body_bytes(part) {
+                    dsn_texts.push(String::from_utf8_lossy(bytes));
+                }
+            }
+            ("message", "disposition-notification" | "global-disposition-notification") => {
+                is_mdn = true;
+            }
+            ("text", "rfc822-headers") | ("message", "global-headers") if !have_original => {
+                if let Some(bytes) = body_bytes(part) {
+                    original = Original::from_header_bytes(bytes);
+                    have_original = true;
+                }
+            }
+            _ => match &part.body {
+                PartType::Message(m) if !have_original && !m.parts.is_empty() => {
+                    original = Original::from_message(m);
+                    have_original = true;
+                }
+                PartType::Binary(b)
+                    if !have_original
+                        && ctype == "message"
+                        && matches!(subtype.as_str(), "rfc822" | "global") =>
+                {
+                    original = Original::from_header_bytes(b);
+                    have_original = true;
+                }
+                _ => {}
+            },
+        }
+    }
+
+    let mut bounces = Vec::new();
+    // A delivery-status part that names somebody settles it; otherwise the prose is read.
+    let mut named_somebody = false;
+    for text in &dsn_texts {
+        if bounces.len() >= MAX_BOUNCES {
+            break;
+        }
+        let records = dsn::parse_recipients(text);
+        named_somebody |= records.iter().any(|r| record_address(r).is_some());
+        bounces.extend(records.iter().filter_map(bounce_from_record));
+    }
+    let read_prose = !is_mdn && !named_somebody && !headers.auto_reply;
+    // The human text (HTML made text) is only built when something needs it.
+    let human = if read_prose || original.message_id.is_none() {
+        human_text(message)
+    } else {
+        String::new()
+    };
+    if read_prose {
+        bounces = bounces_from_prose(&human, &headers, &original);
+    }
+    Report {
+        bounces: if is_mdn { Vec::new() } else { dedupe(bounces) },
+        original_message_id: original.message_id.or_else(|| message_id_from_text(&human)),
+        verp_recipient: headers.verp_recipient,
+    }
+}
+
+fn from_plain_text(text: &str) -> Report {
+    let headers = Headers {
+        subject: String::new(),
+        bounce_like: false,
+        auto_reply: false,
+        verp_recipient: None,
+        own_addresses: Vec::new(),
+        failed_hint: Vec::new(),
+    };
+    Report {
+        bounces: dedupe(bounces_from_prose(text, &headers, &Original::default())),
+        original_message_id: message_id_from_text(text),
+        verp_recipient: None,
+    }
+}
+
+/// Bounces from the human-readable text: quoted DSN fields if it has some, else its phrasing.
+fn bounces_from_prose(human: &str, headers: &Headers, original: &Original) -> Vec<Bounce> {
+    let human = text::capped(human, text::MAX_TEXT);
+    if contains_ignore_case(human, "final-recipient:") {
+        let records = dsn::parse_recipients(human);
+        if records
+            .iter()
+            .any(|r| r.action.is_some() || r.status.is_some())
+        {
+            let found: Vec<Bounce> = records.iter().filter_map(bounce_from_record).collect();
+            if !found.is_empty() {
+                return found;
+            }
+        }
+    }
+    let mut excluded: HashSet<String> = headers.own_addresses.iter().cloned().collect();
+    excluded.extend(original.senders.iter().cloned());
+    if let Some(rest) = text::returned_message(human) {
+        let quoted = Original::from_header_bytes(rest.as_bytes());
+        excluded.extend(quoted.senders);
+    }
+    // A failed recipient is never one of our own addresses, even if the bounce is addressed to it.
+    let hint: Vec<String> = headers
+        .failed_hint
+        .iter()
+        .filter(|a| !excluded.contains(*a))
+        .cloned()
+        .collect();
+    let ctx = text::Context {
+        subject: &headers.subject,
+        bounce_like: headers.bounce_like,
+        excluded: &excluded,
+        failed_hint: &hint,
+    };
+    text::find_bounces(human, &ctx)
+}
+
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// The Message-ID of the returned original quoted in prose: in the returned copy if it is marked,
+/// else the first `Message-ID:` line anywhere.
+fn message_id_from_text(human: &str) -> Option<String> {
+    let human = text::capped(human, text::MAX_TEXT);
+    text::returned_message(human)
+        .and_then(|rest| Original::from_header_bytes(rest.as_bytes()).message_id)
+        .or_else(|| message_id_line(human))
+}
+
+/// The text a person would read: the message's text bodies (HTML made text), without the
+/// attached original. Parts mail-parser did not file as bodies are used when there are none.
+fn human_text(message: &Message<'_>) -> String {
+    let mut out = String::new();
+    for id in message.text_body.iter().take(MAX_PARTS) {
+        if let Some(part) = message.parts.get(*id as usize) {
+            add_human_part(&mut out, &message.raw_message, part);
+        }
+    }
+    if out.is_empty() {
+        for part in message.parts.iter().take(MAX_PARTS) {
+            add_human_part(&mut out, &message.raw_message, part);
+        }
+    }
+    out
+}
+
+/// Text of bytes that are not UTF-8: read as Latin-1, the usual charset of undeclared 8-bit mail
+/// (every byte is a character, so addresses keep their letters instead of becoming U+FFFD).
+fn decode_undeclared(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect()),
+    }
+}
+
+fn add_human_part(out: &mut String, raw: &[u8], part: &MessagePart<'_>) {
+    let is_headers = part.content_type().is_some_and(|ct| {
+        ct.subtype().is_some_and(|s| {
+            s.eq_ignore_ascii_case("rfc822-headers") || s.eq_ignore_ascii_case("global-headers")
+        })
+    });
+    if is_headers || out.len() > text::MAX_TEXT {
+        return;
+    }
+    match &part.body {
+        // mail-parser replaced undecodable bytes with U+FFFD; an unencoded part can be re-read.
+        PartType::Text(t)
+            if t.contains(char::REPLACEMENT_CHARACTER) && part.encoding == Encoding::None =>
+        {
+            match raw.get(part.offset_body as usize..part.offset_end as usize) {
+                Some(bytes) => out.push_str(&decode_undeclared(bytes)),
+                None => out.push_str(t),
+            }
+        }
+        PartType::Text(t) => out.push_str(t),
+        PartType::Html(h) => out.push_str(&mail_parser::decoders::html::html_to_text(h)),
+        _ => return,
+    }
+    out.push_str("\n\n");
+}
+
+/// The recipient a DSN record names: `Final-Recipient`, else `Original-Recipient` (when the
+/// final one is not an Internet address, e.g. `X-Local; bob`).
+fn record_address(record: &dsn::Recipient) -> Option<String> {
+    let field = |value: &Option<String>| {
+        value
+            .as_deref()
+            .and_then(|v| address::first(dsn::strip_type(v)))
+    };
+    field(&record.final_recipient).or_else(|| field(&record.original_recipient))
+}
+
+/// A bounce from one DSN recipient record; `None` for success actions and unreadable records.
+fn bounce_from_record(record: &dsn::Recipient) -> Option<Bounce> {
+    let address = record_address(record)?;
+    let diagnostic = record
+        .diagnostic_code
+        .as_deref()
+        .and_then(|d| tidy_diagnostic(dsn::strip_type(d)));
+    let diag = diagnostic.as_deref().unwrap_or_default();
+    let reply = status::find_reply_code(diag).map(|(c, _)| c);
+    let from_diag = status::find_enhanced(diag).map(|(s, _)| s);
+    let mut status = record
+        .status
+        .as_deref()
+        .and_then(status::parse_status_field);
+    match (status, from_diag) {
+        (None, Some(d)) => status = Some(d),
+        (Some(s), Some(d)) if s.is_generic() && d.class == s.class => status = Some(d),
+        _ => {}
+    }
+    let action = record
+        .action
+        .as_deref()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let action = action.split([' ', '(', ';']).next().unwrap_or_default();
+    let outcome = match action {
+        "failed" => classify::Outcome::Failed,
+        "delayed" => classify::Outcome::Delayed,
+        "delivered" | "relayed" | "expanded" => return None,
+        _ => match status.map(|s| s.class).or(reply.map(|r| (r / 100) as u8)) {
+            Some(2) => return None,
+            Some(4) => classify::Outcome::Delayed,
+            _ => classify::Outcome::Failed,
+        },
+    };
+    let (kind, reason) = classify::classify(outcome, status, reply, &diag.to_ascii_lowercase());
+    // `dns; gmail-smtp-in.l.google.com. (2607:f8b0::1a, the server for ...)`: the host only.
+    let remote_mta = record
+        .remote_mta
+        .as_deref()
+        .and_then(|v| dsn::strip_type(v).split([' ', '\t', '(']).next())
+        .map(|host| host.trim_end_matches('.').to_string())
+        .filter(|host| !host.is_empty());
+    Some(Bounce {
+        address,
+        kind,
+        status: status.map(|s| s.to_string()),
+        reason,
+        diagnostic,
+        remote_mta,
+    })
+}
+
+/// One bounce per address, the first kept (a failure replaces an earlier delay of the same
+/// address), at most [`MAX_BOUNCES`].
+fn dedupe(bounces: Vec<Bounce>) -> Vec<Bounce> {
+    let mut out: Vec<Bounce> = Vec::with_capacity(bounces.len().min(MAX_BOUNCES));
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for b in bounces {
+        match index.get(&b.address) {
+            Some(&i) if out[i].reason == Reason::Delayed && b.reason != Reason::Delayed => {
+                out[i] = b;
+            }
+            Some(_) => {}
+            None if out.len() < MAX_BOUNCES => {
+                index.insert(b.address.clone(), out.len());
+                out.push(b);
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tidy_drops_repeated_reply_prefixes() {
+        assert_eq!(
+            tidy_diagnostic("550-5.1.1 The email account that you tried to reach does\n not exist. Please try\n 550-5.1.1 double-checking.  Learn more at\n 550 5.1.1  https://support.google.com/mail/?p=NoSuchUser x - gsmtp").as_deref(),
+            Some("550 5.1.1 The email account that you tried to reach does not exist. Please try double-checking. Learn more at https://support.google.com/mail/?p=NoSuchUser x - gsmtp")
+        );
+        assert_eq!(
+            tidy_diagnostic("#550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##").as_deref(),
+            Some("550 5.1.1 RESOLVER.ADR.RecipNotFound; not found")
+        );
+        assert_eq!(tidy_diagnostic("  \n "), None);
+    }
+
+    #[test]
+    fn too_large_is_refused() {
+        let err = parse_with_limit(b"0123456789", 5).unwrap_err();
+        assert_eq!(err, TooLarge { size: 10, limit: 5 });
+        assert!(err.to_string().contains("over the 5-byte limit"));
+    }
+
+    #[test]
+    fn serde_names() {
+        let b = Bounce {
+            address: "a@b.org".into(),
+            kind: BounceKind::Hard,
+            status: None,
+            reason: Reason::MessageTooLarge,
+            diagnostic: None,
+            remote_mta: None,
+        };
+        let v = serde_json::to_value(&b).unwrap();
+        assert_eq!(v["kind"], "hard");
+        assert_eq!(v["reason"], "message-too-large");
+        assert_eq!(
+            {
+                let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+                keys.sort();
+                keys
+            },
+            [
+                "address",
+                "diagnostic",
+                "kind",
+                "reason",
+                "remote_mta",
+                "status"
+            ]
+        );
+    }
+
+    #[test]
+    fn message_id_lines() {
+        assert_eq!(
+            message_id_line("x\n  Message-ID: <abc@x.org>\n").as_deref(),
+            Some("abc@x.org")
+        );
+        assert_eq!(
+            message_id_line("Message-Id:abc@x.org").as_deref(),
+            Some("abc@x.org")
+        );
+        assert_eq!(message_id_line("Message-ID:"), None);
+    }
+}

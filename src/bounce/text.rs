@@ -1,0 +1,649 @@
+//! Bounces written in prose: the human-readable notices of MTAs that send no machine-readable
+//! delivery-status part (qmail, old Sendmail, Exim without DSN, Yahoo/AOL, GroupWise, Lotus
+//! Domino, Exchange text NDRs), and the fallback for reports whose DSN part names nobody.
+//!
+//! The approach, in order:
+//! 1. Cut the text where the returned copy of the original message begins (its headers and body
+//!    are not the bounce, and name the sender, not the failed recipient).
+//! 2. Decide from recognised phrasings whether this is a failure, a delay warning, or an expiry,
+//!    or nothing; weak phrasings count only if the headers already look like a bounce.
+//! 3. Collect the addresses in what remains (minus the sender, header lines, role accounts),
+//!    and give each the lines from its first mention to the next other address as its region.
+//! 4. In each region pick the diagnostic: the server's reply (`550 5.1.1 ...`, with its
+//!    continuation lines) if there is one, else the first line whose words explain the failure.
+//!
+//! It never reads beyond [`MAX_TEXT`] bytes and every step is linear in the text it reads.
+
+use std::collections::HashSet;
+
+use super::address;
+use super::classify::{classify, reason_from_text, Outcome};
+use super::status::{find_enhanced, find_reply_code};
+use super::{tidy_diagnostic, Bounce};
+
+/// Prose beyond this many bytes is not read.
+pub(crate) const MAX_TEXT: usize = 256 * 1024;
+/// At most this many different addresses are reported from one prose bounce.
+const MAX_CANDIDATES: usize = 100;
+/// A region (the lines about one address) is at most this many lines.
+const MAX_REGION_LINES: usize = 40;
+
+/// Lines that introduce the returned copy of the original message; lower case.
+const RETURNED_MARKERS: &[&str] = &[
+    "below this line is a copy of the message",
+    "original message follows",
+    "unsent message follows",
+    "this is a copy of the message",
+    "original message header",
+    "original message details",
+    "-----original message-----",
+    "----- original message -----",
+    "message headers follow",
+    "headers of the original message",
+    "a copy of the original message",
+    "content-type: message/rfc822",
+    "returned message follows",
+];
+
+/// What a phrase says about the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Signal {
+    /// A failure of some kind.
+    Failed,
+    /// Still being tried.
+    Delayed,
+    /// A permanent failure stated outright; wins over delay wording in the same notice.
+    Permanent,
+    /// Given up because the retry period ran out; wins over everything.
+    Expired,
+}
+
+/// Recognised phrasings, lower case, whitespace collapsed. `strong` ones identify a bounce by
+/// themselves; the others need headers that look like a bounce too.
+const PHRASES: &[(&str, Signal, bool)] = &[
+    // Expiry.
+    ("retry timeout exceeded", Signal::Expired, true),
+    (
+        "retry time not reached for any host after a long failure period",
+        Signal::Expired,
+        true,
+    ),
+    ("in the queue too long", Signal::Expired, true),
+    ("too long in the queue", Signal::Expired, true),
+    ("delivery time expired", Signal::Expired, true),
+    ("could not be delivered within", Signal::Expired, false),
+    ("message expired", Signal::Expired, false),
+    // Permanent failure stated outright.
+    ("this is a permanent error", Signal::Permanent, true),
+    ("permanent fatal error", Signal::Permanent, true),
+    ("failed permanently", Signal::Permanent, true),
+    ("permanent failure", Signal::Permanent, false),
+    ("i've given up", Signal::Permanent, true),
+    // Delay warnings.
+    ("this is a warning only", Signal::Delayed, true),
+    ("warning message only", Signal::Delayed, true),
+    ("do not need to resend your message", Signal::Delayed, true),
+    ("has not yet been delivered", Signal::Delayed, true),
+    ("has not been delivered yet", Signal::Delayed, false),
+    ("transient non-fatal error", Signal::Delayed, true),
+    ("delivery attempts will continue", Signal::Delayed, true),
+    ("will be retried", Signal::Delayed, false),
+    ("will retry", Signal::Delayed, false),
+    ("will continue trying", Signal::Delayed, false),
+    ("will keep trying", Signal::Delayed, false),
+    ("still trying", Signal::Delayed, false),
+    ("still being retried", Signal::Delayed, false),
+    ("could not send message for past", Signal::Delayed, true),
+    ("delivery has been delayed", Signal::Delayed, true),
+    ("delivery is delayed", Signal::Delayed, false),
+    ("delivery delayed", Signal::Delayed, false),
+    ("delayed mail", Signal::Delayed, false),
+    ("message delayed", Signal::Delayed, false),
+    ("(delay)", Signal::Delayed, false),
+    ("temporary problem delivering", Signal::Delayed, true),
+    ("no action is required on your part", Signal::Delayed, false),
+    // Failure notices of the common MTAs.
+    ("i'm afraid i wasn't able to deliver", Signal::Failed, true),
+    (
+        "i'm sorry to have to inform you that your message could not",
+        Signal::Failed,
+        true,
+    ),
+    (
+        "could not be delivered to one or more of its recipients",
+        Signal::Failed,
+        true,
+    ),
+    ("the following address(es) failed", Signal::Failed, true),
+    (
+        "delivery has failed to these recipients",
+        Signal::Failed,
+        true,
+    ),
+    (
+        "unable to deliver your message to the following address",
+        Signal::Failed,
+        true,
+    ),
+    (
+        "delivery to the following recipient failed",
+        Signal::Failed,
+        true,
+    ),
+    (
+        "delivery to the following recipients failed",
+        Signal::Failed,
+        true,
+    ),
+    ("undeliverable to the following", Signal::Failed, true),
+    (
+        "could not be delivered to the following",
+        Signal::Failed,
+        true,
+    ),
+    ("was not delivered to", Signal::Failed, true),
+    ("wasn't delivered to", Signal::Failed, true),
+    ("couldn't be delivered", Signal::Failed, true),
+    ("could not be delivered to", Signal::Failed, false),
+    ("could not be delivered", Signal::Failed, false),
+    (
+        "following recipient(s) cannot be reached",
+        Signal::Failed,
+        true,
+    ),
+    ("message was undeliverable", Signal::Failed, true),
+    ("message could not be delivered", Signal::Failed, false),
+    ("not be delivered", Signal::Failed, false),
+    ("undeliverable", Signal::Failed, false),
+    ("undelivered", Signal::Failed, false),
+    ("delivery failed", Signal::Failed, false),
+    ("delivery failure", Signal::Failed, false),
+    ("failed to deliver", Signal::Failed, false),
+    ("unable to deliver", Signal::Failed, false),
+    ("returned to sender", Signal::Failed, false),
+    ("non-delivery", Signal::Failed, false),
+    ("nondelivery", Signal::Failed, false),
+];
+
+/// Lines whose addresses are not failed recipients: header fields of the returned message and
+/// the envelope sender in a transcript. Compared with the start of the trimmed, lower-cased line.
+const NON_RECIPIENT_LINES: &[&str] = &[
+    "from:",
+    "sender:",
+    "reply-to:",
+    "return-path:",
+    "message-id:",
+    "message id:",
+    "references:",
+    "in-reply-to:",
+    "received:",
+    "sender address:",
+    "envelope-from",
+    "dkim-signature:",
+    "list-",
+    "x-",
+    ">>> mail from",
+    "mail from:",
+];
+
+/// What `find_bounces` needs to know from the headers.
+pub(crate) struct Context<'a> {
+    /// The bounce's Subject.
+    pub subject: &'a str,
+    /// The headers look like a bounce (null sender, MAILER-DAEMON, a bounce subject).
+    pub bounce_like: bool,
+    /// Addresses that are not recipients: the bounce's own addressees and the original sender.
+    pub excluded: &'a HashSet<String>,
+    /// Recipients the headers name as failed (Exim's `X-Failed-Recipients`).
+    pub failed_hint: &'a [String],
+}
+
+/// `text` up to `max` bytes, cut on a character boundary.
+pub(crate) fn capped(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Byte offset where the returned copy of the original message begins, if it is marked.
+fn returned_offset(lower: &str) -> Option<usize> {
+    RETURNED_MARKERS
+        .iter()
+        .filter_map(|m| lower.find(m))
+        .min()
+        .map(|at| lower[..at].rfind('\n').map_or(0, |nl| nl + 1))
+}
+
+/// The text after the line that introduces the returned original, if there is one.
+pub(crate) fn returned_message(text: &str) -> Option<&str> {
+    let text = capped(text, MAX_TEXT);
+    let lower = text.to_ascii_lowercase();
+    let at = returned_offset(&lower)?;
+    let rest = &text[at..];
+    Some(rest.split_once('\n').map_or("", |(_, after)| after))
+}
+
+/// Lower-cased text with every run of whitespace made one space, for phrase matching.
+fn collapse_whitespace(lower: &str) -> String {
+    let mut out = String::with_capacity(lower.len());
+    let mut space = true;
+    for c in lower.chars() {
+        if c.is_whitespace() {
+            if !space {
+                out.push(' ');
+                space = true;
+            }
+        } else {
+            out.push(c);
+            space = false;
+        }
+    }
+    out
+}
+
+/// The strongest signal among the phrases found, and whether any found phrase is strong.
+fn detect(normalized: &str) -> (Option<Signal>, bool) {
+    let mut best: Option<Signal> = None;
+    let mut strong = false;
+    for (phrase, signal, is_strong) in PHRASES {
+        if normalized.contains(phrase) {
+            best = best.max(Some(*signal));
+            strong |= is_strong;
+        }
+    }
+    (best, strong)
+}
+
+/// Leading whitespace width of a line.
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+struct Line<'a> {
+    text: &'a str,
+    lower: &'a str,
+}
+
+/// Prose bounces in `text` (the human-readable part of a message, or the whole message when it
+/// has no MIME structure).
+pub(crate) fn find_bounces(text: &str, ctx: &Context<'_>) -> Vec<Bounce> {
+    let text = capped(text, MAX_TEXT);
+    let lower_all = text.to_ascii_lowercase();
+    let end = returned_offset(&lower_all).unwrap_or(text.len());
+    let (section, lower) = (&text[..end], &lower_all[..end]);
+
+    let mut normalized = collapse_whitespace(&ctx.subject.to_ascii_lowercase());
+    normalized.push(' ');
+    normalized.push_str(&collapse_whitespace(lower));
+    let (signal, strong) = detect(&normalized);
+    if !(strong || ctx.bounce_like || !ctx.failed_hint.is_empty()) {
+        return Vec::new();
+    }
+    // Without any recognised phrasing, only an address next to a failure code counts.
+    let need_code = signal.is_none() && ctx.failed_hint.is_empty();
+    let outcome = match signal {
+        Some(Signal::Expired) => Outcome::Expired,
+        Some(Signal::Delayed) => Outcome::Delayed,
+        _ => Outcome::Failed,
+    };
+
+    let lines: Vec<Line<'_>> = split_lines(section, lower);
+    let occurrences = addresses_by_line(&lines, ctx);
+    let candidates: Vec<String> = if ctx.failed_hint.is_empty() {
+        let mut seen = HashSet::new();
+        occurrences
+            .iter()
+            .filter(|(_, a)| seen.insert(a.as_str()))
+            .map(|(_, a)| a.clone())
+            .take(MAX_CANDIDATES)
+            .collect()
+    } else {
+        ctx.failed_hint
+            .iter()
+            .take(MAX_CANDIDATES)
+            .cloned()
+            .collect()
+    };
+    let candidate_set: HashSet<&str> = candidates.iter().map(String::as_str).collect();
+
+    let mut bounces = Vec::new();
+    for address in &candidates {
+        let first = occurrences
+            .iter()
+            .position(|(_, a)| a == address)
+            .map(|i| (i, occurrences[i].0));
+        let region = match first {
+            Some((i, line)) => {
+                let next_other = occurrences[i + 1..]
+                    .iter()
+                    .find(|(l, a)| *l > line && a != address && candidate_set.contains(a.as_str()))
+                    .map_or(lines.len(), |(l, _)| *l);
+                line..next_other.min(line + MAX_REGION_LINES).min(lines.len())
+            }
+            None => 0..0,
+        };
+        let evidence = examine(&lines[region], address);
+        if need_code && evidence.reply.is_none() && evidence.status.is_none() {
+            continue;
+        }
+        let status = evidence.status;
+        let diag_lower = evidence
+            .diagnostic
+            .as_deref()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let hint = if reason_from_text(&diag_lower).is_some() {
+            diag_lower
+        } else {
+            evidence.region_lower
+        };
+        let (kind, reason) = classify(outcome, status, evidence.reply, &hint);
+        bounces.push(Bounce {
+            address: address.clone(),
+            kind,
+            status: status.map(|s| s.to_string()),
+            reason,
+            diagnostic: evidence.diagnostic,
+            remote_mta: evidence.remote_mta,
+        });
+    }
+    bounces
+}
+
+fn split_lines<'a>(section: &'a str, lower: &'a str) -> Vec<Line<'a>> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    for piece in section.split_inclusive('\n') {
+        let end = start + piece.len();
+        let body = piece.trim_end_matches(['\n', '\r']).len();
+        lines.push(Line {
+            text: &section[start..start + body],
+            lower: &lower[start..start + body],
+        });
+        start = end;
+    }
+    lines
+}
+
+/// (line index, address) for every address that may be a failed recipient, in order.
+fn addresses_by_line(lines: &[Line<'_>], ctx: &Context<'_>) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if !line.text.contains('@') {
+            continue;
+        }
+        let trimmed = line.lower.trim_start();
+        if NON_RECIPIENT_LINES.iter().any(|p| trimmed.starts_with(p))
+            || line.lower.contains("mail from:")
+        {
+            continue;
+        }
+        for found in address::find_all(line.text) {
+            if ctx.excluded.contains(&found.address)
+                || address::is_role(&found.address)
+                // "contact helpdesk@example.com": a person to ask, not a recipient.
+                || line.lower[..found.start].contains("contact")
+            {
+                continue;
+            }
+            out.push((i, found.address));
+            if out.len() >= 2000 {
+                return out;
+            }
+        }
+    }
+    out
+}
+
+/// What the lines about one address say.
+struct Evidence {
+    diagnostic: Option<String>,
+    status: Option<super::status::Status>,
+    reply: Option<u16>,
+    remote_mta: Option<String>,
+    region_lower: String,
+}
+
+fn examine(region: &[Line<'_>], address: &str) -> Evidence {
+    let mut diagnostic = None;
+    let mut reply = None;
+    let mut diag_line = region.len();
+    for (i, line) in region.iter().enumerate() {
+        if let Some((code, at)) = find_reply_code(line.text) {
+            reply = Some(code);
+            diag_line = i;
+            diagnostic = Some(reply_text(region, i, code, at));
+            break;
+        }
+    }
+    if diagnostic.is_none() {
+        let explained = region
+            .iter()
+            .position(|l| reason_from_text(l.lower).is_some())
+            .or_else(|| region.iter().position(|l| find_enhanced(l.text).is_some()));
+        if let Some(i) = explained {
+            diag_line = i;
+            diagnostic = tidy_diagnostic(&without_address(region[i].text, address));
+        } else if let Some(first) = region.first() {
+            // `<bob@x.org>... Deferred: Connection timed out`: what follows the address.
+            let rest = without_address(first.text, address);
+            if rest != first.text.trim() && rest.chars().filter(|c| c.is_alphabetic()).count() >= 3
+            {
+                diag_line = 0;
+                diagnostic = tidy_diagnostic(&rest);
+            }
+        }
+    }
+    let status = diagnostic
+        .as_deref()
+        .and_then(find_enhanced)
+        .or_else(|| region.iter().find_map(|l| find_enhanced(l.text)))
+        .map(|(s, _)| s);
+    let remote_mta = region
+        .iter()
+        .take(diag_line + 1)
+        .find_map(|l| remote_host(l.text, l.lower));
+    let mut region_lower = String::new();
+    for line in region {
+        if region_lower.len() > 4096 {
+            break;
+        }
+        region_lower.push_str(line.lower);
+        region_lower.push('\n');
+    }
+    Evidence {
+        diagnostic,
+        status,
+        reply,
+        remote_mta,
+        region_lower,
+    }
+}
+
+/// The server's reply starting at byte `at` of line `i`, with its continuation lines: further
+/// lines of the same multi-line reply (`550-5.1.1 ...`) and lines indented deeper than it.
+fn reply_text(region: &[Line<'_>], i: usize, code: u16, at: usize) -> String {
+    let line = region[i].text;
+    let mut text = line[at..].to_string();
+    // A reply quoted as 'NNN ...' or "NNN ...": drop the closing quote.
+    if let Some(q) = line[..at]
+        .chars()
+        .last()
+        .filter(|c| *c == '\'' || *c == '"')
+    {
+        if text.trim_end().ends_with(q) {
+            let keep = text.trim_end().len() - 1;
+            text.truncate(keep);
+        }
+    }
+    let code_str = code.to_string();
+    let base_indent = indent(line);
+    for next in region.iter().skip(i + 1).take(8) {
+        let t = next.text.trim();
+        if t.is_empty() || t.starts_with(">>>") || t.starts_with("<<<") {
+            break;
+        }
+        let same_reply =
+            t.starts_with(&code_str) && matches!(t.as_bytes().get(3), Some(b'-' | b' '));
+        if same_reply {
+            // Sendmail's transcript repeats the reply it got (`<<< 550 x` then `550 x`).
+            if line[at..].trim() == t {
+                break;
+            }
+            text.push(' ');
+            text.push_str(&t[3..]);
+        } else if indent(next.text) > base_indent && find_reply_code(t).is_none_or(|(_, p)| p > 0) {
+            text.push(' ');
+            text.push_str(t);
+        } else {
+            break;
+        }
+    }
+    tidy_diagnostic(&text).unwrap_or_default()
+}
+
+/// A line that begins with the address, minus the address and its punctuation; `(reason)`
+/// unwrapped. Other lines are returned whole.
+fn without_address(line: &str, address: &str) -> String {
+    let t = line.trim().trim_start_matches(['<', '-', '*', '•', ' ']);
+    let rest = match t.get(..address.len()) {
+        Some(head) if head.eq_ignore_ascii_case(address) => &t[address.len()..],
+        _ => return line.trim().to_string(),
+    };
+    let rest = rest
+        .trim_start_matches(['>', ':', '.', ',', '-', ' ', '\t'])
+        .trim();
+    let rest = rest
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or(rest)
+        .trim();
+    if rest.is_empty() {
+        line.trim().to_string()
+    } else {
+        rest.to_string()
+    }
+}
+
+/// The remote host named in a line such as `host mx.example.com[192.0.2.1] said:`.
+fn remote_host(text: &str, lower: &str) -> Option<String> {
+    ["host ", "while talking to "]
+        .iter()
+        .find_map(|lead| host_after(text, lower, lead))
+}
+
+/// The host name right after `lead` (lower case) in a line.
+fn host_after(text: &str, lower: &str, lead: &str) -> Option<String> {
+    let mut from = 0;
+    while let Some(rel) = lower.get(from..)?.find(lead) {
+        let at = from + rel;
+        from = at + lead.len();
+        if at > 0 && lower.as_bytes()[at - 1].is_ascii_alphanumeric() {
+            continue;
+        }
+        let rest = &text[at + lead.len()..];
+        let len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-'))
+            .unwrap_or(rest.len());
+        let host = rest[..len].trim_end_matches('.');
+        if host.contains('.')
+            && host.chars().any(|c| c.is_ascii_alphabetic())
+            && !host.starts_with('.')
+            && host.len() <= 253
+        {
+            return Some(host.to_string());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx<'a>(excluded: &'a HashSet<String>, bounce_like: bool) -> Context<'a> {
+        Context {
+            subject: "",
+            bounce_like,
+            excluded,
+            failed_hint: &[],
+        }
+    }
+
+    #[test]
+    fn phrases_rank_expired_over_permanent_over_delay() {
+        assert_eq!(
+            detect("this is a warning only. will be retried").0,
+            Some(Signal::Delayed)
+        );
+        assert_eq!(
+            detect("has not yet been delivered ... this is a permanent error").0,
+            Some(Signal::Permanent)
+        );
+        assert_eq!(
+            detect("retry timeout exceeded; will retry").0,
+            Some(Signal::Expired)
+        );
+        assert_eq!(detect("hello, see you on monday").0, None);
+        assert!(!detect("the parcel was undeliverable").1);
+    }
+
+    #[test]
+    fn the_returned_original_is_cut_off() {
+        let text = "I'm afraid I wasn't able to deliver your message to the following addresses.\n\
+This is a permanent error; I've given up. Sorry it didn't work out.\n\n<bob@example.com>:\n\
+Sorry, no mailbox here by that name. (#5.1.1)\n\n--- Below this line is a copy of the message.\n\n\
+From: sender@example.org\nTo: carol@example.net\n";
+        let ex = HashSet::new();
+        let b = find_bounces(text, &ctx(&ex, false));
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].address, "bob@example.com");
+        assert_eq!(b[0].status.as_deref(), Some("5.1.1"));
+        assert_eq!(
+            b[0].diagnostic.as_deref(),
+            Some("Sorry, no mailbox here by that name. (#5.1.1)")
+        );
+        assert!(returned_message(text).is_some_and(|r| r.contains("From: sender@example.org")));
+    }
+
+    #[test]
+    fn weak_phrases_need_bounce_headers() {
+        let text = "The parcel was undeliverable, ask jim@example.com\n";
+        let ex = HashSet::new();
+        assert!(find_bounces(text, &ctx(&ex, false)).is_empty());
+    }
+
+    #[test]
+    fn reply_continuations_are_joined() {
+        let text = "<bob@example.com>: host mx.example.com[192.0.2.1] said: 550 5.1.1\n    \
+<bob@example.com>: Recipient address rejected: User unknown in local\n    recipient table (in reply to RCPT TO command)\n";
+        let ex = HashSet::new();
+        let b = find_bounces(text, &ctx(&ex, true));
+        assert_eq!(b.len(), 1);
+        assert_eq!(
+            b[0].diagnostic.as_deref(),
+            Some("550 5.1.1 <bob@example.com>: Recipient address rejected: User unknown in local recipient table (in reply to RCPT TO command)")
+        );
+        assert_eq!(b[0].remote_mta.as_deref(), Some("mx.example.com"));
+    }
+
+    #[test]
+    fn sender_and_contacts_are_not_recipients() {
+        let text = "Delivery has failed to these recipients or groups:\n\nbob@example.com\n\
+#550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##\n\nFrom: me@city.gov\n\
+If the problem continues, contact help@city.gov.\n";
+        let mut ex = HashSet::new();
+        ex.insert("sender@city.gov".to_string());
+        let b = find_bounces(text, &ctx(&ex, false));
+        assert_eq!(b.len(), 1);
+        assert_eq!(
+            b[0].diagnostic.as_deref(),
+            Some("550 5.1.1 RESOLVER.ADR.RecipNotFound; not found")
+        );
+    }
+}
