@@ -99,6 +99,71 @@ pub enum Command {
     /// Import and list the users group.
     #[command(subcommand)]
     Contacts(ContactsCommand),
+    /// Read bounced mail, tie it to contacts and notices, and review the accounts to fix.
+    #[command(subcommand)]
+    Bounces(BouncesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BouncesCommand {
+    /// Parse messages and print the bounces they report (needs no database).
+    Parse {
+        /// Message files, Maildir folders, mbox files, SES JSON, bounce CSVs, or `-` for standard
+        /// input.
+        #[arg(required = true, value_name = "FILE")]
+        inputs: Vec<String>,
+        #[arg(long, value_enum, default_value_t = ParseFormat::Table)]
+        format: ParseFormat,
+    },
+    /// Import bounces: message files, Maildir folders, mbox files, SES notifications (SNS or
+    /// bare JSON), CSVs of bounces, or an IMAP mailbox. The same message twice counts once.
+    Import {
+        #[arg(value_name = "PATH")]
+        paths: Vec<std::path::PathBuf>,
+        /// imaps://user@host/INBOX (password from NOTIFY_IMAP_PASSWORD).
+        #[arg(long, value_name = "URL")]
+        imap: Option<String>,
+        /// IMAP folder that recognised bounces are moved to.
+        #[arg(long, value_name = "FOLDER", default_value = "notify-processed")]
+        move_to: String,
+        #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
+        format: SummaryFormat,
+    },
+    /// The accounts to update in Moped, one row per flagged contact.
+    Report {
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+        /// Only bounces on or after this date (2026-12-01).
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+    },
+    /// Record what was done about an account and lift its flag.
+    Resolve {
+        email: String,
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+    },
+    /// An account's bounce history with the raw diagnostics.
+    Show {
+        email: String,
+        /// Also print the raw source of each bounce.
+        #[arg(long)]
+        raw: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ParseFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+    Csv,
+    Html,
 }
 
 #[derive(Debug, Subcommand)]

@@ -56,6 +56,8 @@ struct FileConfig {
     maintenance_audience: Option<String>,
     refresh_reminder: Option<String>,
     team_name: Option<String>,
+    soft_bounce_limit: Option<u64>,
+    soft_bounce_days: Option<u64>,
 }
 
 /// Where a value came from, for error messages.
@@ -121,6 +123,9 @@ pub struct Config {
     pub maintenance_audience: Audience,
     pub refresh_reminder: String,
     pub team_name: String,
+    /// Soft bounces on this many different notices within `soft_bounce_days` flag an account.
+    pub soft_bounce_limit: u32,
+    pub soft_bounce_days: u32,
 }
 
 impl fmt::Debug for Config {
@@ -336,6 +341,23 @@ impl Config {
             10_080.0,
         )? as u64;
 
+        let soft_bounce_limit = r.number(
+            "soft_bounce_limit",
+            file.soft_bounce_limit.map(|v| v as f64),
+            None,
+            3.0,
+            1.0,
+            1000.0,
+        )? as u32;
+        let soft_bounce_days = r.number(
+            "soft_bounce_days",
+            file.soft_bounce_days.map(|v| v as f64),
+            None,
+            30.0,
+            1.0,
+            3650.0,
+        )? as u32;
+
         let audience = |key: &'static str, v: Option<String>, d: &str| {
             let (v, origin) = r.string(key, v, None, Some(d));
             let v = v.unwrap_or_default();
@@ -384,6 +406,8 @@ impl Config {
             maintenance_audience,
             refresh_reminder: refresh_reminder.unwrap_or_default(),
             team_name: team_name.unwrap_or_default(),
+            soft_bounce_limit,
+            soft_bounce_days,
         })
     }
 }

@@ -124,7 +124,8 @@ pub enum ContactsError {
     },
 }
 
-fn format_row_errors(path: &Path, errors: &[RowError]) -> String {
+/// "FILE has N problems; nothing was imported:" and one `FILE:LINE: message` line per problem.
+pub fn format_row_errors(path: &Path, errors: &[RowError]) -> String {
     let mut out = format!(
         "{} has {} problem{}; nothing was imported:",
         path.display(),

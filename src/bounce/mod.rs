@@ -156,6 +156,31 @@ fn parse_mime(raw: &[u8]) -> Option<Message<'_>> {
         .flatten()
 }
 
+/// The first plausible mail address in `text`, lower-cased (`"Bob" <Bob@Example.org>` gives
+/// `bob@example.org`).
+pub fn address_in(text: &str) -> Option<String> {
+    address::first(text)
+}
+
+/// Classify a failure known only from a line of text: the SMTP reply that refused a message at
+/// send time, an SES `diagnosticCode`, or the reason column of a CSV a mail admin handed over.
+/// `gave_up` is false for a delay warning. Returns the kind, the reason and the enhanced status
+/// code found in the text.
+pub fn classify_text(text: &str, gave_up: bool) -> (BounceKind, Reason, Option<String>) {
+    let status = status::find_enhanced(text).map(|(s, _)| s);
+    let reply = text
+        .lines()
+        .find_map(status::find_reply_code)
+        .map(|(c, _)| c);
+    let outcome = if gave_up {
+        classify::Outcome::Failed
+    } else {
+        classify::Outcome::Delayed
+    };
+    let (kind, reason) = classify::classify(outcome, status, reply, &text.to_lowercase());
+    (kind, reason, status.map(|s| s.to_string()))
+}
+
 /// Collapses whitespace, drops the repeated reply-code prefixes of multi-line replies
 /// (`550-5.1.1 ...`), Exchange's `#...##` wrapping and a dangling closing parenthesis, and cuts
 /// the result to [`MAX_DIAGNOSTIC_CHARS`]. `None` when nothing is left.
@@ -778,5 +803,30 @@ mod tests {
             Some("abc@x.org")
         );
         assert_eq!(message_id_line("Message-ID:"), None);
+    }
+}
+
+#[cfg(test)]
+mod classify_text_tests {
+    use super::*;
+
+    #[test]
+    fn smtp_replies_classify() {
+        assert_eq!(
+            classify_text(
+                "550 5.1.1 <a@b.example>: Recipient address rejected: User unknown",
+                true
+            ),
+            (BounceKind::Hard, Reason::UserUnknown, Some("5.1.1".into()))
+        );
+        assert_eq!(
+            classify_text("552 5.2.2 Mailbox full", true),
+            (BounceKind::Soft, Reason::MailboxFull, Some("5.2.2".into()))
+        );
+        assert_eq!(
+            classify_text("mailbox is over quota", true).1,
+            Reason::MailboxFull
+        );
+        assert_eq!(classify_text("still trying", false).1, Reason::Delayed);
     }
 }

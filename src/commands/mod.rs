@@ -12,6 +12,7 @@ macro_rules! say {
     }};
 }
 
+pub mod bounces;
 pub mod contacts;
 pub mod send;
 
@@ -73,6 +74,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             || e.is::<crate::release::ReleaseError>()
             || e.is::<crate::render::TemplateError>()
             || e.is::<UsageError>()
+            || e.is::<crate::intake::IntakeError>()
     });
     if input {
         2
@@ -112,6 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Contacts(cmd) => contacts::run(&cfg, cmd).await,
+        Command::Bounces(cmd) => bounces::run(&cfg, cmd).await,
         Command::MaintenanceScheduled { start, end, send } => {
             let start = time("start", &start, false)?;
             let end = time("end", &end, false)?;

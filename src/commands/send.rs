@@ -14,9 +14,11 @@ use lettre::message::Mailbox;
 use serde::Serialize;
 
 use super::{Incomplete, UsageError};
+use crate::bounce::Bounce;
 use crate::cli::{SendArgs, SummaryFormat};
 use crate::config::Config;
 use crate::contacts::{self, Audience, Contact};
+use crate::intake::{Found, Incoming};
 use crate::mail::message::{new_message_id, Letterhead};
 use crate::mail::sender::{backoff, retry_after, RateLimiter};
 use crate::mail::transport::{safe_file_name, write_eml};
@@ -533,6 +535,8 @@ impl Worker {
                     self.store
                         .mark_undelivered(claim.send_id, state::FAILED, &e.message)
                         .await?;
+                    self.record_refusal(&claim, &envelope_from, &message_id, &e.message)
+                        .await?;
                     return Ok(());
                 }
                 Err(e)
@@ -571,6 +575,40 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+impl Worker {
+    /// A 5xx at send time is a bounce: record it against the send, like an imported one, so
+    /// the policy and the review see it.
+    async fn record_refusal(
+        &self,
+        claim: &Claim,
+        envelope_from: &str,
+        message_id: &str,
+        reply: &str,
+    ) -> anyhow::Result<()> {
+        let (kind, reason, status) = crate::bounce::classify_text(reply, true);
+        let item = Incoming {
+            origin: format!("smtp:{}", self.delivery.describe()),
+            source_key: format!("smtp:{}:{}", claim.send_id, message_id),
+            raw: reply.as_bytes().to_vec(),
+            found: Ok(Found {
+                bounces: vec![Bounce {
+                    address: claim.contact.contact.email.clone(),
+                    kind,
+                    status,
+                    reason,
+                    diagnostic: Some(crate::render::one_line(reply)),
+                    remote_mta: Some(self.delivery.describe()),
+                }],
+                verp_recipient: Some(envelope_from.to_string()),
+                original_message_id: Some(message_id.to_string()),
+                occurred_at: Some(Utc::now()),
+            }),
+        };
+        let mut summary = super::bounces::ImportSummary::default();
+        super::bounces::record(&self.store, &self.job.cfg, &[item], &mut summary).await
     }
 }
 

@@ -11,6 +11,9 @@ use sqlx::{AnyPool, Executor, Row};
 
 use crate::contacts::{Audience, Contact, NON_LOGIN_ROLE};
 
+mod bounces;
+pub use bounces::{AccountEvent, BounceRow, MatchedBy, NewBounce, SendRef};
+
 /// A database problem, with what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -228,7 +231,7 @@ impl Store {
                     let lift = old.contact.email != c.email;
                     bind_contact(
                         sqlx::query(
-                            "UPDATE contacts SET user_id=$1, email=$2, first_name=$3, last_name=$4, title=$5, workgroup=$6, roles=$7, is_coa_staff=$8, is_deleted=$9, is_user_group_member=$10, note=$11, date_added=$12, last_seen_date=$13, in_export=1, needs_update=CASE WHEN $14 = 1 THEN 0 ELSE needs_update END, updated_at=$15 WHERE id=$16",
+                            "UPDATE contacts SET user_id=$1, email=$2, first_name=$3, last_name=$4, title=$5, workgroup=$6, roles=$7, is_coa_staff=$8, is_deleted=$9, is_user_group_member=$10, note=$11, date_added=$12, last_seen_date=$13, in_export=1, needs_update=CASE WHEN $14 = 1 THEN 0 ELSE needs_update END, flagged_at=CASE WHEN $14 = 1 THEN NULL ELSE flagged_at END, counted_since=CASE WHEN $14 = 1 THEN $15 ELSE counted_since END, updated_at=$15 WHERE id=$16",
                         ),
                         c,
                         &roles,
@@ -239,6 +242,15 @@ impl Store {
                     .execute(&mut *tx)
                     .await
                     .map_err(q("updating a contact"))?;
+                    if lift {
+                        sqlx::query("INSERT INTO account_events (contact_id, event, note, created_at) VALUES ($1, 'address-changed', $2, $3)")
+                            .bind(old.id)
+                            .bind(format!("{} -> {} in the contacts export", old.contact.email, c.email))
+                            .bind(&now)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(q("recording an address change"))?;
+                    }
                     report.updated += 1;
                 }
                 None => {

@@ -8,6 +8,7 @@ mod harness;
 mod mime;
 
 mod bad_input;
+mod bounces;
 mod contacts;
 mod delivery;
 mod faults;

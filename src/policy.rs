@@ -1,0 +1,175 @@
+//! Bounce policy: when bounces mean an account needs an admin's attention, and what the admin
+//! should do about it. Pure: it reads bounce rows and returns decisions; `store` keeps the flag
+//! and `commands` applies it. It never deactivates anybody: Moped's admins do that.
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::store::BounceRow;
+
+/// The two numbers of the policy (`soft_bounce_limit`, `soft_bounce_days` in notify.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Soft bounces on this many different notices flag the account...
+    pub soft_limit: u32,
+    /// ...when they all fall within this many days; older ones stop counting.
+    pub soft_days: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            soft_limit: 3,
+            soft_days: 30,
+        }
+    }
+}
+
+impl Policy {
+    /// Should an account with these counted bounces be flagged, and why? A hard bounce flags at
+    /// once; soft bounces flag once they reach `soft_limit` different notices within `soft_days`
+    /// of `now`. Bounces not tied to a notice count as one notice each.
+    pub fn verdict(&self, bounces: &[BounceRow], now: DateTime<Utc>) -> Option<String> {
+        if let Some(hard) = bounces.iter().rev().find(|b| b.kind == "hard") {
+            return Some(format!(
+                "hard bounce ({}{}){}",
+                hard.reason,
+                hard.status
+                    .as_deref()
+                    .map(|s| format!(", {s}"))
+                    .unwrap_or_default(),
+                hard.campaign
+                    .as_deref()
+                    .map(|c| format!(" on {c}"))
+                    .unwrap_or_default()
+            ));
+        }
+        let since = now - Duration::days(i64::from(self.soft_days));
+        let mut notices: Vec<String> = bounces
+            .iter()
+            .filter(|b| b.kind == "soft")
+            .filter(|b| {
+                DateTime::parse_from_rfc3339(&b.occurred_at)
+                    .map(|t| t.with_timezone(&Utc) >= since)
+                    .unwrap_or(false)
+            })
+            .map(|b| {
+                b.campaign
+                    .clone()
+                    .unwrap_or_else(|| format!("bounce #{}", b.id))
+            })
+            .collect();
+        notices.sort();
+        notices.dedup();
+        (notices.len() as u32 >= self.soft_limit.max(1)).then(|| {
+            format!(
+                "soft bounces on {} different notices within {} days ({})",
+                notices.len(),
+                self.soft_days,
+                notices.join(", ")
+            )
+        })
+    }
+}
+
+/// What the admin should do about an account, from its latest bounce.
+pub fn suggested_action(kind: &str, reason: &str, status: Option<&str>) -> &'static str {
+    let moved = status.is_some_and(|s| s == "5.1.6");
+    match (kind, reason) {
+        _ if moved => "fix the address in Moped (the mailbox has moved)",
+        ("hard", "user-unknown") => {
+            "deactivate in Moped, or fix the address if the person is still with the City"
+        }
+        ("hard", "host-unknown") => "fix the address in Moped (the domain does not take mail)",
+        ("hard", "expired") => "check the address; deactivate in Moped if it is no longer used",
+        ("hard", _) => "check the address in Moped; deactivate if the person has left",
+        _ => "wait and retry; contact the person if it keeps happening",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(
+        id: i64,
+        kind: &str,
+        campaign: Option<&str>,
+        days_ago: i64,
+        now: DateTime<Utc>,
+    ) -> BounceRow {
+        BounceRow {
+            id,
+            address: "a@austintexas.gov".into(),
+            kind: kind.into(),
+            status: Some(if kind == "hard" { "5.1.1" } else { "4.2.2" }.into()),
+            reason: if kind == "hard" {
+                "user-unknown"
+            } else {
+                "mailbox-full"
+            }
+            .into(),
+            diagnostic: None,
+            remote_mta: None,
+            contact_id: Some(1),
+            campaign: campaign.map(str::to_string),
+            matched_by: "verp".into(),
+            origin: "test".into(),
+            occurred_at: crate::store::ts(now - Duration::days(days_ago)),
+        }
+    }
+
+    #[test]
+    fn a_hard_bounce_flags_at_once() {
+        let now = Utc::now();
+        let why = Policy::default()
+            .verdict(&[b(1, "hard", Some("release-notes/v3.12.0"), 0, now)], now)
+            .unwrap();
+        assert!(
+            why.contains("hard bounce (user-unknown, 5.1.1) on release-notes/v3.12.0"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn soft_bounces_need_three_notices_within_the_window() {
+        let now = Utc::now();
+        let p = Policy::default();
+        let two = [
+            b(1, "soft", Some("a"), 1, now),
+            b(2, "soft", Some("b"), 2, now),
+        ];
+        assert_eq!(p.verdict(&two, now), None);
+        // The same notice twice is one notice.
+        let same = [
+            two[0].clone(),
+            two[1].clone(),
+            b(3, "soft", Some("b"), 3, now),
+        ];
+        assert_eq!(p.verdict(&same, now), None);
+        let three = [
+            two[0].clone(),
+            two[1].clone(),
+            b(3, "soft", Some("c"), 3, now),
+        ];
+        assert!(p
+            .verdict(&three, now)
+            .unwrap()
+            .contains("3 different notices"));
+        // Older soft bounces stop counting.
+        let old = [
+            two[0].clone(),
+            two[1].clone(),
+            b(3, "soft", Some("c"), 45, now),
+        ];
+        assert_eq!(p.verdict(&old, now), None);
+    }
+
+    #[test]
+    fn actions_follow_the_reason() {
+        assert!(suggested_action("hard", "user-unknown", Some("5.1.1")).starts_with("deactivate"));
+        assert!(
+            suggested_action("hard", "user-unknown", Some("5.1.6")).starts_with("fix the address")
+        );
+        assert!(suggested_action("soft", "mailbox-full", None).starts_with("wait and retry"));
+    }
+}

@@ -1,0 +1,371 @@
+//! Bounce storage: raw sources (deduplicated by key), bounce rows tied to a contact / send /
+//! campaign when they can be, account flag history, and the queries the policy and the review
+//! need. Part of `store`: SQL only, no decisions.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{now_text, q, ts, Result, Store, StoredContact, CONTACT_COLUMNS};
+
+/// How a bounce was tied to a contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MatchedBy {
+    /// The VERP token in the address the bounce was sent to.
+    Verp,
+    /// The Message-ID of the returned original.
+    MessageId,
+    /// The bounced address is a contact's address.
+    Address,
+    /// Not tied to anybody (kept for review).
+    Unmatched,
+}
+
+impl MatchedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchedBy::Verp => "verp",
+            MatchedBy::MessageId => "message-id",
+            MatchedBy::Address => "address",
+            MatchedBy::Unmatched => "unmatched",
+        }
+    }
+}
+
+/// A bounce to record.
+#[derive(Debug, Clone)]
+pub struct NewBounce {
+    pub address: String,
+    pub kind: String,
+    pub status: Option<String>,
+    pub reason: String,
+    pub diagnostic: Option<String>,
+    pub remote_mta: Option<String>,
+    pub contact_id: Option<i64>,
+    pub send_id: Option<i64>,
+    pub campaign_id: Option<i64>,
+    pub matched_by: MatchedBy,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// A recorded bounce with what the review shows of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BounceRow {
+    pub id: i64,
+    pub address: String,
+    pub kind: String,
+    pub status: Option<String>,
+    pub reason: String,
+    pub diagnostic: Option<String>,
+    pub remote_mta: Option<String>,
+    pub contact_id: Option<i64>,
+    pub campaign: Option<String>,
+    pub matched_by: String,
+    pub origin: String,
+    pub occurred_at: String,
+}
+
+/// One entry of an account's flag history.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountEvent {
+    pub event: String,
+    pub note: String,
+    pub at: String,
+}
+
+/// The send a VERP token or a Message-ID points at.
+#[derive(Debug, Clone, Copy)]
+pub struct SendRef {
+    pub send_id: i64,
+    pub contact_id: i64,
+    pub campaign_id: i64,
+}
+
+const BOUNCE_COLUMNS: &str = "b.id, b.address, b.kind, b.status, b.reason, b.diagnostic, b.remote_mta, b.contact_id, cp.key, b.matched_by, src.origin, b.occurred_at";
+
+fn bounce_from_row(r: &sqlx::any::AnyRow) -> std::result::Result<BounceRow, sqlx::Error> {
+    Ok(BounceRow {
+        id: r.try_get(0)?,
+        address: r.try_get(1)?,
+        kind: r.try_get(2)?,
+        status: r.try_get(3)?,
+        reason: r.try_get(4)?,
+        diagnostic: r.try_get(5)?,
+        remote_mta: r.try_get(6)?,
+        contact_id: r.try_get(7)?,
+        campaign: r.try_get(8)?,
+        matched_by: r.try_get(9)?,
+        origin: r.try_get(10)?,
+        occurred_at: r.try_get(11)?,
+    })
+}
+
+impl Store {
+    /// Record a raw source unless one with `key` exists. `Some(id)` when it is new.
+    pub async fn add_bounce_source(
+        &self,
+        key: &str,
+        origin: &str,
+        raw: &[u8],
+    ) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "INSERT INTO bounce_sources (source_key, origin, raw, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (source_key) DO NOTHING RETURNING id",
+        )
+        .bind(key)
+        .bind(origin)
+        .bind(raw.to_vec())
+        .bind(now_text())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("recording a bounce source"))?;
+        row.map(|r| r.try_get::<i64, _>(0))
+            .transpose()
+            .map_err(q("recording a bounce source"))
+    }
+
+    /// Record one bounced address of a source (once per source and address).
+    pub async fn add_bounce(&self, source_id: i64, b: &NewBounce) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO bounces (source_id, address, kind, status, reason, diagnostic, remote_mta, contact_id, send_id, campaign_id, matched_by, occurred_at, created_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) ON CONFLICT (source_id, address) DO NOTHING",
+        )
+        .bind(source_id)
+        .bind(&b.address)
+        .bind(&b.kind)
+        .bind(&b.status)
+        .bind(&b.reason)
+        .bind(&b.diagnostic)
+        .bind(&b.remote_mta)
+        .bind(b.contact_id)
+        .bind(b.send_id)
+        .bind(b.campaign_id)
+        .bind(b.matched_by.as_str())
+        .bind(ts(b.occurred_at))
+        .bind(now_text())
+        .execute(&self.pool)
+        .await
+        .map_err(q("recording a bounce"))?;
+        Ok(())
+    }
+
+    /// The send with this journal id.
+    pub async fn send_by_id(&self, send_id: i64) -> Result<Option<SendRef>> {
+        self.send_ref(
+            "SELECT id, contact_id, campaign_id FROM sends WHERE id = $1",
+            |qy| qy.bind(send_id),
+        )
+        .await
+    }
+
+    /// The send whose message had this Message-ID (with or without angle brackets).
+    pub async fn send_by_message_id(&self, message_id: &str) -> Result<Option<SendRef>> {
+        let bare = message_id
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>');
+        let bracketed = format!("<{bare}>");
+        self.send_ref(
+            "SELECT id, contact_id, campaign_id FROM sends WHERE message_id = $1 ORDER BY id DESC LIMIT 1",
+            |qy| qy.bind(bracketed),
+        )
+        .await
+    }
+
+    async fn send_ref<'q>(
+        &self,
+        sql: &'q str,
+        bind: impl FnOnce(
+            sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<Option<SendRef>> {
+        let row = bind(sqlx::query(sql))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(q("finding a send"))?;
+        row.map(|r| {
+            Ok(SendRef {
+                send_id: r.try_get(0)?,
+                contact_id: r.try_get(1)?,
+                campaign_id: r.try_get(2)?,
+            })
+        })
+        .transpose()
+        .map_err(q("finding a send"))
+    }
+
+    /// The contact with this address: one in the latest export first, the newest otherwise.
+    pub async fn contact_by_email(&self, email: &str) -> Result<Option<StoredContact>> {
+        let row = sqlx::query(&format!(
+            "SELECT {CONTACT_COLUMNS} FROM contacts c WHERE c.email = $1 ORDER BY c.in_export DESC, c.id DESC LIMIT 1"
+        ))
+        .bind(email.trim().to_lowercase())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("finding a contact"))?;
+        row.map(|r| super::contact_from_row(&r))
+            .transpose()
+            .map_err(q("finding a contact"))
+    }
+
+    /// The contact with this id.
+    pub async fn contact_by_id(&self, id: i64) -> Result<Option<StoredContact>> {
+        let row = sqlx::query(&format!(
+            "SELECT {CONTACT_COLUMNS} FROM contacts c WHERE c.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("reading a contact"))?;
+        row.map(|r| super::contact_from_row(&r))
+            .transpose()
+            .map_err(q("reading a contact"))
+    }
+
+    /// Bounces of a contact that still count: those that happened after its last resolution (or
+    /// address change), oldest first.
+    pub async fn counted_bounces(&self, contact_id: i64) -> Result<Vec<BounceRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {BOUNCE_COLUMNS} FROM bounces b JOIN bounce_sources src ON src.id = b.source_id \
+             LEFT JOIN campaigns cp ON cp.id = b.campaign_id JOIN contacts c ON c.id = b.contact_id \
+             WHERE b.contact_id = $1 AND b.occurred_at > c.counted_since ORDER BY b.occurred_at, b.id"
+        ))
+        .bind(contact_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("reading bounces"))?;
+        rows.iter()
+            .map(|r| bounce_from_row(r).map_err(q("reading bounces")))
+            .collect()
+    }
+
+    /// Every bounce of a contact or address, oldest first (for `bounces show`).
+    pub async fn bounce_history(
+        &self,
+        contact_id: Option<i64>,
+        address: &str,
+    ) -> Result<Vec<BounceRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {BOUNCE_COLUMNS} FROM bounces b JOIN bounce_sources src ON src.id = b.source_id \
+             LEFT JOIN campaigns cp ON cp.id = b.campaign_id \
+             WHERE b.contact_id = $1 OR b.address = $2 ORDER BY b.occurred_at, b.id"
+        ))
+        .bind(contact_id.unwrap_or(-1))
+        .bind(address.trim().to_lowercase())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("reading bounces"))?;
+        rows.iter()
+            .map(|r| bounce_from_row(r).map_err(q("reading bounces")))
+            .collect()
+    }
+
+    /// The raw source of a bounce.
+    pub async fn bounce_raw(&self, bounce_id: i64) -> Result<Vec<u8>> {
+        let row = sqlx::query(
+            "SELECT src.raw FROM bounces b JOIN bounce_sources src ON src.id = b.source_id WHERE b.id = $1",
+        )
+        .bind(bounce_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(q("reading a bounce source"))?;
+        row.try_get::<Vec<u8>, _>(0)
+            .map_err(q("reading a bounce source"))
+    }
+
+    /// Bounces tied to nobody, newest first.
+    pub async fn unmatched_bounces(&self) -> Result<Vec<BounceRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {BOUNCE_COLUMNS} FROM bounces b JOIN bounce_sources src ON src.id = b.source_id \
+             LEFT JOIN campaigns cp ON cp.id = b.campaign_id WHERE b.contact_id IS NULL ORDER BY b.occurred_at DESC, b.id DESC"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("reading bounces"))?;
+        rows.iter()
+            .map(|r| bounce_from_row(r).map_err(q("reading bounces")))
+            .collect()
+    }
+
+    /// Flag a contact as needing an account update (no-op if already flagged). True if newly
+    /// flagged.
+    pub async fn flag_contact(&self, contact_id: i64, why: &str) -> Result<bool> {
+        let now = now_text();
+        let done = sqlx::query(
+            "UPDATE contacts SET needs_update = 1, flagged_at = $1, updated_at = $1 WHERE id = $2 AND needs_update = 0",
+        )
+        .bind(&now)
+        .bind(contact_id)
+        .execute(&self.pool)
+        .await
+        .map_err(q("flagging a contact"))?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        self.add_account_event(contact_id, "flagged", why).await?;
+        Ok(true)
+    }
+
+    /// Lift a contact's flag and start counting bounces afresh; kept in the history.
+    pub async fn resolve_contact(&self, contact_id: i64, event: &str, note: &str) -> Result<()> {
+        let now = now_text();
+        sqlx::query(
+            "UPDATE contacts SET needs_update = 0, flagged_at = NULL, counted_since = $1, updated_at = $1 WHERE id = $2",
+        )
+        .bind(&now)
+        .bind(contact_id)
+        .execute(&self.pool)
+        .await
+        .map_err(q("resolving a contact"))?;
+        self.add_account_event(contact_id, event, note).await
+    }
+
+    async fn add_account_event(&self, contact_id: i64, event: &str, note: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO account_events (contact_id, event, note, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(contact_id)
+        .bind(event)
+        .bind(note)
+        .bind(now_text())
+        .execute(&self.pool)
+        .await
+        .map_err(q("recording an account event"))?;
+        Ok(())
+    }
+
+    /// A contact's flag history, oldest first.
+    pub async fn account_events(&self, contact_id: i64) -> Result<Vec<AccountEvent>> {
+        let rows = sqlx::query(
+            "SELECT event, note, created_at FROM account_events WHERE contact_id = $1 ORDER BY created_at, id",
+        )
+        .bind(contact_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("reading account history"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(AccountEvent {
+                    event: r.try_get(0)?,
+                    note: r.try_get(1)?,
+                    at: r.try_get(2)?,
+                })
+            })
+            .collect::<std::result::Result<_, sqlx::Error>>()
+            .map_err(q("reading account history"))
+    }
+
+    /// Contacts flagged as needing an update.
+    pub async fn flagged_contacts(&self) -> Result<Vec<StoredContact>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CONTACT_COLUMNS} FROM contacts c WHERE c.needs_update = 1 ORDER BY c.flagged_at, c.id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("listing flagged contacts"))?;
+        rows.iter()
+            .map(|r| super::contact_from_row(r).map_err(q("listing flagged contacts")))
+            .collect()
+    }
+}
