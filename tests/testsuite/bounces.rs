@@ -521,3 +521,43 @@ async fn parse_prints_one_json_line_per_input() {
     missing.code(2);
     assert!(missing.stderr.contains("/nonexistent.eml"));
 }
+
+#[tokio::test]
+async fn an_oversized_message_is_skipped_with_a_clear_line() {
+    let env = Env::new(Backend::Sqlite).await;
+    let big = env.path().join("huge.eml");
+    let mut data = b"From: MAILER-DAEMON@mx.example.org\r\nSubject: Undelivered Mail Returned to Sender\r\n\r\nFinal-Recipient: rfc822; a@austintexas.gov\r\nStatus: 5.1.1\r\n".to_vec();
+    data.resize(11 * 1024 * 1024, b'x');
+    std::fs::write(&big, &data).unwrap();
+    let run = env
+        .run(&[
+            "bounces",
+            "parse",
+            "--format",
+            "json",
+            big.to_str().unwrap(),
+        ])
+        .await;
+    run.ok();
+    assert!(
+        run.stderr.contains("skipped")
+            && run.stderr.contains("huge.eml")
+            && run.stderr.contains("limit"),
+        "{}",
+        run.stderr
+    );
+    let line: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(line["bounces"], serde_json::json!([]));
+    let run = env
+        .run(&[
+            "bounces",
+            "import",
+            big.to_str().unwrap(),
+            "--format",
+            "json",
+        ])
+        .await;
+    run.ok();
+    assert_eq!(run.summary()["skipped"], 1);
+    assert_eq!(run.summary()["bounces"], 0);
+}
