@@ -561,3 +561,66 @@ async fn an_oversized_message_is_skipped_with_a_clear_line() {
     assert_eq!(run.summary()["skipped"], 1);
     assert_eq!(run.summary()["bounces"], 0);
 }
+
+async fn a_new_address_in_the_export_lifts_the_flag(b: Backend) {
+    let env = Env::new(b).await;
+    env.run(&[
+        "contacts",
+        "import",
+        env.path().join("contacts.csv").to_str().unwrap(),
+    ])
+    .await
+    .ok();
+    let csv_path = env.path().join("b.csv");
+    std::fs::write(
+        &csv_path,
+        "email,type,reason\nkevin.le@austintexas.gov,hard,550 5.1.1 user unknown\n",
+    )
+    .unwrap();
+    let run = env
+        .run(&[
+            "bounces",
+            "import",
+            csv_path.to_str().unwrap(),
+            "--format",
+            "json",
+        ])
+        .await;
+    assert_eq!(
+        run.summary()["flagged"],
+        serde_json::json!(["kevin.le@austintexas.gov"])
+    );
+    let run = env.run(&["maintenance-end", "--format", "json"]).await;
+    assert_eq!(run.summary()["skipped"], 1);
+
+    // The admin fixes the address in Moped; the next export carries it.
+    let csv = std::fs::read_to_string(env.path().join("contacts.csv"))
+        .unwrap()
+        .replace("kevin.le@austintexas.gov", "kevin.le2@austintexas.gov");
+    env.set_contacts(&csv);
+    let run = env
+        .run(&["maintenance-start", "--until", "23:59", "--format", "json"])
+        .await;
+    run.ok();
+    assert_eq!(run.summary()["skipped"], 0);
+    assert_eq!(
+        json_rows(
+            &env.run(&["bounces", "report", "--format", "json"])
+                .await
+                .stdout
+        )
+        .len(),
+        0
+    );
+    let show = env
+        .run(&["bounces", "show", "kevin.le2@austintexas.gov"])
+        .await;
+    assert!(
+        show.stdout
+            .contains("address-changed: kevin.le@austintexas.gov -> kevin.le2@austintexas.gov"),
+        "{}",
+        show.stdout
+    );
+    env.cleanup().await;
+}
+both!(a_new_address_in_the_export_lifts_the_flag);
