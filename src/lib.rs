@@ -5,8 +5,8 @@
 //! Data flows one way: contacts + release notes -> render -> journal (store) -> send (mail).
 //! `cli` parses arguments and `commands` orchestrates; the other modules each own one capability.
 
-pub mod cli;
 pub mod bounce;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod contacts;
@@ -14,7 +14,7 @@ pub mod intake;
 pub mod mail;
 pub mod notice;
 pub mod policy;
-pub mod review;
 pub mod release;
 pub mod render;
+pub mod review;
 pub mod store;

@@ -303,13 +303,43 @@ async fn import(
 }
 
 async fn import_imap(
-    _store: &Store,
-    _cfg: &Config,
-    _url: &str,
-    _move_to: &str,
-    _summary: &mut ImportSummary,
+    store: &Store,
+    cfg: &Config,
+    url: &str,
+    move_to: &str,
+    summary: &mut ImportSummary,
 ) -> anyhow::Result<()> {
-    Err(UsageError("IMAP intake is being wired in".into()).into())
+    use intake::imap::{ImapMailbox, ImapUrl};
+    let parsed = ImapUrl::parse(url).map_err(|e| UsageError(format!("--imap: {e}")))?;
+    let password = std::env::var("NOTIFY_IMAP_PASSWORD")
+        .map_err(|_| UsageError("--imap needs the password in NOTIFY_IMAP_PASSWORD".into()))?;
+    let mut mailbox = ImapMailbox::open(&parsed, &password).await?;
+    let messages = mailbox.fetch_all(crate::bounce::MAX_MESSAGE_BYTES).await?;
+    for (uid, size) in mailbox.oversized() {
+        eprintln!(
+            "skipped imap:{}/{uid}: message of {size} bytes is over the {}-byte limit for bounce parsing; left in the mailbox",
+            parsed.mailbox,
+            crate::bounce::MAX_MESSAGE_BYTES
+        );
+        summary.skipped += 1;
+    }
+    let mut recognised = Vec::new();
+    let mut items = Vec::new();
+    for (uid, raw) in messages {
+        let item = intake::message(&format!("imap:{}/{uid}", parsed.mailbox), raw);
+        if item.found.as_ref().is_ok_and(|f| !f.bounces.is_empty()) {
+            recognised.push(uid);
+        }
+        items.push(item);
+    }
+    record(store, cfg, &items, summary).await?;
+    // Only after the bounces are safely recorded are they moved out of the way.
+    if !recognised.is_empty() {
+        mailbox.move_to(&recognised, move_to).await?;
+        summary.moved = recognised.len();
+    }
+    mailbox.logout().await?;
+    Ok(())
 }
 
 fn parse_since(s: &str) -> Result<DateTime<Utc>, UsageError> {

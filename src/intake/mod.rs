@@ -4,7 +4,7 @@
 //! `bounce`'s job; attribution and storage are `commands`' and `store`'s.
 
 mod csv_file;
-// pub mod imap; (being written)
+pub mod imap;
 mod mailbox;
 mod ses;
 

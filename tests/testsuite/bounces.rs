@@ -624,3 +624,56 @@ async fn a_new_address_in_the_export_lifts_the_flag(b: Backend) {
     env.cleanup().await;
 }
 both!(a_new_address_in_the_export_lifts_the_flag);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_import_moves_recognised_bounces_and_leaves_the_rest() {
+    use crate::support::dovecot::Dovecot;
+    let mut env = Env::new(Backend::Sqlite).await;
+    env.run(&["release-notes", "v3.12.0"]).await.ok();
+    let gone = "emily.sato@austintexas.gov";
+    let (verp, _) = outbox_envelope(&env.outbox(), gone);
+    let bounce = dsn(&verp, gone, "5.1.1", "550 5.1.1 User unknown", None);
+    let ooo = "From: Maria <maria.gonzalez@austintexas.gov>\r\nTo: moped@austintexas.gov\r\nSubject: Automatic reply\r\nAuto-Submitted: auto-replied\r\nDate: Thu, 03 Dec 2026 17:20:00 -0600\r\n\r\nOut of office.\r\n";
+    let server = Dovecot::start(
+        "moped-bounces",
+        "imap-s3cret",
+        &[("1.bounce", bounce.as_bytes()), ("2.ooo", ooo.as_bytes())],
+    );
+    env.env("NOTIFY_IMAP_PASSWORD", "imap-s3cret");
+    let url = server.url("INBOX");
+    let run = env
+        .run(&["bounces", "import", "--imap", &url, "--format", "json"])
+        .await;
+    run.ok();
+    let s = run.summary();
+    assert_eq!(s["bounces"], 1, "{s}");
+    assert_eq!(s["not_bounces"], 1);
+    assert_eq!(s["moved"], 1);
+    assert_eq!(s["flagged"], serde_json::json!([gone]));
+    assert_eq!(
+        server.messages_on_disk(None).len(),
+        1,
+        "the out-of-office stays"
+    );
+    assert_eq!(server.messages_on_disk(Some("notify-processed")).len(), 1);
+    let show = env.run(&["bounces", "show", gone]).await;
+    assert!(
+        show.stdout.contains("matched by verp") && show.stdout.contains("from imap:INBOX/"),
+        "{}",
+        show.stdout
+    );
+
+    // Running again finds only the out-of-office: nothing new.
+    let run = env
+        .run(&["bounces", "import", "--imap", &url, "--format", "json"])
+        .await;
+    run.ok();
+    assert_eq!(run.summary()["bounces"], 0);
+    assert_eq!(run.summary()["moved"], 0);
+
+    // A wrong password is an error that does not show it.
+    env.env("NOTIFY_IMAP_PASSWORD", "not-the-password");
+    let run = env.run(&["bounces", "import", "--imap", &url]).await;
+    run.code(1);
+    assert!(!run.stderr.contains("not-the-password"), "{}", run.stderr);
+}

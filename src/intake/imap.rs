@@ -1,0 +1,1072 @@
+//! IMAP access to a bounce mailbox: parse an `imaps://user@host/Mailbox` URL, connect (implicit
+//! TLS, STARTTLS, or plain TCP for loopback tests), log in, read every message without marking it
+//! `\Seen`, and move handled messages to another folder.
+//!
+//! This module owns the network conversation only. It does not parse or classify the messages it
+//! fetches (that is `bounce`'s job), decide which messages are handled (the caller's), or read the
+//! password from the environment (the caller passes it in). It must never put the password in an
+//! error, a log line or a `Display`/`Debug` output.
+//!
+//! TLS is rustls with the `ring` provider and the Mozilla roots from `webpki-roots`, the same
+//! rustls that lettre already links. After any error the session may be out of step with the
+//! server: drop the [`ImapMailbox`] and open a new one.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_imap::imap_proto::{AttributeValue, MailboxDatum, Outcome, Response, Status};
+use async_imap::{Client, Session};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+use tokio_rustls::TlsConnector;
+
+/// Default port for IMAP over implicit TLS (`imaps://`).
+pub const IMAPS_PORT: u16 = 993;
+/// Default port for plain IMAP and STARTTLS (`imap://`).
+pub const IMAP_PORT: u16 = 143;
+
+/// How long to wait for the TCP connection, and then for each server response, before giving up.
+const TIMEOUT: Duration = Duration::from_secs(60);
+/// UID ranges per command, so that command lines stay short for any server.
+const RANGES_PER_COMMAND: usize = 200;
+/// Bytes of message bodies to ask for in one `UID FETCH` (a single larger message still goes alone).
+const BYTES_PER_FETCH: u64 = 16 * 1024 * 1024;
+
+/// Characters escaped in the user part of a displayed URL.
+const USER_ESCAPE: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b':')
+    .add(b';')
+    .add(b'?')
+    .add(b'@')
+    .add(b'[')
+    .add(b']');
+/// Characters escaped in the mailbox part of a displayed URL (`/` stays: it is hierarchy).
+const MAILBOX_ESCAPE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'?');
+
+/// A parsed IMAP mailbox URL: `imaps://user@host[:port]/Mailbox` (implicit TLS, port 993),
+/// `imap://user@host[:port]/Mailbox?tls=starttls` (STARTTLS, port 143), or
+/// `imap://user@host[:port]/Mailbox` (plain TCP, port 143: meant for loopback tests).
+///
+/// The password is never part of the URL; it is passed to [`ImapMailbox::open`] separately.
+/// `Display` gives the URL back (without a password, since there is none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImapUrl {
+    /// Server host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// True when the session is encrypted: implicit TLS (`imaps://`) or STARTTLS.
+    pub tls: bool,
+    /// True when the connection starts in plain text and is upgraded with STARTTLS before login
+    /// (`imap://…?tls=starttls`); implies `tls`.
+    pub starttls: bool,
+    /// Login name, percent-decoded (`bounces%40example.org` becomes `bounces@example.org`).
+    pub user: String,
+    /// Mailbox to read, percent-decoded; `INBOX` when the URL has no path.
+    pub mailbox: String,
+}
+
+impl ImapUrl {
+    /// Parse an `imaps://` or `imap://` URL. Errors say what is wrong and how to write it; they
+    /// never repeat a password, even when one was (wrongly) put in the URL.
+    pub fn parse(s: &str) -> Result<ImapUrl, String> {
+        const SHAPE: &str = "expected imaps://USER@HOST[:PORT]/MAILBOX";
+        let s = s.trim();
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| format!("not an IMAP URL: {SHAPE}"))?;
+        let implicit_tls = match scheme.to_ascii_lowercase().as_str() {
+            "imaps" => true,
+            "imap" => false,
+            other => {
+                return Err(format!(
+                    "unsupported scheme `{other}://` in IMAP URL: use imaps:// (TLS) or imap:// \
+                     (plain, or STARTTLS with ?tls=starttls)"
+                ))
+            }
+        };
+        if rest.contains('#') {
+            return Err("an IMAP URL cannot have a #fragment".to_string());
+        }
+        let (rest, query) = match rest.split_once('?') {
+            Some((r, q)) => (r, Some(q)),
+            None => (rest, None),
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, ""),
+        };
+        let Some((userinfo, hostport)) = authority.rsplit_once('@') else {
+            return Err(format!("IMAP URL has no user name: {SHAPE}"));
+        };
+        if userinfo.contains(':') {
+            return Err(
+                "IMAP URL contains a password: remove it from the URL and pass it in \
+                        NOTIFY_IMAP_PASSWORD instead"
+                    .to_string(),
+            );
+        }
+        let user = decode("user name", userinfo)?;
+        if user.is_empty() {
+            return Err(format!("IMAP URL has an empty user name: {SHAPE}"));
+        }
+        if user.chars().any(char::is_control) {
+            return Err("IMAP user name contains control characters".to_string());
+        }
+
+        let starttls = match query {
+            None | Some("") => false,
+            Some(q) => {
+                let mut starttls = false;
+                for pair in q.split('&').filter(|p| !p.is_empty()) {
+                    match pair.to_ascii_lowercase().as_str() {
+                        "tls=starttls" if !implicit_tls => starttls = true,
+                        "tls=starttls" => {
+                            return Err("?tls=starttls goes with imap://, not imaps:// (which is \
+                                        already TLS from the first byte)"
+                                .to_string())
+                        }
+                        _ => {
+                            return Err(format!(
+                                "unknown IMAP URL parameter `{pair}`: the only one is tls=starttls"
+                            ))
+                        }
+                    }
+                }
+                starttls
+            }
+        };
+
+        let (host, port) = split_host_port(hostport)?;
+        let port = match port {
+            Some(p) => p,
+            None if implicit_tls => IMAPS_PORT,
+            None => IMAP_PORT,
+        };
+
+        let mailbox = decode("mailbox", path.trim_end_matches('/'))?;
+        let mailbox = if mailbox.is_empty() {
+            "INBOX".to_string()
+        } else {
+            mailbox
+        };
+        if mailbox.chars().any(char::is_control) {
+            return Err("IMAP mailbox name contains control characters".to_string());
+        }
+
+        Ok(ImapUrl {
+            host,
+            port,
+            tls: implicit_tls || starttls,
+            starttls,
+            user,
+            mailbox,
+        })
+    }
+
+    /// `host:port` for messages (`[v6]:port` for IPv6 addresses).
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl fmt::Display for ImapUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls && !self.starttls {
+            "imaps"
+        } else {
+            "imap"
+        };
+        write!(
+            f,
+            "{scheme}://{}@{}/{}",
+            utf8_percent_encode(&self.user, USER_ESCAPE),
+            self.address(),
+            utf8_percent_encode(&self.mailbox, MAILBOX_ESCAPE)
+        )?;
+        if self.starttls {
+            f.write_str("?tls=starttls")?;
+        }
+        Ok(())
+    }
+}
+
+fn decode(what: &str, s: &str) -> Result<String, String> {
+    percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| format!("IMAP URL {what} is not UTF-8 after percent-decoding"))
+}
+
+fn split_host_port(hostport: &str) -> Result<(String, Option<u16>), String> {
+    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
+        let (v6, after) = rest
+            .split_once(']')
+            .ok_or_else(|| "IMAP URL has an unclosed `[` in the host".to_string())?;
+        let port = match after {
+            "" => None,
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(|| format!("unexpected `{p}` after the IPv6 address"))?,
+            ),
+        };
+        (v6.to_string(), port)
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (hostport.to_string(), None),
+        }
+    };
+    if host.contains(':') && !hostport.starts_with('[') {
+        return Err(format!(
+            "IMAP URL host `{hostport}` is not HOST[:PORT] (write IPv6 addresses as [::1])"
+        ));
+    }
+    if host.is_empty() {
+        return Err("IMAP URL has no host: expected imaps://USER@HOST[:PORT]/MAILBOX".to_string());
+    }
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+    {
+        return Err(format!(
+            "IMAP host `{host}` is not a valid host name (write international names in their \
+             xn-- form)"
+        ));
+    }
+    let port = match port {
+        None | Some("") => None,
+        Some(p) => match p.parse::<u16>() {
+            Ok(0) | Err(_) => {
+                return Err(format!(
+                    "IMAP URL port `{p}` is not a port number (1 to 65535)"
+                ))
+            }
+            Ok(n) => Some(n),
+        },
+    };
+    Ok((host, port))
+}
+
+/// What went wrong talking to the IMAP server, and at which step. The `reason` is the server's
+/// answer or the I/O error; it never contains the password.
+#[derive(Debug, thiserror::Error)]
+pub enum ImapError {
+    /// The TCP connection (or the server greeting) failed.
+    #[error("cannot connect to IMAP server {address}: {reason}")]
+    Connect { address: String, reason: String },
+    /// The TLS handshake, certificate check or STARTTLS upgrade failed.
+    #[error("TLS with IMAP server {address} failed: {reason}")]
+    Tls { address: String, reason: String },
+    /// The server refused the user name and password.
+    #[error("IMAP login as `{user}` at {address} failed: {reason}")]
+    Login {
+        user: String,
+        address: String,
+        reason: String,
+    },
+    /// The mailbox could not be selected (missing, or no permission).
+    #[error("cannot open IMAP mailbox `{mailbox}` at {address}: {reason}")]
+    Select {
+        mailbox: String,
+        address: String,
+        reason: String,
+    },
+    /// Listing or fetching messages failed.
+    #[error("cannot fetch messages from IMAP mailbox `{mailbox}`: {reason}")]
+    Fetch { mailbox: String, reason: String },
+    /// The destination folder could not be found or created.
+    #[error("cannot create IMAP folder `{folder}`: {reason}")]
+    CreateFolder { folder: String, reason: String },
+    /// Moving messages (or copying, flagging and expunging them) failed.
+    #[error("cannot move {count} message(s) from `{mailbox}` to `{folder}`: {reason}")]
+    Move {
+        mailbox: String,
+        folder: String,
+        count: usize,
+        reason: String,
+    },
+    /// LOGOUT failed (the messages were already handled by then).
+    #[error("IMAP logout from {address} failed: {reason}")]
+    Logout { address: String, reason: String },
+}
+
+/// An open, logged-in IMAP session with one mailbox selected.
+pub struct ImapMailbox {
+    session: Session<Transport>,
+    url: ImapUrl,
+    /// The selected mailbox's name as sent to the server (modified UTF-7).
+    selected: String,
+    has_move: bool,
+    has_uidplus: bool,
+    oversized: Vec<(u32, u64)>,
+}
+
+impl fmt::Debug for ImapMailbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImapMailbox")
+            .field("url", &self.url.to_string())
+            .field("has_move", &self.has_move)
+            .field("has_uidplus", &self.has_uidplus)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ImapMailbox {
+    /// Connect to the server in `url` (TLS as the URL says), log in as its user with `password`,
+    /// and SELECT its mailbox read-write.
+    pub async fn open(url: &ImapUrl, password: &str) -> Result<ImapMailbox, ImapError> {
+        let address = url.address();
+        let connect_err = |reason: String| ImapError::Connect {
+            address: address.clone(),
+            reason,
+        };
+        let tls_err = |reason: String| ImapError::Tls {
+            address: address.clone(),
+            reason,
+        };
+
+        let tcp = timed(TcpStream::connect((url.host.as_str(), url.port)))
+            .await
+            .map_err(connect_err)?
+            .map_err(|e| connect_err(e.to_string()))?;
+        // Responses are small and commands are sent whole: no need to wait for ACKs.
+        let _ = tcp.set_nodelay(true);
+
+        let client = if url.tls && !url.starttls {
+            let tls = tls_connect(&url.host, tcp).await.map_err(tls_err)?;
+            let mut client = Client::new(Transport::Tls(Box::new(tls)));
+            read_greeting(&mut client).await.map_err(connect_err)?;
+            client
+        } else {
+            let mut client = Client::new(Transport::Plain(tcp));
+            read_greeting(&mut client).await.map_err(connect_err)?;
+            if url.starttls {
+                timed(client.run_command_and_check_ok("STARTTLS", None))
+                    .await
+                    .map_err(&tls_err)?
+                    .map_err(|e| tls_err(format!("server refused STARTTLS ({})", describe(&e))))?;
+                let Transport::Plain(tcp) = client.into_inner() else {
+                    return Err(tls_err(
+                        "STARTTLS on a connection that is already TLS".into(),
+                    ));
+                };
+                let tls = tls_connect(&url.host, tcp).await.map_err(tls_err)?;
+                // No greeting after STARTTLS (RFC 3501, 6.2.1).
+                Client::new(Transport::Tls(Box::new(tls)))
+            } else {
+                client
+            }
+        };
+
+        let login_err = |reason: String| ImapError::Login {
+            user: url.user.clone(),
+            address: address.clone(),
+            reason: scrub(&reason, password),
+        };
+        let mut session = timed(client.login(&url.user, password))
+            .await
+            .map_err(login_err)?
+            .map_err(|(e, _client)| login_err(describe(&e)))?;
+
+        let capabilities = timed(session.capabilities())
+            .await
+            .map_err(login_err)?
+            .map_err(|e| login_err(format!("CAPABILITY failed: {}", describe(&e))))?;
+        let has_move = capabilities.has_str("MOVE");
+        let has_uidplus = capabilities.has_str("UIDPLUS");
+
+        let select_err = |reason: String| ImapError::Select {
+            mailbox: url.mailbox.clone(),
+            address: address.clone(),
+            reason,
+        };
+        let selected = encode_mailbox_name(&url.mailbox);
+        timed(session.select(&selected))
+            .await
+            .map_err(select_err)?
+            .map_err(|e| select_err(describe(&e)))?;
+        drain_unsolicited(&session);
+
+        Ok(ImapMailbox {
+            session,
+            url: url.clone(),
+            selected,
+            has_move,
+            has_uidplus,
+            oversized: Vec::new(),
+        })
+    }
+
+    /// Every message in the mailbox as `(UID, raw RFC 822 bytes)`, in UID order, read with
+    /// `BODY.PEEK[]` so that reading does not set `\Seen`. Messages larger than `max_bytes` are
+    /// not downloaded: they are logged and listed by [`ImapMailbox::oversized`].
+    pub async fn fetch_all(&mut self, max_bytes: usize) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
+        self.oversized.clear();
+        let max = u64::try_from(max_bytes).unwrap_or(u64::MAX);
+
+        // UID SEARCH rather than `UID FETCH 1:*`: some servers answer BAD to `1:*` on an
+        // empty mailbox.
+        let mut uids: Vec<u32> = Vec::new();
+        self.exchange("UID SEARCH ALL", |r| {
+            if let Response::MailboxData(MailboxDatum::Search(found)) = r {
+                uids.extend(found);
+            }
+        })
+        .await
+        .map_err(|r| self.fetch_err(format!("UID SEARCH failed: {r}")))?;
+        uids.sort_unstable();
+        uids.dedup();
+
+        let mut sizes: HashMap<u32, u64> = HashMap::new();
+        for set in uid_sets(&uids) {
+            self.exchange(&format!("UID FETCH {set} (UID RFC822.SIZE)"), |r| {
+                let (uid, size, _) = fetched(r);
+                if let (Some(uid), Some(size)) = (uid, size) {
+                    sizes.insert(uid, u64::from(size));
+                }
+            })
+            .await
+            .map_err(|r| self.fetch_err(format!("UID FETCH (sizes) failed: {r}")))?;
+        }
+
+        // Vanished between SEARCH and FETCH (another client expunged them): nothing to read.
+        let mut wanted = Vec::new();
+        for &uid in &uids {
+            match sizes.get(&uid) {
+                None => {}
+                Some(&size) if size > max => self.skip_oversized(uid, size, max),
+                Some(&size) => wanted.push((uid, size)),
+            }
+        }
+
+        let mut out: Vec<(u32, Vec<u8>)> = Vec::with_capacity(wanted.len());
+        let mut too_big: Vec<(u32, u64)> = Vec::new();
+        for batch in batches_by_size(&wanted, BYTES_PER_FETCH) {
+            for set in uid_sets(&batch) {
+                self.exchange(&format!("UID FETCH {set} (UID BODY.PEEK[])"), |r| {
+                    let (Some(uid), _, Some(body)) = fetched(r) else {
+                        return;
+                    };
+                    if !batch.contains(&uid) {
+                        return; // an unsolicited FETCH for some other message
+                    }
+                    let len = u64::try_from(body.len()).unwrap_or(u64::MAX);
+                    if len > max {
+                        too_big.push((uid, len));
+                    } else {
+                        out.push((uid, body.to_vec()));
+                    }
+                })
+                .await
+                .map_err(|r| self.fetch_err(format!("UID FETCH failed: {r}")))?;
+            }
+        }
+        for (uid, len) in too_big {
+            self.skip_oversized(uid, len, max);
+        }
+        out.sort_by_key(|(uid, _)| *uid);
+        out.dedup_by_key(|(uid, _)| *uid);
+        drain_unsolicited(&self.session);
+        Ok(out)
+    }
+
+    /// `(UID, size in bytes)` of the messages the last [`ImapMailbox::fetch_all`] skipped because
+    /// they were larger than its limit. They stay in the mailbox.
+    pub fn oversized(&self) -> &[(u32, u64)] {
+        &self.oversized
+    }
+
+    /// The URL this mailbox was opened with.
+    pub fn url(&self) -> &ImapUrl {
+        &self.url
+    }
+
+    /// Move the messages with these UIDs to `folder`, creating it if it does not exist. Uses
+    /// `UID MOVE` when the server has the MOVE capability; otherwise `UID COPY`, then
+    /// `UID STORE +FLAGS (\Deleted)`, then `UID EXPUNGE` (UIDPLUS) or, failing that, `EXPUNGE`
+    /// (which also removes any other message already flagged `\Deleted`). UIDs no longer in the
+    /// mailbox are ignored by the server. An empty `uids` does nothing.
+    pub async fn move_to(&mut self, uids: &[u32], folder: &str) -> Result<(), ImapError> {
+        let sets = uid_sets(uids);
+        if sets.is_empty() {
+            return Ok(());
+        }
+        let count = {
+            let mut u: Vec<u32> = uids.iter().copied().filter(|&u| u != 0).collect();
+            u.sort_unstable();
+            u.dedup();
+            u.len()
+        };
+        let mailbox = self.url.mailbox.clone();
+        let move_err = |reason: String| ImapError::Move {
+            mailbox: mailbox.clone(),
+            folder: folder.to_string(),
+            count,
+            reason,
+        };
+        if folder.is_empty() || folder.chars().any(char::is_control) {
+            return Err(move_err(
+                "the folder name is empty or has control characters".into(),
+            ));
+        }
+        let target = encode_mailbox_name(folder);
+        if target == self.selected
+            || (target.eq_ignore_ascii_case("INBOX") && self.selected.eq_ignore_ascii_case("INBOX"))
+        {
+            return Err(move_err(
+                "that is the mailbox being read: choose another folder".into(),
+            ));
+        }
+        self.ensure_folder(folder, &target).await?;
+
+        let target = quote(&target);
+        for set in sets {
+            let steps: Vec<String> = if self.has_move {
+                vec![format!("UID MOVE {set} {target}")]
+            } else {
+                vec![
+                    format!("UID COPY {set} {target}"),
+                    format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"),
+                    if self.has_uidplus {
+                        format!("UID EXPUNGE {set}")
+                    } else {
+                        "EXPUNGE".to_string()
+                    },
+                ]
+            };
+            for step in steps {
+                self.exchange(&step, |_| {})
+                    .await
+                    .map_err(|r| move_err(format!("`{step}` failed: {r}")))?;
+            }
+        }
+        drain_unsolicited(&self.session);
+        Ok(())
+    }
+
+    /// Say LOGOUT and close the connection.
+    pub async fn logout(mut self) -> Result<(), ImapError> {
+        let address = self.url.address();
+        let logout_err = |reason: String| ImapError::Logout {
+            address: address.clone(),
+            reason,
+        };
+        timed(self.session.logout())
+            .await
+            .map_err(logout_err)?
+            .map_err(|e| logout_err(describe(&e)))
+    }
+
+    async fn ensure_folder(&mut self, folder: &str, target: &str) -> Result<(), ImapError> {
+        let folder_err = |reason: String| ImapError::CreateFolder {
+            folder: folder.to_string(),
+            reason,
+        };
+        let quoted = quote(target);
+        let mut exists = false;
+        self.exchange(&format!("LIST \"\" {quoted}"), |r| {
+            if let Response::MailboxData(MailboxDatum::List(data)) = r {
+                let name = data.name.as_ref();
+                exists |= name == target
+                    || (name.eq_ignore_ascii_case("INBOX") && target.eq_ignore_ascii_case("INBOX"));
+            }
+        })
+        .await
+        .map_err(|r| folder_err(format!("LIST failed: {r}")))?;
+        if exists {
+            return Ok(());
+        }
+        self.exchange(&format!("CREATE {quoted}"), |_| {})
+            .await
+            .map_err(folder_err)?;
+        // So that mail clients show it; the folder works without.
+        if let Err(e) = self.exchange(&format!("SUBSCRIBE {quoted}"), |_| {}).await {
+            tracing::debug!(folder, error = %e, "IMAP SUBSCRIBE failed");
+        }
+        Ok(())
+    }
+
+    /// Send `command` and read up to its tagged completion, handing every untagged response to
+    /// `each`. A NO or BAD completion, a BYE, a closed connection or a silent server is an error.
+    ///
+    /// (async-imap's own streaming commands end their stream at the completion without checking
+    /// whether it was OK, and end quietly on BYE, so a failed FETCH would look like an empty one.)
+    async fn exchange(
+        &mut self,
+        command: &str,
+        mut each: impl FnMut(&Response<'_>),
+    ) -> Result<(), String> {
+        let tag = timed(self.session.run_command(command))
+            .await?
+            .map_err(|e| describe(&e))?;
+        loop {
+            let response = timed(self.session.read_response())
+                .await?
+                .map_err(|e| format!("reading the answer: {e}"))?
+                .ok_or_else(|| "the server closed the connection".to_string())?;
+            match response.parsed() {
+                Response::Done {
+                    tag: done,
+                    status,
+                    outcome,
+                } if *done == tag => {
+                    return match status {
+                        Status::Ok => Ok(()),
+                        Status::No => Err(format!("server answered NO: {}", said(outcome))),
+                        Status::Bad => Err(format!("server answered BAD: {}", said(outcome))),
+                        other => Err(format!("server answered {other:?}: {}", said(outcome))),
+                    };
+                }
+                Response::Data {
+                    status: Status::Bye,
+                    outcome,
+                    ..
+                } => {
+                    return Err(format!(
+                        "the server closed the connection: {}",
+                        said(outcome)
+                    ))
+                }
+                other => each(other),
+            }
+        }
+    }
+
+    fn skip_oversized(&mut self, uid: u32, size: u64, max: u64) {
+        tracing::warn!(
+            mailbox = %self.url.mailbox,
+            uid,
+            size,
+            limit = max,
+            "IMAP message larger than the limit: left in the mailbox unread"
+        );
+        self.oversized.push((uid, size));
+    }
+
+    fn fetch_err(&self, reason: String) -> ImapError {
+        ImapError::Fetch {
+            mailbox: self.url.mailbox.clone(),
+            reason,
+        }
+    }
+}
+
+/// UID, RFC822.SIZE and whole-message body of an untagged FETCH response, where present.
+fn fetched<'r>(response: &'r Response<'_>) -> (Option<u32>, Option<u32>, Option<&'r [u8]>) {
+    let Response::Fetch(_, attributes) = response else {
+        return (None, None, None);
+    };
+    let (mut uid, mut size, mut body) = (None, None, None);
+    for attribute in attributes {
+        match attribute {
+            AttributeValue::Uid(u) => uid = Some(*u),
+            AttributeValue::Rfc822Size(s) => size = Some(*s),
+            AttributeValue::BodySection {
+                section: None,
+                data: Some(data),
+                ..
+            }
+            | AttributeValue::Rfc822(Some(data)) => body = Some(data.as_ref()),
+            _ => {}
+        }
+    }
+    (uid, size, body)
+}
+
+/// A tagged or untagged status text as `[CODE] text`.
+fn said(outcome: &Outcome<'_>) -> String {
+    let text = outcome.information.as_deref().unwrap_or("(no text)");
+    match &outcome.code {
+        Some(code) => format!("[{code:?}] {text}"),
+        None => text.to_string(),
+    }
+}
+
+/// Await `f`, or give up after [`TIMEOUT`] with a reason saying so.
+async fn timed<F: Future>(f: F) -> Result<F::Output, String> {
+    tokio::time::timeout(TIMEOUT, f)
+        .await
+        .map_err(|_| format!("no answer within {} s", TIMEOUT.as_secs()))
+}
+
+/// Unsolicited responses that async-imap queues (EXISTS, EXPUNGE, flag changes) are not needed;
+/// empty the queue so it never fills.
+fn drain_unsolicited(session: &Session<Transport>) {
+    while session.unsolicited_responses.try_recv().is_ok() {}
+}
+
+async fn read_greeting(client: &mut Client<Transport>) -> Result<(), String> {
+    let greeting = timed(client.read_response())
+        .await?
+        .map_err(|e| format!("reading the greeting: {e}"))?
+        .ok_or_else(|| "the server closed the connection before its greeting".to_string())?;
+    match greeting.parsed() {
+        Response::Data {
+            status: Status::Ok | Status::PreAuth,
+            ..
+        } => Ok(()),
+        Response::Data {
+            status: Status::Bye,
+            outcome,
+            ..
+        } => Err(format!(
+            "the server refused the connection: {}",
+            outcome.information.as_deref().unwrap_or("BYE")
+        )),
+        _ => Err("the server's greeting is not an IMAP greeting".to_string()),
+    }
+}
+
+async fn tls_connect(
+    host: &str,
+    tcp: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("`{host}` cannot be checked against a certificate: {e}"))?;
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    timed(TlsConnector::from(Arc::new(config)).connect(name, tcp))
+        .await?
+        .map_err(|e| {
+            let text = e.to_string();
+            if text.contains("InvalidContentType") {
+                format!(
+                    "{text} (the server did not answer in TLS: for a plain-text port use \
+                     imap://…?tls=starttls, or the imaps port, usually 993)"
+                )
+            } else {
+                text
+            }
+        })
+}
+
+/// An async-imap error as a short sentence: the server's NO/BAD text without the Debug noise.
+fn describe(e: &async_imap::error::Error) -> String {
+    use async_imap::error::Error;
+    match e {
+        Error::No(s) => format!("server answered NO: {}", tidy_status(s)),
+        Error::Bad(s) => format!("server answered BAD: {}", tidy_status(s)),
+        Error::ConnectionLost => "the server closed the connection".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// async-imap formats NO/BAD as `code: Some(X), info: Some("text")` (or as a Debug `Outcome`
+/// after SELECT); make it `[X] text`.
+fn tidy_status(s: &str) -> String {
+    let info = ["info: Some(\"", "information: Some(\""]
+        .iter()
+        .find_map(|key| s.split_once(key))
+        .and_then(|(_, rest)| rest.rfind("\")").map(|end| &rest[..end]))
+        .map(|t| t.replace("\\\"", "\""));
+    let code = s
+        .split_once("code: Some(")
+        .and_then(|(_, rest)| {
+            rest.split_once("), info")
+                .or_else(|| rest.split_once("), information"))
+        })
+        .map(|(c, _)| c);
+    match (code, info) {
+        (Some(c), Some(i)) => format!("[{c}] {i}"),
+        (None, Some(i)) => i,
+        _ => s.to_string(),
+    }
+}
+
+/// Belt and braces: servers do not echo the password, but never pass one on if one did.
+fn scrub(reason: &str, password: &str) -> String {
+    if password.is_empty() {
+        reason.to_string()
+    } else {
+        reason.replace(password, "<password>")
+    }
+}
+
+/// An IMAP quoted string.
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// UIDs as IMAP sequence sets (`1:3,7,9:12`), sorted, without duplicates or the invalid UID 0,
+/// at most [`RANGES_PER_COMMAND`] ranges each.
+fn uid_sets(uids: &[u32]) -> Vec<String> {
+    let mut sorted: Vec<u32> = uids.iter().copied().filter(|&u| u != 0).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    for uid in sorted {
+        match ranges.last_mut() {
+            Some((_, end)) if end.checked_add(1) == Some(uid) => *end = uid,
+            _ => ranges.push((uid, uid)),
+        }
+    }
+    ranges
+        .chunks(RANGES_PER_COMMAND)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|&(a, b)| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}:{b}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
+
+/// Split `(uid, size)` into UID lists of at most `budget` bytes each (a bigger message alone).
+fn batches_by_size(items: &[(u32, u64)], budget: u64) -> Vec<Vec<u32>> {
+    let mut out: Vec<Vec<u32>> = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0u64;
+    for &(uid, size) in items {
+        if !current.is_empty() && bytes.saturating_add(size) > budget {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        current.push(uid);
+        bytes = bytes.saturating_add(size);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// A mailbox name in IMAP's modified UTF-7 (RFC 3501, 5.1.3): printable ASCII stays, `&`
+/// becomes `&-`, anything else is UTF-16 in base64 (`,` for `/`) between `&` and `-`.
+fn encode_mailbox_name(name: &str) -> String {
+    fn flush(pending: &mut Vec<u16>, out: &mut String) {
+        if pending.is_empty() {
+            return;
+        }
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
+        let bytes: Vec<u8> = pending.iter().flat_map(|u| u.to_be_bytes()).collect();
+        out.push('&');
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                chunk.get(1).copied().unwrap_or(0),
+                chunk.get(2).copied().unwrap_or(0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            let digits = chunk.len() + 1;
+            for i in 0..digits {
+                let index = (n >> (18 - 6 * i)) & 0x3f;
+                out.push(char::from(ALPHABET[index as usize]));
+            }
+        }
+        out.push('-');
+        pending.clear();
+    }
+
+    let mut out = String::with_capacity(name.len());
+    let mut pending: Vec<u16> = Vec::new();
+    for c in name.chars() {
+        if (' '..='~').contains(&c) {
+            flush(&mut pending, &mut out);
+            if c == '&' {
+                out.push_str("&-");
+            } else {
+                out.push(c);
+            }
+        } else {
+            let mut buf = [0u16; 2];
+            pending.extend_from_slice(c.encode_utf16(&mut buf));
+        }
+    }
+    flush(&mut pending, &mut out);
+    out
+}
+
+/// The connection under the IMAP client: plain TCP or TLS over TCP.
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Plain(_) => "Transport::Plain",
+            Transport::Tls(_) => "Transport::Tls",
+        })
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls_with_defaults() {
+        let u = ImapUrl::parse("imaps://bounces@mail.example.org/INBOX").expect("valid");
+        assert_eq!(
+            (u.host.as_str(), u.port, u.tls, u.starttls),
+            ("mail.example.org", 993, true, false)
+        );
+        assert_eq!((u.user.as_str(), u.mailbox.as_str()), ("bounces", "INBOX"));
+        assert_eq!(u.to_string(), "imaps://bounces@mail.example.org:993/INBOX");
+
+        let u = ImapUrl::parse("imap://b%40example.org@127.0.0.1:1143").expect("valid");
+        assert_eq!((u.port, u.tls), (1143, false));
+        assert_eq!(
+            (u.user.as_str(), u.mailbox.as_str()),
+            ("b@example.org", "INBOX")
+        );
+        assert_eq!(u.to_string(), "imap://b%40example.org@127.0.0.1:1143/INBOX");
+
+        let u = ImapUrl::parse("imap://x@h/Bounces/Old%20ones?tls=starttls").expect("valid");
+        assert_eq!((u.port, u.tls, u.starttls), (143, true, true));
+        assert_eq!(u.mailbox, "Bounces/Old ones");
+        assert_eq!(
+            u.to_string(),
+            "imap://x@h:143/Bounces/Old%20ones?tls=starttls"
+        );
+
+        let u = ImapUrl::parse("imaps://x@[::1]:9993/").expect("valid");
+        assert_eq!((u.host.as_str(), u.port), ("::1", 9993));
+        assert_eq!(u.to_string(), "imaps://x@[::1]:9993/INBOX");
+    }
+
+    #[test]
+    fn rejects_bad_urls_clearly() {
+        let err = |s: &str| ImapUrl::parse(s).expect_err(s);
+        assert!(err("mail.example.org").contains("not an IMAP URL"));
+        assert!(err("pop3://u@h/INBOX").contains("unsupported scheme"));
+        assert!(err("imaps://mail.example.org/INBOX").contains("no user name"));
+        assert!(err("imaps://@mail.example.org/INBOX").contains("empty user name"));
+        assert!(err("imaps://u@/INBOX").contains("no host"));
+        assert!(err("imaps://u@h:99999/INBOX").contains("not a port number"));
+        assert!(err("imaps://u@h:0/INBOX").contains("not a port number"));
+        assert!(err("imaps://u@h/INBOX?tls=starttls").contains("goes with imap://"));
+        assert!(err("imap://u@h/INBOX?foo=1").contains("unknown IMAP URL parameter"));
+        let e = err("imaps://u:hunter2secret@h/INBOX");
+        assert!(e.contains("NOTIFY_IMAP_PASSWORD") && !e.contains("hunter2secret"));
+    }
+
+    #[test]
+    fn uid_sets_compress_ranges() {
+        assert_eq!(uid_sets(&[5, 1, 2, 3, 3, 0, 9, 10]), vec!["1:3,5,9:10"]);
+        assert!(uid_sets(&[]).is_empty());
+        assert_eq!(
+            uid_sets(&[u32::MAX, u32::MAX - 1]),
+            vec!["4294967294:4294967295"]
+        );
+        let many: Vec<u32> = (1..=1000).map(|i| i * 2).collect();
+        assert_eq!(uid_sets(&many).len(), 5);
+    }
+
+    #[test]
+    fn batches_respect_the_byte_budget() {
+        let items = [(1, 10), (2, 10), (3, 100), (4, 5)];
+        assert_eq!(
+            batches_by_size(&items, 25),
+            vec![vec![1, 2], vec![3], vec![4]]
+        );
+    }
+
+    #[test]
+    fn mailbox_names_use_modified_utf7() {
+        assert_eq!(encode_mailbox_name("INBOX"), "INBOX");
+        assert_eq!(encode_mailbox_name("A&B"), "A&-B");
+        assert_eq!(encode_mailbox_name("Entwürfe"), "Entw&APw-rfe");
+        assert_eq!(encode_mailbox_name("台北"), "&U,BTFw-");
+        assert_eq!(
+            encode_mailbox_name("~peter/mail/日本語"),
+            "~peter/mail/&ZeVnLIqe-"
+        );
+    }
+
+    #[test]
+    fn server_status_is_tidied() {
+        assert_eq!(
+            tidy_status(
+                r#"code: Some(AuthenticationFailed), info: Some("Authentication failed.")"#
+            ),
+            "[AuthenticationFailed] Authentication failed."
+        );
+        assert_eq!(
+            tidy_status(r#"code: None, info: Some("Mailbox doesn't exist: X")"#),
+            "Mailbox doesn't exist: X"
+        );
+        assert_eq!(
+            tidy_status(
+                r#"outcome: Outcome { code: None, information: Some("Mailbox doesn't exist: X") }"#
+            ),
+            "Mailbox doesn't exist: X"
+        );
+        assert_eq!(tidy_status("something else"), "something else");
+    }
+}

@@ -1,0 +1,356 @@
+//! The IMAP bounce-mailbox client (`src/intake/imap.rs`) against a real Dovecot started by the
+//! test (`tests/support/dovecot.rs`; needs `apt-get install -y dovecot-imapd`).
+//!
+//! Proves: messages come back byte for byte (modulo CRLF) without being marked `\Seen`;
+//! oversized messages are skipped and reported; `move_to` creates the folder and moves exactly
+//! the given messages; a wrong password, a missing mailbox, TLS against a plain port, STARTTLS
+//! on a server without it, and a closed port each give the matching error, never with the
+//! password in it; bad URLs are refused clearly.
+
+mod support;
+
+use notify::intake::imap::{ImapError, ImapMailbox, ImapUrl};
+use support::dovecot::Dovecot;
+
+const USER: &str = "bounces";
+const PASSWORD: &str = "s3cret-Bounce-Pa55";
+
+/// CRLF and LF line endings compare equal (Dovecot serves CRLF whatever is on disk).
+fn normalise(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'\r' && raw.get(i + 1) == Some(&b'\n') {
+            i += 1;
+            continue;
+        }
+        out.push(raw[i]);
+        i += 1;
+    }
+    out
+}
+
+fn fixture() -> Vec<u8> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/bounces/postfix_user_unknown.eml"
+    );
+    std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"))
+}
+
+fn ordinary() -> Vec<u8> {
+    b"From: Alice <alice@example.org>\r\n\
+      To: bounces@example.org\r\n\
+      Subject: Not a bounce\r\n\
+      Message-ID: <ordinary-1@example.org>\r\n\
+      Date: Mon, 4 Mar 2024 10:00:00 -0600\r\n\
+      \r\n\
+      Just a reply from a person.\r\n"
+        .to_vec()
+}
+
+fn big() -> Vec<u8> {
+    let mut m = b"From: bulk@example.org\nTo: bounces@example.org\nSubject: Big\n\n".to_vec();
+    for i in 0..4000 {
+        m.extend_from_slice(
+            format!("line {i:05} of a large message ........................\n").as_bytes(),
+        );
+    }
+    m
+}
+
+fn url(server: &Dovecot, mailbox: &str) -> ImapUrl {
+    ImapUrl::parse(&server.url(mailbox)).expect("the test URL parses")
+}
+
+/// `(uid, normalised body)` sorted by body, for order-independent comparison.
+fn by_body(messages: &[(u32, Vec<u8>)]) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = messages.iter().map(|(_, m)| normalise(m)).collect();
+    v.sort();
+    v
+}
+
+fn uid_of(messages: &[(u32, Vec<u8>)], wanted: &[u8]) -> u32 {
+    messages
+        .iter()
+        .find(|(_, m)| normalise(m) == normalise(wanted))
+        .map(|(uid, _)| *uid)
+        .expect("the message is in the mailbox")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_and_moves_messages_in_a_real_dovecot() {
+    let (bounce, plain, large) = (fixture(), ordinary(), big());
+    let server = Dovecot::start(
+        USER,
+        PASSWORD,
+        &[
+            ("1709564407.M1P1.test", &bounce),
+            ("1709564408.M2P1.test", &plain),
+            ("1709564409.M3P1.test", &large),
+        ],
+    );
+    let logs = || server.logs();
+
+    let mut mailbox = ImapMailbox::open(&url(&server, "INBOX"), PASSWORD)
+        .await
+        .unwrap_or_else(|e| panic!("open: {e}\n{}", logs()));
+
+    // A limit below the large message: it is skipped and reported, the others come back whole.
+    let limit = 100_000;
+    assert!(large.len() > limit && bounce.len() < limit);
+    let first = mailbox
+        .fetch_all(limit)
+        .await
+        .unwrap_or_else(|e| panic!("fetch_all: {e}\n{}", logs()));
+    let mut expected = vec![normalise(&bounce), normalise(&plain)];
+    expected.sort();
+    assert_eq!(by_body(&first), expected);
+    let oversized = mailbox.oversized().to_vec();
+    assert_eq!(oversized.len(), 1, "{oversized:?}");
+    assert!(oversized[0].1 >= large.len() as u64);
+    assert!(!first.iter().any(|(uid, _)| *uid == oversized[0].0));
+
+    // With room for everything, all three, in UID order.
+    let all = mailbox
+        .fetch_all(10 * 1024 * 1024)
+        .await
+        .expect("fetch_all");
+    assert_eq!(all.len(), 3);
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+    assert!(mailbox.oversized().is_empty());
+    assert_eq!(uid_of(&all, &large), oversized[0].0);
+
+    // Reading did not set \Seen: Maildir keeps flags after ":2," in file names under cur/.
+    for (name, _) in server.messages_on_disk(None) {
+        let flags = name.split_once(":2,").map(|(_, f)| f).unwrap_or("");
+        assert!(!flags.contains('S'), "{name} was marked \\Seen by reading");
+    }
+
+    // Move the bounce: "Processed" does not exist yet and is created.
+    let bounce_uid = uid_of(&all, &bounce);
+    mailbox
+        .move_to(&[bounce_uid], "Processed")
+        .await
+        .unwrap_or_else(|e| panic!("move_to: {e}\n{}", logs()));
+    let rest = mailbox
+        .fetch_all(10 * 1024 * 1024)
+        .await
+        .expect("fetch_all");
+    let mut expected = vec![normalise(&plain), normalise(&large)];
+    expected.sort();
+    assert_eq!(by_body(&rest), expected);
+    let processed = server.messages_on_disk(Some("Processed"));
+    assert_eq!(processed.len(), 1, "{processed:?}");
+    assert_eq!(normalise(&processed[0].1), normalise(&bounce));
+
+    // Into the now existing folder; an empty list is a no-op; a vanished UID is no error.
+    mailbox.move_to(&[], "Processed").await.expect("empty move");
+    let plain_uid = uid_of(&rest, &plain);
+    mailbox
+        .move_to(&[plain_uid, bounce_uid], "Processed")
+        .await
+        .expect("move into an existing folder");
+    let rest = mailbox
+        .fetch_all(10 * 1024 * 1024)
+        .await
+        .expect("fetch_all");
+    assert_eq!(by_body(&rest), vec![normalise(&large)]);
+    assert_eq!(server.messages_on_disk(Some("Processed")).len(), 2);
+
+    // Moving into the mailbox being read is refused.
+    let err = mailbox
+        .move_to(&[rest[0].0], "INBOX")
+        .await
+        .expect_err("moving into INBOX itself");
+    assert!(matches!(err, ImapError::Move { .. }), "{err:?}");
+
+    mailbox.logout().await.expect("logout");
+
+    // The moved messages can be read from the folder through IMAP too.
+    let mut processed = ImapMailbox::open(&url(&server, "Processed"), PASSWORD)
+        .await
+        .expect("open Processed");
+    let moved = processed
+        .fetch_all(1024 * 1024)
+        .await
+        .expect("fetch Processed");
+    eprintln!(
+        "DEBUG moved={} oversized={:?} disk={:?}",
+        moved.len(),
+        processed.oversized(),
+        server
+            .messages_on_disk(Some("Processed"))
+            .iter()
+            .map(|x| x.0.clone())
+            .collect::<Vec<_>>()
+    );
+    let mut expected = vec![normalise(&bounce), normalise(&plain)];
+    expected.sort();
+    assert_eq!(by_body(&moved), expected);
+    processed.logout().await.expect("logout");
+}
+
+/// Servers without MOVE: UID COPY + UID STORE \Deleted + UID EXPUNGE (with UIDPLUS) or EXPUNGE.
+#[tokio::test(flavor = "multi_thread")]
+async fn moves_without_the_move_capability() {
+    // Dovecot still understands MOVE; hiding it from CAPABILITY is what makes the client fall back.
+    const BASE: &str =
+        "IMAP4rev1 LITERAL+ SASL-IR LOGIN-REFERRALS ID ENABLE IDLE NAMESPACE UNSELECT";
+    for extra in ["UIDPLUS", ""] {
+        let (bounce, plain) = (fixture(), ordinary());
+        let server = Dovecot::start_with(
+            USER,
+            PASSWORD,
+            &[("1.M1P1.test", &bounce), ("2.M2P1.test", &plain)],
+            &format!("imap_capability = {BASE} {extra}"),
+        );
+        let mut mailbox = ImapMailbox::open(&url(&server, "INBOX"), PASSWORD)
+            .await
+            .unwrap_or_else(|e| panic!("open: {e}\n{}", server.logs()));
+        let debug = format!("{mailbox:?}");
+        assert!(debug.contains("has_move: false"), "{debug}");
+        assert!(
+            debug.contains(&format!("has_uidplus: {}", !extra.is_empty())),
+            "{debug}"
+        );
+        let all = mailbox.fetch_all(1024 * 1024).await.expect("fetch_all");
+        assert_eq!(all.len(), 2);
+        mailbox
+            .move_to(&[uid_of(&all, &bounce)], "Handled")
+            .await
+            .unwrap_or_else(|e| panic!("move_to without MOVE ({extra:?}): {e}\n{}", server.logs()));
+        let rest = mailbox.fetch_all(1024 * 1024).await.expect("fetch_all");
+        assert_eq!(
+            by_body(&rest),
+            vec![normalise(&plain)],
+            "capabilities {extra:?}"
+        );
+        let moved = server.messages_on_disk(Some("Handled"));
+        assert_eq!(moved.len(), 1, "capabilities {extra:?}");
+        assert_eq!(normalise(&moved[0].1), normalise(&bounce));
+        // Nothing left behind flagged \Deleted in INBOX.
+        assert_eq!(server.messages_on_disk(None).len(), 1);
+        mailbox.logout().await.expect("logout");
+    }
+}
+
+/// A server that fails a FETCH must give an error, not an empty (or short) mailbox.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_fetch_is_an_error_not_an_empty_mailbox() {
+    // A Maildir file name's ",S=" size that does not match the file makes Dovecot fail the
+    // FETCH with "BYE Internal error" and drop the connection.
+    let server = Dovecot::start(USER, PASSWORD, &[("1.M1P1.test,S=1", &ordinary())]);
+    let mut mailbox = ImapMailbox::open(&url(&server, "INBOX"), PASSWORD)
+        .await
+        .unwrap_or_else(|e| panic!("open: {e}\n{}", server.logs()));
+    let err = mailbox
+        .fetch_all(1024 * 1024)
+        .await
+        .expect_err("a FETCH the server failed");
+    assert!(matches!(err, ImapError::Fetch { .. }), "{err:?}");
+    assert!(err.to_string().contains("INBOX"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_say_what_failed_and_never_show_the_password() {
+    let server = Dovecot::start(USER, PASSWORD, &[]);
+
+    // Empty mailbox: nothing, and no error.
+    let mut empty = ImapMailbox::open(&url(&server, "INBOX"), PASSWORD)
+        .await
+        .unwrap_or_else(|e| panic!("open: {e}\n{}", server.logs()));
+    assert!(empty.fetch_all(1024).await.expect("fetch_all").is_empty());
+    empty.logout().await.expect("logout");
+
+    let wrong = "Wr0ng-Passw0rd-xyzzy";
+    let err = ImapMailbox::open(&url(&server, "INBOX"), wrong)
+        .await
+        .expect_err("a wrong password");
+    let text = format!("{err} {err:?}");
+    assert!(matches!(err, ImapError::Login { .. }), "{text}");
+    assert!(!text.contains(wrong), "the password leaked: {text}");
+    assert!(text.contains("bounces"), "{text}");
+    assert!(
+        text.to_lowercase().contains("authentication failed"),
+        "{text}"
+    );
+
+    let err = ImapMailbox::open(&url(&server, "NoSuchFolder"), PASSWORD)
+        .await
+        .expect_err("a missing mailbox");
+    assert!(matches!(err, ImapError::Select { .. }), "{err:?}");
+    assert!(err.to_string().contains("NoSuchFolder"), "{err}");
+    assert!(!err.to_string().contains("Outcome {"), "{err}");
+
+    // TLS spoken to a plain-text port fails in the TLS step.
+    let mut tls = url(&server, "INBOX");
+    tls.tls = true;
+    let err = ImapMailbox::open(&tls, PASSWORD)
+        .await
+        .expect_err("TLS to a plain port");
+    assert!(matches!(err, ImapError::Tls { .. }), "{err:?}");
+    assert!(err.to_string().contains("tls=starttls"), "{err}");
+
+    // STARTTLS on a server without it is refused, not silently skipped.
+    let starttls = ImapUrl::parse(&format!("{}?tls=starttls", server.url("INBOX"))).expect("url");
+    let err = ImapMailbox::open(&starttls, PASSWORD)
+        .await
+        .expect_err("STARTTLS on a server without TLS");
+    assert!(matches!(err, ImapError::Tls { .. }), "{err:?}");
+    assert!(err.to_string().contains("STARTTLS"), "{err}");
+    assert!(!format!("{err:?}").contains(PASSWORD));
+
+    // Nothing listening.
+    let closed = {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let err = ImapMailbox::open(
+        &ImapUrl::parse(&format!("imap://{USER}@127.0.0.1:{closed}/INBOX")).expect("url"),
+        PASSWORD,
+    )
+    .await
+    .expect_err("a closed port");
+    assert!(matches!(err, ImapError::Connect { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{closed}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_urls_are_refused_clearly() {
+    let cases = [
+        ("bounces@mail.example.org", "not an IMAP URL"),
+        (
+            "https://bounces@mail.example.org/INBOX",
+            "unsupported scheme",
+        ),
+        ("imaps://mail.example.org/INBOX", "no user name"),
+        ("imaps://bounces@/INBOX", "no host"),
+        (
+            "imaps://bounces@mail.example.org:imap/INBOX",
+            "not a port number",
+        ),
+        (
+            "imaps://bounces@mail.example.org/INBOX?tls=starttls",
+            "imap://",
+        ),
+        (
+            "imap://bounces@mail.example.org/INBOX?tls=yes",
+            "unknown IMAP URL parameter",
+        ),
+    ];
+    for (input, says) in cases {
+        let err = ImapUrl::parse(input).expect_err(input);
+        assert!(err.contains(says), "{input}: {err}");
+    }
+    let err = ImapUrl::parse("imaps://bounces:TopSecret99@mail.example.org/INBOX")
+        .expect_err("a password in the URL");
+    assert!(err.contains("NOTIFY_IMAP_PASSWORD"), "{err}");
+    assert!(!err.contains("TopSecret99"), "{err}");
+
+    let ok = ImapUrl::parse("imaps://bounces@mail.example.org").expect("valid");
+    assert_eq!(ok.to_string(), "imaps://bounces@mail.example.org:993/INBOX");
+}
