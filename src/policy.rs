@@ -75,14 +75,12 @@ impl Policy {
 pub fn suggested_action(kind: &str, reason: &str, status: Option<&str>) -> &'static str {
     let moved = status.is_some_and(|s| s == "5.1.6");
     match (kind, reason) {
-        _ if moved => "fix the address in Moped (the mailbox has moved)",
-        ("hard", "user-unknown") => {
-            "deactivate in Moped, or fix the address if the person is still with the City"
-        }
-        ("hard", "host-unknown") => "fix the address in Moped (the domain does not take mail)",
-        ("hard", "expired") => "check the address; deactivate in Moped if it is no longer used",
-        ("hard", _) => "check the address in Moped; deactivate if the person has left",
-        _ => "wait and retry; contact the person if it keeps happening",
+        _ if moved => "fix the address in Moped (mailbox moved)",
+        ("hard", "user-unknown") => "deactivate in Moped, or fix the address",
+        ("hard", "host-unknown") => "fix the address in Moped (no such domain)",
+        ("hard", "expired") => "check the address; deactivate if unused",
+        ("hard", _) => "check the address; deactivate if they left",
+        _ => "wait and retry; contact them if it persists",
     }
 }
 

@@ -112,9 +112,10 @@ pub fn table(rows: &[ReviewRow], unmatched: usize, width: usize) -> String {
             widths[i] = widths[i].max(v.chars().count());
         }
     }
-    // Shrink the widest free-text columns (action, name, email) until the table fits.
+    // Shrink the free-text columns (action, then name) until the table fits; the address is
+    // what the admin acts on, so it is never cut.
     let total = |w: &[usize]| w.iter().sum::<usize>() + 2 * (w.len() - 1);
-    for (col, min) in [(7usize, 24usize), (1, 14), (0, 24)] {
+    for (col, min) in [(7usize, 20usize), (1, 10)] {
         let over = total(&widths).saturating_sub(width);
         if over > 0 {
             widths[col] = widths[col].saturating_sub(over).max(min);

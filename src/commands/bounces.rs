@@ -397,10 +397,13 @@ async fn report(cfg: &Config, format: ReportFormat, since: Option<&str>) -> anyh
                 .write_all(review::html(&rows, unmatched, &generated).as_bytes());
         }
         ReportFormat::Table => {
+            // Fit the terminal; when piped, do not cut anything.
+            let term = console::Term::stdout();
             let width = std::env::var("COLUMNS")
                 .ok()
                 .and_then(|c| c.parse().ok())
-                .unwrap_or(120);
+                .or_else(|| term.is_term().then(|| term.size().1 as usize))
+                .unwrap_or(usize::MAX / 4);
             use std::io::Write as _;
             let _ = std::io::stdout()
                 .lock()

@@ -77,7 +77,8 @@ fn json_rows(out: &str) -> Vec<serde_json::Value> {
 }
 
 async fn import_attribute_flag_review_resolve(b: Backend) {
-    let env = Env::new(b).await;
+    let mut env = Env::new(b).await;
+    env.env("COLUMNS", "120");
     env.run(&["release-notes", "v3.12.0"]).await.ok();
     let a = "james.obrien@austintexas.gov";
     let bb = "priya.raman@austintexas.gov";
