@@ -218,7 +218,7 @@ pub fn html(rows: &[ReviewRow], unmatched: usize, generated: &str) -> String {
     for r in rows {
         body.push_str(&format!(
             "<tr class=\"{kind}\"><td><a href=\"mailto:{email}\">{email}</a></td><td>{name}</td><td>{id}</td><td>{wg}</td>\
-             <td><span class=\"tag\">{reason}</span> {kind}{status}</td><td class=\"n\">{n}</td><td>{first}</td><td>{last}</td>\
+             <td><span class=\"tag\">{reason}</span> {kind}{status}</td><td class=\"n\">{n}</td><td class=\"d\">{first}</td><td class=\"d\">{last}</td>\
              <td>{notices}</td><td class=\"diag\">{diag}</td><td><strong>{action}</strong>{gone}</td></tr>\n",
             kind = escape_html(&r.kind),
             email = escape_html(&r.email),
@@ -280,6 +280,7 @@ tr.hard td:first-child {{ border-left: 4px solid #b91c1c; }}
 tr.soft td:first-child {{ border-left: 4px solid #d97706; }}
 .tag {{ font-weight: bold; }}
 .n {{ text-align: right; }}
+.d {{ white-space: nowrap; }}
 .diag {{ font-family: Consolas, monospace; font-size: 12px; color: #4b5563; max-width: 420px; }}
 </style>
 </head>
