@@ -150,8 +150,15 @@ pub fn parse_with_limit(raw: &[u8], max_bytes: usize) -> Result<Report, TooLarge
 /// such inputs within seconds). A panic there must not take the caller down with one bad
 /// message, so it is caught here and the message is read as plain text instead. Nothing is
 /// shared with the parser but the input slice, so no state can be left half-updated.
+static PARSER: std::sync::LazyLock<MessageParser> = std::sync::LazyLock::new(|| {
+    MessageParser::new()
+        .with_mime_headers()
+        .header_text(mail_parser::HeaderName::Subject)
+        .header_id(mail_parser::HeaderName::MessageId)
+});
+
 fn parse_mime(raw: &[u8]) -> Option<Message<'_>> {
-    std::panic::catch_unwind(|| MessageParser::default().parse(raw))
+    std::panic::catch_unwind(|| PARSER.parse(raw))
         .ok()
         .flatten()
 }
@@ -293,7 +300,7 @@ impl Original {
             .iter()
             .position(|b| !b.is_ascii_whitespace())
             .unwrap_or(bytes.len());
-        match MessageParser::default().parse_headers(&bytes[start..]) {
+        match PARSER.parse_headers(&bytes[start..]) {
             Some(m) if !m.parts.is_empty() => Original::from_message(&m),
             _ => Original::default(),
         }
@@ -397,20 +404,7 @@ fn read_headers(message: &Message<'_>) -> Headers {
         .iter()
         .find_map(|name| first_address(name));
 
-    let mut own_addresses = Vec::new();
-    for name in [
-        "to",
-        "cc",
-        "delivered-to",
-        "x-original-to",
-        "from",
-        "sender",
-        "reply-to",
-    ] {
-        for value in raw_headers(message, name) {
-            own_addresses.extend(address::find_all(&value).into_iter().map(|f| f.address));
-        }
-    }
+    let own_addresses = Vec::new();
     let from_raw: String = raw_headers(message, "from").collect::<Vec<_>>().join(" ");
     let from_lower = from_raw.to_lowercase();
     let from_system = address::find_all(&from_raw)
@@ -451,8 +445,26 @@ fn read_headers(message: &Message<'_>) -> Headers {
     }
 }
 
+fn own_addresses(message: &Message<'_>) -> Vec<String> {
+    let mut own_addresses = Vec::new();
+    for name in [
+        "to",
+        "cc",
+        "delivered-to",
+        "x-original-to",
+        "from",
+        "sender",
+        "reply-to",
+    ] {
+        for value in raw_headers(message, name) {
+            own_addresses.extend(address::find_all(&value).into_iter().map(|f| f.address));
+        }
+    }
+    own_addresses
+}
+
 fn from_message(message: &Message<'_>) -> Report {
-    let headers = read_headers(message);
+    let mut headers = read_headers(message);
     let mut is_mdn = message.content_type().is_some_and(|ct| {
         ct.attribute("report-type")
             .is_some_and(|t| t.eq_ignore_ascii_case("disposition-notification"))
@@ -522,6 +534,7 @@ fn from_message(message: &Message<'_>) -> Report {
         String::new()
     };
     if read_prose {
+        headers.own_addresses = own_addresses(message);
         bounces = bounces_from_prose(&human, &headers, &original);
     }
     Report {
