@@ -334,3 +334,381 @@ fn start_blocking_serves_plain_tests() {
     server.stop_blocking();
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+fn lettre_transport(port: u16) -> lettre::AsyncSmtpTransport<lettre::Tokio1Executor> {
+    lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(port)
+        .build()
+}
+
+async fn lettre_send(
+    transport: &lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+    to: &str,
+    body: &str,
+) -> Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error> {
+    use lettre::AsyncTransport;
+    let envelope = lettre::address::Envelope::new(
+        Some("sender@example.org".parse().unwrap()),
+        vec![to.parse().unwrap()],
+    )
+    .unwrap();
+    // lettre terminates the data with "\r\n.\r\n" itself.
+    let email = format!("Subject: test\r\n\r\n{body}");
+    transport.send_raw(&envelope, email.as_bytes()).await
+}
+
+#[tokio::test]
+async fn temp_fail_command_answers_mail_rcpt_data_with_configured_replies() {
+    let server = SmtpServer::start(vec![
+        Rule::TempFailCommand {
+            command: "MAIL".into(),
+            reply: "451 4.3.0 Mail later".into(),
+            times: 1,
+        },
+        Rule::TempFailCommand {
+            command: "rcpt".into(),
+            reply: "452 4.3.1 Insufficient system storage".into(),
+            times: 1,
+        },
+        Rule::TempFailCommand {
+            command: "DATA".into(),
+            reply: "451 4.3.0 Data later".into(),
+            times: 1,
+        },
+        // Would reject the recipient, but the RCPT rule answers first.
+        Rule::TempFailRcpt {
+            address: "a@example.com".into(),
+            reply: "450 4.2.0 Greylisted".into(),
+            times: 1,
+        },
+    ])
+    .await;
+    let (mut c, _) = Client::connect(server.port()).await;
+    c.cmd("EHLO me").await;
+    // Protocol errors are answered normally and do not use up the budget.
+    assert_eq!(code(&c.cmd("MAIL FROM").await), "501");
+    assert_eq!(code(&c.cmd("DATA").await), "503");
+    assert_eq!(
+        c.cmd("MAIL FROM:<s@example.org>").await,
+        "451 4.3.0 Mail later"
+    );
+    // No transaction was started by the failed MAIL.
+    assert_eq!(code(&c.cmd("RCPT TO:<a@example.com>").await), "503");
+    assert_eq!(c.cmd("MAIL FROM:<s@example.org>").await, "250 2.1.0 Ok");
+    assert_eq!(
+        c.cmd("RCPT TO:<a@example.com>").await,
+        "452 4.3.1 Insufficient system storage"
+    );
+    assert_eq!(code(&c.cmd("DATA").await), "554", "recipient was not added");
+    assert_eq!(
+        c.cmd("RCPT TO:<a@example.com>").await,
+        "450 4.2.0 Greylisted"
+    );
+    assert_eq!(c.cmd("RCPT TO:<a@example.com>").await, "250 2.1.5 Ok");
+    assert_eq!(c.cmd("DATA").await, "451 4.3.0 Data later");
+    // The failed DATA reset the transaction.
+    assert_eq!(code(&c.cmd("DATA").await), "503");
+    assert_eq!(code(&c.cmd("MAIL FROM:<s2@example.org>").await), "250");
+    assert_eq!(code(&c.cmd("RCPT TO:<b@example.com>").await), "250");
+    assert_eq!(c.cmd("DATA").await, "354 End data with <CR><LF>.<CR><LF>");
+    c.send_raw(b"hello\r\n.\r\n").await;
+    assert_eq!(c.reply().await, "250 2.0.0 Ok: queued");
+    assert_eq!(c.cmd("QUIT").await, "221 2.0.0 Bye");
+
+    assert_eq!(
+        server.received(),
+        vec![Received {
+            mail_from: "s2@example.org".into(),
+            rcpt_to: vec!["b@example.com".into()],
+            data: b"hello\r\n".to_vec(),
+        }]
+    );
+    assert_eq!(server.accepted_count(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn temp_fail_command_421_closes_connection() {
+    let server = SmtpServer::start(vec![
+        Rule::TempFailCommand {
+            command: "MAIL".into(),
+            reply: "421 4.3.2 Try again in 1 seconds".into(),
+            times: 1,
+        },
+        Rule::TempFailCommand {
+            command: "DOT".into(),
+            reply: "421 4.3.2 Shutting down".into(),
+            times: 1,
+        },
+    ])
+    .await;
+    let (mut c, _) = Client::connect(server.port()).await;
+    c.cmd("EHLO me").await;
+    assert_eq!(
+        c.cmd("MAIL FROM:<s@example.org>").await,
+        "421 4.3.2 Try again in 1 seconds"
+    );
+    assert!(c.closed_by_server().await, "421 must close the connection");
+
+    let (mut c, _) = Client::connect(server.port()).await;
+    c.cmd("EHLO me").await;
+    assert_eq!(code(&c.cmd("MAIL FROM:<s@example.org>").await), "250");
+    assert_eq!(code(&c.cmd("RCPT TO:<r@example.com>").await), "250");
+    assert_eq!(code(&c.cmd("DATA").await), "354");
+    c.send_raw(b"lost\r\n.\r\n").await;
+    assert_eq!(c.reply().await, "421 4.3.2 Shutting down");
+    assert!(c.closed_by_server().await, "421 must close the connection");
+    assert_eq!(server.accepted_count(), 0);
+
+    // Budgets used up: the next message goes through.
+    let (mut c, _) = Client::connect(server.port()).await;
+    c.cmd("EHLO me").await;
+    assert_eq!(code(&c.cmd("MAIL FROM:<s@example.org>").await), "250");
+    assert_eq!(code(&c.cmd("RCPT TO:<r@example.com>").await), "250");
+    assert_eq!(code(&c.cmd("DATA").await), "354");
+    c.send_raw(b"kept\r\n.\r\n").await;
+    assert_eq!(code(&c.reply().await), "250");
+    assert_eq!(server.accepted_count(), 1);
+    assert_eq!(server.received()[0].data, b"kept\r\n");
+    assert_eq!(server.connections(), 3);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn temp_fail_dot_with_lettre_is_transient_and_not_recorded() {
+    let server = SmtpServer::start(vec![Rule::TempFailCommand {
+        command: "DOT".into(),
+        reply: "451 4.3.0 Queue busy".into(),
+        times: 2,
+    }])
+    .await;
+    let transport = lettre_transport(server.port());
+    for n in 0..2 {
+        let err = lettre_send(&transport, "r@example.com", &format!("try {n}"))
+            .await
+            .expect_err("DOT temp-failed");
+        assert!(err.is_transient(), "{err}");
+        assert_eq!(err.status().map(|c| c.to_string()), Some("451".into()));
+        assert!(err.to_string().contains("4.3.0 Queue busy"), "{err}");
+        assert_eq!(server.accepted_count(), 0);
+    }
+    let response = lettre_send(&transport, "r@example.com", "try 2")
+        .await
+        .expect("third attempt accepted");
+    assert_eq!(response.code().to_string(), "250");
+    let received = server.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].data_str(), "Subject: test\r\n\r\ntry 2\r\n");
+    assert_eq!(server.accepted_count(), 1);
+    drop(transport);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn drop_after_command_closes_without_answer_for_each_command() {
+    let server = SmtpServer::start(vec![
+        Rule::DropAfterCommand {
+            command: "MAIL".into(),
+            times: 1,
+        },
+        Rule::DropAfterCommand {
+            command: "RCPT".into(),
+            times: 1,
+        },
+        Rule::DropAfterCommand {
+            command: "DATA".into(),
+            times: 1,
+        },
+        Rule::DropAfterCommand {
+            command: "DOT".into(),
+            times: 1,
+        },
+    ])
+    .await;
+    let port = server.port();
+
+    let (mut c, _) = Client::connect(port).await;
+    c.cmd("EHLO me").await;
+    c.send_raw(b"MAIL FROM:<s@example.org>\r\n").await;
+    assert!(c.closed_by_server().await, "MAIL dropped");
+
+    let (mut c, _) = Client::connect(port).await;
+    c.cmd("EHLO me").await;
+    assert_eq!(code(&c.cmd("MAIL FROM:<s@example.org>").await), "250");
+    c.send_raw(b"RCPT TO:<r@example.com>\r\n").await;
+    assert!(c.closed_by_server().await, "RCPT dropped");
+
+    let (mut c, _) = Client::connect(port).await;
+    c.cmd("EHLO me").await;
+    assert_eq!(code(&c.cmd("MAIL FROM:<s@example.org>").await), "250");
+    assert_eq!(code(&c.cmd("RCPT TO:<r@example.com>").await), "250");
+    c.send_raw(b"DATA\r\n").await;
+    assert!(c.closed_by_server().await, "DATA dropped");
+
+    let (mut c, _) = Client::connect(port).await;
+    c.cmd("EHLO me").await;
+    assert_eq!(code(&c.cmd("MAIL FROM:<s@example.org>").await), "250");
+    assert_eq!(code(&c.cmd("RCPT TO:<r@example.com>").await), "250");
+    assert_eq!(code(&c.cmd("DATA").await), "354");
+    c.send_raw(b"dropped\r\n.\r\n").await;
+    assert!(c.closed_by_server().await, "final dot dropped");
+    assert_eq!(server.accepted_count(), 0);
+
+    let (mut c, _) = Client::connect(port).await;
+    c.cmd("EHLO me").await;
+    assert_eq!(code(&c.cmd("MAIL FROM:<s@example.org>").await), "250");
+    assert_eq!(code(&c.cmd("RCPT TO:<r@example.com>").await), "250");
+    assert_eq!(code(&c.cmd("DATA").await), "354");
+    c.send_raw(b"delivered\r\n.\r\n").await;
+    assert_eq!(c.reply().await, "250 2.0.0 Ok: queued");
+
+    let received = server.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].data, b"delivered\r\n");
+    assert_eq!(server.connections(), 5);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drop_after_dot_with_lettre_and_rule_order() {
+    // Same command in two rules: consulted in order, first with budget wins.
+    let server = SmtpServer::start(vec![
+        Rule::TempFailCommand {
+            command: "DOT".into(),
+            reply: "451 4.3.0 Busy".into(),
+            times: 1,
+        },
+        Rule::DropAfterCommand {
+            command: "DOT".into(),
+            times: 1,
+        },
+    ])
+    .await;
+    let transport = lettre_transport(server.port());
+    let err = lettre_send(&transport, "r@example.com", "one")
+        .await
+        .expect_err("first: temp fail");
+    assert_eq!(err.status().map(|c| c.to_string()), Some("451".into()));
+    let err = lettre_send(&transport, "r@example.com", "two")
+        .await
+        .expect_err("second: dropped");
+    assert!(err.status().is_none(), "no reply expected: {err}");
+    assert!(err.is_response(), "{err}");
+    assert!(err.to_string().contains("incomplete response"), "{err}");
+    assert_eq!(server.accepted_count(), 0);
+    lettre_send(&transport, "r@example.com", "three")
+        .await
+        .expect("third: accepted");
+    let received = server.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].data_str(), "Subject: test\r\n\r\nthree\r\n");
+    drop(transport);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delay_postpones_answer_to_final_dot() {
+    let server = SmtpServer::start(vec![Rule::Delay { millis: 400 }]).await;
+    let (mut c, _) = Client::connect(server.port()).await;
+    c.cmd("EHLO me").await;
+    // Other commands are answered at once.
+    let start = std::time::Instant::now();
+    assert_eq!(code(&c.cmd("MAIL FROM:<s@example.org>").await), "250");
+    assert_eq!(code(&c.cmd("RCPT TO:<r@example.com>").await), "250");
+    assert_eq!(code(&c.cmd("DATA").await), "354");
+    assert!(start.elapsed() < Duration::from_millis(300));
+    let start = std::time::Instant::now();
+    c.send_raw(b"slow\r\n.\r\n").await;
+    assert_eq!(c.reply().await, "250 2.0.0 Ok: queued");
+    assert!(start.elapsed() >= Duration::from_millis(400));
+    assert_eq!(server.accepted_count(), 1);
+
+    // A client that gives up during the delay: the message is still recorded.
+    assert_eq!(code(&c.cmd("MAIL FROM:<s@example.org>").await), "250");
+    assert_eq!(code(&c.cmd("RCPT TO:<r@example.com>").await), "250");
+    assert_eq!(code(&c.cmd("DATA").await), "354");
+    c.send_raw(b"abandoned\r\n.\r\n").await;
+    drop(c);
+    assert_eq!(server.accepted_count(), 1);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(server.accepted_count(), 2);
+
+    // lettre given up on (future dropped) during the delay: the message lands.
+    let transport = lettre_transport(server.port());
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(150),
+        lettre_send(&transport, "r@example.com", "timed out"),
+    )
+    .await;
+    assert!(gave_up.is_err(), "no answer within 150 ms");
+    assert_eq!(server.accepted_count(), 2);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let received = server.received();
+    assert_eq!(received.len(), 3);
+    assert_eq!(received[2].data_str(), "Subject: test\r\n\r\ntimed out\r\n");
+    drop(transport);
+    server.stop().await;
+}
+
+async fn deliver_concurrently(port: u16, clients: usize) {
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(clients));
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..clients {
+        let barrier = std::sync::Arc::clone(&barrier);
+        tasks.spawn(async move {
+            let (mut c, greeting) = Client::connect(port).await;
+            assert_eq!(code(&greeting), "220");
+            // All connections are open at the same time past this point.
+            barrier.wait().await;
+            c.cmd("EHLO me").await;
+            assert_eq!(code(&c.cmd("MAIL FROM:<s@example.org>").await), "250");
+            assert_eq!(
+                code(&c.cmd(&format!("RCPT TO:<r{n}@example.com>")).await),
+                "250"
+            );
+            assert_eq!(code(&c.cmd("DATA").await), "354");
+            c.send_raw(format!("message {n}\r\n.\r\n").as_bytes()).await;
+            assert_eq!(code(&c.reply().await), "250");
+            // Keep the connection open until everyone is done.
+            barrier.wait().await;
+            assert_eq!(code(&c.cmd("QUIT").await), "221");
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.expect("client task");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_64_concurrent_connections() {
+    const CLIENTS: usize = 64;
+    let server = SmtpServer::start(vec![Rule::Delay { millis: 50 }]).await;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        deliver_concurrently(server.port(), CLIENTS),
+    )
+    .await
+    .expect("all clients done");
+    assert_eq!(server.accepted_count(), CLIENTS);
+    assert_eq!(server.connections(), CLIENTS);
+    let mut recipients: Vec<String> = server
+        .received()
+        .into_iter()
+        .flat_map(|m| m.rcpt_to)
+        .collect();
+    recipients.sort();
+    recipients.dedup();
+    assert_eq!(recipients.len(), CLIENTS);
+    server.stop().await;
+
+    // The same with the private one-worker runtime.
+    let server = SmtpServer::start_blocking(vec![]);
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        deliver_concurrently(server.port(), CLIENTS),
+    )
+    .await
+    .expect("all clients done");
+    assert_eq!(server.accepted_count(), CLIENTS);
+    server.stop().await;
+}

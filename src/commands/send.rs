@@ -21,7 +21,7 @@ use crate::contacts::{self, Audience, Contact};
 use crate::intake::{Found, Incoming};
 use crate::mail::message::{new_message_id, Letterhead};
 use crate::mail::sender::{backoff, retry_after, RateLimiter};
-use crate::mail::transport::{safe_file_name, write_eml};
+use crate::mail::transport::{safe_file_name, write_eml, Session};
 use crate::mail::{self, verp, Delivery, Outgoing};
 use crate::notice::{contact_context, Notice};
 use crate::render::{Rendered, Templates};
@@ -187,8 +187,7 @@ pub async fn run(cfg: &Config, notice: Notice, args: SendArgs) -> anyhow::Result
         let target =
             mail::SmtpTarget::parse(url, cfg.smtp_user.as_deref(), cfg.smtp_password.as_deref())
                 .map_err(UsageError)?;
-        let transport = target.transport(cfg.concurrency).map_err(UsageError)?;
-        Some(Delivery::Smtp { target, transport })
+        Some(Delivery::Smtp { target })
     } else {
         Some(Delivery::Outbox {
             dir: cfg
@@ -242,8 +241,9 @@ async fn send_one_copy(
     match delivery {
         None => say!("dry run: rendered one copy for {addr}; nothing sent"),
         Some(d) => {
-            d.check().await?;
-            d.send(&out, &format!("copy-{addr}")).await?;
+            let mut session = Session::default();
+            d.send(&mut session, &out, &format!("copy-{addr}")).await?;
+            session.close().await;
             if d.is_outbox() {
                 say!("wrote one copy for {addr} to {}", d.describe());
             } else {
@@ -468,6 +468,13 @@ struct Worker {
 
 impl Worker {
     async fn run(self) -> anyhow::Result<()> {
+        let mut session = Session::default();
+        let result = self.work(&mut session).await;
+        session.close().await;
+        result
+    }
+
+    async fn work(&self, session: &mut Session) -> anyhow::Result<()> {
         let cfg = &self.job.cfg;
         loop {
             if self.stats.abort.load(Ordering::SeqCst) {
@@ -489,12 +496,12 @@ impl Worker {
             else {
                 return Ok(());
             };
-            self.one(claim).await?;
+            self.one(claim, session).await?;
             self.progress.inc(1);
         }
     }
 
-    async fn one(&self, claim: Claim) -> anyhow::Result<()> {
+    async fn one(&self, claim: Claim, session: &mut Session) -> anyhow::Result<()> {
         let cfg = &self.job.cfg;
         let message_id = match &claim.message_id {
             Some(m) => m.clone(),
@@ -522,7 +529,7 @@ impl Worker {
         let base = Duration::from_millis(cfg.retry_base_ms);
         let mut attempt = 1u32;
         loop {
-            match self.delivery.send(&out, &stem).await {
+            match self.delivery.send(session, &out, &stem).await {
                 Ok(()) => {
                     self.store
                         .mark_done(claim.send_id, self.delivery.is_outbox())

@@ -6,10 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::transport::smtp::PoolConfig;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 
 use super::Outgoing;
 
@@ -114,41 +113,92 @@ impl SmtpTarget {
         })
     }
 
-    /// A pooled transport that keeps up to `connections` connections open.
-    pub fn transport(
-        &self,
-        connections: usize,
-    ) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
-        type T = AsyncSmtpTransport<Tokio1Executor>;
+    /// Open one SMTP session: TCP with Nagle's algorithm off (lettre writes a message and its
+    /// final dot separately, which otherwise costs a delayed-ACK wait of ~40 ms per message),
+    /// the greeting and EHLO, TLS as the URL asks, and AUTH when there are credentials.
+    pub async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
+        let hello = ClientId::default();
+        let fail = |e: lettre::transport::smtp::Error| {
+            let mut err = SendError::from_lettre(&e);
+            err.kind = SendErrorKind::Connection;
+            err.message = format!("cannot reach the SMTP server at {self}: {}", err.message);
+            err
+        };
         let params = || {
-            TlsParameters::new(self.host.clone())
-                .map_err(|e| format!("TLS setup for {}: {e}", self.host))
+            TlsParameters::new(self.host.clone()).map_err(|e| SendError {
+                kind: SendErrorKind::Connection,
+                code: None,
+                message: format!("TLS setup for {}: {e}", self.host),
+            })
         };
-        let builder = match self.tls {
-            TlsMode::None => T::builder_dangerous(&self.host),
-            TlsMode::Opportunistic => {
-                T::builder_dangerous(&self.host).tls(Tls::Opportunistic(params()?))
+        let mut conn = if self.tls == TlsMode::Implicit {
+            // TLS from the first byte: lettre's own connector does the handshake.
+            AsyncSmtpConnection::connect_tokio1(
+                (self.host.as_str(), self.port),
+                Some(CONNECT_TIMEOUT),
+                &hello,
+                Some(params()?),
+                None,
+            )
+            .await
+            .map_err(fail)?
+        } else {
+            let tcp = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+            )
+            .await
+            .map_err(|_| SendError {
+                kind: SendErrorKind::Connection,
+                code: None,
+                message: format!("cannot reach the SMTP server at {self}: connection timed out"),
+            })?
+            .map_err(|e| SendError {
+                kind: SendErrorKind::Connection,
+                code: None,
+                message: format!("cannot reach the SMTP server at {self}: {e}"),
+            })?;
+            let _ = tcp.set_nodelay(true);
+            tokio::time::timeout(
+                COMMAND_TIMEOUT,
+                AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello),
+            )
+            .await
+            .map_err(|_| SendError {
+                kind: SendErrorKind::Connection,
+                code: None,
+                message: format!("the SMTP server at {self} sent no greeting"),
+            })?
+            .map_err(fail)?
+        };
+        match self.tls {
+            TlsMode::Required => conn.starttls(params()?, &hello).await.map_err(fail)?,
+            TlsMode::Opportunistic if conn.can_starttls() => {
+                conn.starttls(params()?, &hello).await.map_err(fail)?
             }
-            TlsMode::Required => T::builder_dangerous(&self.host).tls(Tls::Required(params()?)),
-            TlsMode::Implicit => T::builder_dangerous(&self.host).tls(Tls::Wrapper(params()?)),
-        };
-        let mut builder = builder
-            .port(self.port)
-            .timeout(Some(Duration::from_secs(30)))
-            .pool_config(
-                PoolConfig::new()
-                    .max_size(connections.max(1) as u32)
-                    .idle_timeout(Duration::from_secs(30)),
-            );
-        if let Some(user) = &self.user {
-            builder = builder.credentials(Credentials::new(
-                user.clone(),
-                self.password.clone().unwrap_or_default(),
-            ));
+            _ => {}
         }
-        Ok(builder.build())
+        if let Some(user) = &self.user {
+            let creds = Credentials::new(user.clone(), self.password.clone().unwrap_or_default());
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds)
+                .await
+                .map_err(|e| {
+                    let mut err = SendError::from_lettre(&e);
+                    err.message = format!(
+                        "the SMTP server at {self} refused the login: {}",
+                        err.message
+                    );
+                    err.kind = SendErrorKind::Connection;
+                    err
+                })?;
+        }
+        Ok(conn)
     }
 }
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest wait for any one reply, including the one after the message's final dot.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
@@ -239,13 +289,22 @@ impl SendError {
 
 /// Where messages go.
 pub enum Delivery {
-    Smtp {
-        target: SmtpTarget,
-        transport: AsyncSmtpTransport<Tokio1Executor>,
-    },
-    Outbox {
-        dir: PathBuf,
-    },
+    Smtp { target: SmtpTarget },
+    Outbox { dir: PathBuf },
+}
+
+/// One worker's open SMTP session, reused from message to message and reopened after any
+/// failure (lettre closes a session on every error).
+#[derive(Default)]
+pub struct Session(Option<AsyncSmtpConnection>);
+
+impl Session {
+    /// Say QUIT, politely, if a session is open.
+    pub async fn close(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), c.quit()).await;
+        }
+    }
 }
 
 impl Delivery {
@@ -257,44 +316,70 @@ impl Delivery {
     /// Where, for messages to the user.
     pub fn describe(&self) -> String {
         match self {
-            Delivery::Smtp { target, .. } => target.to_string(),
+            Delivery::Smtp { target } => target.to_string(),
             Delivery::Outbox { dir } => dir.display().to_string(),
         }
     }
 
-    /// Check that the server answers (SMTP) or the folder can be written (outbox).
+    /// Check that the server answers (SMTP: connect, EHLO, QUIT) or the folder can be written.
     pub async fn check(&self) -> Result<(), SendError> {
         match self {
-            Delivery::Smtp { target, transport } => match transport.test_connection().await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(SendError {
-                    kind: SendErrorKind::Connection,
-                    code: None,
-                    message: format!("the SMTP server at {target} did not answer NOOP"),
-                }),
-                Err(e) => {
-                    let mut err = SendError::from_lettre(&e);
-                    err.message =
-                        format!("cannot reach the SMTP server at {target}: {}", err.message);
-                    err.kind = SendErrorKind::Connection;
-                    Err(err)
-                }
-            },
+            Delivery::Smtp { target } => {
+                let mut conn = target.connect().await?;
+                let _ = tokio::time::timeout(Duration::from_secs(5), conn.quit()).await;
+                Ok(())
+            }
             Delivery::Outbox { dir } => std::fs::create_dir_all(dir).map_err(|e| {
                 SendError::local(format!("cannot create the outbox {}: {e}", dir.display()))
             }),
         }
     }
 
-    /// Deliver one message. For the outbox, `file_stem` names the file.
-    pub async fn send(&self, msg: &Outgoing, file_stem: &str) -> Result<(), SendError> {
-        match self {
-            Delivery::Smtp { transport, .. } => transport
-                .send_raw(&msg.envelope, &msg.bytes)
-                .await
-                .map(|_| ())
-                .map_err(|e| SendError::from_lettre(&e)),
-            Delivery::Outbox { dir } => write_eml(dir, file_stem, msg).map(|_| ()),
+    /// Deliver one message over `session` (opened if needed). For the outbox, `file_stem` names
+    /// the file. A session that went stale while idle is reopened once without counting as a
+    /// failed attempt.
+    pub async fn send(
+        &self,
+        session: &mut Session,
+        msg: &Outgoing,
+        file_stem: &str,
+    ) -> Result<(), SendError> {
+        let target = match self {
+            Delivery::Outbox { dir } => return write_eml(dir, file_stem, msg).map(|_| ()),
+            Delivery::Smtp { target } => target,
+        };
+        let reused = session.0.is_some();
+        match Self::send_once(target, session, msg).await {
+            Err(e) if reused && e.is_connection() => Self::send_once(target, session, msg).await,
+            other => other,
+        }
+    }
+
+    async fn send_once(
+        target: &SmtpTarget,
+        session: &mut Session,
+        msg: &Outgoing,
+    ) -> Result<(), SendError> {
+        let mut conn = match session.0.take() {
+            Some(c) if !c.has_broken() => c,
+            _ => target.connect().await?,
+        };
+        let sent =
+            tokio::time::timeout(COMMAND_TIMEOUT, conn.send(&msg.envelope, &msg.bytes)).await;
+        match sent {
+            Ok(Ok(_)) => {
+                session.0 = Some(conn);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(SendError::from_lettre(&e)),
+            Err(_) => Err(SendError {
+                kind: SendErrorKind::Connection,
+                code: None,
+                message: format!(
+                    "the SMTP server at {target} did not answer within {} s",
+                    COMMAND_TIMEOUT.as_secs()
+                ),
+            }),
         }
     }
 }

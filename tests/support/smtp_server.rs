@@ -7,6 +7,13 @@
 //! [`SmtpServer::received`]; the message is recorded *before* the `250` is
 //! written, so once the client has seen the reply the message is visible.
 //!
+//! Rules ([`Rule`]) make it misbehave in controlled ways: reject or
+//! temporarily fail recipients, answer a whole command (`MAIL`, `RCPT`,
+//! `DATA`, or the final dot) with a temporary failure or by closing the
+//! connection, delay the answer to the final dot, or die after some messages.
+//! Rule budgets (`times`) are counted across all connections of one server.
+//! It serves any number of concurrent connections (tested with 64).
+//!
 //! Two ways to start it:
 //!
 //! * [`SmtpServer::start`] (async) spawns the accept loop on the runtime of the
@@ -83,19 +90,73 @@ pub enum Rule {
     /// final dot (simulates a server that dies). Messages whose connection
     /// was dropped are NOT recorded as received.
     DieAfter { after: usize },
+    /// Answer the first `times` occurrences (across connections) of
+    /// `command` with this full reply line instead of the normal answer, e.g.
+    /// "451 4.3.0 Try again later". If the reply code is 421 the connection
+    /// is closed right after the reply, as real servers do.
+    ///
+    /// `command` (case-insensitive) is one of:
+    /// * `"MAIL"` — no transaction is started;
+    /// * `"RCPT"` — the recipient is not added (checked before
+    ///   [`Rule::RejectRcpt`] / [`Rule::TempFailRcpt`], whose budgets are
+    ///   then not used);
+    /// * `"DATA"` — instead of `354`; no message is read and the transaction
+    ///   is reset (the client starts again with MAIL);
+    /// * `"DOT"` — the reply after the final dot (after any [`Rule::Delay`]);
+    ///   the message is read in full but NOT recorded.
+    ///
+    /// Only commands that would otherwise succeed are counted: protocol
+    /// errors (501 syntax, 503 bad sequence, 554 DATA without recipients) are
+    /// answered as usual and do not use up the budget.
+    TempFailCommand {
+        command: String,
+        reply: String,
+        times: usize,
+    },
+    /// Close the TCP connection without answering the first `times`
+    /// occurrences (across connections) of `command` (same names and
+    /// counting as [`Rule::TempFailCommand`]). For `"DOT"` the whole message
+    /// is read first (and any [`Rule::Delay`] waited), then the connection is
+    /// closed and the message is NOT recorded.
+    ///
+    /// When several `TempFailCommand` / `DropAfterCommand` rules name the same
+    /// command, they are consulted in list order and the first one with
+    /// budget left handles the occurrence (so `[TempFail{times: 1},
+    /// DropAfter{times: 1}]` fails the first, drops the second, accepts the
+    /// rest).
+    DropAfterCommand { command: String, times: usize },
+    /// Wait this long after the final dot before answering it (every
+    /// message; several `Delay` rules add up). The server does not read from
+    /// the connection meanwhile, so a client that gives up and disconnects
+    /// during the delay does not stop the message from being recorded —
+    /// like a real slow server, which may deliver a message the client
+    /// believes failed.
+    Delay { millis: u64 },
+}
+
+/// What a [`Rule::TempFailCommand`] / [`Rule::DropAfterCommand`] dictates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CommandOverride {
+    /// Send this reply instead of the normal one; close afterwards if `close`.
+    Reply { reply: String, close: bool },
+    /// Close the connection without answering.
+    Drop,
 }
 
 #[derive(Default)]
 struct State {
     received: Vec<Received>,
     connections: usize,
-    /// Rule index -> number of temporary failures already handed out.
-    temp_failures: HashMap<usize, usize>,
+    /// Rule index -> how often the rule has fired (temp failures handed out,
+    /// connections dropped) for rules with a `times` budget.
+    fired: HashMap<usize, usize>,
 }
 
 struct Shared {
     rules: Vec<Rule>,
     die_after: Option<usize>,
+    /// Sum of all [`Rule::Delay`]s: wait before answering the final dot.
+    dot_delay: Duration,
     state: Mutex<State>,
 }
 
@@ -108,9 +169,17 @@ impl Shared {
                 _ => None,
             })
             .min();
+        let dot_delay = rules
+            .iter()
+            .filter_map(|r| match r {
+                Rule::Delay { millis } => Some(Duration::from_millis(*millis)),
+                _ => None,
+            })
+            .sum();
         Shared {
             rules,
             die_after,
+            dot_delay,
             state: Mutex::new(State::default()),
         }
     }
@@ -139,13 +208,50 @@ impl Shared {
                     reply,
                     times,
                 } if normalize_address(address) == wanted => {
-                    let given = state.temp_failures.entry(index).or_insert(0);
+                    let given = state.fired.entry(index).or_insert(0);
                     if *given < *times {
                         *given += 1;
                         return Some(reply.clone());
                     }
                 }
                 _ => {}
+            }
+        }
+        None
+    }
+
+    /// Consume one occurrence of `command` ("MAIL", "RCPT", "DATA", "DOT"):
+    /// the override the first command rule with budget left dictates, or
+    /// `None` to answer normally.
+    fn command_override(&self, command: &str) -> Option<CommandOverride> {
+        let mut state = self.lock();
+        self.command_override_locked(&mut state, command)
+    }
+
+    fn command_override_locked(&self, state: &mut State, command: &str) -> Option<CommandOverride> {
+        for (index, rule) in self.rules.iter().enumerate() {
+            let (action, times) = match rule {
+                Rule::TempFailCommand {
+                    command: name,
+                    reply,
+                    times,
+                } if name.trim().eq_ignore_ascii_case(command) => (
+                    CommandOverride::Reply {
+                        reply: reply.clone(),
+                        close: reply.trim_start().starts_with("421"),
+                    },
+                    *times,
+                ),
+                Rule::DropAfterCommand {
+                    command: name,
+                    times,
+                } if name.trim().eq_ignore_ascii_case(command) => (CommandOverride::Drop, *times),
+                _ => continue,
+            };
+            let fired = state.fired.entry(index).or_insert(0);
+            if *fired < times {
+                *fired += 1;
+                return Some(action);
             }
         }
         None
@@ -209,6 +315,12 @@ impl SmtpServer {
     /// Messages accepted with 250 after the final dot, in order.
     pub fn received(&self) -> Vec<Received> {
         self.shared.lock().received.clone()
+    }
+
+    /// Number of messages accepted so far; `received().len()` without
+    /// cloning the messages.
+    pub fn accepted_count(&self) -> usize {
+        self.shared.lock().received.len()
     }
 
     /// TCP connections accepted so far (including ones dropped by `DieAfter`).
@@ -313,6 +425,35 @@ async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// Inside [`serve_connection`]: end the session when
+/// [`apply_override`] closed the connection.
+macro_rules! return_if_closed {
+    ($keep_open:expr) => {
+        if !$keep_open {
+            return Ok(());
+        }
+    };
+}
+
+/// Carry out a command rule's override. `Ok(false)` when the connection has
+/// been closed (drop, or after a 421 reply) and the session must end.
+async fn apply_override<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    action: CommandOverride,
+) -> io::Result<bool> {
+    match action {
+        CommandOverride::Reply { reply: text, close } => {
+            reply(writer, &text).await?;
+            if close {
+                let _ = writer.shutdown().await;
+            }
+            Ok(!close)
+        }
+        // Returning drops the stream, which closes the connection.
+        CommandOverride::Drop => Ok(false),
+    }
+}
+
 #[derive(Default)]
 struct Transaction {
     mail_from: Option<String>,
@@ -347,8 +488,12 @@ async fn serve_connection(mut stream: TcpStream, shared: &Shared) -> io::Result<
                 if tx.mail_from.is_some() {
                     reply(&mut writer, "503 5.5.1 Error: nested MAIL command").await?;
                 } else if let Some(address) = parse_path(arg, "FROM:") {
-                    tx.mail_from = Some(address);
-                    reply(&mut writer, "250 2.1.0 Ok").await?;
+                    if let Some(action) = shared.command_override("MAIL") {
+                        return_if_closed!(apply_override(&mut writer, action).await?);
+                    } else {
+                        tx.mail_from = Some(address);
+                        reply(&mut writer, "250 2.1.0 Ok").await?;
+                    }
                 } else {
                     reply(&mut writer, "501 5.5.4 Syntax: MAIL FROM:<address>").await?;
                 }
@@ -357,6 +502,10 @@ async fn serve_connection(mut stream: TcpStream, shared: &Shared) -> io::Result<
                 if tx.mail_from.is_none() {
                     reply(&mut writer, "503 5.5.1 Error: need MAIL command").await?;
                 } else if let Some(address) = parse_path(arg, "TO:") {
+                    if let Some(action) = shared.command_override("RCPT") {
+                        return_if_closed!(apply_override(&mut writer, action).await?);
+                        continue;
+                    }
                     match shared.rcpt_override(&address) {
                         Some(custom) => reply(&mut writer, &custom).await?,
                         None => {
@@ -375,6 +524,9 @@ async fn serve_connection(mut stream: TcpStream, shared: &Shared) -> io::Result<
                     reply(&mut writer, "503 5.5.1 Error: need MAIL command").await?;
                 } else if tx.rcpt_to.is_empty() {
                     reply(&mut writer, "554 5.5.1 Error: no valid recipients").await?;
+                } else if let Some(action) = shared.command_override("DATA") {
+                    tx = Transaction::default();
+                    return_if_closed!(apply_override(&mut writer, action).await?);
                 } else {
                     reply(&mut writer, "354 End data with <CR><LF>.<CR><LF>").await?;
                     let Some(data) = read_data(&mut reader).await? else {
@@ -385,15 +537,28 @@ async fn serve_connection(mut stream: TcpStream, shared: &Shared) -> io::Result<
                         rcpt_to: std::mem::take(&mut tx.rcpt_to),
                         data,
                     };
-                    {
+                    if !shared.dot_delay.is_zero() {
+                        tokio::time::sleep(shared.dot_delay).await;
+                    }
+                    let action = {
                         let mut state = shared.lock();
                         if shared.is_dead(&state) {
                             // Die without answering; the message is lost.
                             return Ok(());
                         }
-                        state.received.push(message);
+                        let action = shared.command_override_locked(&mut state, "DOT");
+                        if action.is_none() {
+                            state.received.push(message);
+                        }
+                        action
+                    };
+                    match action {
+                        // Not recorded: the client was not told it was accepted.
+                        Some(action) => {
+                            return_if_closed!(apply_override(&mut writer, action).await?)
+                        }
+                        None => reply(&mut writer, "250 2.0.0 Ok: queued").await?,
                     }
-                    reply(&mut writer, "250 2.0.0 Ok: queued").await?;
                 }
             }
             "RSET" => {
