@@ -99,6 +99,14 @@ pub enum Command {
     /// Import and list the users group.
     #[command(subcommand)]
     Contacts(ContactsCommand),
+    /// Where a notice stands: sends by state, first and last send, deferred reasons, runs at
+    /// work. Without CAMPAIGN, every notice.
+    Status {
+        /// A campaign key such as release-notes/v3.12.0.
+        campaign: Option<String>,
+        #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
+        format: SummaryFormat,
+    },
     /// Read bounced mail, tie it to contacts and notices, and review the accounts to fix.
     #[command(subcommand)]
     Bounces(BouncesCommand),

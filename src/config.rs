@@ -328,7 +328,7 @@ impl Config {
             "lease_seconds",
             file.lease_seconds.map(|v| v as f64),
             None,
-            120.0,
+            30.0,
             1.0,
             86_400.0,
         )? as u64;

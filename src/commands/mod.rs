@@ -15,6 +15,7 @@ macro_rules! say {
 pub mod bounces;
 pub mod contacts;
 pub mod send;
+pub mod status;
 
 use std::process::ExitCode;
 
@@ -115,6 +116,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Contacts(cmd) => contacts::run(&cfg, cmd).await,
         Command::Bounces(cmd) => bounces::run(&cfg, cmd).await,
+        Command::Status { campaign, format } => {
+            status::run(&cfg, campaign.as_deref(), format).await
+        }
         Command::MaintenanceScheduled { start, end, send } => {
             let start = time("start", &start, false)?;
             let end = time("end", &end, false)?;

@@ -369,6 +369,20 @@ async fn deliver(
             std::process::id(),
             rand::random::<u32>()
         );
+        join_run(store, &campaign, &worker_id, cfg.lease_seconds).await?;
+        let heart = {
+            let (store, id) = (store.clone(), worker_id.clone());
+            let lease = chrono::Duration::seconds(cfg.lease_seconds as i64);
+            let every = Duration::from_secs((cfg.lease_seconds / 3).max(1));
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    if let Err(e) = store.heartbeat(&id, Utc::now() + lease).await {
+                        tracing::warn!(error = %e, "heartbeat failed");
+                    }
+                }
+            })
+        };
         let run_started = Utc::now();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..cfg.concurrency {
@@ -396,6 +410,8 @@ async fn deliver(
             }
         }
         progress.finish_and_clear();
+        heart.abort();
+        store.remove_worker(&worker_id).await?;
         if let Some(e) = first_error {
             return Err(e);
         }
@@ -630,6 +646,55 @@ fn progress_bar(len: u64) -> indicatif::ProgressBar {
         pb.set_style(style);
     }
     pb
+}
+
+/// Register this run on the campaign. Runs on this host whose process is gone (killed) and runs
+/// whose heartbeat stopped are forgotten first, so their in-flight sends are retaken at once. On
+/// SQLite only one run may send a campaign at a time; on PostgreSQL runs share the work.
+async fn join_run(
+    store: &Store,
+    campaign: &Campaign,
+    worker_id: &str,
+    lease_seconds: u64,
+) -> anyhow::Result<()> {
+    let host = hostname();
+    for w in store.workers(campaign).await? {
+        if w.host == host && !process_alive(w.pid) {
+            tracing::info!(run = %w.id, "forgetting a run whose process is gone");
+            store.remove_worker(&w.id).await?;
+        }
+    }
+    let alive_after = Utc::now() - chrono::Duration::seconds(lease_seconds as i64);
+    store.remove_stale_workers(alive_after).await?;
+    let exclusive = store.backend() == crate::store::Backend::Sqlite;
+    let pid = i64::from(std::process::id());
+    if store
+        .register_worker(worker_id, campaign, &host, pid, exclusive, alive_after)
+        .await?
+    {
+        return Ok(());
+    }
+    let others = store.workers(campaign).await?;
+    let who = others
+        .iter()
+        .map(|w| format!("pid {} on {} (started {})", w.pid, w.host, w.started_at))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(Incomplete(format!(
+        "another notify run is already sending {}: {who}. Wait for it to finish, or stop it and run the command again; nothing was sent by this run",
+        campaign.key
+    ))
+    .into())
+}
+
+/// Is process `pid` on this machine still running? Where that cannot be told, assume it is
+/// (the heartbeat then decides).
+fn process_alive(pid: i64) -> bool {
+    let proc_root = std::path::Path::new("/proc");
+    if !proc_root.join("self").exists() {
+        return true;
+    }
+    proc_root.join(pid.to_string()).exists()
 }
 
 fn hostname() -> String {

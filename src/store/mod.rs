@@ -12,7 +12,9 @@ use sqlx::{AnyPool, Executor, Row};
 use crate::contacts::{Audience, Contact, NON_LOGIN_ROLE};
 
 mod bounces;
+mod workers;
 pub use bounces::{AccountEvent, BounceRow, MatchedBy, NewBounce, SendRef};
+pub use workers::{CampaignStatus, WorkerRow};
 
 /// A database problem, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -384,9 +386,11 @@ impl Store {
         run_started: DateTime<Utc>,
     ) -> Result<Option<Claim>> {
         let now = now_text();
+        // A `sending` row is retaken when its lease ran out or its worker is gone (killed).
         let eligible =
             "(s.state = 'pending' OR (s.state IN ('deferred', $4) AND s.updated_at < $6) \
-             OR (s.state = 'sending' AND s.lease_until < $3))";
+             OR (s.state = 'sending' AND (s.lease_until < $3 \
+                 OR NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = s.lease_owner))))";
         let lock = match self.backend {
             Backend::Postgres => "FOR UPDATE OF s SKIP LOCKED",
             Backend::Sqlite => "",
@@ -398,7 +402,8 @@ impl Store {
                          WHERE s.campaign_id = $1 AND c.needs_update = 0 AND {aud} AND {eligible} \
                          ORDER BY s.id LIMIT 1 {lock}) \
                AND (state = 'pending' OR (state IN ('deferred', $4) AND updated_at < $6) \
-                    OR (state = 'sending' AND lease_until < $3)) \
+                    OR (state = 'sending' AND (lease_until < $3 \
+                        OR NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = sends.lease_owner)))) \
              RETURNING id, contact_id, message_id, attempts",
             aud = audience_sql(audience),
         );
