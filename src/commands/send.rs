@@ -50,6 +50,8 @@ pub struct Summary {
     pub failed: i64,
     /// Still to do: deferred after retries, or not reached.
     pub pending: i64,
+    /// Being sent right now by another run sharing the notice (PostgreSQL).
+    pub in_progress_elsewhere: i64,
 }
 
 /// Secret for VERP tokens, made once per database.
@@ -355,6 +357,9 @@ async fn deliver(
     };
 
     let mut unreachable: Option<String> = None;
+    // Deliveries by this run (other runs may be sharing the notice on PostgreSQL).
+    let mut delivered: i64 = 0;
+    let mut worker: Option<String> = None;
     if to_do > 0 {
         // Nothing is claimed until the server (or folder) answers.
         delivery.check().await?;
@@ -416,10 +421,10 @@ async fn deliver(
             return Err(e);
         }
         unreachable = stats.unreachable.lock().ok().and_then(|g| g.clone());
+        delivered = stats.delivered.load(Ordering::SeqCst) as i64;
+        worker = Some(worker_id);
     }
     let after = store.counts(&campaign, audience).await?;
-    let done_now = after.get(state::SENT) + if outbox { after.get(state::WRITTEN) } else { 0 };
-    let delivered = (done_now - already).max(0);
     if outbox {
         summary.written = delivered;
     } else {
@@ -433,6 +438,12 @@ async fn deliver(
         + after.get(state::SENDING)
         + if outbox { 0 } else { after.get(state::WRITTEN) };
     summary.recipients = after.by_state.values().sum::<i64>() + after.flagged;
+    if let Some(me) = &worker {
+        // Sharing the notice with other runs: what they hold is not left undone.
+        let (left, held) = store.remaining(&campaign, audience, me, !outbox).await?;
+        summary.pending = left;
+        summary.in_progress_elsewhere = held;
+    }
     print_summary(
         &summary,
         args.format,
@@ -740,6 +751,12 @@ fn print_summary(s: &Summary, format: SummaryFormat, verb: &str) -> anyhow::Resu
                 s.failed,
                 pending
             );
+            if s.in_progress_elsewhere > 0 {
+                say!(
+                    "{} more are being sent right now by another run",
+                    s.in_progress_elsewhere
+                );
+            }
         }
     }
     Ok(())

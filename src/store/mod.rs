@@ -386,11 +386,14 @@ impl Store {
         run_started: DateTime<Utc>,
     ) -> Result<Option<Claim>> {
         let now = now_text();
-        // A `sending` row is retaken when its lease ran out or its worker is gone (killed).
+        // A `sending` row is retaken when its lease ran out, or when its worker is gone (killed)
+        // and it was claimed before this run started. That last condition matters on
+        // PostgreSQL: a statement's snapshot may predate another run's registration, and then
+        // a row that run has just claimed would look orphaned.
         let eligible =
             "(s.state = 'pending' OR (s.state IN ('deferred', $4) AND s.updated_at < $6) \
-             OR (s.state = 'sending' AND (s.lease_until < $3 \
-                 OR NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = s.lease_owner))))";
+             OR (s.state = 'sending' AND (s.lease_until < $3 OR (s.updated_at < $6 \
+                 AND NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = s.lease_owner)))))";
         let lock = match self.backend {
             Backend::Postgres => "FOR UPDATE OF s SKIP LOCKED",
             Backend::Sqlite => "",
@@ -402,8 +405,8 @@ impl Store {
                          WHERE s.campaign_id = $1 AND c.needs_update = 0 AND {aud} AND {eligible} \
                          ORDER BY s.id LIMIT 1 {lock}) \
                AND (state = 'pending' OR (state IN ('deferred', $4) AND updated_at < $6) \
-                    OR (state = 'sending' AND (lease_until < $3 \
-                        OR NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = sends.lease_owner)))) \
+                    OR (state = 'sending' AND (lease_until < $3 OR (updated_at < $6 \
+                        AND NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = sends.lease_owner))))) \
              RETURNING id, contact_id, message_id, attempts",
             aud = audience_sql(audience),
         );

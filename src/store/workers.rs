@@ -134,6 +134,42 @@ impl Store {
         Ok(())
     }
 
+    /// In one consistent read: how many of the campaign's sends to `audience` are still to do
+    /// (pending, deferred, `written` when `deliver_written`, or held by no live run), and how
+    /// many other live runs hold right now. Flagged contacts are in neither.
+    pub async fn remaining(
+        &self,
+        campaign: &Campaign,
+        audience: crate::contacts::Audience,
+        me: &str,
+        deliver_written: bool,
+    ) -> Result<(i64, i64)> {
+        let sql = format!(
+            "SELECT \
+               COALESCE(SUM(CASE WHEN s.state = 'sending' AND s.lease_owner <> $2 \
+                   AND EXISTS (SELECT 1 FROM workers w WHERE w.id = s.lease_owner) THEN 1 ELSE 0 END), 0), \
+               COALESCE(SUM(CASE WHEN s.state IN ('pending', 'deferred', $3) OR (s.state = 'sending' AND (s.lease_owner = $2 \
+                   OR NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = s.lease_owner))) THEN 1 ELSE 0 END), 0) \
+             FROM sends s JOIN contacts c ON c.id = s.contact_id \
+             WHERE s.campaign_id = $1 AND c.needs_update = 0 AND {}",
+            super::audience_sql(audience)
+        );
+        let row = sqlx::query(&sql)
+            .bind(campaign.id)
+            .bind(me)
+            .bind(if deliver_written {
+                "written"
+            } else {
+                "pending"
+            })
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("counting what is left"))?;
+        let held: i64 = row.try_get(0).map_err(q("counting what is left"))?;
+        let left: i64 = row.try_get(1).map_err(q("counting what is left"))?;
+        Ok((left, held))
+    }
+
     /// Every campaign key, newest first.
     pub async fn campaign_keys(&self) -> Result<Vec<String>> {
         let rows = sqlx::query("SELECT key FROM campaigns ORDER BY created_at DESC, id DESC")

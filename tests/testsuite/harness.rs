@@ -332,3 +332,37 @@ impl Drop for SmtpSink {
         let _ = self.child.wait();
     }
 }
+
+/// A users group of `n` MUG members with generated names and addresses (`person00042@example.org`).
+pub fn generated_contacts(n: usize) -> String {
+    let mut csv = String::from("user_id,first_name,last_name,email,title,workgroup,roles,is_coa_staff,is_deleted,is_user_group_member,note,date_added,last_seen_date\n");
+    for i in 1..=n {
+        csv.push_str(&format!(
+            "{i},First{i},Last{i},person{i:05}@example.org,Planner,Signs & Markings,\"[\"\"moped-editor\"\"]\",false,false,true,,,\n"
+        ));
+    }
+    csv
+}
+
+impl Env {
+    /// Start `notify ARGS` without waiting (for tests that kill it).
+    pub fn spawn(&self, args: &[&str]) -> tokio::process::Child {
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("NOTIFY_CONFIG", Path::new(REPO).join("notify.toml"))
+            .env("NOTIFY_DATABASE_URL", &self.database_url)
+            .env("NOTIFY_CONTACTS", self.dir.path().join("contacts.csv"))
+            .env("NOTIFY_OUTBOX", self.outbox())
+            .env("NOTIFY_RETRY_BASE_MS", "20")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().expect("spawn notify")
+    }
+}

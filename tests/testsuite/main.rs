@@ -12,4 +12,5 @@ mod bounces;
 mod contacts;
 mod delivery;
 mod faults;
+mod load;
 mod rendering;
