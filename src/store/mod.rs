@@ -386,44 +386,59 @@ impl Store {
         run_started: DateTime<Utc>,
     ) -> Result<Option<Claim>> {
         let now = now_text();
-        // A `sending` row is retaken when its lease ran out, or when its worker is gone (killed)
-        // and it was claimed before this run started. That last condition matters on
-        // PostgreSQL: a statement's snapshot may predate another run's registration, and then
-        // a row that run has just claimed would look orphaned.
-        let eligible =
-            "(s.state = 'pending' OR (s.state IN ('deferred', $4) AND s.updated_at < $6) \
-             OR (s.state = 'sending' AND (s.lease_until < $3 OR (s.updated_at < $6 \
-                 AND NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = s.lease_owner)))))";
         let lock = match self.backend {
             Backend::Postgres => "FOR UPDATE OF s SKIP LOCKED",
             Backend::Sqlite => "",
         };
-        let sql = format!(
-            "UPDATE sends SET state = 'sending', lease_owner = $2, lease_until = $5, attempts = attempts + 1, updated_at = $3, \
-               email = (SELECT c2.email FROM contacts c2 WHERE c2.id = sends.contact_id) \
-             WHERE id = (SELECT s.id FROM sends s JOIN contacts c ON c.id = s.contact_id \
-                         WHERE s.campaign_id = $1 AND c.needs_update = 0 AND {aud} AND {eligible} \
-                         ORDER BY s.id LIMIT 1 {lock}) \
-               AND (state = 'pending' OR (state IN ('deferred', $4) AND updated_at < $6) \
-                    OR (state = 'sending' AND (lease_until < $3 OR (updated_at < $6 \
-                        AND NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = sends.lease_owner))))) \
-             RETURNING id, contact_id, message_id, attempts",
-            aud = audience_sql(audience),
-        );
-        let row = sqlx::query(&sql)
-            .bind(campaign.id)
-            .bind(worker)
-            .bind(&now)
-            .bind(if deliver_written {
-                state::WRITTEN
-            } else {
-                state::PENDING
-            })
-            .bind(ts(lease_until))
-            .bind(ts(run_started))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(q("claiming a send"))?;
+        // What may be claimed, tried in this order, each as its own statement so that the
+        // common case (the next pending row) is an index seek, not a scan past every row
+        // already sent. `$4` is `written` when an SMTP run also delivers what earlier runs
+        // wrote to the outbox. A `sending` row is retaken when its lease ran out, or when its
+        // run is gone (killed) and it was claimed before this run started; that last condition
+        // matters on PostgreSQL, where a statement's snapshot may predate another run's
+        // registration and a row that run has just claimed would look orphaned.
+        let kinds = [
+            |t: &str| format!("{t}.state = 'pending' AND $4 <> '' AND $6 <> ''"),
+            |t: &str| format!("{t}.state IN ('deferred', $4) AND {t}.updated_at < $6"),
+            |t: &str| {
+                format!(
+                    "{t}.state = 'sending' AND ({t}.lease_until < $3 OR ({t}.updated_at < $6 \
+                     AND NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = {t}.lease_owner)))"
+                )
+            },
+        ];
+        let mut row = None;
+        for eligible in kinds {
+            let sql = format!(
+                "UPDATE sends SET state = 'sending', lease_owner = $2, lease_until = $5, attempts = attempts + 1, updated_at = $3, \
+                   email = (SELECT c2.email FROM contacts c2 WHERE c2.id = sends.contact_id) \
+                 WHERE id = (SELECT s.id FROM sends s JOIN contacts c ON c.id = s.contact_id \
+                             WHERE s.campaign_id = $1 AND c.needs_update = 0 AND {aud} AND {inner} \
+                             ORDER BY s.id LIMIT 1 {lock}) \
+                   AND {outer} \
+                 RETURNING id, contact_id, message_id, attempts",
+                aud = audience_sql(audience),
+                inner = eligible("s"),
+                outer = eligible("sends"),
+            );
+            row = sqlx::query(&sql)
+                .bind(campaign.id)
+                .bind(worker)
+                .bind(&now)
+                .bind(if deliver_written {
+                    state::WRITTEN
+                } else {
+                    state::PENDING
+                })
+                .bind(ts(lease_until))
+                .bind(ts(run_started))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(q("claiming a send"))?;
+            if row.is_some() {
+                break;
+            }
+        }
         let Some(row) = row else { return Ok(None) };
         let send_id: i64 = row.try_get(0).map_err(q("claiming a send"))?;
         let contact_id: i64 = row.try_get(1).map_err(q("claiming a send"))?;
