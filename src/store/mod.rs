@@ -100,7 +100,8 @@ pub struct Campaign {
 pub struct Claim {
     pub send_id: i64,
     pub contact: StoredContact,
-    pub message_id: Option<String>,
+    /// With angle brackets.
+    pub message_id: String,
     /// Attempts including this one.
     pub attempts: i64,
 }
@@ -372,11 +373,14 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Claim the next send to deliver for `audience`: pending ones, ones deferred before this run
-    /// started (`run_started`: a run does not retake what it deferred itself), `written` ones when
-    /// `deliver_written` (an SMTP run after outbox runs), and ones whose worker's lease ran out.
-    /// The row becomes `sending` with a lease until `lease_until`.
-    pub async fn claim_next(
+    /// Claim up to `limit` sends to deliver for `audience`: pending ones, ones deferred before
+    /// this run started (`run_started`: a run does not retake what it deferred itself),
+    /// `written` ones when `deliver_written` (an SMTP run after outbox runs), and ones whose
+    /// run is gone. They become `sending`, owned by `worker` with a lease until `lease_until`,
+    /// and get a Message-ID under `id_domain` unless they have one (kept across retries and
+    /// reruns, so a message repeated after a crash carries the same id).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn claim_batch(
         &self,
         campaign: &Campaign,
         audience: Audience,
@@ -384,14 +388,19 @@ impl Store {
         lease_until: DateTime<Utc>,
         deliver_written: bool,
         run_started: DateTime<Utc>,
-    ) -> Result<Option<Claim>> {
+        id_domain: &str,
+        limit: usize,
+    ) -> Result<Vec<Claim>> {
         let now = now_text();
-        let lock = match self.backend {
-            Backend::Postgres => "FOR UPDATE OF s SKIP LOCKED",
-            Backend::Sqlite => "",
+        let (lock, random_id) = match self.backend {
+            Backend::Postgres => (
+                "FOR UPDATE OF s SKIP LOCKED",
+                "md5(random()::text || clock_timestamp()::text || id::text)",
+            ),
+            Backend::Sqlite => ("", "lower(hex(randomblob(16)))"),
         };
         // What may be claimed, tried in this order, each as its own statement so that the
-        // common case (the next pending row) is an index seek, not a scan past every row
+        // common case (the next pending rows) is an index seek, not a scan past every row
         // already sent. `$4` is `written` when an SMTP run also delivers what earlier runs
         // wrote to the outbox. A `sending` row is retaken when its lease ran out, or when its
         // run is gone (killed) and it was claimed before this run started; that last condition
@@ -407,21 +416,22 @@ impl Store {
                 )
             },
         ];
-        let mut row = None;
+        let mut rows = Vec::new();
         for eligible in kinds {
             let sql = format!(
                 "UPDATE sends SET state = 'sending', lease_owner = $2, lease_until = $5, attempts = attempts + 1, updated_at = $3, \
-                   email = (SELECT c2.email FROM contacts c2 WHERE c2.id = sends.contact_id) \
-                 WHERE id = (SELECT s.id FROM sends s JOIN contacts c ON c.id = s.contact_id \
+                   email = (SELECT c2.email FROM contacts c2 WHERE c2.id = sends.contact_id), \
+                   message_id = COALESCE(message_id, '<' || {random_id} || '.notify@' || $7 || '>') \
+                 WHERE id IN (SELECT s.id FROM sends s JOIN contacts c ON c.id = s.contact_id \
                              WHERE s.campaign_id = $1 AND c.needs_update = 0 AND {aud} AND {inner} \
-                             ORDER BY s.id LIMIT 1 {lock}) \
+                             ORDER BY s.id LIMIT $8 {lock}) \
                    AND {outer} \
                  RETURNING id, contact_id, message_id, attempts",
                 aud = audience_sql(audience),
                 inner = eligible("s"),
                 outer = eligible("sends"),
             );
-            row = sqlx::query(&sql)
+            rows = sqlx::query(&sql)
                 .bind(campaign.id)
                 .bind(worker)
                 .bind(&now)
@@ -432,42 +442,79 @@ impl Store {
                 })
                 .bind(ts(lease_until))
                 .bind(ts(run_started))
-                .fetch_optional(&self.pool)
+                .bind(id_domain)
+                .bind(limit.max(1) as i64)
+                .fetch_all(&self.pool)
                 .await
-                .map_err(q("claiming a send"))?;
-            if row.is_some() {
+                .map_err(q("claiming sends"))?;
+            if !rows.is_empty() {
                 break;
             }
         }
-        let Some(row) = row else { return Ok(None) };
-        let send_id: i64 = row.try_get(0).map_err(q("claiming a send"))?;
-        let contact_id: i64 = row.try_get(1).map_err(q("claiming a send"))?;
-        let message_id: Option<String> = row.try_get(2).map_err(q("claiming a send"))?;
-        let attempts: i64 = row.try_get(3).map_err(q("claiming a send"))?;
-        let crow = sqlx::query(&format!(
-            "SELECT {CONTACT_COLUMNS} FROM contacts c WHERE c.id = $1"
-        ))
-        .bind(contact_id)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(q("reading a claimed contact"))?;
-        Ok(Some(Claim {
-            send_id,
-            contact: contact_from_row(&crow).map_err(q("reading a claimed contact"))?,
-            message_id,
-            attempts,
-        }))
+        let mut claims = Vec::with_capacity(rows.len());
+        let mut contact_ids = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let send_id: i64 = row.try_get(0).map_err(q("claiming sends"))?;
+            let contact_id: i64 = row.try_get(1).map_err(q("claiming sends"))?;
+            let message_id: String = row.try_get(2).map_err(q("claiming sends"))?;
+            let attempts: i64 = row.try_get(3).map_err(q("claiming sends"))?;
+            contact_ids.push(contact_id);
+            claims.push((send_id, contact_id, message_id, attempts));
+        }
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=contact_ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {CONTACT_COLUMNS} FROM contacts c WHERE c.id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for id in &contact_ids {
+            query = query.bind(*id);
+        }
+        let contacts: HashMap<i64, StoredContact> = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("reading claimed contacts"))?
+            .iter()
+            .map(|r| contact_from_row(r).map(|c| (c.id, c)))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(q("reading claimed contacts"))?;
+        claims.sort_by_key(|c| c.0);
+        claims
+            .into_iter()
+            .map(|(send_id, contact_id, message_id, attempts)| {
+                let contact = contacts
+                    .get(&contact_id)
+                    .cloned()
+                    .ok_or(StoreError::Query {
+                        doing: "reading claimed contacts",
+                        source: sqlx::Error::RowNotFound,
+                    })?;
+                Ok(Claim {
+                    send_id,
+                    contact,
+                    message_id,
+                    attempts,
+                })
+            })
+            .collect()
     }
 
-    /// Remember the Message-ID chosen for a send (kept across retries and reruns).
-    pub async fn set_message_id(&self, send_id: i64, message_id: &str) -> Result<()> {
-        sqlx::query("UPDATE sends SET message_id = $1 WHERE id = $2")
-            .bind(message_id)
-            .bind(send_id)
-            .execute(&self.pool)
-            .await
-            .map_err(q("recording a Message-ID"))?;
-        Ok(())
+    /// Give back the sends `worker` claimed but did not get to (the run stopped early), so
+    /// that the next run takes them at once.
+    pub async fn release_claims(&self, worker: &str) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE sends SET state = CASE WHEN written_at IS NOT NULL THEN 'written' ELSE 'pending' END, \
+             lease_owner = NULL, lease_until = NULL, updated_at = $2 WHERE lease_owner = $1 AND state = 'sending'",
+        )
+        .bind(worker)
+        .bind(now_text())
+        .execute(&self.pool)
+        .await
+        .map_err(q("releasing claimed sends"))?;
+        Ok(done.rows_affected())
     }
 
     /// The server accepted the message (or it was written to the outbox when `written`).
