@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::contacts::{self, Audience, Contact};
 use crate::intake::{Found, Incoming};
 use crate::mail::message::{new_message_id, Letterhead};
-use crate::mail::sender::{backoff, retry_after, RateLimiter};
+use crate::mail::sender::{backoff, retry_after, GroupCommit, RateLimiter};
 use crate::mail::transport::{safe_file_name, write_eml, Session};
 use crate::mail::{self, verp, Delivery, Outgoing};
 use crate::notice::{contact_context, Notice};
@@ -392,6 +392,13 @@ async fn deliver(
             })
         };
         let run_started = Utc::now();
+        let recorder = {
+            let (store, written) = (store.clone(), delivery.is_outbox());
+            Arc::new(GroupCommit::start(move |ids| {
+                let store = store.clone();
+                async move { store.mark_done(&ids, written).await.map_err(|e| e.to_string()) }
+            }))
+        };
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..cfg.concurrency {
             let w = Worker {
@@ -405,6 +412,7 @@ async fn deliver(
                 secret: secret.clone(),
                 worker_id: worker_id.clone(),
                 run_started,
+                recorder: recorder.clone(),
                 progress: progress.clone(),
             };
             tasks.spawn(async move { w.run().await });
@@ -494,6 +502,7 @@ struct Worker {
     secret: Vec<u8>,
     worker_id: String,
     run_started: chrono::DateTime<Utc>,
+    recorder: Arc<GroupCommit>,
     progress: indicatif::ProgressBar,
 }
 
@@ -565,9 +574,10 @@ impl Worker {
         loop {
             match self.delivery.send(session, &out, &stem).await {
                 Ok(()) => {
-                    self.store
-                        .mark_done(claim.send_id, self.delivery.is_outbox())
-                        .await?;
+                    self.recorder
+                        .record(claim.send_id)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("recording the delivery to {}: {e}", c.email))?;
                     self.stats.delivered.fetch_add(1, Ordering::SeqCst);
                     return Ok(());
                 }

@@ -43,6 +43,56 @@ impl RateLimiter {
     }
 }
 
+/// Records deliveries in groups: every worker hands over the send it just delivered and waits
+/// until it is committed before it sends again, so at most one delivered-but-unrecorded message
+/// per worker can exist (the crash-safety bound), while concurrent workers share one database
+/// write. The store call is given as a function so that this module stays free of SQL.
+pub struct GroupCommit {
+    tx: tokio::sync::mpsc::Sender<(i64, tokio::sync::oneshot::Sender<Result<(), String>>)>,
+}
+
+impl GroupCommit {
+    /// Start the committer; `commit` records a group of send ids.
+    pub fn start<F, Fut>(commit: F) -> GroupCommit
+    where
+        F: Fn(Vec<i64>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send,
+    {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(
+            i64,
+            tokio::sync::oneshot::Sender<Result<(), String>>,
+        )>(1024);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut group = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    group.push(more);
+                    if group.len() >= 512 {
+                        break;
+                    }
+                }
+                let ids = group.iter().map(|(id, _)| *id).collect();
+                let result = commit(ids).await;
+                for (_, reply) in group {
+                    let _ = reply.send(result.clone());
+                }
+            }
+        });
+        GroupCommit { tx }
+    }
+
+    /// Record `send_id` and wait until it is committed.
+    pub async fn record(&self, send_id: i64) -> Result<(), String> {
+        let (reply, done) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((send_id, reply))
+            .await
+            .map_err(|_| "the delivery recorder stopped".to_string())?;
+        done.await
+            .map_err(|_| "the delivery recorder stopped".to_string())?
+    }
+}
+
 /// How long to wait before attempt `attempt` (1-based count of attempts already made):
 /// `base * 2^(attempt-1)`, with up to 25% jitter, at least what the server asked for, capped at
 /// five minutes.

@@ -517,19 +517,26 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// The server accepted the message (or it was written to the outbox when `written`).
-    pub async fn mark_done(&self, send_id: i64, written: bool) -> Result<()> {
+    /// The server accepted these messages (or they were written to the outbox when
+    /// `written`): one statement for all of them.
+    pub async fn mark_done(&self, send_ids: &[i64], written: bool) -> Result<()> {
+        if send_ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = (0..send_ids.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = if written {
-            "UPDATE sends SET state = 'written', written_at = $1, updated_at = $1, last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE id = $2"
+            format!("UPDATE sends SET state = 'written', written_at = $1, updated_at = $1, last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE id IN ({})", ids.join(", "))
         } else {
-            "UPDATE sends SET state = 'sent', sent_at = $1, updated_at = $1, last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE id = $2"
+            format!("UPDATE sends SET state = 'sent', sent_at = $1, updated_at = $1, last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE id IN ({})", ids.join(", "))
         };
-        sqlx::query(sql)
-            .bind(now_text())
-            .bind(send_id)
+        let mut query = sqlx::query(&sql).bind(now_text());
+        for id in send_ids {
+            query = query.bind(*id);
+        }
+        query
             .execute(&self.pool)
             .await
-            .map_err(q("recording a delivery"))?;
+            .map_err(q("recording deliveries"))?;
         Ok(())
     }
 
