@@ -10,7 +10,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 /// One person, as in a `moped_users` row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Contact {
     pub user_id: i64,
     pub first_name: String,
@@ -151,116 +151,193 @@ pub const REQUIRED_COLUMNS: &[&str] = &[
 
 /// Read and check a contacts CSV file.
 pub fn read_file(path: &Path) -> Result<Vec<Contact>, ContactsError> {
-    let bytes = std::fs::read(path).map_err(|source| ContactsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_bytes(path)?;
     parse(&bytes).map_err(|errors| ContactsError::Invalid {
         path: path.to_path_buf(),
         errors,
     })
 }
 
+/// The bytes of a contacts file.
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>, ContactsError> {
+    std::fs::read(path).map_err(|source| ContactsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Check a whole contacts file without keeping the contacts: how many there are and the first
+/// one, or every problem with its line. Memory stays small for a large export; the contacts
+/// themselves are then streamed with [`ContactRows`].
+pub fn validate(path: &Path, bytes: &[u8]) -> Result<(usize, Option<Contact>), ContactsError> {
+    let invalid = |errors| ContactsError::Invalid {
+        path: path.to_path_buf(),
+        errors,
+    };
+    let rows = ContactRows::new(bytes).map_err(|e| invalid(vec![e]))?;
+    let mut errors = Vec::new();
+    let (mut count, mut first) = (0, None);
+    for row in rows {
+        match row {
+            Ok(c) => {
+                count += 1;
+                first.get_or_insert(c);
+            }
+            Err(e) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok((count, first))
+    } else {
+        Err(invalid(errors))
+    }
+}
+
+/// The contacts of bytes that [`validate`] accepted, one at a time.
+pub fn valid_rows(bytes: &[u8]) -> impl Iterator<Item = Contact> + '_ {
+    ContactRows::new(bytes)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+}
+
 /// Parse CSV bytes into contacts, or every problem found with its line number.
 pub fn parse(bytes: &[u8]) -> Result<Vec<Contact>, Vec<RowError>> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(false)
-        .from_reader(bytes);
-    let mut errors = Vec::new();
-
-    let headers = match reader.headers() {
-        Ok(h) => h.clone(),
-        Err(e) => {
-            return Err(vec![RowError {
-                line: 1,
-                message: format!("cannot read the header row: {}", csv_message(&e)),
-            }])
-        }
-    };
-    let index: HashMap<String, usize> = headers
-        .iter()
-        .enumerate()
-        .map(|(i, h)| (h.trim().to_ascii_lowercase(), i))
-        .collect();
-    let missing: Vec<&str> = REQUIRED_COLUMNS
-        .iter()
-        .copied()
-        .filter(|c| !index.contains_key(*c))
-        .collect();
-    if !missing.is_empty() {
-        return Err(vec![RowError {
-            line: 1,
-            message: format!(
-                "missing column{} {} (the header must include {})",
-                if missing.len() == 1 { "" } else { "s" },
-                missing.join(", "),
-                REQUIRED_COLUMNS.join(", ")
-            ),
-        }]);
-    }
-
+    let rows = ContactRows::new(bytes).map_err(|e| vec![e])?;
     let mut contacts = Vec::new();
-    let mut seen_email: HashMap<String, u64> = HashMap::new();
-    let mut seen_id: HashMap<i64, u64> = HashMap::new();
-    let mut record = csv::StringRecord::new();
-    loop {
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
-                errors.push(RowError {
-                    line,
-                    message: csv_message(&e),
-                });
-                // After a structural error the reader's position is unreliable: stop here.
-                if !matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. }) {
-                    break;
-                }
-                continue;
-            }
-        }
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
-        if record.iter().all(|f| f.trim().is_empty()) {
-            continue;
-        }
-        match parse_row(&Row {
-            record: &record,
-            index: &index,
-        }) {
-            Ok(c) => {
-                if let Some(first) = seen_email.get(&c.email) {
-                    errors.push(RowError {
-                        line,
-                        message: format!("duplicate address {} (already on line {first})", c.email),
-                    });
-                } else if let Some(first) = seen_id.get(&c.user_id) {
-                    errors.push(RowError {
-                        line,
-                        message: format!(
-                            "duplicate user_id {} (already on line {first})",
-                            c.user_id
-                        ),
-                    });
-                } else {
-                    seen_email.insert(c.email.clone(), line);
-                    seen_id.insert(c.user_id, line);
-                    contacts.push(c);
-                }
-            }
-            Err(messages) => errors.extend(
-                messages
-                    .into_iter()
-                    .map(|message| RowError { line, message }),
-            ),
+    let mut errors = Vec::new();
+    for row in rows {
+        match row {
+            Ok(c) => contacts.push(c),
+            Err(e) => errors.extend(e),
         }
     }
     if errors.is_empty() {
         Ok(contacts)
     } else {
         Err(errors)
+    }
+}
+
+/// The rows of a contacts CSV one at a time: a contact, or the problems of that row (with its
+/// line). Duplicate addresses and user_ids are caught across the whole file.
+pub struct ContactRows<'a> {
+    reader: csv::Reader<&'a [u8]>,
+    index: HashMap<String, usize>,
+    seen_email: HashMap<String, u64>,
+    seen_id: HashMap<i64, u64>,
+    record: csv::StringRecord,
+    done: bool,
+}
+
+impl<'a> ContactRows<'a> {
+    /// Read the header row; a missing required column is an error on line 1.
+    pub fn new(bytes: &'a [u8]) -> Result<ContactRows<'a>, RowError> {
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(false)
+            .from_reader(bytes);
+        let headers = reader.headers().map_err(|e| RowError {
+            line: 1,
+            message: format!("cannot read the header row: {}", csv_message(&e)),
+        })?;
+        let index: HashMap<String, usize> = headers
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.trim().to_ascii_lowercase(), i))
+            .collect();
+        let missing: Vec<&str> = REQUIRED_COLUMNS
+            .iter()
+            .copied()
+            .filter(|c| !index.contains_key(*c))
+            .collect();
+        if !missing.is_empty() {
+            return Err(RowError {
+                line: 1,
+                message: format!(
+                    "missing column{} {} (the header must include {})",
+                    if missing.len() == 1 { "" } else { "s" },
+                    missing.join(", "),
+                    REQUIRED_COLUMNS.join(", ")
+                ),
+            });
+        }
+        Ok(ContactRows {
+            reader,
+            index,
+            seen_email: HashMap::new(),
+            seen_id: HashMap::new(),
+            record: csv::StringRecord::new(),
+            done: false,
+        })
+    }
+}
+
+impl Iterator for ContactRows<'_> {
+    type Item = Result<Contact, Vec<RowError>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.done {
+                return None;
+            }
+            match self.reader.read_record(&mut self.record) {
+                Ok(false) => {
+                    self.done = true;
+                    return None;
+                }
+                Ok(true) => {}
+                Err(e) => {
+                    let line = e.position().map(|p| p.line()).unwrap_or(0);
+                    // After a structural error the reader's position is unreliable: stop.
+                    if !matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. }) {
+                        self.done = true;
+                    }
+                    return Some(Err(vec![RowError {
+                        line,
+                        message: csv_message(&e),
+                    }]));
+                }
+            }
+            let line = self.record.position().map(|p| p.line()).unwrap_or(0);
+            if self.record.iter().all(|f| f.trim().is_empty()) {
+                continue;
+            }
+            let parsed = parse_row(&Row {
+                record: &self.record,
+                index: &self.index,
+            });
+            return Some(match parsed {
+                Ok(c) => {
+                    if let Some(first) = self.seen_email.get(&c.email) {
+                        Err(vec![RowError {
+                            line,
+                            message: format!(
+                                "duplicate address {} (already on line {first})",
+                                c.email
+                            ),
+                        }])
+                    } else if let Some(first) = self.seen_id.get(&c.user_id) {
+                        Err(vec![RowError {
+                            line,
+                            message: format!(
+                                "duplicate user_id {} (already on line {first})",
+                                c.user_id
+                            ),
+                        }])
+                    } else {
+                        self.seen_email.insert(c.email.clone(), line);
+                        self.seen_id.insert(c.user_id, line);
+                        Ok(c)
+                    }
+                }
+                Err(messages) => Err(messages
+                    .into_iter()
+                    .map(|message| RowError { line, message })
+                    .collect()),
+            });
+        }
     }
 }
 

@@ -11,16 +11,17 @@ pub async fn run(cfg: &Config, cmd: ContactsCommand) -> anyhow::Result<()> {
     match cmd {
         ContactsCommand::Import { file, format } => {
             // Validate the whole file before touching the database.
-            let list = contacts::read_file(&file)?;
+            let bytes = contacts::read_bytes(&file)?;
+            let (count, _) = contacts::validate(&file, &bytes)?;
             let store = Store::open(&cfg.database_url).await?;
-            let report = store.sync_contacts(&list).await?;
+            let report = store.sync_contacts(contacts::valid_rows(&bytes)).await?;
             store.close().await;
             match format {
                 SummaryFormat::Json => say!("{}", serde_json::to_string(&report)?),
                 SummaryFormat::Text => say!(
                     "{}: {} contacts; {} added, {} updated, {} unchanged, {} marked inactive (missing from the file)",
                     file.display(),
-                    list.len(),
+                    count,
                     report.added,
                     report.updated,
                     report.unchanged,

@@ -143,9 +143,10 @@ fn probe_contact() -> Contact {
 pub async fn run(cfg: &Config, notice: Notice, args: SendArgs) -> anyhow::Result<()> {
     // 1. Everything that can be wrong with the input is checked before the database is touched.
     let templates = Templates::load(&cfg.templates, notice.template())?;
-    let contacts_list = contacts::read_file(&cfg.contacts)?;
+    let contacts_bytes = contacts::read_bytes(&cfg.contacts)?;
+    let (_, first_contact) = contacts::validate(&cfg.contacts, &contacts_bytes)?;
     let shared = notice.context(cfg);
-    let probe = contacts_list.first().cloned().unwrap_or_else(probe_contact);
+    let probe = first_contact.unwrap_or_else(probe_contact);
     let probe_render = templates.render(&contact_context(&shared, &probe))?;
     let from: Mailbox = cfg
         .from
@@ -184,7 +185,10 @@ pub async fn run(cfg: &Config, notice: Notice, args: SendArgs) -> anyhow::Result
 
     // 2. The database: contacts mirror the CSV.
     let store = Store::open(&cfg.database_url).await?;
-    store.sync_contacts(&contacts_list).await?;
+    store
+        .sync_contacts(contacts::valid_rows(&contacts_bytes))
+        .await?;
+    drop(contacts_bytes);
 
     let delivery = if args.dry_run {
         None
@@ -396,7 +400,12 @@ async fn deliver(
             let (store, written) = (store.clone(), delivery.is_outbox());
             Arc::new(GroupCommit::start(move |ids| {
                 let store = store.clone();
-                async move { store.mark_done(&ids, written).await.map_err(|e| e.to_string()) }
+                async move {
+                    store
+                        .mark_done(&ids, written)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
             }))
         };
         let mut tasks = tokio::task::JoinSet::new();
@@ -574,10 +583,9 @@ impl Worker {
         loop {
             match self.delivery.send(session, &out, &stem).await {
                 Ok(()) => {
-                    self.recorder
-                        .record(claim.send_id)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("recording the delivery to {}: {e}", c.email))?;
+                    self.recorder.record(claim.send_id).await.map_err(|e| {
+                        anyhow::anyhow!("recording the delivery to {}: {e}", c.email)
+                    })?;
                     self.stats.delivered.fetch_add(1, Ordering::SeqCst);
                     return Ok(());
                 }

@@ -208,30 +208,47 @@ impl Store {
 
     /// Make the stored contacts match `contacts` (keyed by `user_id`): add new ones, update changed
     /// ones, mark missing ones inactive. One transaction: all or nothing.
-    pub async fn sync_contacts(&self, contacts: &[Contact]) -> Result<SyncReport> {
+    pub async fn sync_contacts(
+        &self,
+        contacts: impl IntoIterator<Item = Contact>,
+    ) -> Result<SyncReport> {
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(q("starting the contacts sync"))?;
+        // Only a fingerprint of each stored contact is kept, so a large export syncs in little
+        // memory; the contacts themselves stream past.
         let existing = sqlx::query(&format!("SELECT {CONTACT_COLUMNS} FROM contacts c"))
             .fetch_all(&mut *tx)
             .await
             .map_err(q("reading contacts"))?;
-        let mut by_user: HashMap<i64, StoredContact> = HashMap::new();
+        let mut by_user: HashMap<i64, Known> = HashMap::with_capacity(existing.len());
         for row in &existing {
             let c = contact_from_row(row).map_err(q("reading contacts"))?;
-            by_user.insert(c.contact.user_id, c);
+            by_user.insert(
+                c.contact.user_id,
+                Known {
+                    id: c.id,
+                    fingerprint: fingerprint(&c.contact),
+                    email: c.contact.email,
+                    in_export: c.in_export,
+                },
+            );
         }
+        drop(existing);
         let now = now_text();
         let mut report = SyncReport::default();
         for c in contacts {
+            let c = &c;
             let roles = serde_json::to_string(&c.roles).unwrap_or_else(|_| "[]".into());
             match by_user.remove(&c.user_id) {
-                Some(old) if old.contact == *c && old.in_export => report.unchanged += 1,
+                Some(old) if old.fingerprint == fingerprint(c) && old.in_export => {
+                    report.unchanged += 1
+                }
                 Some(old) => {
                     // A new address lifts a bounce flag: the admin fixed the account.
-                    let lift = old.contact.email != c.email;
+                    let lift = old.email != c.email;
                     bind_contact(
                         sqlx::query(
                             "UPDATE contacts SET user_id=$1, email=$2, first_name=$3, last_name=$4, title=$5, workgroup=$6, roles=$7, is_coa_staff=$8, is_deleted=$9, is_user_group_member=$10, note=$11, date_added=$12, last_seen_date=$13, in_export=1, needs_update=CASE WHEN $14 = 1 THEN 0 ELSE needs_update END, flagged_at=CASE WHEN $14 = 1 THEN NULL ELSE flagged_at END, counted_since=CASE WHEN $14 = 1 THEN $15 ELSE counted_since END, updated_at=$15 WHERE id=$16",
@@ -248,7 +265,7 @@ impl Store {
                     if lift {
                         sqlx::query("INSERT INTO account_events (contact_id, event, note, created_at) VALUES ($1, 'address-changed', $2, $3)")
                             .bind(old.id)
-                            .bind(format!("{} -> {} in the contacts export", old.contact.email, c.email))
+                            .bind(format!("{} -> {} in the contacts export", old.email, c.email))
                             .bind(&now)
                             .execute(&mut *tx)
                             .await
@@ -617,6 +634,22 @@ pub struct SendRow {
     pub message_id: Option<String>,
     pub attempts: i64,
     pub last_error: Option<String>,
+}
+
+/// What the sync remembers of a stored contact.
+struct Known {
+    id: i64,
+    fingerprint: u64,
+    email: String,
+    in_export: bool,
+}
+
+/// A hash of every field of a contact, to tell a changed row from an unchanged one.
+fn fingerprint(c: &Contact) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    c.hash(&mut h);
+    h.finish()
 }
 
 /// Bind a contact's 13 columns as `$1..$13`, in `moped_users` order.
