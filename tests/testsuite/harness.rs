@@ -116,8 +116,8 @@ impl Env {
         self.extra_env.push((key.to_string(), value.to_string()));
     }
 
-    /// Run `notify ARGS` and wait for it.
-    pub async fn run(&self, args: &[&str]) -> Run {
+    /// `notify ARGS` set up against this environment, not started.
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(BIN);
         cmd.args(args)
             .current_dir(self.dir.path())
@@ -132,7 +132,12 @@ impl Env {
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
-        let out = cmd.output().await.expect("run notify");
+        cmd
+    }
+
+    /// Run `notify ARGS` and wait for it.
+    pub async fn run(&self, args: &[&str]) -> Run {
+        let out = self.command(args).output().await.expect("run notify");
         Run::from(out)
     }
 
@@ -347,22 +352,9 @@ pub fn generated_contacts(n: usize) -> String {
 impl Env {
     /// Start `notify ARGS` without waiting (for tests that kill it).
     pub fn spawn(&self, args: &[&str]) -> tokio::process::Child {
-        let mut cmd = tokio::process::Command::new(BIN);
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("NOTIFY_CONFIG", Path::new(REPO).join("notify.toml"))
-            .env("NOTIFY_DATABASE_URL", &self.database_url)
-            .env("NOTIFY_CONTACTS", self.dir.path().join("contacts.csv"))
-            .env("NOTIFY_OUTBOX", self.outbox())
-            .env("NOTIFY_RETRY_BASE_MS", "20")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        for (k, v) in &self.extra_env {
-            cmd.env(k, v);
-        }
+        let mut cmd = self.command(args);
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         cmd.spawn().expect("spawn notify")
     }
 }
