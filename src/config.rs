@@ -299,64 +299,36 @@ impl Config {
             message: format!("`{tz}` is not an IANA time zone name such as America/Chicago"),
         })?;
 
-        let concurrency = r.number(
+        let concurrency = r.whole(
             "concurrency",
-            file.concurrency.map(|v| v as f64),
-            overrides.concurrency.map(|v| v as f64),
-            4.0,
-            1.0,
-            1000.0,
+            file.concurrency,
+            overrides.concurrency,
+            4,
+            1,
+            1000,
         )? as usize;
         let rate = r.number("rate", file.rate, overrides.rate, 0.0, 0.0, 100_000.0)?;
-        let max_attempts = r.number(
-            "max_attempts",
-            file.max_attempts.map(|v| v as f64),
-            None,
-            4.0,
-            1.0,
-            100.0,
-        )? as u32;
-        let retry_base_ms = r.number(
-            "retry_base_ms",
-            file.retry_base_ms.map(|v| v as f64),
-            None,
-            1000.0,
-            0.0,
-            600_000.0,
-        )? as u64;
-        let lease_seconds = r.number(
-            "lease_seconds",
-            file.lease_seconds.map(|v| v as f64),
-            None,
-            30.0,
-            1.0,
-            86_400.0,
-        )? as u64;
-        let maintenance_minutes = r.number(
+        let max_attempts = r.whole("max_attempts", file.max_attempts, None, 4, 1, 100)? as u32;
+        let retry_base_ms = r.whole("retry_base_ms", file.retry_base_ms, None, 1000, 0, 600_000)?;
+        let lease_seconds = r.whole("lease_seconds", file.lease_seconds, None, 30, 1, 86_400)?;
+        let maintenance_minutes = r.whole(
             "maintenance_minutes",
-            file.maintenance_minutes.map(|v| v as f64),
+            file.maintenance_minutes,
             None,
-            60.0,
-            1.0,
-            10_080.0,
-        )? as u64;
-
-        let soft_bounce_limit = r.number(
+            60,
+            1,
+            10_080,
+        )?;
+        let soft_bounce_limit = r.whole(
             "soft_bounce_limit",
-            file.soft_bounce_limit.map(|v| v as f64),
+            file.soft_bounce_limit,
             None,
-            3.0,
-            1.0,
-            1000.0,
+            3,
+            1,
+            1000,
         )? as u32;
-        let soft_bounce_days = r.number(
-            "soft_bounce_days",
-            file.soft_bounce_days.map(|v| v as f64),
-            None,
-            30.0,
-            1.0,
-            3650.0,
-        )? as u32;
+        let soft_bounce_days =
+            r.whole("soft_bounce_days", file.soft_bounce_days, None, 30, 1, 3650)? as u32;
 
         let audience = |key: &'static str, v: Option<String>, d: &str| {
             let (v, origin) = r.string(key, v, None, Some(d));
@@ -478,6 +450,37 @@ impl Resolver<'_> {
     }
 }
 
+impl Resolver<'_> {
+    /// A whole number in `min..=max` (an environment value like `2.5` is refused, not cut).
+    fn whole(
+        &self,
+        key: &'static str,
+        file: Option<u64>,
+        flag: Option<u64>,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
+        let v = self.number(
+            key,
+            file.map(|v| v as f64),
+            flag.map(|v| v as f64),
+            default as f64,
+            min as f64,
+            max as f64,
+        )?;
+        if v.fract() != 0.0 {
+            let var = format!("NOTIFY_{}", key.to_ascii_uppercase());
+            return Err(ConfigError::Invalid {
+                key,
+                origin: Origin::Env(var).to_string(),
+                message: format!("{v} is not a whole number"),
+            });
+        }
+        Ok(v as u64)
+    }
+}
+
 fn check_mailbox(key: &'static str, value: &str, origin: &Origin) -> Result<(), ConfigError> {
     value
         .parse::<lettre::message::Mailbox>()
@@ -579,6 +582,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("NOTIFY_RATE") && e.contains("fast"), "{e}");
+        let e = load("", &[("NOTIFY_CONCURRENCY", "2.5")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("NOTIFY_CONCURRENCY") && e.contains("whole"),
+            "{e}"
+        );
         let e = load("bogus_key = 1\n", &[]).unwrap_err().to_string();
         assert!(e.contains("bogus_key"), "{e}");
         let e = load("smtp_url = \"http://x\"\n", &[])
