@@ -197,30 +197,34 @@ impl Store {
 
     /// The contact with this address: one in the latest export first, the newest otherwise.
     pub async fn contact_by_email(&self, email: &str) -> Result<Option<StoredContact>> {
-        let row = sqlx::query(&format!(
-            "SELECT {CONTACT_COLUMNS} FROM contacts c WHERE c.email = $1 ORDER BY c.in_export DESC, c.id DESC LIMIT 1"
-        ))
-        .bind(email.trim().to_lowercase())
-        .fetch_optional(&self.pool)
+        self.one_contact(
+            "c.email = $1 ORDER BY c.in_export DESC, c.id DESC LIMIT 1",
+            |qy| qy.bind(email.trim().to_lowercase()),
+        )
         .await
-        .map_err(q("finding a contact"))?;
-        row.map(|r| super::contact_from_row(&r))
-            .transpose()
-            .map_err(q("finding a contact"))
     }
 
     /// The contact with this id.
     pub async fn contact_by_id(&self, id: i64) -> Result<Option<StoredContact>> {
-        let row = sqlx::query(&format!(
-            "SELECT {CONTACT_COLUMNS} FROM contacts c WHERE c.id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(q("reading a contact"))?;
+        self.one_contact("c.id = $1", |qy| qy.bind(id)).await
+    }
+
+    async fn one_contact(
+        &self,
+        condition: &str,
+        bind: impl for<'q> FnOnce(
+            sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        )
+            -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<Option<StoredContact>> {
+        let sql = format!("SELECT {CONTACT_COLUMNS} FROM contacts c WHERE {condition}");
+        let row = bind(sqlx::query(&sql))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(q("finding a contact"))?;
         row.map(|r| super::contact_from_row(&r))
             .transpose()
-            .map_err(q("reading a contact"))
+            .map_err(q("finding a contact"))
     }
 
     /// Bounces of a contact that still count: those that happened after its last resolution (or
