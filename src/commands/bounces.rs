@@ -376,7 +376,7 @@ async fn report(cfg: &Config, format: ReportFormat, since: Option<&str>) -> anyh
     let since = since.map(parse_since).transpose()?;
     let store = Store::open(&cfg.database_url).await?;
     let rows = review_rows(&store, since).await?;
-    let unmatched = store.unmatched_bounces().await?.len();
+    let unmatched = store.unmatched_count().await? as usize;
     store.close().await;
     match format {
         ReportFormat::Json => say!("{}", serde_json::to_string_pretty(&rows)?),

@@ -230,18 +230,12 @@ impl Store {
     /// Bounces of a contact that still count: those that happened after its last resolution (or
     /// address change), oldest first.
     pub async fn counted_bounces(&self, contact_id: i64) -> Result<Vec<BounceRow>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {BOUNCE_COLUMNS} FROM bounces b JOIN bounce_sources src ON src.id = b.source_id \
-             LEFT JOIN campaigns cp ON cp.id = b.campaign_id JOIN contacts c ON c.id = b.contact_id \
-             WHERE b.contact_id = $1 AND b.occurred_at > c.counted_since ORDER BY b.occurred_at, b.id"
-        ))
-        .bind(contact_id)
-        .fetch_all(&self.pool)
+        self.bounce_rows(
+            "JOIN contacts c ON c.id = b.contact_id \
+             WHERE b.contact_id = $1 AND b.occurred_at > c.counted_since",
+            |qy| qy.bind(contact_id),
+        )
         .await
-        .map_err(q("reading bounces"))?;
-        rows.iter()
-            .map(|r| bounce_from_row(r).map_err(q("reading bounces")))
-            .collect()
     }
 
     /// Every bounce of a contact or address, oldest first (for `bounces show`).
@@ -250,16 +244,30 @@ impl Store {
         contact_id: Option<i64>,
         address: &str,
     ) -> Result<Vec<BounceRow>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {BOUNCE_COLUMNS} FROM bounces b JOIN bounce_sources src ON src.id = b.source_id \
-             LEFT JOIN campaigns cp ON cp.id = b.campaign_id \
-             WHERE b.contact_id = $1 OR b.address = $2 ORDER BY b.occurred_at, b.id"
-        ))
-        .bind(contact_id.unwrap_or(-1))
-        .bind(address.trim().to_lowercase())
-        .fetch_all(&self.pool)
+        let address = address.trim().to_lowercase();
+        self.bounce_rows("WHERE b.contact_id = $1 OR b.address = $2", |qy| {
+            qy.bind(contact_id.unwrap_or(-1)).bind(address)
+        })
         .await
-        .map_err(q("reading bounces"))?;
+    }
+
+    /// Bounces matching `filter` (joins and a WHERE clause over `bounces b`), oldest first.
+    async fn bounce_rows(
+        &self,
+        filter: &str,
+        bind: impl for<'q> FnOnce(
+            sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        )
+            -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<Vec<BounceRow>> {
+        let sql = format!(
+            "SELECT {BOUNCE_COLUMNS} FROM bounces b JOIN bounce_sources src ON src.id = b.source_id \
+             LEFT JOIN campaigns cp ON cp.id = b.campaign_id {filter} ORDER BY b.occurred_at, b.id"
+        );
+        let rows = bind(sqlx::query(&sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("reading bounces"))?;
         rows.iter()
             .map(|r| bounce_from_row(r).map_err(q("reading bounces")))
             .collect()
@@ -278,18 +286,14 @@ impl Store {
             .map_err(q("reading a bounce source"))
     }
 
-    /// Bounces tied to nobody, newest first.
-    pub async fn unmatched_bounces(&self) -> Result<Vec<BounceRow>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {BOUNCE_COLUMNS} FROM bounces b JOIN bounce_sources src ON src.id = b.source_id \
-             LEFT JOIN campaigns cp ON cp.id = b.campaign_id WHERE b.contact_id IS NULL ORDER BY b.occurred_at DESC, b.id DESC"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(q("reading bounces"))?;
-        rows.iter()
-            .map(|r| bounce_from_row(r).map_err(q("reading bounces")))
-            .collect()
+    /// How many bounces are tied to nobody.
+    pub async fn unmatched_count(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM bounces WHERE contact_id IS NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("counting unmatched bounces"))?;
+        row.try_get::<i64, _>(0)
+            .map_err(q("counting unmatched bounces"))
     }
 
     /// Flag a contact as needing an account update (no-op if already flagged). True if newly
