@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::contacts::{self, Audience, Contact};
 use crate::intake::{Found, Incoming};
 use crate::mail::message::{new_message_id, Letterhead};
-use crate::mail::sender::{backoff, retry_after, GroupCommit, RateLimiter};
+use crate::mail::sender::{backoff, retry_after, GroupCommit, RateLimiter, Ticket};
 use crate::mail::transport::{safe_file_name, write_eml, Session};
 use crate::mail::{self, verp, Delivery, Outgoing};
 use crate::notice::{contact_context, Notice};
@@ -28,7 +28,7 @@ use crate::render::{Rendered, Templates};
 use crate::store::{state, Campaign, Claim, Store};
 
 /// Sends a worker claims at a time.
-const CLAIM_BATCH: usize = 8;
+const CLAIM_BATCH: usize = 64;
 
 /// The end-of-run summary.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -435,6 +435,13 @@ async fn deliver(
             }
         }
         progress.finish_and_clear();
+        // Every worker has waited for its last delivery; this commits anything a failed one
+        // left behind before the claims are given back.
+        if let Ok(recorder) = Arc::try_unwrap(recorder) {
+            if let Err(e) = recorder.finish().await {
+                first_error.get_or_insert(anyhow::anyhow!("recording deliveries: {e}"));
+            }
+        }
         heart.abort();
         store.release_claims(&worker_id).await?;
         store.remove_worker(&worker_id).await?;
@@ -518,12 +525,22 @@ struct Worker {
 impl Worker {
     async fn run(self) -> anyhow::Result<()> {
         let mut session = Session::default();
-        let result = self.work(&mut session).await;
+        let mut last: Option<Ticket> = None;
+        let mut result = self.work(&mut session, &mut last).await;
         session.close().await;
+        if let Some(ticket) = last {
+            let recorded = ticket
+                .wait()
+                .await
+                .map_err(|e| anyhow::anyhow!("recording a delivery: {e}"));
+            result = result.and(recorded);
+        }
         result
     }
 
-    async fn work(&self, session: &mut Session) -> anyhow::Result<()> {
+    /// `last` is the ticket of this worker's latest delivery; it is committed before the next
+    /// message's final dot (see `GroupCommit`).
+    async fn work(&self, session: &mut Session, last: &mut Option<Ticket>) -> anyhow::Result<()> {
         let cfg = &self.job.cfg;
         let domain = self.job.from.email.domain().to_string();
         loop {
@@ -554,13 +571,18 @@ impl Worker {
                     return Ok(());
                 }
                 self.rate.wait().await;
-                self.one(claim, session).await?;
+                self.one(claim, session, last).await?;
                 self.progress.inc(1);
             }
         }
     }
 
-    async fn one(&self, claim: Claim, session: &mut Session) -> anyhow::Result<()> {
+    async fn one(
+        &self,
+        claim: Claim,
+        session: &mut Session,
+        last: &mut Option<Ticket>,
+    ) -> anyhow::Result<()> {
         let cfg = &self.job.cfg;
         let message_id = claim.message_id.clone();
         let envelope_from = verp::address(&cfg.bounce_address, &self.secret, claim.send_id);
@@ -581,11 +603,23 @@ impl Worker {
         let base = Duration::from_millis(cfg.retry_base_ms);
         let mut attempt = 1u32;
         loop {
-            match self.delivery.send(session, &out, &stem).await {
+            let sent = match self.delivery.begin(session, &out).await {
                 Ok(()) => {
-                    self.recorder.record(claim.send_id).await.map_err(|e| {
-                        anyhow::anyhow!("recording the delivery to {}: {e}", c.email)
-                    })?;
+                    // The previous delivery is committed before this one can be accepted.
+                    if let Some(ticket) = last.take() {
+                        if let Err(e) = ticket.wait().await {
+                            // Leave this message without its final dot: the server drops it.
+                            session.abandon();
+                            return Err(anyhow::anyhow!("recording a delivery: {e}"));
+                        }
+                    }
+                    self.delivery.finish(session, &out, &stem).await
+                }
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(()) => {
+                    *last = Some(self.recorder.add(claim.send_id));
                     self.stats.delivered.fetch_add(1, Ordering::SeqCst);
                     return Ok(());
                 }

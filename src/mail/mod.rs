@@ -5,6 +5,7 @@
 
 pub mod message;
 pub mod sender;
+pub mod smtp;
 pub mod transport;
 pub mod verp;
 

@@ -43,13 +43,30 @@ impl RateLimiter {
     }
 }
 
-/// Records deliveries in groups: every worker hands over the send it just delivered and waits
-/// until it is committed before it sends again, so at most one delivered-but-unrecorded message
-/// per worker can exist (the crash-safety bound), while concurrent workers share one database
-/// write. The store call is given as a function so that this module stays free of SQL.
+/// Records deliveries in groups. A worker hands over the send it has just delivered
+/// ([`GroupCommit::add`]) and goes on with its next message; before that message's final dot it
+/// waits for the ticket ([`Ticket::wait`]), so at most one delivered-but-unrecorded message per
+/// worker can exist (the crash-safety bound). A group is committed when some worker needs its
+/// ticket, and holds every delivery handed over by then: concurrent workers share one database
+/// write, and the write overlaps with their next messages. The store call is given as a function
+/// so that this module stays free of SQL.
 pub struct GroupCommit {
-    tx: tokio::sync::mpsc::Sender<(i64, tokio::sync::oneshot::Sender<Result<(), String>>)>,
+    tx: tokio::sync::mpsc::UnboundedSender<Cmd>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
 }
+
+enum Cmd {
+    Add(i64, tokio::sync::oneshot::Sender<Result<(), String>>),
+    Flush,
+}
+
+/// A delivery handed to the committer; [`Ticket::wait`] returns once it is committed.
+pub struct Ticket {
+    done: tokio::sync::oneshot::Receiver<Result<(), String>>,
+    tx: tokio::sync::mpsc::UnboundedSender<Cmd>,
+}
+
+const STOPPED: &str = "the delivery recorder stopped";
 
 impl GroupCommit {
     /// Start the committer; `commit` records a group of send ids.
@@ -58,38 +75,89 @@ impl GroupCommit {
         F: Fn(Vec<i64>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Result<(), String>> + Send,
     {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(
-            i64,
-            tokio::sync::oneshot::Sender<Result<(), String>>,
-        )>(1024);
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut group = vec![first];
-                while let Ok(more) = rx.try_recv() {
-                    group.push(more);
-                    if group.len() >= 512 {
-                        break;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Cmd>();
+        let task = tokio::spawn(async move {
+            let mut group: Vec<(i64, tokio::sync::oneshot::Sender<Result<(), String>>)> =
+                Vec::new();
+            let mut last = Ok(());
+            loop {
+                let cmd = rx.recv().await;
+                let flush = match cmd {
+                    Some(Cmd::Add(id, reply)) => {
+                        group.push((id, reply));
+                        false
+                    }
+                    Some(Cmd::Flush) => true,
+                    None => true,
+                };
+                if flush {
+                    // Everything handed over up to now joins this group.
+                    while let Ok(more) = rx.try_recv() {
+                        if let Cmd::Add(id, reply) = more {
+                            group.push((id, reply));
+                        }
+                    }
+                    if !group.is_empty() {
+                        let ids = group.iter().map(|(id, _)| *id).collect();
+                        let result = commit(ids).await;
+                        if let Err(e) = &result {
+                            last = Err(e.clone());
+                        }
+                        for (_, reply) in group.drain(..) {
+                            let _ = reply.send(result.clone());
+                        }
                     }
                 }
-                let ids = group.iter().map(|(id, _)| *id).collect();
-                let result = commit(ids).await;
-                for (_, reply) in group {
-                    let _ = reply.send(result.clone());
+                if cmd_closed(&rx) && group.is_empty() {
+                    return last;
                 }
             }
         });
-        GroupCommit { tx }
+        GroupCommit { tx, task }
     }
 
-    /// Record `send_id` and wait until it is committed.
-    pub async fn record(&self, send_id: i64) -> Result<(), String> {
+    /// Hand over a delivered send; it is committed with the next group.
+    pub fn add(&self, send_id: i64) -> Ticket {
         let (reply, done) = tokio::sync::oneshot::channel();
-        self.tx
-            .send((send_id, reply))
-            .await
-            .map_err(|_| "the delivery recorder stopped".to_string())?;
-        done.await
-            .map_err(|_| "the delivery recorder stopped".to_string())?
+        // If the committer is gone, `done` reports it.
+        let _ = self.tx.send(Cmd::Add(send_id, reply));
+        Ticket {
+            done,
+            tx: self.tx.clone(),
+        }
+    }
+
+    /// Hand over a delivered send and wait until it is committed.
+    pub async fn record(&self, send_id: i64) -> Result<(), String> {
+        self.add(send_id).wait().await
+    }
+
+    /// Commit what is still handed over and stop; the error of any group that failed.
+    pub async fn finish(self) -> Result<(), String> {
+        let GroupCommit { tx, task } = self;
+        drop(tx);
+        task.await.map_err(|_| STOPPED.to_string())?
+    }
+}
+
+/// True once no sender is left and nothing is queued.
+fn cmd_closed(rx: &tokio::sync::mpsc::UnboundedReceiver<Cmd>) -> bool {
+    rx.is_closed() && rx.is_empty()
+}
+
+impl Ticket {
+    /// Wait until the delivery is committed, asking for a commit if it is not yet.
+    pub async fn wait(mut self) -> Result<(), String> {
+        match self.done.try_recv() {
+            Ok(result) => return result,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                return Err(STOPPED.to_string())
+            }
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+        }
+        let _ = self.tx.send(Cmd::Flush);
+        drop(self.tx);
+        self.done.await.map_err(|_| STOPPED.to_string())?
     }
 }
 

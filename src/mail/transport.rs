@@ -10,7 +10,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 
-use super::Outgoing;
+use super::{smtp, Outgoing};
 
 /// How to talk TLS to the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,10 +113,54 @@ impl SmtpTarget {
         })
     }
 
-    /// Open one SMTP session: TCP with Nagle's algorithm off (lettre writes a message and its
-    /// final dot separately, which otherwise costs a delayed-ACK wait of ~40 ms per message),
-    /// the greeting and EHLO, TLS as the URL asks, and AUTH when there are credentials.
-    pub async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
+    /// Open one SMTP session: TCP with Nagle's algorithm off, the greeting and EHLO, TLS as the
+    /// URL asks, and AUTH when there are credentials. Plain connections use notify's own
+    /// pipelining client ([`smtp`]); TLS ones lettre's.
+    async fn open(&self) -> Result<Conn, SendError> {
+        if self.tls == TlsMode::None {
+            return self.open_plain().await.map(Conn::Plain);
+        }
+        self.connect_tls().await.map(|c| Conn::Tls(Box::new(c)))
+    }
+
+    async fn open_plain(&self) -> Result<smtp::Connection, SendError> {
+        let unreachable = |message: String| SendError {
+            kind: SendErrorKind::Connection,
+            code: None,
+            message: format!("cannot reach the SMTP server at {self}: {message}"),
+        };
+        let tcp = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| unreachable("connection timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+        let name = ClientId::default().to_string();
+        let credentials = self
+            .user
+            .as_deref()
+            .map(|u| (u, self.password.as_deref().unwrap_or("")));
+        smtp::Connection::start(tcp, &name, credentials, COMMAND_TIMEOUT)
+            .await
+            .map_err(|e| match e {
+                smtp::Failure::Refused {
+                    what: "AUTH",
+                    reply,
+                } => SendError {
+                    kind: SendErrorKind::Connection,
+                    code: Some(reply.code),
+                    message: format!(
+                        "the SMTP server at {self} refused the login: {}",
+                        reply.text()
+                    ),
+                },
+                other => unreachable(other.to_string()),
+            })
+    }
+
+    /// lettre's connection, for TLS.
+    async fn connect_tls(&self) -> Result<AsyncSmtpConnection, SendError> {
         let hello = ClientId::default();
         let fail = |e: lettre::transport::smtp::Error| {
             let mut err = SendError::from_lettre(&e);
@@ -257,6 +301,24 @@ impl SendError {
         }
     }
 
+    fn from_failure(target: &SmtpTarget, f: smtp::Failure) -> SendError {
+        match f {
+            smtp::Failure::Refused { what, reply } => SendError {
+                kind: match reply.code {
+                    500..=599 => SendErrorKind::Permanent,
+                    _ => SendErrorKind::Transient,
+                },
+                code: Some(reply.code),
+                message: format!("{what} refused: {}", reply.text()),
+            },
+            smtp::Failure::Broken(m) => SendError {
+                kind: SendErrorKind::Connection,
+                code: None,
+                message: format!("the SMTP server at {target}: {m}"),
+            },
+        }
+    }
+
     fn from_lettre(e: &lettre::transport::smtp::Error) -> SendError {
         let code = e.status().map(|c| {
             let s = c.to_string();
@@ -294,15 +356,34 @@ pub enum Delivery {
 }
 
 /// One worker's open SMTP session, reused from message to message and reopened after any
-/// failure (lettre closes a session on every error).
+/// failure that leaves it unusable.
 #[derive(Default)]
-pub struct Session(Option<AsyncSmtpConnection>);
+pub struct Session(Option<Conn>);
+
+enum Conn {
+    /// Plain SMTP: notify's own client, pipelined, in two steps.
+    Plain(smtp::Connection),
+    /// TLS (implicit or STARTTLS): lettre's client, one step.
+    Tls(Box<AsyncSmtpConnection>),
+}
 
 impl Session {
-    /// Say QUIT, politely, if a session is open.
+    /// Drop the connection at once, without QUIT: a message begun on it is never completed.
+    pub fn abandon(&mut self) {
+        self.0 = None;
+    }
+
+    /// Say QUIT, politely, if a session is open. A message left without its final dot is
+    /// abandoned by closing the connection, so the server discards it.
     pub async fn close(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), c.quit()).await;
+        match self.0.take() {
+            Some(Conn::Plain(c)) => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), c.quit()).await;
+            }
+            Some(Conn::Tls(mut c)) => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), c.quit()).await;
+            }
+            None => {}
         }
     }
 }
@@ -325,8 +406,8 @@ impl Delivery {
     pub async fn check(&self) -> Result<(), SendError> {
         match self {
             Delivery::Smtp { target } => {
-                let mut conn = target.connect().await?;
-                let _ = tokio::time::timeout(Duration::from_secs(5), conn.quit()).await;
+                let mut session = Session(Some(target.open().await?));
+                session.close().await;
                 Ok(())
             }
             Delivery::Outbox { dir } => std::fs::create_dir_all(dir).map_err(|e| {
@@ -335,10 +416,53 @@ impl Delivery {
         }
     }
 
-    /// Deliver one message over `session` (opened if needed). For the outbox, `file_stem` names
-    /// the file. A session that went stale while idle is reopened once without counting as a
-    /// failed attempt.
+    /// Deliver one message over `session` (opened if needed): [`Delivery::begin`] then
+    /// [`Delivery::finish`].
     pub async fn send(
+        &self,
+        session: &mut Session,
+        msg: &Outgoing,
+        file_stem: &str,
+    ) -> Result<(), SendError> {
+        self.begin(session, msg).await?;
+        self.finish(session, msg, file_stem).await
+    }
+
+    /// Step one of a delivery: on a plain SMTP connection the envelope, `DATA` and the message
+    /// without its final dot, so nothing is accepted yet; a session that went stale while idle
+    /// is reopened once without counting as a failed attempt. Elsewhere, only the connection.
+    pub async fn begin(&self, session: &mut Session, msg: &Outgoing) -> Result<(), SendError> {
+        let Delivery::Smtp { target } = self else {
+            return Ok(());
+        };
+        let mut second_try = false;
+        loop {
+            let reused = matches!(session.0, Some(Conn::Plain(ref c)) if !c.is_broken())
+                || matches!(session.0, Some(Conn::Tls(ref c)) if !c.has_broken());
+            if !reused {
+                session.close().await;
+                session.0 = Some(target.open().await?);
+            }
+            let Some(Conn::Plain(conn)) = &mut session.0 else {
+                return Ok(());
+            };
+            let (from, to) = envelope_addresses(msg);
+            match conn.begin(&from, &to, &msg.bytes).await {
+                Ok(()) => return Ok(()),
+                Err(smtp::Failure::Broken(_)) if reused && !second_try => second_try = true,
+                Err(e) => {
+                    if conn.is_broken() {
+                        session.0 = None;
+                    }
+                    return Err(SendError::from_failure(target, e));
+                }
+            }
+        }
+    }
+
+    /// Step two: the final dot and the server's verdict (or, for TLS, the whole transaction;
+    /// for the outbox, the file named by `file_stem`).
+    pub async fn finish(
         &self,
         session: &mut Session,
         msg: &Outgoing,
@@ -348,40 +472,61 @@ impl Delivery {
             Delivery::Outbox { dir } => return write_eml(dir, file_stem, msg).map(|_| ()),
             Delivery::Smtp { target } => target,
         };
-        let reused = session.0.is_some();
-        match Self::send_once(target, session, msg).await {
-            Err(e) if reused && e.is_connection() => Self::send_once(target, session, msg).await,
-            other => other,
-        }
-    }
-
-    async fn send_once(
-        target: &SmtpTarget,
-        session: &mut Session,
-        msg: &Outgoing,
-    ) -> Result<(), SendError> {
-        let mut conn = match session.0.take() {
-            Some(c) if !c.has_broken() => c,
-            _ => target.connect().await?,
-        };
-        let sent =
-            tokio::time::timeout(COMMAND_TIMEOUT, conn.send(&msg.envelope, &msg.bytes)).await;
-        match sent {
-            Ok(Ok(_)) => {
-                session.0 = Some(conn);
-                Ok(())
+        match session.0.take() {
+            Some(Conn::Plain(mut conn)) => match conn.finish().await {
+                Ok(_) => {
+                    session.0 = Some(Conn::Plain(conn));
+                    Ok(())
+                }
+                Err(e) => {
+                    if !conn.is_broken() {
+                        session.0 = Some(Conn::Plain(conn));
+                    }
+                    Err(SendError::from_failure(target, e))
+                }
+            },
+            Some(Conn::Tls(mut conn)) => {
+                let sent =
+                    tokio::time::timeout(COMMAND_TIMEOUT, conn.send(&msg.envelope, &msg.bytes))
+                        .await;
+                match sent {
+                    Ok(Ok(_)) => {
+                        session.0 = Some(Conn::Tls(conn));
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(SendError::from_lettre(&e)),
+                    Err(_) => Err(SendError {
+                        kind: SendErrorKind::Connection,
+                        code: None,
+                        message: format!(
+                            "the SMTP server at {target} did not answer within {} s",
+                            COMMAND_TIMEOUT.as_secs()
+                        ),
+                    }),
+                }
             }
-            Ok(Err(e)) => Err(SendError::from_lettre(&e)),
-            Err(_) => Err(SendError {
+            None => Err(SendError {
                 kind: SendErrorKind::Connection,
                 code: None,
-                message: format!(
-                    "the SMTP server at {target} did not answer within {} s",
-                    COMMAND_TIMEOUT.as_secs()
-                ),
+                message: format!("no open connection to {target} to finish the message on"),
             }),
         }
     }
+}
+
+fn envelope_addresses(msg: &Outgoing) -> (String, String) {
+    let from = msg
+        .envelope
+        .from()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let to = msg
+        .envelope
+        .to()
+        .first()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| msg.to.clone());
+    (from, to)
 }
 
 /// Write `msg` to `<dir>/<stem>.eml` atomically, with a `Return-Path:` line showing the envelope

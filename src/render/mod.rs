@@ -9,6 +9,7 @@
 //! passed with `| safe`.
 
 pub mod front_matter;
+pub mod inline;
 pub mod markdown;
 
 use std::path::{Path, PathBuf};
@@ -47,7 +48,7 @@ struct Source {
 pub struct Templates {
     notice: Tera,
     layout: Tera,
-    inliner: css_inline::CSSInliner<'static>,
+    inliner: inline::Inliner,
     body: Source,
     subject: Source,
     layout_src: Source,
@@ -129,11 +130,7 @@ impl Templates {
         layout
             .add_raw_template(LAYOUT, &layout_src.text)
             .map_err(|e| tera_error(&layout_src, &e))?;
-        let inliner = css_inline::CSSInliner::options()
-            .keep_style_tags(false)
-            .keep_link_tags(false)
-            .load_remote_stylesheets(false)
-            .build();
+        let inliner = inline::Inliner::new();
         Ok(Templates {
             notice,
             layout,

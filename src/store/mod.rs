@@ -147,7 +147,7 @@ impl Store {
             });
         };
         let mut opts = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .max_connections(if backend == Backend::Sqlite { 1 } else { 8 })
             .acquire_timeout(std::time::Duration::from_secs(30));
         if backend == Backend::Sqlite {
             opts = opts.after_connect(|conn, _| {
@@ -155,6 +155,7 @@ impl Store {
                     conn.execute("PRAGMA busy_timeout = 30000").await?;
                     conn.execute("PRAGMA journal_mode = WAL").await?;
                     conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute("PRAGMA mmap_size = 268435456").await?;
                     conn.execute("PRAGMA foreign_keys = ON").await?;
                     Ok(())
                 })

@@ -45,6 +45,8 @@ pub const SERVER_NAME: &str = "test.local";
 
 const GREETING: &str = "220 test.local ESMTP";
 const EHLO_REPLY: &str = "250-test.local\r\n250-8BITMIME\r\n250 SIZE 52428800";
+const EHLO_REPLY_PIPELINING: &str =
+    "250-test.local\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 52428800";
 
 /// One message accepted by the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +134,10 @@ pub enum Rule {
     /// like a real slow server, which may deliver a message the client
     /// believes failed.
     Delay { millis: u64 },
+    /// Offer PIPELINING (RFC 2920) in the EHLO reply. Commands are read and answered one line
+    /// at a time either way, so a client's grouped `MAIL`/`RCPT`/`DATA` are answered in order,
+    /// and the other rules apply to each command as usual.
+    Pipelining,
 }
 
 /// What a [`Rule::TempFailCommand`] / [`Rule::DropAfterCommand`] dictates.
@@ -157,6 +163,7 @@ struct Shared {
     die_after: Option<usize>,
     /// Sum of all [`Rule::Delay`]s: wait before answering the final dot.
     dot_delay: Duration,
+    pipelining: bool,
     state: Mutex<State>,
 }
 
@@ -176,10 +183,12 @@ impl Shared {
                 _ => None,
             })
             .sum();
+        let pipelining = rules.contains(&Rule::Pipelining);
         Shared {
             rules,
             die_after,
             dot_delay,
+            pipelining,
             state: Mutex::new(State::default()),
         }
     }
@@ -478,7 +487,12 @@ async fn serve_connection(mut stream: TcpStream, shared: &Shared) -> io::Result<
         match verb.as_str() {
             "EHLO" => {
                 tx = Transaction::default();
-                reply(&mut writer, EHLO_REPLY).await?;
+                let ehlo = if shared.pipelining {
+                    EHLO_REPLY_PIPELINING
+                } else {
+                    EHLO_REPLY
+                };
+                reply(&mut writer, ehlo).await?;
             }
             "HELO" => {
                 tx = Transaction::default();

@@ -91,10 +91,14 @@ async fn a_5xx_fails_one_recipient_and_not_the_others(b: Backend) {
     let all = users();
     let gone = "ben.kowalski@austintexas.gov";
     assert!(all.contains(&gone.to_string()));
-    let server = SmtpServer::start(vec![Rule::RejectRcpt {
-        address: gone.into(),
-        reply: format!("550 5.1.1 <{gone}>: Recipient address rejected: User unknown"),
-    }])
+    // Offering PIPELINING: the refusal arrives in the middle of a group of replies.
+    let server = SmtpServer::start(vec![
+        Rule::RejectRcpt {
+            address: gone.into(),
+            reply: format!("550 5.1.1 <{gone}>: Recipient address rejected: User unknown"),
+        },
+        Rule::Pipelining,
+    ])
     .await;
     let run = env
         .run(&[
@@ -210,7 +214,7 @@ both!(a_4xx_is_retried_in_the_run_and_deferred_ones_by_the_next);
 async fn a_server_that_dies_mid_run_loses_nothing(b: Backend) {
     let env = Env::new(b).await;
     let all = users();
-    let server = SmtpServer::start(vec![Rule::DieAfter { after: 7 }]).await;
+    let server = SmtpServer::start(vec![Rule::DieAfter { after: 7 }, Rule::Pipelining]).await;
     let run = env
         .run(&[
             "maintenance-end",

@@ -20,6 +20,18 @@ fn counts(lists: impl IntoIterator<Item = Vec<String>>) -> BTreeMap<String, usiz
 }
 
 async fn transient_faults_at_every_stage_are_retried(b: Backend) {
+    faults_at_every_stage(b, true).await;
+}
+both!(transient_faults_at_every_stage_are_retried);
+
+async fn transient_faults_at_every_stage_are_retried_without_pipelining(b: Backend) {
+    faults_at_every_stage(b, false).await;
+}
+both!(transient_faults_at_every_stage_are_retried_without_pipelining);
+
+/// 4xx replies and dropped connections at every step, against a server that offers PIPELINING
+/// (notify writes MAIL, RCPT and DATA together) or one that does not (one at a time).
+async fn faults_at_every_stage(b: Backend, pipelining: bool) {
     let mut env = Env::with_contacts(b, &generated_contacts(40)).await;
     // 10 faults in all: even if one message met every one of them, 12 attempts in the run are
     // enough, so the run must finish with everyone delivered once.
@@ -30,7 +42,7 @@ async fn transient_faults_at_every_stage_are_retried(b: Backend) {
         reply: reply.into(),
         times: 2,
     };
-    let server = SmtpServer::start(vec![
+    let mut rules = vec![
         rule("MAIL", "451 4.3.0 Temporary lookup failure"),
         rule("DATA", "452 4.3.1 Insufficient system storage"),
         rule(
@@ -46,8 +58,11 @@ async fn transient_faults_at_every_stage_are_retried(b: Backend) {
             command: "MAIL".into(),
             times: 1,
         },
-    ])
-    .await;
+    ];
+    if pipelining {
+        rules.push(Rule::Pipelining);
+    }
+    let server = SmtpServer::start(rules).await;
     let run = env
         .run(&[
             "release-notes",
@@ -69,13 +84,12 @@ async fn transient_faults_at_every_stage_are_retried(b: Backend) {
     server.stop().await;
     env.cleanup().await;
 }
-both!(transient_faults_at_every_stage_are_retried);
 
 async fn two_kills_then_a_rerun_deliver_everyone(b: Backend) {
     const N: usize = 5000;
     const CONCURRENCY: usize = 4;
     let env = Env::with_contacts(b, &generated_contacts(N)).await;
-    let server = SmtpServer::start(vec![]).await;
+    let server = SmtpServer::start(vec![Rule::Pipelining]).await;
     let url = server.url();
     let args = [
         "release-notes",
@@ -132,7 +146,7 @@ async fn two_workers_on_postgres_share_the_recipients() {
     ])
     .await
     .ok();
-    let server = SmtpServer::start(vec![Rule::Delay { millis: 1 }]).await;
+    let server = SmtpServer::start(vec![Rule::Delay { millis: 1 }, Rule::Pipelining]).await;
     let url = server.url();
     let args = [
         "release-notes",
@@ -198,7 +212,7 @@ async fn two_workers_on_postgres_share_the_recipients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_on_sqlite_is_refused_while_the_first_sends() {
     let env = Env::with_contacts(Backend::Sqlite, &generated_contacts(300)).await;
-    let server = SmtpServer::start(vec![Rule::Delay { millis: 20 }]).await;
+    let server = SmtpServer::start(vec![Rule::Delay { millis: 20 }, Rule::Pipelining]).await;
     let url = server.url();
     let args = [
         "release-notes",
@@ -237,7 +251,7 @@ async fn a_second_run_on_sqlite_is_refused_while_the_first_sends() {
 async fn the_rate_limit_is_never_exceeded() {
     // 101 messages at 50/s need at least 100 intervals of 20 ms, whatever the concurrency.
     let env = Env::with_contacts(Backend::Sqlite, &generated_contacts(101)).await;
-    let server = SmtpServer::start(vec![]).await;
+    let server = SmtpServer::start(vec![Rule::Pipelining]).await;
     let started = Instant::now();
     env.run(&[
         "release-notes",

@@ -1,0 +1,428 @@
+//! A small SMTP client for plain connections (RFC 5321) that sends a message in two steps so a
+//! caller can decide, at the last moment, whether the message is sent at all:
+//!
+//! 1. [`Connection::begin`]: `MAIL FROM`, `RCPT TO` and `DATA`, written together when the
+//!    server offers PIPELINING (RFC 2920), then the whole message, dot-stuffed, but *not* the
+//!    final `.` line. Until that line arrives the server has accepted nothing.
+//! 2. [`Connection::finish`]: the final `.` and the server's verdict.
+//!
+//! The sender records the previous delivery between the two steps, so the only message that can
+//! have been accepted without being recorded is the one whose final dot is on the wire. One
+//! `write` per step, and Nagle's algorithm off, keep a message to two round trips.
+//!
+//! TLS connections (`smtps://`, STARTTLS) are left to lettre by the transport; this client is
+//! used for plain connections (a relay on the same host or network), AUTH PLAIN/LOGIN included.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// A server's reply: its code and its lines (without the code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    fn is_positive(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+
+    /// `550 5.1.1 <x@y>: Recipient address rejected` (several lines joined by a space).
+    pub fn text(&self) -> String {
+        format!("{} {}", self.code, self.lines.join(" "))
+            .trim_end()
+            .to_string()
+    }
+}
+
+/// What went wrong, in the client's own terms; the transport maps it to a `SendError`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The server answered `what` with an error reply.
+    Refused { what: &'static str, reply: Reply },
+    /// The connection failed or the server broke the protocol; the connection is unusable.
+    Broken(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Refused { what, reply } => write!(f, "{what}: {}", reply.text()),
+            Failure::Broken(m) => f.write_str(m),
+        }
+    }
+}
+
+/// The longest reply line accepted; RFC 5321 allows 512 bytes.
+const MAX_LINE: usize = 4096;
+/// The most lines in one reply.
+const MAX_LINES: usize = 100;
+
+/// One open SMTP session.
+pub struct Connection {
+    stream: BufReader<TcpStream>,
+    pipelining: bool,
+    timeout: Duration,
+    /// A message is written up to its final dot.
+    open_data: bool,
+    broken: bool,
+    out: Vec<u8>,
+}
+
+impl Connection {
+    /// Read the greeting, say EHLO as `client_name`, and log in when `credentials` are given.
+    pub async fn start(
+        tcp: TcpStream,
+        client_name: &str,
+        credentials: Option<(&str, &str)>,
+        timeout: Duration,
+    ) -> Result<Connection, Failure> {
+        let _ = tcp.set_nodelay(true);
+        let mut c = Connection {
+            stream: BufReader::with_capacity(8192, tcp),
+            pipelining: false,
+            timeout,
+            open_data: false,
+            broken: false,
+            out: Vec::with_capacity(16 * 1024),
+        };
+        let greeting = c.read_reply().await?;
+        c.expect("the greeting", &greeting, 220)?;
+        c.write(format!("EHLO {client_name}\r\n").as_bytes())
+            .await?;
+        let ehlo = c.read_reply().await?;
+        let extensions: Vec<String> = if ehlo.code == 250 {
+            ehlo.lines
+                .iter()
+                .skip(1)
+                .map(|l| l.to_ascii_uppercase())
+                .collect()
+        } else {
+            // An old server: HELO, no extensions.
+            c.write(format!("HELO {client_name}\r\n").as_bytes())
+                .await?;
+            let helo = c.read_reply().await?;
+            c.expect("HELO", &helo, 250)?;
+            Vec::new()
+        };
+        c.pipelining = extensions.iter().any(|e| e == "PIPELINING");
+        if let Some((user, password)) = credentials {
+            let mechanisms: Vec<&str> = extensions
+                .iter()
+                .filter_map(|e| e.strip_prefix("AUTH").map(str::trim_start))
+                .flat_map(|m| m.split([' ', '=']))
+                .collect();
+            c.login(&mechanisms, user, password).await?;
+        }
+        Ok(c)
+    }
+
+    async fn login(
+        &mut self,
+        mechanisms: &[&str],
+        user: &str,
+        password: &str,
+    ) -> Result<(), Failure> {
+        use base64::Engine as _;
+        let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+        if mechanisms.contains(&"PLAIN") || !mechanisms.contains(&"LOGIN") {
+            let token = b64(format!("\0{user}\0{password}").as_bytes());
+            self.write(format!("AUTH PLAIN {token}\r\n").as_bytes())
+                .await?;
+            let r = self.read_reply().await?;
+            return self.expect("AUTH", &r, 235);
+        }
+        self.write(b"AUTH LOGIN\r\n").await?;
+        let r = self.read_reply().await?;
+        self.expect("AUTH", &r, 334)?;
+        self.write(format!("{}\r\n", b64(user.as_bytes())).as_bytes())
+            .await?;
+        let r = self.read_reply().await?;
+        self.expect("AUTH", &r, 334)?;
+        self.write(format!("{}\r\n", b64(password.as_bytes())).as_bytes())
+            .await?;
+        let r = self.read_reply().await?;
+        self.expect("AUTH", &r, 235)
+    }
+
+    /// True once the connection cannot be used again.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Start a message: envelope, `DATA`, and the message up to (not including) its final dot.
+    /// `message` has CRLF line endings. On a refusal the transaction is reset and the
+    /// connection stays usable.
+    pub async fn begin(&mut self, from: &str, to: &str, message: &[u8]) -> Result<(), Failure> {
+        if self.open_data || self.broken {
+            return Err(self.fail("a message is already open on this connection".into()));
+        }
+        let mail = format!("MAIL FROM:<{from}>\r\n");
+        let rcpt = format!("RCPT TO:<{to}>\r\n");
+        let mut replies = if self.pipelining {
+            self.out.clear();
+            self.out.extend_from_slice(mail.as_bytes());
+            self.out.extend_from_slice(rcpt.as_bytes());
+            self.out.extend_from_slice(b"DATA\r\n");
+            let out = std::mem::take(&mut self.out);
+            let written = self.write(&out).await;
+            self.out = out;
+            written?;
+            let mut replies = Vec::with_capacity(3);
+            for _ in 0..3 {
+                match self.read_reply().await {
+                    Ok(r) => replies.push(r),
+                    // A server may close after refusing: its refusal is the news.
+                    Err(e) => match first_refusal(&replies) {
+                        Some(refused) => return Err(refused),
+                        None => return Err(e),
+                    },
+                }
+            }
+            replies
+        } else {
+            let mut replies = Vec::with_capacity(3);
+            for cmd in [mail.as_bytes(), rcpt.as_bytes(), b"DATA\r\n".as_slice()] {
+                self.write(cmd).await?;
+                let r = self.read_reply().await?;
+                let ok = r.is_positive();
+                replies.push(r);
+                if !ok {
+                    break;
+                }
+            }
+            replies
+        };
+        let data_ok = replies.get(2).is_some_and(|r| r.code == 354);
+        if let Some(refused) = first_refusal(&replies) {
+            if data_ok {
+                // A server that let DATA through after a refusal: end the empty message.
+                self.write(b".\r\n").await?;
+                let _ = self.read_reply().await?;
+            }
+            self.reset().await?;
+            return Err(refused);
+        }
+        if !data_ok {
+            let Some(reply) = replies.pop() else {
+                return Err(self.fail("the server did not answer DATA".into()));
+            };
+            self.reset().await?;
+            return Err(Failure::Refused {
+                what: "DATA",
+                reply,
+            });
+        }
+        self.out.clear();
+        dot_stuff(message, &mut self.out);
+        let out = std::mem::take(&mut self.out);
+        let written = self.write(&out).await;
+        self.out = out;
+        written?;
+        self.open_data = true;
+        Ok(())
+    }
+
+    /// Send the final dot of the message `begin` wrote and read the server's verdict.
+    pub async fn finish(&mut self) -> Result<Reply, Failure> {
+        if !self.open_data {
+            return Err(self.fail("no message is open on this connection".into()));
+        }
+        self.open_data = false;
+        self.write(b".\r\n").await?;
+        let r = self.read_reply().await?;
+        if r.code == 250 {
+            Ok(r)
+        } else {
+            if r.code == 421 {
+                self.broken = true;
+            }
+            Err(Failure::Refused {
+                what: "the message",
+                reply: r,
+            })
+        }
+    }
+
+    /// Say QUIT (best effort).
+    pub async fn quit(mut self) {
+        // A message without its final dot is not ended: closing makes the server drop it.
+        if !self.broken && !self.open_data && self.write(b"QUIT\r\n").await.is_ok() {
+            let _ = self.read_reply().await;
+        }
+        let _ = self.stream.get_mut().shutdown().await;
+    }
+
+    async fn reset(&mut self) -> Result<(), Failure> {
+        self.write(b"RSET\r\n").await?;
+        let r = self.read_reply().await?;
+        if r.code != 250 {
+            self.broken = true;
+        }
+        Ok(())
+    }
+
+    fn expect(&mut self, what: &'static str, r: &Reply, code: u16) -> Result<(), Failure> {
+        if r.code == code {
+            Ok(())
+        } else {
+            self.broken = true;
+            Err(Failure::Refused {
+                what,
+                reply: r.clone(),
+            })
+        }
+    }
+
+    fn fail(&mut self, message: String) -> Failure {
+        self.broken = true;
+        Failure::Broken(message)
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), Failure> {
+        let result =
+            tokio::time::timeout(self.timeout, self.stream.get_mut().write_all(bytes)).await;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.fail(format!("connection lost while writing: {e}"))),
+            Err(_) => Err(self.fail(format!(
+                "the server took more than {} s to take the data",
+                self.timeout.as_secs()
+            ))),
+        }
+    }
+
+    /// Read one reply, which may have several lines (`250-…` then `250 …`).
+    async fn read_reply(&mut self) -> Result<Reply, Failure> {
+        match tokio::time::timeout(self.timeout, read_reply(&mut self.stream)).await {
+            Ok(Ok(r)) => {
+                if r.code == 421 {
+                    self.broken = true;
+                }
+                Ok(r)
+            }
+            Ok(Err(m)) => Err(self.fail(m)),
+            Err(_) => Err(self.fail(format!("no answer within {} s", self.timeout.as_secs()))),
+        }
+    }
+}
+
+fn first_refusal(replies: &[Reply]) -> Option<Failure> {
+    const WHAT: [&str; 3] = ["MAIL FROM", "RCPT TO", "DATA"];
+    replies
+        .iter()
+        .enumerate()
+        .take(2)
+        .find(|(_, r)| !r.is_positive())
+        .map(|(i, r)| Failure::Refused {
+            what: WHAT[i],
+            reply: r.clone(),
+        })
+}
+
+async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<Reply, String> {
+    let mut lines = Vec::new();
+    let mut code = 0u16;
+    let mut raw = Vec::with_capacity(128);
+    loop {
+        raw.clear();
+        let n = (&mut *r)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut raw)
+            .await
+            .map_err(|e| format!("connection lost while reading: {e}"))?;
+        if n == 0 {
+            return Err("the server closed the connection".into());
+        }
+        if !raw.ends_with(b"\n") {
+            return Err("the server sent a reply line that is too long".into());
+        }
+        let line = String::from_utf8_lossy(&raw);
+        let line = line.trim_end_matches(['\r', '\n']);
+        let bytes = line.as_bytes();
+        let this_code = line
+            .get(..3)
+            .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|c| c.parse::<u16>().ok())
+            .filter(|c| (200..600).contains(c))
+            .ok_or_else(|| format!("the server sent a malformed reply: {line:?}"))?;
+        if code != 0 && this_code != code {
+            return Err(format!(
+                "the server changed the reply code within one reply: {line:?}"
+            ));
+        }
+        code = this_code;
+        lines.push(line.get(4..).unwrap_or("").to_string());
+        if lines.len() > MAX_LINES {
+            return Err("the server sent a reply with too many lines".into());
+        }
+        if bytes.get(3) != Some(&b'-') {
+            return Ok(Reply { code, lines });
+        }
+    }
+}
+
+/// Append `message` with every line that starts with `.` given another `.` (RFC 5321 4.5.2), a
+/// line ending added when the message lacks one at its end.
+pub fn dot_stuff(message: &[u8], out: &mut Vec<u8>) {
+    out.reserve(message.len() + 16);
+    let mut at_line_start = true;
+    let mut rest = message;
+    while !rest.is_empty() {
+        if at_line_start && rest[0] == b'.' {
+            out.push(b'.');
+        }
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                out.extend_from_slice(&rest[..=i]);
+                rest = &rest[i + 1..];
+                at_line_start = true;
+            }
+            None => {
+                out.extend_from_slice(rest);
+                rest = &[];
+                at_line_start = false;
+            }
+        }
+    }
+    if !at_line_start {
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_stuffing_doubles_leading_dots_and_ends_the_last_line() {
+        let mut out = Vec::new();
+        dot_stuff(b".hidden\r\nok\r\n..two\r\nlast", &mut out);
+        assert_eq!(out, b"..hidden\r\nok\r\n...two\r\nlast\r\n");
+        let mut out = Vec::new();
+        dot_stuff(b"a\r\n.\r\n", &mut out);
+        assert_eq!(out, b"a\r\n..\r\n");
+    }
+
+    #[tokio::test]
+    async fn multi_line_replies_are_read_whole_and_bad_ones_refused() {
+        let mut input: &[u8] = b"250-first\r\n250-PIPELINING\r\n250 last\r\n550 5.1.1 no\r\n";
+        let r = read_reply(&mut input).await.unwrap();
+        assert_eq!(r.code, 250);
+        assert_eq!(r.lines, ["first", "PIPELINING", "last"]);
+        let r = read_reply(&mut input).await.unwrap();
+        assert_eq!(r.text(), "550 5.1.1 no");
+        let mut bad: &[u8] = b"hello\r\n";
+        assert!(read_reply(&mut bad)
+            .await
+            .unwrap_err()
+            .contains("malformed"));
+        let mut mixed: &[u8] = b"250-a\r\n550 b\r\n";
+        assert!(read_reply(&mut mixed).await.is_err());
+        let mut cut: &[u8] = b"250-a\r\n";
+        assert!(read_reply(&mut cut).await.unwrap_err().contains("closed"));
+    }
+}
