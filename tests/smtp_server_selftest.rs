@@ -745,7 +745,9 @@ async fn pipelining_rule_offers_it_and_answers_a_group_in_order() {
     assert!(next(&mut r).await.starts_with("250"));
     assert!(next(&mut r).await.starts_with("250"));
     assert!(next(&mut r).await.starts_with("354"));
-    w.write_all(b"Subject: x\r\n\r\nbody\r\n.\r\n").await.unwrap();
+    w.write_all(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+        .await
+        .unwrap();
     assert!(next(&mut r).await.starts_with("250"));
     assert_eq!(server.received().len(), 1);
     server.stop().await;

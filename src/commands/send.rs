@@ -27,8 +27,14 @@ use crate::notice::{contact_context, Notice};
 use crate::render::{Rendered, Templates};
 use crate::store::{state, Campaign, Claim, Store};
 
-/// Sends a worker claims at a time.
-const CLAIM_BATCH: usize = 64;
+/// The most sends a worker claims at a time. Fewer when the notice is small, so that every
+/// connection gets a share: about a quarter of an even split.
+const CLAIM_BATCH: usize = 256;
+
+fn claim_batch(to_do: i64, concurrency: usize) -> usize {
+    let share = usize::try_from(to_do).unwrap_or(0) / (concurrency.max(1) * 4);
+    share.clamp(1, CLAIM_BATCH)
+}
 
 /// The end-of-run summary.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -423,6 +429,7 @@ async fn deliver(
                 run_started,
                 recorder: recorder.clone(),
                 progress: progress.clone(),
+                claim_batch: claim_batch(to_do, cfg.concurrency),
             };
             tasks.spawn(async move { w.run().await });
         }
@@ -500,6 +507,18 @@ async fn deliver(
     Ok(())
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn claim_batches_leave_every_connection_a_share() {
+        assert_eq!(super::claim_batch(40, 4), 2);
+        assert_eq!(super::claim_batch(3, 10), 1);
+        assert_eq!(super::claim_batch(0, 0), 1);
+        assert_eq!(super::claim_batch(10_000, 10), 250);
+        assert_eq!(super::claim_batch(100_000, 10), super::CLAIM_BATCH);
+    }
+}
+
 #[derive(Default)]
 struct RunStats {
     delivered: AtomicU64,
@@ -520,6 +539,7 @@ struct Worker {
     run_started: chrono::DateTime<Utc>,
     recorder: Arc<GroupCommit>,
     progress: indicatif::ProgressBar,
+    claim_batch: usize,
 }
 
 impl Worker {
@@ -547,8 +567,8 @@ impl Worker {
             if self.stats.abort.load(Ordering::SeqCst) {
                 return Ok(());
             }
-            // A few at a time: a claimed send that was not attempted is never a duplicate, so
-            // batching claims costs nothing in crash safety and saves a round trip per message.
+            // Many at a time: a claimed send that was not attempted is never a duplicate, so
+            // batching claims costs nothing in crash safety and saves database work per message.
             let lease = Utc::now() + chrono::Duration::seconds(cfg.lease_seconds as i64);
             let claims = self
                 .store
@@ -560,7 +580,7 @@ impl Worker {
                     !self.delivery.is_outbox(),
                     self.run_started,
                     &domain,
-                    CLAIM_BATCH,
+                    self.claim_batch,
                 )
                 .await?;
             if claims.is_empty() {

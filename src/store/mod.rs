@@ -155,7 +155,6 @@ impl Store {
                     conn.execute("PRAGMA busy_timeout = 30000").await?;
                     conn.execute("PRAGMA journal_mode = WAL").await?;
                     conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    conn.execute("PRAGMA mmap_size = 268435456").await?;
                     conn.execute("PRAGMA foreign_keys = ON").await?;
                     Ok(())
                 })
