@@ -197,20 +197,23 @@ impl Connection {
             replies
         };
         let data_ok = replies.get(2).is_some_and(|r| r.code == 354);
+        // After a refusal the refusal is the news: if the connection fails while the
+        // transaction is being reset, it is only marked broken (and opened anew next time).
         if let Some(refused) = first_refusal(&replies) {
             if data_ok {
                 // A server that let DATA through after a refusal: end the empty message.
-                self.write(b".\r\n").await?;
-                let _ = self.read_reply().await?;
+                if self.write(b".\r\n").await.is_ok() {
+                    let _ = self.read_reply().await;
+                }
             }
-            self.reset().await?;
+            self.reset().await;
             return Err(refused);
         }
         if !data_ok {
             let Some(reply) = replies.pop() else {
                 return Err(self.fail("the server did not answer DATA".into()));
             };
-            self.reset().await?;
+            self.reset().await;
             return Err(Failure::Refused {
                 what: "DATA",
                 reply,
@@ -256,13 +259,15 @@ impl Connection {
         let _ = self.stream.get_mut().shutdown().await;
     }
 
-    async fn reset(&mut self) -> Result<(), Failure> {
-        self.write(b"RSET\r\n").await?;
-        let r = self.read_reply().await?;
-        if r.code != 250 {
-            self.broken = true;
+    /// RSET; a connection that does not answer it with 250 is not used again.
+    async fn reset(&mut self) {
+        if self.broken || self.write(b"RSET\r\n").await.is_err() {
+            return;
         }
-        Ok(())
+        match self.read_reply().await {
+            Ok(r) if r.code == 250 => {}
+            _ => self.broken = true,
+        }
     }
 
     fn expect(&mut self, what: &'static str, r: &Reply, code: u16) -> Result<(), Failure> {
