@@ -32,23 +32,38 @@ pub fn escape(value: &str) -> String {
 
 /// Markdown to an HTML fragment. Raw HTML blocks and inline HTML are turned into text.
 pub fn to_html(markdown: &str) -> String {
-    let parser = Parser::new_ext(markdown, options()).map(|event| match event {
+    html_from(markdown.len(), Parser::new_ext(markdown, options()))
+}
+
+fn html_from<'a>(size: usize, events: impl Iterator<Item = Event<'a>>) -> String {
+    let events = events.map(|event| match event {
         Event::Html(s) | Event::InlineHtml(s) => Event::Text(s),
         other => other,
     });
-    let mut out = String::with_capacity(markdown.len() * 2);
-    html::push_html(&mut out, parser);
+    let mut out = String::with_capacity(size * 2);
+    html::push_html(&mut out, events);
     out
 }
 
 /// Markdown to plain text meant to be read in a mail client: headings underlined, lists with
 /// bullets, links as `text <url>`, tables as aligned-free rows separated by `|`.
 pub fn to_text(markdown: &str) -> String {
+    text_from(Parser::new_ext(markdown, options()))
+}
+
+fn text_from<'a>(events: impl Iterator<Item = Event<'a>>) -> String {
     let mut w = TextWriter::default();
-    for event in Parser::new_ext(markdown, options()) {
+    for event in events {
         w.event(event);
     }
     w.finish()
+}
+
+/// Both parts from one parse: `(to_text(markdown), to_html(markdown))`.
+pub fn to_text_and_html(markdown: &str) -> (String, String) {
+    let events: Vec<Event> = Parser::new_ext(markdown, options()).collect();
+    let text = text_from(events.iter().cloned());
+    (text, html_from(markdown.len(), events.into_iter()))
 }
 
 #[derive(Default)]
@@ -94,9 +109,12 @@ impl TextWriter {
 
     fn flush_line(&mut self) {
         let prefix = self.prefix();
-        let text = std::mem::take(&mut self.line);
-        let full = format!("{prefix}{text}");
-        self.out.push_str(full.trim_end());
+        let start = self.out.len();
+        self.out.push_str(&prefix);
+        self.out.push_str(&self.line);
+        self.line.clear();
+        let kept = self.out[start..].trim_end().len();
+        self.out.truncate(start + kept);
         self.out.push('\n');
     }
 
@@ -324,6 +342,14 @@ impl TextWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_parse_gives_both_parts_as_two_would() {
+        let md = "# Title\n\nHi **Ann**, see [the notes](https://x.example/a?b=1).\n\n\
+                  * one\n* two\n  > quoted <b>raw</b>\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n\
+                  ```\ncode\n```\n";
+        assert_eq!(to_text_and_html(md), (to_text(md), to_html(md)));
+    }
 
     #[test]
     fn escaped_values_are_literal_text() {

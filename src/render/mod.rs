@@ -152,8 +152,7 @@ impl Templates {
             .notice
             .render(BODY, ctx)
             .map_err(|e| tera_error(&self.body, &e))?;
-        let text = markdown::to_text(&body_md);
-        let body_html = markdown::to_html(&body_md);
+        let (text, body_html) = markdown::to_text_and_html(&body_md);
         let mut layout_ctx = ctx.clone();
         layout_ctx.insert("subject", &subject);
         layout_ctx.insert("body", &body_html);
