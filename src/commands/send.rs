@@ -415,24 +415,35 @@ async fn deliver(
             }))
         };
         let mut tasks = tokio::task::JoinSet::new();
+        let (feed, queue) = tokio::sync::mpsc::channel(cfg.concurrency * 2);
+        let feeder = Feeder {
+            store: store.clone(),
+            job: job.clone(),
+            campaign: campaign.clone(),
+            audience,
+            outbox: delivery.is_outbox(),
+            stats: stats.clone(),
+            secret: secret.clone(),
+            worker_id: worker_id.clone(),
+            run_started,
+            claim_batch: claim_batch(to_do, cfg.concurrency),
+        };
+        tasks.spawn(async move { feeder.run(feed).await });
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
         for _ in 0..cfg.concurrency {
             let w = Worker {
                 store: store.clone(),
                 job: job.clone(),
-                campaign: campaign.clone(),
-                audience,
+                queue: queue.clone(),
                 delivery: delivery.clone(),
                 rate: rate.clone(),
                 stats: stats.clone(),
-                secret: secret.clone(),
-                worker_id: worker_id.clone(),
-                run_started,
                 recorder: recorder.clone(),
                 progress: progress.clone(),
-                claim_batch: claim_batch(to_do, cfg.concurrency),
             };
             tasks.spawn(async move { w.run().await });
         }
+        drop(queue);
         let mut first_error: Option<anyhow::Error> = None;
         while let Some(res) = tasks.join_next().await {
             let res = res.map_err(anyhow::Error::from).and_then(|r| r);
@@ -526,20 +537,106 @@ struct RunStats {
     unreachable: std::sync::Mutex<Option<String>>,
 }
 
-struct Worker {
+/// A claimed send with its message built, ready for a connection.
+struct Prepared {
+    claim: Claim,
+    envelope_from: String,
+    /// File name stem in the outbox and the preview folder.
+    stem: String,
+    out: Outgoing,
+}
+
+/// Claims sends in batches and builds their messages ahead of the connections, so that
+/// rendering is off their critical path; a bounded queue keeps only a few built messages in
+/// memory. Claimed sends not yet delivered when the run ends are given back.
+struct Feeder {
     store: Store,
     job: Arc<Job>,
     campaign: Campaign,
     audience: Audience,
-    delivery: Arc<Delivery>,
-    rate: Arc<RateLimiter>,
+    outbox: bool,
     stats: Arc<RunStats>,
     secret: Vec<u8>,
     worker_id: String,
     run_started: chrono::DateTime<Utc>,
+    claim_batch: usize,
+}
+
+impl Feeder {
+    async fn run(self, queue: tokio::sync::mpsc::Sender<Prepared>) -> anyhow::Result<()> {
+        let cfg = &self.job.cfg;
+        let domain = self.job.from.email.domain().to_string();
+        loop {
+            if self.stats.abort.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            // Many at a time: a claimed send that was not attempted is never a duplicate, so
+            // batching claims costs nothing in crash safety and saves database work per message.
+            let lease = Utc::now() + chrono::Duration::seconds(cfg.lease_seconds as i64);
+            let claims = self
+                .store
+                .claim_batch(
+                    &self.campaign,
+                    self.audience,
+                    &self.worker_id,
+                    lease,
+                    !self.outbox,
+                    self.run_started,
+                    &domain,
+                    self.claim_batch,
+                )
+                .await?;
+            if claims.is_empty() {
+                return Ok(());
+            }
+            for claim in claims {
+                if self.stats.abort.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                let prepared = self.prepare(claim).await?;
+                if queue.send(prepared).await.is_err() {
+                    // Every connection has stopped.
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn prepare(&self, claim: Claim) -> anyhow::Result<Prepared> {
+        let cfg = &self.job.cfg;
+        let envelope_from = verp::address(&cfg.bounce_address, &self.secret, claim.send_id);
+        let c = &claim.contact.contact;
+        let (rendered, out) = match self.job.build(c, &envelope_from, &claim.message_id) {
+            Ok(b) => b,
+            Err(e) => {
+                // Put the row back so a fixed template can send it later.
+                self.store
+                    .mark_undelivered(claim.send_id, state::DEFERRED, &format!("{e:#}"))
+                    .await?;
+                return Err(e.context(format!("rendering the message for {}", c.email)));
+            }
+        };
+        let stem = format!("{:06}-{}", claim.send_id, c.email);
+        self.job.write_preview(&stem, &rendered, &out)?;
+        Ok(Prepared {
+            claim,
+            envelope_from,
+            stem,
+            out,
+        })
+    }
+}
+
+/// One connection: takes built messages from the queue and delivers them.
+struct Worker {
+    store: Store,
+    job: Arc<Job>,
+    queue: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Prepared>>>,
+    delivery: Arc<Delivery>,
+    rate: Arc<RateLimiter>,
+    stats: Arc<RunStats>,
     recorder: Arc<GroupCommit>,
     progress: indicatif::ProgressBar,
-    claim_batch: usize,
 }
 
 impl Worker {
@@ -561,65 +658,35 @@ impl Worker {
     /// `last` is the ticket of this worker's latest delivery; it is committed before the next
     /// message's final dot (see `GroupCommit`).
     async fn work(&self, session: &mut Session, last: &mut Option<Ticket>) -> anyhow::Result<()> {
-        let cfg = &self.job.cfg;
-        let domain = self.job.from.email.domain().to_string();
         loop {
             if self.stats.abort.load(Ordering::SeqCst) {
                 return Ok(());
             }
-            // Many at a time: a claimed send that was not attempted is never a duplicate, so
-            // batching claims costs nothing in crash safety and saves database work per message.
-            let lease = Utc::now() + chrono::Duration::seconds(cfg.lease_seconds as i64);
-            let claims = self
-                .store
-                .claim_batch(
-                    &self.campaign,
-                    self.audience,
-                    &self.worker_id,
-                    lease,
-                    !self.delivery.is_outbox(),
-                    self.run_started,
-                    &domain,
-                    self.claim_batch,
-                )
-                .await?;
-            if claims.is_empty() {
+            let next = self.queue.lock().await.recv().await;
+            let Some(message) = next else {
                 return Ok(());
-            }
-            for claim in claims {
-                if self.stats.abort.load(Ordering::SeqCst) {
-                    return Ok(());
-                }
-                self.rate.wait().await;
-                self.one(claim, session, last).await?;
-                self.progress.inc(1);
-            }
+            };
+            self.rate.wait().await;
+            self.one(message, session, last).await?;
+            self.progress.inc(1);
         }
     }
 
     async fn one(
         &self,
-        claim: Claim,
+        message: Prepared,
         session: &mut Session,
         last: &mut Option<Ticket>,
     ) -> anyhow::Result<()> {
         let cfg = &self.job.cfg;
+        let Prepared {
+            claim,
+            envelope_from,
+            stem,
+            out,
+        } = message;
         let message_id = claim.message_id.clone();
-        let envelope_from = verp::address(&cfg.bounce_address, &self.secret, claim.send_id);
         let c = &claim.contact.contact;
-        let built = self.job.build(c, &envelope_from, &message_id);
-        let (rendered, out) = match built {
-            Ok(b) => b,
-            Err(e) => {
-                // Put the row back so a fixed template can send it later.
-                self.store
-                    .mark_undelivered(claim.send_id, state::DEFERRED, &format!("{e:#}"))
-                    .await?;
-                return Err(e.context(format!("rendering the message for {}", c.email)));
-            }
-        };
-        let stem = format!("{:06}-{}", claim.send_id, c.email);
-        self.job.write_preview(&stem, &rendered, &out)?;
         let base = Duration::from_millis(cfg.retry_base_ms);
         let mut attempt = 1u32;
         loop {

@@ -537,9 +537,9 @@ impl Store {
         }
         let ids: Vec<String> = (0..send_ids.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = if written {
-            format!("UPDATE sends SET state = 'written', written_at = $1, updated_at = $1, last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE id IN ({})", ids.join(", "))
+            format!("UPDATE sends SET state = 'written', written_at = $1, updated_at = $1, last_error = NULL, lease_until = NULL WHERE id IN ({})", ids.join(", "))
         } else {
-            format!("UPDATE sends SET state = 'sent', sent_at = $1, updated_at = $1, last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE id IN ({})", ids.join(", "))
+            format!("UPDATE sends SET state = 'sent', sent_at = $1, updated_at = $1, last_error = NULL, lease_until = NULL WHERE id IN ({})", ids.join(", "))
         };
         let mut query = sqlx::query(&sql).bind(now_text());
         for id in send_ids {
