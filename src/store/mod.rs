@@ -278,14 +278,14 @@ impl Store {
                     // New contacts go in together, a batch per statement.
                     new_rows.push((c.clone(), roles));
                     if new_rows.len() == INSERT_BATCH {
-                        insert_contacts(&mut tx, &new_rows, &now).await?;
+                        insert_contacts(self.backend, &mut tx, &new_rows, &now).await?;
                         new_rows.clear();
                     }
                     report.added += 1;
                 }
             }
         }
-        insert_contacts(&mut tx, &new_rows, &now).await?;
+        insert_contacts(self.backend, &mut tx, &new_rows, &now).await?;
         drop(new_rows);
         for gone in by_user.values().filter(|c| c.in_export) {
             sqlx::query("UPDATE contacts SET in_export = 0, updated_at = $1 WHERE id = $2")
@@ -648,13 +648,14 @@ fn fingerprint(c: &Contact) -> u64 {
 }
 
 /// Bind a contact's 13 columns as `$1..$13`, in `moped_users` order.
-/// New contacts per INSERT statement. Each statement saves a round trip per contact, but sqlx's
-/// handling of bound values grows faster than their number: measured on 10,000 contacts, 10 rows
-/// a statement took the import from 0.34 s to 0.20 s, 30 rows 0.32 s, 100 rows 0.56 s.
-const INSERT_BATCH: usize = 10;
+/// New contacts per INSERT statement: a round trip saved per contact, far below the limits on
+/// bound values (SQLite 32,766; PostgreSQL 65,535). Measured on 10,000 contacts (SQLite): one
+/// per statement 0.34 s for the whole setup, 100 per statement 0.16 s.
+const INSERT_BATCH: usize = 100;
 
 /// Add `rows` (a contact and its roles as JSON) in one statement.
 async fn insert_contacts(
+    backend: Backend,
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     rows: &[(Contact, String)],
     now: &str,
@@ -662,10 +663,17 @@ async fn insert_contacts(
     if rows.is_empty() {
         return Ok(());
     }
+    // SQLite looks a numbered parameter up by walking a list, so `$N` costs time in the number
+    // of parameters for each one bound; plain `?` placeholders are bound by position.
     let values: Vec<String> = (0..rows.len())
         .map(|r| {
-            let p: Vec<String> = (1..=14).map(|i| format!("${}", r * 14 + i)).collect();
-            format!("({},1,0,{},{})", p[..13].join(","), p[13], p[13])
+            let p: Vec<String> = (1..=15)
+                .map(|i| match backend {
+                    Backend::Sqlite => "?".to_string(),
+                    Backend::Postgres => format!("${}", r * 14 + i.min(14)),
+                })
+                .collect();
+            format!("({},1,0,{},{})", p[..13].join(","), p[13], p[14])
         })
         .collect();
     let sql = format!(
@@ -675,6 +683,9 @@ async fn insert_contacts(
     let mut query = sqlx::query(&sql);
     for (c, roles) in rows {
         query = bind_contact(query, c, roles).bind(now);
+        if backend == Backend::Sqlite {
+            query = query.bind(now);
+        }
     }
     query
         .execute(&mut **tx)
