@@ -156,7 +156,22 @@ pub fn quoted_printable(s: &str, out: &mut Vec<u8>) {
     while let Some(line) = lines.next() {
         let line = line.strip_suffix('\r').unwrap_or(line).as_bytes();
         let mut col = 0;
-        for (i, &b) in line.iter().enumerate() {
+        let plain = |b: u8| (33..=126).contains(&b) && b != b'=';
+        let mut i = 0;
+        while i < line.len() {
+            // A run of characters that go as they are, up to the room left before a soft break.
+            if plain(line[i]) && col < 75 {
+                let run = line[i..]
+                    .iter()
+                    .take(75 - col)
+                    .take_while(|&&b| plain(b))
+                    .count();
+                out.extend_from_slice(&line[i..i + run]);
+                col += run;
+                i += run;
+                continue;
+            }
+            let b = line[i];
             let last = i + 1 == line.len();
             let literal = match b {
                 b' ' | b'\t' => !last,
@@ -177,6 +192,7 @@ pub fn quoted_printable(s: &str, out: &mut Vec<u8>) {
                 out.extend_from_slice(&[b'=', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
             }
             col += width;
+            i += 1;
         }
         if lines.peek().is_some() {
             out.extend_from_slice(b"\r\n");
@@ -234,6 +250,38 @@ mod tests {
             }
             assert!(!text.contains("=_"), "{text}");
             assert_eq!(decode_qp(&out), case.replace("\r\n", "\n"));
+        }
+    }
+
+    #[test]
+    fn quoted_printable_round_trips_generated_text() {
+        let alphabet: Vec<char> = "ab =\t.\n\r-é“”Zx0~!".chars().collect();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..300 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = (seed >> 33) as usize % 400;
+            let text: String = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    alphabet[(seed >> 33) as usize % alphabet.len()]
+                })
+                .collect();
+            let mut out = Vec::new();
+            quoted_printable(&text, &mut out);
+            let encoded = String::from_utf8(out.clone()).unwrap();
+            for line in encoded.split("\r\n") {
+                assert!(line.len() <= 76, "{line:?}");
+                assert!(!line.ends_with(' ') && !line.ends_with('\t'), "{line:?}");
+            }
+            // Line breaks come back as LF; a CR that ends no line is kept as =0D.
+            let expected: String = text
+                .split('\n')
+                .map(|l| l.strip_suffix('\r').unwrap_or(l))
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert_eq!(decode_qp(&out), expected, "{text:?}");
         }
     }
 
