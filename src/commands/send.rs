@@ -27,8 +27,9 @@ use crate::notice::{contact_context, Notice};
 use crate::render::{Rendered, Templates};
 use crate::store::{state, Campaign, Claim, Store};
 
-/// The most sends a worker claims at a time. Fewer when the notice is small, so that every
-/// connection gets a share: about a quarter of an even split.
+/// The most sends a run's feeder claims at a time. Fewer when the notice is small (a quarter of
+/// an even split over the connections), so that runs sharing a notice on PostgreSQL each get
+/// a share and a run never holds much more than it can soon send.
 const CLAIM_BATCH: usize = 256;
 
 fn claim_batch(to_do: i64, concurrency: usize) -> usize {
