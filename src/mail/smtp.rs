@@ -430,4 +430,148 @@ mod tests {
         let mut cut: &[u8] = b"250-a\r\n";
         assert!(read_reply(&mut cut).await.unwrap_err().contains("closed"));
     }
+
+    /// A scripted server: for each `(expect, reply)`, read lines until one starts with
+    /// `expect` (all lines read are returned), then write `reply` (if not empty).
+    async fn scripted(
+        script: Vec<(&'static str, &'static str)>,
+    ) -> (u16, tokio::task::JoinHandle<Vec<String>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            let mut sock = BufReader::new(sock);
+            sock.get_mut()
+                .write_all(b"220 fake ESMTP\r\n")
+                .await
+                .unwrap();
+            let mut seen = Vec::new();
+            for (expect, reply) in script {
+                loop {
+                    let mut line = String::new();
+                    if sock.read_line(&mut line).await.unwrap() == 0 {
+                        return seen;
+                    }
+                    let line = line.trim_end_matches(['\r', '\n']).to_string();
+                    let done = line.starts_with(expect);
+                    seen.push(line);
+                    if done {
+                        break;
+                    }
+                }
+                if !reply.is_empty() {
+                    sock.get_mut().write_all(reply.as_bytes()).await.unwrap();
+                }
+            }
+            seen
+        });
+        (port, task)
+    }
+
+    async fn connect(port: u16, login: Option<(&str, &str)>) -> Connection {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        Connection::start(tcp, "client.example", login, Duration::from_secs(5))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn logs_in_pipelines_the_envelope_and_holds_the_dot_until_finish() {
+        let (port, server) = scripted(vec![
+            (
+                "EHLO",
+                "250-fake\r\n250-PIPELINING\r\n250 AUTH LOGIN PLAIN\r\n",
+            ),
+            ("AUTH PLAIN", "235 2.7.0 ok\r\n"),
+            ("DATA", "250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go on\r\n"),
+            (".", "250 2.0.0 queued\r\n"),
+            ("QUIT", "221 bye\r\n"),
+        ])
+        .await;
+        let mut c = connect(port, Some(("moped", "s3cret"))).await;
+        assert!(c.pipelining);
+        c.begin(
+            "bounces+t@example.org",
+            "ann@example.org",
+            b"Subject: x\r\n\r\n.dot\r\nend",
+        )
+        .await
+        .unwrap();
+        let reply = c.finish().await.unwrap();
+        assert_eq!(reply.code, 250);
+        c.quit().await;
+        let seen = server.await.unwrap();
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode("\0moped\0s3cret");
+        assert_eq!(seen[1], format!("AUTH PLAIN {token}"));
+        assert_eq!(
+            seen[2..5],
+            [
+                "MAIL FROM:<bounces+t@example.org>",
+                "RCPT TO:<ann@example.org>",
+                "DATA"
+            ]
+        );
+        // The message, dot-stuffed, then one final dot (written by `finish`), then QUIT.
+        assert_eq!(seen[5..], ["Subject: x", "", "..dot", "end", ".", "QUIT"]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_recipient_in_a_pipelined_group_leaves_the_connection_usable() {
+        let (port, server) = scripted(vec![
+            ("EHLO", "250-fake\r\n250 PIPELINING\r\n"),
+            (
+                "DATA",
+                "250 ok\r\n550 5.1.1 <gone@example.org>: User unknown\r\n554 5.5.1 no valid recipients\r\n",
+            ),
+            ("RSET", "250 ok\r\n"),
+            ("DATA", "250 ok\r\n250 ok\r\n354 go on\r\n"),
+            (".", "451 4.3.0 try again in 5 seconds\r\n"),
+        ])
+        .await;
+        let mut c = connect(port, None).await;
+        let e = c
+            .begin("b@example.org", "gone@example.org", b"x")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            Failure::Refused {
+                what: "RCPT TO",
+                reply: Reply {
+                    code: 550,
+                    lines: vec!["5.1.1 <gone@example.org>: User unknown".into()]
+                }
+            }
+        );
+        assert!(!c.is_broken());
+        c.begin("b@example.org", "ann@example.org", b"x")
+            .await
+            .unwrap();
+        let e = c.finish().await.unwrap_err();
+        assert!(e.to_string().contains("451 4.3.0 try again"), "{e}");
+        assert!(!c.is_broken());
+        drop(c);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_server_that_closes_after_a_refusal_reports_the_refusal() {
+        let (port, server) = scripted(vec![
+            ("EHLO", "250-fake\r\n250 PIPELINING\r\n"),
+            ("MAIL", "421 4.7.0 too many connections, closing\r\n"),
+        ])
+        .await;
+        let mut c = connect(port, None).await;
+        let e = c
+            .begin("b@example.org", "ann@example.org", b"x")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, Failure::Refused { what: "MAIL FROM", ref reply } if reply.code == 421),
+            "{e}"
+        );
+        assert!(c.is_broken());
+        server.await.unwrap();
+    }
 }
