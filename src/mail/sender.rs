@@ -127,11 +127,6 @@ impl GroupCommit {
         }
     }
 
-    /// Hand over a delivered send and wait until it is committed.
-    pub async fn record(&self, send_id: i64) -> Result<(), String> {
-        self.add(send_id).wait().await
-    }
-
     /// Commit what is still handed over and stop; the error of any group that failed.
     pub async fn finish(self) -> Result<(), String> {
         let GroupCommit { tx, task } = self;

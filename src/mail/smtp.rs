@@ -167,10 +167,7 @@ impl Connection {
             self.out.extend_from_slice(mail.as_bytes());
             self.out.extend_from_slice(rcpt.as_bytes());
             self.out.extend_from_slice(b"DATA\r\n");
-            let out = std::mem::take(&mut self.out);
-            let written = self.write(&out).await;
-            self.out = out;
-            written?;
+            self.write_out().await?;
             let mut replies = Vec::with_capacity(3);
             for _ in 0..3 {
                 match self.read_reply().await {
@@ -221,10 +218,7 @@ impl Connection {
         }
         self.out.clear();
         dot_stuff(message, &mut self.out);
-        let out = std::mem::take(&mut self.out);
-        let written = self.write(&out).await;
-        self.out = out;
-        written?;
+        self.write_out().await?;
         self.open_data = true;
         Ok(())
     }
@@ -298,6 +292,14 @@ impl Connection {
                 self.timeout.as_secs()
             ))),
         }
+    }
+
+    /// Write what was gathered in the output buffer, keeping the buffer for the next message.
+    async fn write_out(&mut self) -> Result<(), Failure> {
+        let out = std::mem::take(&mut self.out);
+        let written = self.write(&out).await;
+        self.out = out;
+        written
     }
 
     /// Read one reply, which may have several lines (`250-…` then `250 …`).
