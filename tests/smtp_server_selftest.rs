@@ -716,39 +716,17 @@ async fn serves_64_concurrent_connections() {
 #[tokio::test]
 async fn pipelining_rule_offers_it_and_answers_a_group_in_order() {
     let server = SmtpServer::start(vec![Rule::Pipelining]).await;
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port()))
-        .await
-        .unwrap();
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::new(r);
-    let mut line = String::new();
-    let mut next = async |r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>| {
-        line.clear();
-        r.read_line(&mut line).await.unwrap();
-        line.trim_end().to_string()
-    };
-    assert!(next(&mut r).await.starts_with("220"));
-    w.write_all(b"EHLO me\r\n").await.unwrap();
-    let mut ehlo = Vec::new();
-    loop {
-        let l = next(&mut r).await;
-        let last = l.as_bytes().get(3) == Some(&b' ');
-        ehlo.push(l);
-        if last {
-            break;
-        }
-    }
-    assert!(ehlo.contains(&"250-PIPELINING".to_string()), "{ehlo:?}");
-    w.write_all(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
-        .await
-        .unwrap();
-    assert!(next(&mut r).await.starts_with("250"));
-    assert!(next(&mut r).await.starts_with("250"));
-    assert!(next(&mut r).await.starts_with("354"));
-    w.write_all(b"Subject: x\r\n\r\nbody\r\n.\r\n")
-        .await
-        .unwrap();
-    assert!(next(&mut r).await.starts_with("250"));
+    let (mut c, greeting) = Client::connect(server.port()).await;
+    assert!(greeting.starts_with("220"));
+    let ehlo = c.cmd("EHLO me").await;
+    assert!(ehlo.lines().any(|l| l == "250-PIPELINING"), "{ehlo:?}");
+    c.send_raw(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+        .await;
+    assert_eq!(code(&c.reply().await), "250");
+    assert_eq!(code(&c.reply().await), "250");
+    assert_eq!(code(&c.reply().await), "354");
+    c.send_raw(b"Subject: x\r\n\r\nbody\r\n.\r\n").await;
+    assert_eq!(code(&c.reply().await), "250");
     assert_eq!(server.received().len(), 1);
     server.stop().await;
 }
