@@ -159,17 +159,25 @@ pub fn quoted_printable(s: &str, out: &mut Vec<u8>) {
         let plain = |b: u8| (33..=126).contains(&b) && b != b'=';
         let mut i = 0;
         while i < line.len() {
-            // A run of characters that go as they are, up to the room left before a soft break.
-            if plain(line[i]) && col < 75 {
-                let run = line[i..]
+            // A run of characters that go as they are, up to the room left before a soft break;
+            // spaces and tabs too, except at the end of the line.
+            if col < 75 {
+                let mut run = line[i..]
                     .iter()
                     .take(75 - col)
-                    .take_while(|&&b| plain(b))
+                    .take_while(|&&b| plain(b) || b == b' ' || b == b'\t')
                     .count();
-                out.extend_from_slice(&line[i..i + run]);
-                col += run;
-                i += run;
-                continue;
+                if i + run == line.len() {
+                    while run > 0 && matches!(line[i + run - 1], b' ' | b'\t') {
+                        run -= 1;
+                    }
+                }
+                if run > 0 {
+                    out.extend_from_slice(&line[i..i + run]);
+                    col += run;
+                    i += run;
+                    continue;
+                }
             }
             let b = line[i];
             let last = i + 1 == line.len();

@@ -376,26 +376,17 @@ async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<Rep
 /// line ending added when the message lacks one at its end.
 pub fn dot_stuff(message: &[u8], out: &mut Vec<u8>) {
     out.reserve(message.len() + 16);
-    let mut at_line_start = true;
-    let mut rest = message;
-    while !rest.is_empty() {
-        if at_line_start && rest[0] == b'.' {
-            out.push(b'.');
-        }
-        match rest.iter().position(|&b| b == b'\n') {
-            Some(i) => {
-                out.extend_from_slice(&rest[..=i]);
-                rest = &rest[i + 1..];
-                at_line_start = true;
-            }
-            None => {
-                out.extend_from_slice(rest);
-                rest = &[];
-                at_line_start = false;
-            }
-        }
+    if message.first() == Some(&b'.') {
+        out.push(b'.');
     }
-    if !at_line_start {
+    let mut rest = message;
+    while let Some(i) = memchr::memmem::find(rest, b"\n.") {
+        out.extend_from_slice(&rest[..=i]);
+        out.push(b'.');
+        rest = &rest[i + 1..];
+    }
+    out.extend_from_slice(rest);
+    if !message.is_empty() && !message.ends_with(b"\n") {
         out.extend_from_slice(b"\r\n");
     }
 }
