@@ -113,6 +113,31 @@ pub fn contact_context(shared: &tera::Context, contact: &Contact) -> tera::Conte
     c
 }
 
+/// The names [`contact_context`] adds, for a mail merge (`render::merge`).
+pub const CONTACT_FIELDS: [&str; 7] = [
+    "first_name",
+    "last_name",
+    "full_name",
+    "email",
+    "title",
+    "workgroup",
+    "user_id",
+];
+
+/// The values [`contact_context`] adds, in the order of [`CONTACT_FIELDS`], as a template
+/// prints them.
+pub fn contact_values(contact: &Contact) -> [String; 7] {
+    [
+        contact.first_name.clone(),
+        contact.last_name.clone(),
+        contact.full_name(),
+        contact.email.clone(),
+        contact.title.clone(),
+        contact.workgroup.clone(),
+        contact.user_id.to_string(),
+    ]
+}
+
 /// "Thursday, December 3, 2026 at 5:00 PM CST"
 pub fn format_time(t: &DateTime<Tz>) -> String {
     t.format("%A, %B %-d, %Y at %-I:%M %p %Z").to_string()
@@ -188,6 +213,36 @@ mod tests {
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 12, 3, 20, 0, 0).unwrap() // 2:00 PM CST
+    }
+
+    #[test]
+    fn merge_fields_are_exactly_what_the_context_adds() {
+        let contact = Contact {
+            user_id: 417,
+            first_name: "Zoë".into(),
+            last_name: "O'Neil".into(),
+            email: "zoe.oneil@austintexas.gov".into(),
+            title: "Planner".into(),
+            workgroup: "Signs & Markings".into(),
+            roles: vec!["moped-editor".into()],
+            is_coa_staff: true,
+            is_deleted: false,
+            is_user_group_member: true,
+            note: String::new(),
+            date_added: String::new(),
+            last_seen_date: String::new(),
+        };
+        let shared = tera::Context::new();
+        let ctx = contact_context(&shared, &contact).into_json();
+        let added = ctx.as_object().unwrap();
+        assert_eq!(added.len(), CONTACT_FIELDS.len());
+        for (name, value) in CONTACT_FIELDS.iter().zip(contact_values(&contact)) {
+            let printed = match &added[*name] {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            assert_eq!(printed, value, "{name}");
+        }
     }
 
     #[test]

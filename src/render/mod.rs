@@ -11,6 +11,7 @@
 pub mod front_matter;
 pub mod inline;
 pub mod markdown;
+pub mod merge;
 
 use std::path::{Path, PathBuf};
 
@@ -139,6 +140,40 @@ impl Templates {
             subject,
             layout_src,
         })
+    }
+
+    /// The Tera instance holding the notice's body and subject templates.
+    pub(crate) fn notice_tera(&self) -> &Tera {
+        &self.notice
+    }
+
+    /// The Tera instance holding the layout.
+    pub(crate) fn layout_tera(&self) -> &Tera {
+        &self.layout
+    }
+
+    /// The body's Markdown for `ctx`, before it becomes text and HTML.
+    pub(crate) fn body_markdown(&self, ctx: &tera::Context) -> tera::Result<String> {
+        self.notice.render(BODY, ctx)
+    }
+
+    /// Templates from in-memory texts (tests).
+    #[cfg(test)]
+    pub(crate) fn from_texts(
+        body: &str,
+        subject: &str,
+        layout: &str,
+    ) -> Result<Templates, TemplateError> {
+        let src = |text: &str, path: &str| Source {
+            path: PathBuf::from(path),
+            text: text.to_string(),
+            line_offset: 0,
+        };
+        Self::from_sources(
+            src(body, "test.md"),
+            src(subject, "test.md"),
+            src(layout, LAYOUT_FILE),
+        )
     }
 
     /// Render for one recipient. `ctx` holds every variable the notice may use.
