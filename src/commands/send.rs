@@ -22,8 +22,9 @@ use crate::intake::{Found, Incoming};
 use crate::mail::message::{new_message_id, Letterhead};
 use crate::mail::sender::{backoff, retry_after, GroupCommit, RateLimiter, Ticket};
 use crate::mail::transport::{safe_file_name, write_eml, Session};
-use crate::mail::{self, verp, Delivery, Outgoing};
-use crate::notice::{contact_context, Notice};
+use crate::mail::{self, verp, Delivery, Outgoing, SendError};
+use crate::notice::{contact_context, contact_values, Notice, CONTACT_FIELDS};
+use crate::render::merge::Merge;
 use crate::render::{Rendered, Templates};
 use crate::store::{state, Campaign, Claim, Store};
 
@@ -80,6 +81,9 @@ struct Job {
     cfg: Config,
     templates: Templates,
     shared: tera::Context,
+    /// The notice rendered once, each recipient's values spliced in; `None` when the
+    /// templates use a contact's values in ways a splice cannot reproduce.
+    merge: Option<Merge>,
     from: Mailbox,
     reply_to: Option<Mailbox>,
     campaign_key: String,
@@ -87,7 +91,15 @@ struct Job {
 }
 
 impl Job {
+    /// The message for `c`: spliced when the merge can do it exactly, rendered otherwise.
     fn render(&self, c: &Contact) -> anyhow::Result<Rendered> {
+        if let Some(merge) = &self.merge {
+            let values = contact_values(c);
+            let values: Vec<&str> = values.iter().map(String::as_str).collect();
+            if let Some(rendered) = merge.render(&values) {
+                return Ok(rendered);
+            }
+        }
         Ok(self.templates.render(&contact_context(&self.shared, c))?)
     }
 
@@ -180,10 +192,13 @@ pub async fn run(cfg: &Config, notice: Notice, args: SendArgs) -> anyhow::Result
         return Err(UsageError("--campaign must be a non-empty single-line key".into()).into());
     }
 
+    let merge = Merge::new(&templates, &shared, &CONTACT_FIELDS);
+    tracing::debug!(merge = merge.is_some(), "rendering plan");
     let job = Arc::new(Job {
         cfg: cfg.clone(),
         templates,
         shared,
+        merge,
         from,
         reply_to,
         campaign_key: campaign_key.clone(),
@@ -657,118 +672,184 @@ impl Worker {
     }
 
     /// `last` is the ticket of this worker's latest delivery; it is committed before the next
-    /// message's final dot (see `GroupCommit`).
+    /// message's final dot (see `GroupCommit`). A message is begun (sent up to its final dot)
+    /// as soon as it is taken from the queue; its final dot then goes out together with the
+    /// next message's envelope, so a message costs one round trip. Anything that needs another
+    /// attempt is retried on its own, after the open message is ended.
     async fn work(&self, session: &mut Session, last: &mut Option<Ticket>) -> anyhow::Result<()> {
+        let mut open: Option<Prepared> = None;
         loop {
-            if self.stats.abort.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            let next = self.queue.lock().await.recv().await;
-            let Some(message) = next else {
-                return Ok(());
+            let next = if self.stats.abort.load(Ordering::SeqCst) {
+                None
+            } else {
+                self.queue.lock().await.recv().await
             };
-            self.rate.wait().await;
-            self.one(message, session, last).await?;
-            self.progress.inc(1);
+            if next.is_some() {
+                self.rate.wait().await;
+            }
+            let mut again = Vec::new();
+            match (open.take(), next) {
+                (None, None) => return Ok(()),
+                (None, Some(m)) => match self.delivery.begin(session, &m.out).await {
+                    Ok(()) => open = Some(m),
+                    Err(e) => again.push((m, e)),
+                },
+                (Some(cur), None) => {
+                    self.recorded(last, session).await?;
+                    match self.delivery.finish(session, &cur.out, &cur.stem).await {
+                        Ok(()) => self.delivered(&cur, last),
+                        Err(e) => again.push((cur, e)),
+                    }
+                }
+                (Some(cur), Some(m)) => {
+                    self.recorded(last, session).await?;
+                    let (verdict, begun) = self
+                        .delivery
+                        .finish_and_begin(session, &cur.out, &cur.stem, &m.out)
+                        .await;
+                    match verdict {
+                        Ok(()) => self.delivered(&cur, last),
+                        Err(e) => again.push((cur, e)),
+                    }
+                    match begun {
+                        Ok(()) => open = Some(m),
+                        Err(e) => again.push((m, e)),
+                    }
+                }
+            }
+            if again.is_empty() {
+                continue;
+            }
+            // One transaction at a time on a connection: end the open message first.
+            if let Some(cur) = open.take() {
+                self.recorded(last, session).await?;
+                match self.delivery.finish(session, &cur.out, &cur.stem).await {
+                    Ok(()) => self.delivered(&cur, last),
+                    Err(e) => again.push((cur, e)),
+                }
+            }
+            for (message, failure) in again {
+                self.one(message, session, last, failure).await?;
+            }
         }
     }
 
+    /// Wait until this worker's latest delivery is committed. If it cannot be, the message
+    /// begun on the connection is left without its final dot: the server drops it.
+    async fn recorded(
+        &self,
+        last: &mut Option<Ticket>,
+        session: &mut Session,
+    ) -> anyhow::Result<()> {
+        if let Some(ticket) = last.take() {
+            if let Err(e) = ticket.wait().await {
+                session.abandon();
+                return Err(anyhow::anyhow!("recording a delivery: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The server accepted `message`: it is recorded with the next group commit.
+    fn delivered(&self, message: &Prepared, last: &mut Option<Ticket>) {
+        *last = Some(self.recorder.add(message.claim.send_id));
+        self.stats.delivered.fetch_add(1, Ordering::SeqCst);
+        self.progress.inc(1);
+    }
+
+    /// Deliver `message` on its own after attempt `failure`: another attempt after a backoff
+    /// while the failure is worth one and attempts are left, otherwise the failure recorded.
     async fn one(
         &self,
         message: Prepared,
         session: &mut Session,
         last: &mut Option<Ticket>,
+        failure: SendError,
     ) -> anyhow::Result<()> {
         let cfg = &self.job.cfg;
-        let Prepared {
-            claim,
-            envelope_from,
-            stem,
-            out,
-        } = message;
-        let message_id = claim.message_id.clone();
-        let c = &claim.contact.contact;
+        let c = &message.claim.contact.contact;
         let base = Duration::from_millis(cfg.retry_base_ms);
         let mut attempt = 1u32;
+        let mut failure = failure;
         loop {
-            let sent = match self.delivery.begin(session, &out).await {
+            let e = failure;
+            if e.is_permanent() {
+                tracing::info!(to = %c.email, error = %e, "refused");
+                self.store
+                    .mark_undelivered(message.claim.send_id, state::FAILED, &e.message)
+                    .await?;
+                self.record_refusal(&message, &e.message).await?;
+                self.progress.inc(1);
+                return Ok(());
+            }
+            if !(e.is_retryable()
+                && attempt < cfg.max_attempts
+                && !self.stats.abort.load(Ordering::SeqCst))
+            {
+                self.progress.inc(1);
+                return self.give_up(&message, e).await;
+            }
+            let wait = backoff(base, attempt, retry_after(&e.message));
+            tracing::info!(to = %c.email, error = %e, ?wait, "will retry");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+            let sent = match self.delivery.begin(session, &message.out).await {
                 Ok(()) => {
-                    // The previous delivery is committed before this one can be accepted.
-                    if let Some(ticket) = last.take() {
-                        if let Err(e) = ticket.wait().await {
-                            // Leave this message without its final dot: the server drops it.
-                            session.abandon();
-                            return Err(anyhow::anyhow!("recording a delivery: {e}"));
-                        }
-                    }
-                    self.delivery.finish(session, &out, &stem).await
+                    self.recorded(last, session).await?;
+                    self.delivery
+                        .finish(session, &message.out, &message.stem)
+                        .await
                 }
                 Err(e) => Err(e),
             };
             match sent {
                 Ok(()) => {
-                    *last = Some(self.recorder.add(claim.send_id));
-                    self.stats.delivered.fetch_add(1, Ordering::SeqCst);
+                    self.delivered(&message, last);
                     return Ok(());
                 }
-                Err(e) if e.is_permanent() => {
-                    tracing::info!(to = %c.email, error = %e, "refused");
-                    self.store
-                        .mark_undelivered(claim.send_id, state::FAILED, &e.message)
-                        .await?;
-                    self.record_refusal(&claim, &envelope_from, &message_id, &e.message)
-                        .await?;
-                    return Ok(());
-                }
-                Err(e)
-                    if e.is_retryable()
-                        && attempt < cfg.max_attempts
-                        && !self.stats.abort.load(Ordering::SeqCst) =>
-                {
-                    let wait = backoff(base, attempt, retry_after(&e.message));
-                    tracing::info!(to = %c.email, error = %e, ?wait, "will retry");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                Err(e) => {
-                    self.store
-                        .mark_undelivered(claim.send_id, state::DEFERRED, &e.message)
-                        .await?;
-                    if e.is_connection() {
-                        // Lost the server for good in this run: stop claiming more.
-                        if self.delivery.check().await.is_err() {
-                            if let Ok(mut g) = self.stats.unreachable.lock() {
-                                g.get_or_insert_with(|| {
-                                    format!(
-                                        "the SMTP server at {} stopped answering: {}",
-                                        self.delivery.describe(),
-                                        e.message
-                                    )
-                                });
-                            }
-                            self.stats.abort.store(true, Ordering::SeqCst);
-                        }
-                    } else if !e.is_retryable() {
-                        return Err(anyhow::Error::new(e)
-                            .context(format!("delivering the message for {}", c.email)));
-                    }
-                    return Ok(());
-                }
+                Err(e) => failure = e,
             }
         }
+    }
+
+    /// No more attempts in this run: `deferred` with the reason. A lost server stops the run.
+    async fn give_up(&self, message: &Prepared, e: SendError) -> anyhow::Result<()> {
+        self.store
+            .mark_undelivered(message.claim.send_id, state::DEFERRED, &e.message)
+            .await?;
+        if e.is_connection() {
+            // Lost the server for good in this run: stop claiming more.
+            if self.delivery.check().await.is_err() {
+                if let Ok(mut g) = self.stats.unreachable.lock() {
+                    g.get_or_insert_with(|| {
+                        format!(
+                            "the SMTP server at {} stopped answering: {}",
+                            self.delivery.describe(),
+                            e.message
+                        )
+                    });
+                }
+                self.stats.abort.store(true, Ordering::SeqCst);
+            }
+        } else if !e.is_retryable() {
+            let c = &message.claim.contact.contact;
+            return Err(
+                anyhow::Error::new(e).context(format!("delivering the message for {}", c.email))
+            );
+        }
+        Ok(())
     }
 }
 
 impl Worker {
     /// A 5xx at send time is a bounce: record it against the send, like an imported one, so
     /// the policy and the review see it.
-    async fn record_refusal(
-        &self,
-        claim: &Claim,
-        envelope_from: &str,
-        message_id: &str,
-        reply: &str,
-    ) -> anyhow::Result<()> {
+    async fn record_refusal(&self, message: &Prepared, reply: &str) -> anyhow::Result<()> {
+        let (claim, envelope_from, message_id) = (
+            &message.claim,
+            &message.envelope_from,
+            &message.claim.message_id,
+        );
         let (kind, reason, status) = crate::bounce::classify_text(reply, true);
         let item = Incoming {
             origin: format!("smtp:{}", self.delivery.describe()),

@@ -7,8 +7,9 @@
 //! 2. [`Connection::finish`]: the final `.` and the server's verdict.
 //!
 //! The sender records the previous delivery between the two steps, so the only message that can
-//! have been accepted without being recorded is the one whose final dot is on the wire. One
-//! `write` per step, and Nagle's algorithm off, keep a message to two round trips.
+//! have been accepted without being recorded is the one whose final dot is on the wire. With
+//! PIPELINING, [`Connection::finish_and_begin`] sends a message's final dot and the next
+//! message's envelope in one write, so a message costs one round trip; Nagle's algorithm is off.
 //!
 //! TLS connections (`smtps://`, STARTTLS) are left to lettre by the transport; this client is
 //! used for plain connections (a relay on the same host or network), AUTH PLAIN/LOGIN included.
@@ -160,27 +161,14 @@ impl Connection {
         if self.open_data || self.broken {
             return Err(self.fail("a message is already open on this connection".into()));
         }
-        let mail = format!("MAIL FROM:<{from}>\r\n");
-        let rcpt = format!("RCPT TO:<{to}>\r\n");
-        let mut replies = if self.pipelining {
+        let replies = if self.pipelining {
             self.out.clear();
-            self.out.extend_from_slice(mail.as_bytes());
-            self.out.extend_from_slice(rcpt.as_bytes());
-            self.out.extend_from_slice(b"DATA\r\n");
+            push_envelope(&mut self.out, from, to);
             self.write_out().await?;
-            let mut replies = Vec::with_capacity(3);
-            for _ in 0..3 {
-                match self.read_reply().await {
-                    Ok(r) => replies.push(r),
-                    // A server may close after refusing: its refusal is the news.
-                    Err(e) => match first_refusal(&replies) {
-                        Some(refused) => return Err(refused),
-                        None => return Err(e),
-                    },
-                }
-            }
-            replies
+            self.read_envelope_replies().await?
         } else {
+            let mail = format!("MAIL FROM:<{from}>\r\n");
+            let rcpt = format!("RCPT TO:<{to}>\r\n");
             let mut replies = Vec::with_capacity(3);
             for cmd in [mail.as_bytes(), rcpt.as_bytes(), b"DATA\r\n".as_slice()] {
                 self.write(cmd).await?;
@@ -193,6 +181,32 @@ impl Connection {
             }
             replies
         };
+        self.write_message(replies, message).await
+    }
+
+    /// The replies to a pipelined `MAIL FROM`, `RCPT TO` and `DATA`.
+    async fn read_envelope_replies(&mut self) -> Result<Vec<Reply>, Failure> {
+        let mut replies = Vec::with_capacity(3);
+        for _ in 0..3 {
+            match self.read_reply().await {
+                Ok(r) => replies.push(r),
+                // A server may close after refusing: its refusal is the news.
+                Err(e) => match first_refusal(&replies) {
+                    Some(refused) => return Err(refused),
+                    None => return Err(e),
+                },
+            }
+        }
+        Ok(replies)
+    }
+
+    /// After the envelope's replies: the message without its final dot when all were positive,
+    /// otherwise the refusal (the transaction reset).
+    async fn write_message(
+        &mut self,
+        mut replies: Vec<Reply>,
+        message: &[u8],
+    ) -> Result<(), Failure> {
         let data_ok = replies.get(2).is_some_and(|r| r.code == 354);
         // After a refusal the refusal is the news: if the connection fails while the
         // transaction is being reset, it is only marked broken (and opened anew next time).
@@ -230,6 +244,54 @@ impl Connection {
         }
         self.open_data = false;
         self.write(b".\r\n").await?;
+        self.read_verdict().await
+    }
+
+    /// [`Connection::finish`] and then [`Connection::begin`] of the next message, in one round
+    /// trip when the server offers PIPELINING: the final dot and the next envelope go in one
+    /// write (RFC 2920 lets message content open a command group), and the verdict is read
+    /// before the envelope's replies. Returns the verdict and the outcome of the begin; when the
+    /// verdict is a lost connection, so is the begin (nothing of the next message was sent).
+    pub async fn finish_and_begin(
+        &mut self,
+        from: &str,
+        to: &str,
+        message: &[u8],
+    ) -> (Result<Reply, Failure>, Result<(), Failure>) {
+        if !self.pipelining {
+            let verdict = self.finish().await;
+            let begun = if self.broken {
+                Err(Failure::Broken("the connection was lost".into()))
+            } else {
+                self.begin(from, to, message).await
+            };
+            return (verdict, begun);
+        }
+        if !self.open_data {
+            let f = self.fail("no message is open on this connection".into());
+            return (Err(f.clone()), Err(f));
+        }
+        self.open_data = false;
+        self.out.clear();
+        self.out.extend_from_slice(b".\r\n");
+        push_envelope(&mut self.out, from, to);
+        if let Err(e) = self.write_out().await {
+            return (Err(e.clone()), Err(e));
+        }
+        let verdict = self.read_verdict().await;
+        if self.broken {
+            let lost = Failure::Broken("the connection was lost before the next message".into());
+            return (verdict, Err(lost));
+        }
+        let begun = match self.read_envelope_replies().await {
+            Ok(replies) => self.write_message(replies, message).await,
+            Err(e) => Err(e),
+        };
+        (verdict, begun)
+    }
+
+    /// The reply to a final dot.
+    async fn read_verdict(&mut self) -> Result<Reply, Failure> {
         let r = self.read_reply().await?;
         if r.code == 250 {
             Ok(r)
@@ -314,6 +376,12 @@ impl Connection {
             Ok(Err(m)) => Err(self.fail(m)),
             Err(_) => Err(self.fail(format!("no answer within {} s", self.timeout.as_secs()))),
         }
+    }
+}
+
+fn push_envelope(out: &mut Vec<u8>, from: &str, to: &str) {
+    for part in ["MAIL FROM:<", from, ">\r\nRCPT TO:<", to, ">\r\nDATA\r\n"] {
+        out.extend_from_slice(part.as_bytes());
     }
 }
 
@@ -466,6 +534,121 @@ mod tests {
         Connection::start(tcp, "client.example", login, Duration::from_secs(5))
             .await
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_final_dot_and_the_next_envelope_go_in_one_round_trip() {
+        // The server answers only once it has read the next `DATA`: a client that waited for
+        // the dot's reply before sending the next envelope would hang here.
+        let (port, server) = scripted(vec![
+            ("EHLO", "250-fake\r\n250 PIPELINING\r\n"),
+            ("DATA", "250 ok\r\n250 ok\r\n354 go on\r\n"),
+            (
+                "DATA",
+                "250 2.0.0 queued as A\r\n250 ok\r\n250 ok\r\n354 go on\r\n",
+            ),
+            (".", "550 5.7.1 not this one\r\n"),
+            ("QUIT", "221 bye\r\n"),
+        ])
+        .await;
+        let mut c = connect(port, None).await;
+        c.begin(
+            "b@example.org",
+            "ann@example.org",
+            b"Subject: one\r\n\r\nhi",
+        )
+        .await
+        .unwrap();
+        let (verdict, begun) = c
+            .finish_and_begin("b@example.org", "bo@example.org", b"Subject: two\r\n\r\nyo")
+            .await;
+        assert_eq!(verdict.unwrap().text(), "250 2.0.0 queued as A");
+        begun.unwrap();
+        match c.finish().await {
+            Err(Failure::Refused { what, reply }) => {
+                assert_eq!((what, reply.code), ("the message", 550));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!c.is_broken());
+        c.quit().await;
+        let seen = server.await.unwrap();
+        let at = seen.iter().position(|l| l == "hi").unwrap();
+        assert_eq!(
+            seen[at + 1..at + 5],
+            [
+                ".",
+                "MAIL FROM:<b@example.org>",
+                "RCPT TO:<bo@example.org>",
+                "DATA"
+            ]
+        );
+        assert_eq!(seen[at + 5..at + 9], ["Subject: two", "", "yo", "."]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_message_and_a_refused_next_recipient_are_told_apart() {
+        let (port, server) = scripted(vec![
+            ("EHLO", "250-fake\r\n250 PIPELINING\r\n"),
+            ("DATA", "250 ok\r\n250 ok\r\n354 go on\r\n"),
+            (
+                "DATA",
+                "451 4.3.0 try later\r\n250 ok\r\n550 5.1.1 no such user\r\n554 5.5.1 no valid recipients\r\n",
+            ),
+            ("RSET", "250 ok\r\n"),
+            ("QUIT", "221 bye\r\n"),
+        ])
+        .await;
+        let mut c = connect(port, None).await;
+        c.begin("b@example.org", "ann@example.org", b"hi")
+            .await
+            .unwrap();
+        let (verdict, begun) = c
+            .finish_and_begin("b@example.org", "gone@example.org", b"yo")
+            .await;
+        match (verdict, begun) {
+            (
+                Err(Failure::Refused {
+                    what: w1,
+                    reply: r1,
+                }),
+                Err(Failure::Refused {
+                    what: w2,
+                    reply: r2,
+                }),
+            ) => {
+                assert_eq!((w1, r1.code), ("the message", 451));
+                assert_eq!((w2, r2.code), ("RCPT TO", 550));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Reset, and usable for the next message.
+        assert!(!c.is_broken());
+        c.quit().await;
+        let seen = server.await.unwrap();
+        assert!(seen.iter().any(|l| l == "RSET"), "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_lost_at_the_verdict_loses_the_next_message_too() {
+        // The server reads the dot and the next envelope, then closes without a word.
+        let (port, server) = scripted(vec![
+            ("EHLO", "250-fake\r\n250 PIPELINING\r\n"),
+            ("DATA", "250 ok\r\n250 ok\r\n354 go on\r\n"),
+            ("DATA", ""),
+        ])
+        .await;
+        let mut c = connect(port, None).await;
+        c.begin("b@example.org", "ann@example.org", b"hi")
+            .await
+            .unwrap();
+        let (verdict, begun) = c
+            .finish_and_begin("b@example.org", "bo@example.org", b"yo")
+            .await;
+        server.await.unwrap();
+        assert!(matches!(verdict, Err(Failure::Broken(_))), "{verdict:?}");
+        assert!(matches!(begun, Err(Failure::Broken(_))), "{begun:?}");
+        assert!(c.is_broken());
     }
 
     #[tokio::test]

@@ -514,6 +514,47 @@ impl Delivery {
     }
 }
 
+impl Delivery {
+    /// [`Delivery::finish`] of `msg` and then [`Delivery::begin`] of `next`: on a plain SMTP
+    /// connection in one round trip (see [`smtp::Connection::finish_and_begin`]). Returns the
+    /// verdict on `msg` and the outcome of beginning `next`. When the connection was lost
+    /// before `next` was begun, it is begun again on a new connection: nothing of it had been
+    /// sent, so that is not a failed attempt.
+    pub async fn finish_and_begin(
+        &self,
+        session: &mut Session,
+        msg: &Outgoing,
+        file_stem: &str,
+        next: &Outgoing,
+    ) -> (Result<(), SendError>, Result<(), SendError>) {
+        let target = match (self, &mut session.0) {
+            (Delivery::Smtp { target }, Some(Conn::Plain(_))) => target,
+            _ => {
+                let verdict = self.finish(session, msg, file_stem).await;
+                return (verdict, self.begin(session, next).await);
+            }
+        };
+        let Some(Conn::Plain(mut conn)) = session.0.take() else {
+            unreachable!("matched a plain connection above");
+        };
+        let (from, to) = envelope_addresses(next);
+        let (verdict, begun) = conn.finish_and_begin(&from, &to, &next.bytes).await;
+        let lost = conn.is_broken();
+        if !lost {
+            session.0 = Some(Conn::Plain(conn));
+        }
+        let verdict = verdict
+            .map(|_| ())
+            .map_err(|e| SendError::from_failure(target, e));
+        let begun = match begun {
+            Ok(()) => Ok(()),
+            Err(smtp::Failure::Broken(_)) if lost => self.begin(session, next).await,
+            Err(e) => Err(SendError::from_failure(target, e)),
+        };
+        (verdict, begun)
+    }
+}
+
 fn envelope_addresses(msg: &Outgoing) -> (String, String) {
     let from = msg
         .envelope

@@ -148,7 +148,10 @@ impl Store {
         };
         let mut opts = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 1 } else { 8 })
-            .acquire_timeout(std::time::Duration::from_secs(30));
+            .acquire_timeout(std::time::Duration::from_secs(30))
+            // A SQLite connection is a local file that cannot go stale; checking it costs a
+            // round trip to its thread before every statement.
+            .test_before_acquire(backend == Backend::Postgres);
         if backend == Backend::Sqlite {
             opts = opts.after_connect(|conn, _| {
                 Box::pin(async move {
