@@ -200,7 +200,7 @@ fn push_text<'a>(text: &'a str, skeleton: &mut String, texts: &mut Vec<&'a str>)
     }
 }
 
-fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+pub(super) fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
     b.get(from..)?
         .windows(needle.len())
         .position(|w| w == needle)
@@ -229,22 +229,30 @@ fn tag_end(b: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// `style` or `script` when `tag` opens one of them.
-fn raw_text_element(tag: &str) -> Option<&'static str> {
-    let name: String = tag[1..]
+/// The element name of a tag (`<Style media=x>` -> `style`), lower case.
+pub(super) fn element_name(tag: &str) -> String {
+    tag[1..]
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric())
         .map(|c| c.to_ascii_lowercase())
-        .collect();
-    match name.as_str() {
+        .collect()
+}
+
+/// `style` or `script` when `tag` opens one of them.
+fn raw_text_element(tag: &str) -> Option<&'static str> {
+    match element_name(tag).as_str() {
         "style" => Some("style"),
         "script" => Some("script"),
         _ => None,
     }
 }
 
-/// Where `</name` (any case) starts at or after `from`.
-fn find_close(b: &[u8], from: usize, name: &str) -> Option<usize> {
+/// Where `</name` (any case) starts at or after `from`; the end of the page for `plaintext`,
+/// which no end tag closes.
+pub(super) fn find_close(b: &[u8], from: usize, name: &str) -> Option<usize> {
+    if name == "plaintext" {
+        return Some(b.len());
+    }
     let mut i = from;
     while let Some(at) = find(b, i, b"</") {
         let rest = &b[at + 2..];

@@ -24,6 +24,7 @@
 use pulldown_cmark::{Event, Parser, Tag, TagEnd};
 use tera::ast::{Expr, ExprVal, Node};
 
+use super::inline::{element_name, find, find_close};
 use super::{markdown, Rendered, Templates};
 
 /// Start and end of a field marker: `OPEN`, the field's index in decimal, `CLOSE`. Private-use
@@ -670,13 +671,6 @@ fn check_html(html: &str) -> Result<(), String> {
     check_text(&html[text_start..], text_start)
 }
 
-fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    b.get(from..)?
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| p + from)
-}
-
 /// The end (exclusive) of the tag whose name starts at `from`, skipping quoted attribute values.
 fn tag_end(b: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
@@ -693,11 +687,7 @@ fn tag_end(b: &[u8], from: usize) -> Option<usize> {
 /// The element's name when `tag` opens an element whose content is not text (or is text a
 /// field has no business in).
 fn raw_text_element(tag: &str) -> Option<&'static str> {
-    let name: String = tag[1..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric())
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
+    let name = element_name(tag);
     [
         "style",
         "script",
@@ -713,22 +703,6 @@ fn raw_text_element(tag: &str) -> Option<&'static str> {
     .find(|n| *n == name)
 }
 
-/// Where `</name` (any case) starts at or after `from`; the end of the page for `plaintext`.
-fn find_close(b: &[u8], from: usize, name: &str) -> Option<usize> {
-    if name == "plaintext" {
-        return Some(b.len());
-    }
-    let mut i = from;
-    while let Some(at) = find(b, i, b"</") {
-        let rest = &b[at + 2..];
-        if rest.len() >= name.len() && rest[..name.len()].eq_ignore_ascii_case(name.as_bytes()) {
-            return Some(at);
-        }
-        i = at + 2;
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -741,16 +715,7 @@ mod tests {
     use crate::contacts::Contact;
     use crate::notice::{contact_context, Notice};
 
-    /// The per-recipient variables of `notice::contact_context`, in its order.
-    const FIELDS: [&str; 7] = [
-        "first_name",
-        "last_name",
-        "full_name",
-        "email",
-        "title",
-        "workgroup",
-        "user_id",
-    ];
+    use crate::notice::CONTACT_FIELDS as FIELDS;
 
     const LAYOUT: &str = "<html><head><title>{{ subject }}</title>\
         <style>p { color: red } strong { color: blue }</style></head>\
@@ -806,15 +771,7 @@ mod tests {
 
     /// The values in the order of `FIELDS`, as Tera prints them.
     fn values(c: &Contact) -> Vec<String> {
-        vec![
-            c.first_name.clone(),
-            c.last_name.clone(),
-            c.full_name(),
-            c.email.clone(),
-            c.title.clone(),
-            c.workgroup.clone(),
-            c.user_id.to_string(),
-        ]
+        crate::notice::contact_values(c).to_vec()
     }
 
     fn splice(merge: &Merge, values: &[String]) -> Option<Rendered> {
