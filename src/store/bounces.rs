@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{now_text, q, ts, Result, Store, StoredContact, CONTACT_COLUMNS};
+use super::{account_event, now_text, q, ts, Result, Store, StoredContact, CONTACT_COLUMNS};
 
 /// How a bounce was tied to a contact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -330,16 +330,10 @@ impl Store {
     }
 
     async fn add_account_event(&self, contact_id: i64, event: &str, note: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO account_events (contact_id, event, note, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(contact_id)
-        .bind(event)
-        .bind(note)
-        .bind(now_text())
-        .execute(&self.pool)
-        .await
-        .map_err(q("recording an account event"))?;
+        account_event(contact_id, event, note.to_string(), now_text())
+            .execute(&self.pool)
+            .await
+            .map_err(q("recording an account event"))?;
         Ok(())
     }
 

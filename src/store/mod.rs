@@ -267,10 +267,8 @@ impl Store {
                     .await
                     .map_err(q("updating a contact"))?;
                     if lift {
-                        sqlx::query("INSERT INTO account_events (contact_id, event, note, created_at) VALUES ($1, 'address-changed', $2, $3)")
-                            .bind(old.id)
-                            .bind(format!("{} -> {} in the contacts export", old.email, c.email))
-                            .bind(&now)
+                        let note = format!("{} -> {} in the contacts export", old.email, c.email);
+                        account_event(old.id, "address-changed", note, now.clone())
                             .execute(&mut *tx)
                             .await
                             .map_err(q("recording an address change"))?;
@@ -720,6 +718,23 @@ fn bind_contact<'q>(
 
 /// The audience as a condition on `contacts c`; mirrors [`Audience::includes`] and also requires
 /// the contact to be in the latest import.
+/// The statement that records an account event, for the caller to run on the pool or inside its
+/// transaction.
+fn account_event(
+    contact_id: i64,
+    event: &str,
+    note: String,
+    at: String,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(
+        "INSERT INTO account_events (contact_id, event, note, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(contact_id)
+    .bind(event)
+    .bind(note)
+    .bind(at)
+}
+
 fn audience_sql(a: Audience) -> String {
     let base = "c.in_export = 1 AND c.is_deleted = 0";
     match a {
