@@ -102,15 +102,7 @@ async fn import_attribute_flag_review_resolve(b: Backend) {
             "From: Maria <maria.gonzalez@austintexas.gov>\r\nTo: moped@austintexas.gov\r\nSubject: Automatic reply: Moped\r\nAuto-Submitted: auto-replied\r\n\r\nI am out of the office until Monday.\r\n".into(),
         ],
     );
-    let run = env
-        .run(&[
-            "bounces",
-            "import",
-            md.to_str().unwrap(),
-            "--format",
-            "json",
-        ])
-        .await;
+    let run = env.import_bounces(&[md.to_str().unwrap()]).await;
     run.ok();
     let s = run.summary();
     assert_eq!(s["bounces"], 4, "{s}");
@@ -127,15 +119,7 @@ async fn import_attribute_flag_review_resolve(b: Backend) {
     assert_eq!(flagged, [a, c, bb]);
 
     // The same mailbox again changes nothing.
-    let again = env
-        .run(&[
-            "bounces",
-            "import",
-            md.to_str().unwrap(),
-            "--format",
-            "json",
-        ])
-        .await;
+    let again = env.import_bounces(&[md.to_str().unwrap()]).await;
     again.ok();
     assert_eq!(again.summary()["already_imported"], 4);
     assert_eq!(again.summary()["bounces"], 0);
@@ -281,15 +265,7 @@ async fn soft_bounces_flag_after_three_and_ses_and_csv_are_read(b: Backend) {
     let full = "hannah.fischer@austintexas.gov";
     let csv_path = env.path().join("soft.csv");
     std::fs::write(&csv_path, format!("email,type,reason,date\n{full},soft,552 5.2.2 mailbox full,2026-11-20\n{full},transient,Mailbox quota exceeded,2026-11-24\n")).unwrap();
-    let run = env
-        .run(&[
-            "bounces",
-            "import",
-            csv_path.to_str().unwrap(),
-            "--format",
-            "json",
-        ])
-        .await;
+    let run = env.import_bounces(&[csv_path.to_str().unwrap()]).await;
     run.ok();
     assert_eq!(run.summary()["soft"], 2);
     assert_eq!(
@@ -302,15 +278,7 @@ async fn soft_bounces_flag_after_three_and_ses_and_csv_are_read(b: Backend) {
         format!("email,type,reason,date\n{full},soft,552 5.2.2 mailbox full,2026-11-25\n"),
     )
     .unwrap();
-    let run = env
-        .run(&[
-            "bounces",
-            "import",
-            csv_path.to_str().unwrap(),
-            "--format",
-            "json",
-        ])
-        .await;
+    let run = env.import_bounces(&[csv_path.to_str().unwrap()]).await;
     assert_eq!(
         run.summary()["flagged"],
         serde_json::json!([full]),
@@ -359,13 +327,9 @@ async fn soft_bounces_flag_after_three_and_ses_and_csv_are_read(b: Backend) {
     std::fs::write(env.path().join("sns.json"), sns.to_string()).unwrap();
     std::fs::write(env.path().join("delivery.json"), delivery.to_string()).unwrap();
     let run = env
-        .run(&[
-            "bounces",
-            "import",
+        .import_bounces(&[
             env.path().join("sns.json").to_str().unwrap(),
             env.path().join("delivery.json").to_str().unwrap(),
-            "--format",
-            "json",
         ])
         .await;
     run.ok();
@@ -389,13 +353,7 @@ async fn soft_bounces_flag_after_three_and_ses_and_csv_are_read(b: Backend) {
     let mbox = format!("From MAILER-DAEMON Thu Dec  3 17:20:00 2026\n{m}\nFrom MAILER-DAEMON Thu Dec  3 17:21:00 2026\n{m}\n").replace("\r\n", "\n");
     std::fs::write(env.path().join("bounces.mbox"), mbox).unwrap();
     let run = env
-        .run(&[
-            "bounces",
-            "import",
-            env.path().join("bounces.mbox").to_str().unwrap(),
-            "--format",
-            "json",
-        ])
+        .import_bounces(&[env.path().join("bounces.mbox").to_str().unwrap()])
         .await;
     run.ok();
     assert_eq!(run.summary()["read"], 2);
@@ -549,15 +507,7 @@ async fn an_oversized_message_is_skipped_with_a_clear_line() {
     );
     let line: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
     assert_eq!(line["bounces"], serde_json::json!([]));
-    let run = env
-        .run(&[
-            "bounces",
-            "import",
-            big.to_str().unwrap(),
-            "--format",
-            "json",
-        ])
-        .await;
+    let run = env.import_bounces(&[big.to_str().unwrap()]).await;
     run.ok();
     assert_eq!(run.summary()["skipped"], 1);
     assert_eq!(run.summary()["bounces"], 0);
@@ -578,15 +528,7 @@ async fn a_new_address_in_the_export_lifts_the_flag(b: Backend) {
         "email,type,reason\nkevin.le@austintexas.gov,hard,550 5.1.1 user unknown\n",
     )
     .unwrap();
-    let run = env
-        .run(&[
-            "bounces",
-            "import",
-            csv_path.to_str().unwrap(),
-            "--format",
-            "json",
-        ])
-        .await;
+    let run = env.import_bounces(&[csv_path.to_str().unwrap()]).await;
     assert_eq!(
         run.summary()["flagged"],
         serde_json::json!(["kevin.le@austintexas.gov"])
@@ -642,9 +584,7 @@ async fn imap_import_moves_recognised_bounces_and_leaves_the_rest() {
     );
     env.env("NOTIFY_IMAP_PASSWORD", "imap-s3cret");
     let url = server.url("INBOX");
-    let run = env
-        .run(&["bounces", "import", "--imap", &url, "--format", "json"])
-        .await;
+    let run = env.import_bounces(&["--imap", &url]).await;
     run.ok();
     let s = run.summary();
     assert_eq!(s["bounces"], 1, "{s}");
@@ -665,9 +605,7 @@ async fn imap_import_moves_recognised_bounces_and_leaves_the_rest() {
     );
 
     // Running again finds only the out-of-office: nothing new.
-    let run = env
-        .run(&["bounces", "import", "--imap", &url, "--format", "json"])
-        .await;
+    let run = env.import_bounces(&["--imap", &url]).await;
     run.ok();
     assert_eq!(run.summary()["bounces"], 0);
     assert_eq!(run.summary()["moved"], 0);

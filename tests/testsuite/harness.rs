@@ -141,6 +141,14 @@ impl Env {
         Run::from(out)
     }
 
+    /// `notify bounces import SOURCES --format json` (files, or `--imap URL`).
+    pub async fn import_bounces(&self, sources: &[&str]) -> Run {
+        let mut args = vec!["bounces", "import"];
+        args.extend_from_slice(sources);
+        args.extend(["--format", "json"]);
+        self.run(&args).await
+    }
+
     /// A direct handle on the database, for checking the journal.
     pub async fn store(&self) -> notify::store::Store {
         notify::store::Store::open(&self.database_url)
