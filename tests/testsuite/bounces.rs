@@ -401,15 +401,7 @@ async fn a_5xx_at_send_time_is_a_bounce_and_the_next_notice_skips_it(b: Backend)
 
     let sink = SmtpSink::start();
     let run = env
-        .run(&[
-            "maintenance-start",
-            "--until",
-            "23:59",
-            "--smtp-url",
-            &sink.url(),
-            "--format",
-            "json",
-        ])
+        .send_json(&["maintenance-start", "--until", "23:59"], &sink.url())
         .await;
     run.ok();
     assert_eq!(run.summary()["skipped"], 1);
@@ -422,15 +414,7 @@ async fn a_5xx_at_send_time_is_a_bounce_and_the_next_notice_skips_it(b: Backend)
     env.run(&["bounces", "resolve", gone, "--note", "mailbox restored"])
         .await
         .ok();
-    let run = env
-        .run(&[
-            "maintenance-end",
-            "--smtp-url",
-            &sink.url(),
-            "--format",
-            "json",
-        ])
-        .await;
+    let run = env.send_json(&["maintenance-end"], &sink.url()).await;
     run.ok();
     assert_eq!(run.summary()["skipped"], 0);
     assert!(sink

@@ -84,14 +84,7 @@ async fn outbox_by_default_then_smtp_delivers_them(b: Backend) {
     // A later run with an SMTP server delivers every one of them, once.
     let sink = SmtpSink::start();
     let run = env
-        .run(&[
-            "release-notes",
-            "v3.12",
-            "--smtp-url",
-            &sink.url(),
-            "--format",
-            "json",
-        ])
+        .send_json(&["release-notes", "v3.12"], &sink.url())
         .await;
     run.ok();
     assert_eq!(run.summary()["sent"], mug.len());
@@ -112,15 +105,7 @@ async fn every_recipient_once_with_verp_and_reruns_send_nothing(b: Backend) {
     let sink = SmtpSink::start();
     let url = sink.url();
     let run = env
-        .run(&[
-            "maintenance-start",
-            "--until",
-            "23:59",
-            "--smtp-url",
-            &url,
-            "--format",
-            "json",
-        ])
+        .send_json(&["maintenance-start", "--until", "23:59"], &url)
         .await;
     run.ok();
     assert_eq!(run.summary()["sent"], users.len());
@@ -345,14 +330,7 @@ async fn dry_run_preview_and_single_copy(b: Backend) {
     );
     // ...so the real run still sends to everybody.
     let run = env
-        .run(&[
-            "release-notes",
-            "v3.11.0",
-            "--smtp-url",
-            &sink.url(),
-            "--format",
-            "json",
-        ])
+        .send_json(&["release-notes", "v3.11.0"], &sink.url())
         .await;
     run.ok();
     assert_eq!(run.summary()["sent"], mug.len());

@@ -60,16 +60,7 @@ async fn smtp_down_exits_1_marks_nothing_and_a_later_run_delivers_once(b: Backen
     assert!(states.values().all(|s| s != "sent"), "{states:?}");
 
     let sink = SmtpSink::start_on(port);
-    let run = env
-        .run(&[
-            "release-notes",
-            "v3.12.0",
-            "--smtp-url",
-            &url,
-            "--format",
-            "json",
-        ])
-        .await;
+    let run = env.send_json(&["release-notes", "v3.12.0"], &url).await;
     run.ok();
     let csv = std::fs::read_to_string(Path::new(REPO).join("contacts/moped_users.csv")).unwrap();
     let mug = audience_of(&csv, Audience::Mug);
@@ -100,15 +91,7 @@ async fn a_5xx_fails_one_recipient_and_not_the_others(b: Backend) {
         Rule::Pipelining,
     ])
     .await;
-    let run = env
-        .run(&[
-            "maintenance-end",
-            "--smtp-url",
-            &server.url(),
-            "--format",
-            "json",
-        ])
-        .await;
+    let run = env.send_json(&["maintenance-end"], &server.url()).await;
     run.ok();
     let s = run.summary();
     assert_eq!(s["failed"], 1);
@@ -128,15 +111,7 @@ async fn a_5xx_fails_one_recipient_and_not_the_others(b: Backend) {
     assert_eq!(states[gone], "failed");
 
     // A rerun does not try the refused address again.
-    let run = env
-        .run(&[
-            "maintenance-end",
-            "--smtp-url",
-            &server.url(),
-            "--format",
-            "json",
-        ])
-        .await;
+    let run = env.send_json(&["maintenance-end"], &server.url()).await;
     run.ok();
     assert_eq!(run.summary()["sent"], 0);
     assert_eq!(server.received().len(), all.len() - 1);
@@ -163,15 +138,7 @@ async fn a_4xx_is_retried_in_the_run_and_deferred_ones_by_the_next(b: Backend) {
         },
     ])
     .await;
-    let run = env
-        .run(&[
-            "maintenance-end",
-            "--smtp-url",
-            &server.url(),
-            "--format",
-            "json",
-        ])
-        .await;
+    let run = env.send_json(&["maintenance-end"], &server.url()).await;
     run.code(1);
     assert!(run.stderr.contains("deferred"), "{}", run.stderr);
     let s = run.summary();
@@ -193,15 +160,7 @@ async fn a_4xx_is_retried_in_the_run_and_deferred_ones_by_the_next(b: Backend) {
 
     // The next run, against a server that accepts, finishes the deferred one only.
     let sink = SmtpSink::start();
-    let run = env
-        .run(&[
-            "maintenance-end",
-            "--smtp-url",
-            &sink.url(),
-            "--format",
-            "json",
-        ])
-        .await;
+    let run = env.send_json(&["maintenance-end"], &sink.url()).await;
     run.ok();
     assert_eq!(run.summary()["sent"], 1);
     let msgs = sink.messages();

@@ -141,6 +141,13 @@ impl Env {
         Run::from(out)
     }
 
+    /// `notify ARGS --smtp-url URL --format json`: a notice sent to a test server.
+    pub async fn send_json(&self, args: &[&str], smtp_url: &str) -> Run {
+        let mut all = args.to_vec();
+        all.extend(["--smtp-url", smtp_url, "--format", "json"]);
+        self.run(&all).await
+    }
+
     /// `notify bounces import SOURCES --format json` (files, or `--imap URL`).
     pub async fn import_bounces(&self, sources: &[&str]) -> Run {
         let mut args = vec!["bounces", "import"];

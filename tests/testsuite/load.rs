@@ -64,14 +64,7 @@ async fn faults_at_every_stage(b: Backend, pipelining: bool) {
     }
     let server = SmtpServer::start(rules).await;
     let run = env
-        .run(&[
-            "release-notes",
-            "v3.12.0",
-            "--smtp-url",
-            &server.url(),
-            "--format",
-            "json",
-        ])
+        .send_json(&["release-notes", "v3.12.0"], &server.url())
         .await;
     run.ok();
     assert_eq!(run.summary()["sent"], 40);
