@@ -512,9 +512,7 @@ impl Delivery {
             }),
         }
     }
-}
 
-impl Delivery {
     /// [`Delivery::finish`] of `msg` and then [`Delivery::begin`] of `next`: on a plain SMTP
     /// connection in one round trip (see [`smtp::Connection::finish_and_begin`]). Returns the
     /// verdict on `msg` and the outcome of beginning `next`. When the connection was lost
@@ -527,15 +525,17 @@ impl Delivery {
         file_stem: &str,
         next: &Outgoing,
     ) -> (Result<(), SendError>, Result<(), SendError>) {
-        let target = match (self, &mut session.0) {
-            (Delivery::Smtp { target }, Some(Conn::Plain(_))) => target,
-            _ => {
-                let verdict = self.finish(session, msg, file_stem).await;
-                return (verdict, self.begin(session, next).await);
+        let plain = match (self, session.0.take()) {
+            (Delivery::Smtp { target }, Some(Conn::Plain(conn))) => Some((target, conn)),
+            (_, other) => {
+                session.0 = other;
+                None
             }
         };
-        let Some(Conn::Plain(mut conn)) = session.0.take() else {
-            unreachable!("matched a plain connection above");
+        let Some((target, mut conn)) = plain else {
+            // The outbox, or TLS: one step after the other.
+            let verdict = self.finish(session, msg, file_stem).await;
+            return (verdict, self.begin(session, next).await);
         };
         let (from, to) = envelope_addresses(next);
         let (verdict, begun) = conn.finish_and_begin(&from, &to, &next.bytes).await;
