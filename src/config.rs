@@ -37,6 +37,7 @@ pub enum ConfigError {
 struct FileConfig {
     database_url: Option<String>,
     smtp_url: Option<String>,
+    smtp_ca_file: Option<String>,
     outbox: Option<String>,
     contacts: Option<String>,
     templates: Option<String>,
@@ -103,6 +104,8 @@ pub struct Config {
     pub smtp_url: Option<String>,
     pub smtp_user: Option<String>,
     pub smtp_password: Option<String>,
+    /// PEM certificates trusted for the SMTP server's TLS besides the public roots.
+    pub smtp_ca_file: Option<PathBuf>,
     pub outbox: PathBuf,
     pub contacts: PathBuf,
     pub templates: PathBuf,
@@ -223,6 +226,18 @@ impl Config {
                     origin: smtp_origin.to_string(),
                     message,
                 }
+            })?;
+        }
+
+        let (smtp_ca_file, ca_origin) = r.string("smtp_ca_file", file.smtp_ca_file, None, None);
+        let smtp_ca_file = smtp_ca_file
+            .filter(|s| !s.trim().is_empty())
+            .map(|p| base_dir.join(p));
+        if let Some(path) = &smtp_ca_file {
+            crate::mail::transport::read_ca_file(path).map_err(|message| ConfigError::Invalid {
+                key: "smtp_ca_file",
+                origin: ca_origin.to_string(),
+                message,
             })?;
         }
 
@@ -359,6 +374,7 @@ impl Config {
             smtp_url,
             smtp_user: env.get("NOTIFY_SMTP_USER").cloned(),
             smtp_password: env.get("NOTIFY_SMTP_PASSWORD").cloned(),
+            smtp_ca_file,
             outbox,
             contacts,
             templates,

@@ -33,6 +33,8 @@ pub struct SmtpTarget {
     pub tls: TlsMode,
     user: Option<String>,
     password: Option<String>,
+    /// Certificates (PEM) trusted besides the public roots: a relay with a private CA.
+    extra_roots: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for SmtpTarget {
@@ -110,7 +112,15 @@ impl SmtpTarget {
             tls,
             user: user.map(str::to_string).or(url_user),
             password: password.map(str::to_string).or(url_pass),
+            extra_roots: None,
         })
+    }
+
+    /// Trust the certificates in the PEM file `path` too (`smtp_ca_file`), for a relay whose
+    /// certificate a private CA signed. The file must hold at least one certificate.
+    pub fn trust_ca_file(mut self, path: &Path) -> Result<SmtpTarget, String> {
+        self.extra_roots = Some(read_ca_file(path)?);
+        Ok(self)
     }
 
     /// Open one SMTP session: TCP with Nagle's algorithm off, the greeting and EHLO, TLS as the
@@ -169,7 +179,16 @@ impl SmtpTarget {
             err
         };
         let params = || {
-            TlsParameters::new(self.host.clone()).map_err(|e| SendError {
+            let mut builder = TlsParameters::builder(self.host.clone());
+            if let Some(pem) = &self.extra_roots {
+                let cert = lettre::transport::smtp::client::Certificate::from_pem(pem);
+                builder = builder.add_root_certificate(cert.map_err(|e| SendError {
+                    kind: SendErrorKind::Connection,
+                    code: None,
+                    message: format!("TLS setup for {}: smtp_ca_file: {e}", self.host),
+                })?);
+            }
+            builder.build().map_err(|e| SendError {
                 kind: SendErrorKind::Connection,
                 code: None,
                 message: format!("TLS setup for {}: {e}", self.host),
@@ -238,6 +257,24 @@ impl SmtpTarget {
         }
         Ok(conn)
     }
+}
+
+/// The PEM certificates in `path`, checked: readable, and at least one certificate in it.
+pub fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut count = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        cert.map_err(|e| format!("{}: not a PEM certificate file ({e})", path.display()))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(format!(
+            "{}: no certificate in it (expected -----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(pem)
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,7 +1,8 @@
 //! In-process SMTP server for integration tests.
 //!
-//! Speaks plain SMTP (RFC 5321, no TLS, no AUTH, no PIPELINING) on
-//! `127.0.0.1:<random port>` so that lettre — or the `notify` binary run as a
+//! Speaks SMTP (RFC 5321, no AUTH, PIPELINING only with [`Rule::Pipelining`]) on
+//! `127.0.0.1:<random port>`, plain or, started with [`SmtpServer::start_tls`], over TLS
+//! from the first byte (`smtps://`), so that lettre — or the `notify` binary run as a
 //! child process — can deliver to it. Every message that is answered with
 //! `250` after the final dot is recorded and can be inspected with
 //! [`SmtpServer::received`]; the message is recorded *before* the `250` is
@@ -36,9 +37,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
 /// Host name the server announces in its greeting and EHLO reply.
 pub const SERVER_NAME: &str = "test.local";
@@ -280,9 +282,32 @@ impl SmtpServer {
     /// Bind 127.0.0.1:0 and serve on the current tokio runtime (the accept loop
     /// is a spawned task). The port accepts connections as soon as this returns.
     pub async fn start(rules: Vec<Rule>) -> SmtpServer {
+        Self::start_with(rules, None)
+    }
+
+    /// Like [`SmtpServer::start`], with TLS from the first byte (`smtps://`) under the
+    /// certificate chain and private key given in PEM.
+    pub async fn start_tls(rules: Vec<Rule>, cert_pem: &str, key_pem: &str) -> SmtpServer {
+        use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+        use tokio_rustls::rustls::{crypto::ring, ServerConfig};
+        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("test SMTP server: certificate PEM");
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("test SMTP server: key PEM");
+        let config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("test SMTP server: TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("test SMTP server: certificate and key");
+        Self::start_with(rules, Some(TlsAcceptor::from(Arc::new(config))))
+    }
+
+    fn start_with(rules: Vec<Rule>, tls: Option<TlsAcceptor>) -> SmtpServer {
         let (listener, addr) = bind();
         let shared = Arc::new(Shared::new(rules));
-        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), tls));
         SmtpServer {
             addr,
             shared,
@@ -303,7 +328,7 @@ impl SmtpServer {
             .expect("test SMTP server: build runtime");
         let (listener, addr) = bind();
         let shared = Arc::new(Shared::new(rules));
-        let task = runtime.spawn(accept_loop(listener, Arc::clone(&shared)));
+        let task = runtime.spawn(accept_loop(listener, Arc::clone(&shared), None));
         SmtpServer {
             addr,
             shared,
@@ -402,7 +427,11 @@ fn bind() -> (std::net::TcpListener, SocketAddr) {
     (listener, addr)
 }
 
-async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+) {
     let listener = TcpListener::from_std(listener).expect("test SMTP server: register listener");
     // Owned by this task: aborting the task drops the set, which aborts every
     // connection task.
@@ -427,9 +456,20 @@ async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>) {
             continue;
         }
         let shared = Arc::clone(&shared);
+        let tls = tls.clone();
         connections.spawn(async move {
-            // I/O errors (client went away) just end the session.
-            let _ = serve_connection(stream, &shared).await;
+            let _ = stream.set_nodelay(true);
+            // I/O errors (client went away, a failed handshake) just end the session.
+            match tls {
+                None => {
+                    let _ = serve_connection(stream, &shared).await;
+                }
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let _ = serve_connection(stream, &shared).await;
+                    }
+                }
+            }
         });
     }
 }
@@ -469,9 +509,8 @@ struct Transaction {
     rcpt_to: Vec<String>,
 }
 
-async fn serve_connection(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
-    let _ = stream.set_nodelay(true);
-    let (reader, mut writer) = stream.split();
+async fn serve_connection<S: AsyncRead + AsyncWrite>(stream: S, shared: &Shared) -> io::Result<()> {
+    let (reader, mut writer) = tokio::io::split(stream);
     let mut reader = BufReader::new(reader);
     reply(&mut writer, GREETING).await?;
 

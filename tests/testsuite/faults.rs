@@ -231,3 +231,59 @@ async fn store_key(env: &Env) -> String {
         .await;
     run.summary()["campaign"].as_str().unwrap().to_string()
 }
+
+/// `smtps://` to a relay whose certificate no public CA signed: the run stops before anything is
+/// claimed (exit 1, nothing marked); a `smtp_ca_file` that is not a certificate file is bad input
+/// (exit 2, named); with the relay's CA trusted, every recipient gets the notice once over TLS.
+async fn smtps_to_a_private_ca_relay_needs_its_ca_trusted(b: Backend) {
+    let mut env = Env::new(b).await;
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert_pem = cert.cert.pem();
+    let server = SmtpServer::start_tls(vec![], &cert_pem, &cert.key_pair.serialize_pem()).await;
+    let url = format!("smtps://127.0.0.1:{}", server.port());
+
+    let untrusted = env.send_json(&["maintenance-end"], &url).await;
+    untrusted.code(1);
+    assert!(
+        untrusted
+            .stderr
+            .contains("cannot reach the SMTP server at smtps://127.0.0.1:")
+            && untrusted.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        untrusted.stderr
+    );
+    assert_eq!(server.accepted_count(), 0);
+    let today = chrono::Utc::now().with_timezone(&chrono_tz::America::Chicago);
+    let key = format!("maintenance-end/{}", today.format("%Y-%m-%d"));
+    let states = sent_states(&env, &key).await;
+    assert!(states.values().all(|s| s != "sent"), "{states:?}");
+
+    let bad = env.path().join("not-a-ca.pem");
+    std::fs::write(&bad, "relay certificate: ask IT\n").unwrap();
+    env.env("NOTIFY_SMTP_CA_FILE", bad.to_str().unwrap());
+    let refused = env.send_json(&["maintenance-end"], &url).await;
+    refused.code(2);
+    assert!(
+        refused.stderr.contains("smtp_ca_file") && refused.stderr.contains("not-a-ca.pem"),
+        "{}",
+        refused.stderr
+    );
+
+    let ca = env.path().join("relay-ca.pem");
+    std::fs::write(&ca, &cert_pem).unwrap();
+    env.env("NOTIFY_SMTP_CA_FILE", ca.to_str().unwrap());
+    let run = env.send_json(&["maintenance-end"], &url).await;
+    run.ok();
+    let all = users();
+    assert_eq!(run.summary()["sent"], all.len());
+    let counts = count_by_rcpt(
+        &server
+            .received()
+            .into_iter()
+            .map(|m| m.rcpt_to)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(counts.keys().cloned().collect::<Vec<_>>(), all);
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+}
+both!(smtps_to_a_private_ca_relay_needs_its_ca_trusted);
