@@ -680,33 +680,39 @@ impl Worker {
     /// `last` is the ticket of this worker's latest delivery; it is committed before the next
     /// message's final dot (see `GroupCommit`). A message is begun (sent up to its final dot)
     /// as soon as it is taken from the queue; its final dot then goes out together with the
-    /// next message's envelope, so a message costs one round trip. Anything that needs another
-    /// attempt is retried on its own, after the open message is ended.
+    /// next message's envelope, so a message costs one round trip. The dot is never held back
+    /// to wait for a next message: when none is ready to go at once (the queue is empty, or the
+    /// rate limit puts the next one later), the open message is ended on its own. Anything
+    /// that needs another attempt is retried on its own, after the open message is ended.
     async fn work(&self, session: &mut Session, last: &mut Option<Ticket>) -> anyhow::Result<()> {
         let mut open: Option<Prepared> = None;
         loop {
+            let mut again = Vec::new();
             let next = if self.stats.abort.load(Ordering::SeqCst) {
                 None
+            } else if open.is_some() {
+                self.queue.lock().await.try_recv().ok()
             } else {
                 self.queue.lock().await.recv().await
             };
             if next.is_some() {
-                self.rate.wait().await;
+                if let Some(slot) = self.rate.reserve().await {
+                    if slot > tokio::time::Instant::now() {
+                        if let Some(cur) = open.take() {
+                            self.end(cur, session, last, &mut again).await?;
+                        }
+                        tokio::time::sleep_until(slot).await;
+                    }
+                }
             }
-            let mut again = Vec::new();
             match (open.take(), next) {
-                (None, None) => return Ok(()),
+                (None, None) if again.is_empty() => return Ok(()),
+                (None, None) => {}
                 (None, Some(m)) => match self.delivery.begin(session, &m.out).await {
                     Ok(()) => open = Some(m),
                     Err(e) => again.push((m, e)),
                 },
-                (Some(cur), None) => {
-                    self.recorded(last, session).await?;
-                    match self.delivery.finish(session, &cur.out, &cur.stem).await {
-                        Ok(()) => self.delivered(&cur, last),
-                        Err(e) => again.push((cur, e)),
-                    }
-                }
+                (Some(cur), None) => self.end(cur, session, last, &mut again).await?,
                 (Some(cur), Some(m)) => {
                     self.recorded(last, session).await?;
                     let (verdict, begun) = self
@@ -728,16 +734,29 @@ impl Worker {
             }
             // One transaction at a time on a connection: end the open message first.
             if let Some(cur) = open.take() {
-                self.recorded(last, session).await?;
-                match self.delivery.finish(session, &cur.out, &cur.stem).await {
-                    Ok(()) => self.delivered(&cur, last),
-                    Err(e) => again.push((cur, e)),
-                }
+                self.end(cur, session, last, &mut again).await?;
             }
             for (message, failure) in again {
                 self.one(message, session, last, failure).await?;
             }
         }
+    }
+
+    /// Send the final dot of the open message `cur` once the previous delivery is committed;
+    /// a failure joins `again`.
+    async fn end(
+        &self,
+        cur: Prepared,
+        session: &mut Session,
+        last: &mut Option<Ticket>,
+        again: &mut Vec<(Prepared, SendError)>,
+    ) -> anyhow::Result<()> {
+        self.recorded(last, session).await?;
+        match self.delivery.finish(session, &cur.out, &cur.stem).await {
+            Ok(()) => self.delivered(&cur, last),
+            Err(e) => again.push((cur, e)),
+        }
+        Ok(())
     }
 
     /// Wait until this worker's latest delivery is committed. If it cannot be, the message

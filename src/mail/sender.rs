@@ -26,20 +26,22 @@ impl RateLimiter {
     /// Wait for the next slot. Slots are spaced evenly from the first one, so the run's average
     /// rate is exact and a burst after a pause cannot exceed it.
     pub async fn wait(&self) {
-        let Some(interval) = self.interval else {
-            return;
+        if let Some(slot) = self.reserve().await {
+            tokio::time::sleep_until(slot).await;
+        }
+    }
+
+    /// Take the next slot without waiting for it: when it starts, or `None` without a limit.
+    pub async fn reserve(&self) -> Option<Instant> {
+        let interval = self.interval?;
+        let mut next = self.next.lock().await;
+        let now = Instant::now();
+        let slot = match *next {
+            Some(n) if n > now => n,
+            _ => now,
         };
-        let slot = {
-            let mut next = self.next.lock().await;
-            let now = Instant::now();
-            let slot = match *next {
-                Some(n) if n > now => n,
-                _ => now,
-            };
-            *next = Some(slot + interval);
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
+        *next = Some(slot + interval);
+        Some(slot)
     }
 }
 

@@ -241,6 +241,43 @@ async fn a_second_run_on_sqlite_is_refused_while_the_first_sends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_dot_is_not_held_back_for_a_rate_limited_next_message() {
+    // At one message every 2 s on one connection, the first message is accepted at once: its
+    // final dot does not wait for the next message's turn to travel with its envelope.
+    let env = Env::with_contacts(Backend::Sqlite, &generated_contacts(2)).await;
+    let server = SmtpServer::start(vec![Rule::Pipelining]).await;
+    let url = server.url();
+    let mut child = env.spawn(&[
+        "release-notes",
+        "v3.12.0",
+        "--smtp-url",
+        &url,
+        "--rate",
+        "0.5",
+        "--concurrency",
+        "1",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The run's first connection is its check of the server; the worker's is the second.
+    while server.connections() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let connected = Instant::now();
+    while server.accepted_count() < 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let first = connected.elapsed();
+    let status = child.wait().await.expect("notify ran");
+    assert!(status.success());
+    assert_eq!(server.accepted_count(), 2);
+    assert!(
+        first < Duration::from_millis(1500),
+        "the first message was accepted {first:?} after the connection opened"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rate_limit_is_never_exceeded() {
     // 101 messages at 50/s need at least 100 intervals of 20 ms, whatever the concurrency.
     let env = Env::with_contacts(Backend::Sqlite, &generated_contacts(101)).await;
