@@ -691,7 +691,11 @@ impl Worker {
             let next = if self.stats.abort.load(Ordering::SeqCst) {
                 None
             } else if open.is_some() {
-                self.queue.lock().await.try_recv().ok()
+                // Another worker holding the queue is waiting for the feeder: nothing is ready.
+                match self.queue.try_lock() {
+                    Ok(mut queue) => queue.try_recv().ok(),
+                    Err(_) => None,
+                }
             } else {
                 self.queue.lock().await.recv().await
             };
