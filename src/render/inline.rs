@@ -117,9 +117,35 @@ fn split(html: &str) -> Option<(String, Vec<&str>)> {
     if html.contains([OPEN, CLOSE]) {
         return None;
     }
-    let b = html.as_bytes();
     let mut skeleton = String::with_capacity(html.len());
     let mut texts = Vec::new();
+    for piece in pieces(html, tag_end, raw_text_element).ok()? {
+        match piece {
+            Piece::Text(r) => push_text(&html[r], &mut skeleton, &mut texts),
+            // The content of raw-text elements is markup as far as styles are concerned.
+            Piece::Markup(r) => skeleton.push_str(&html[r]),
+        }
+    }
+    Some((skeleton, texts))
+}
+
+/// A stretch of a page: text, or markup (a tag, comment or declaration, with the content of a
+/// raw-text element that the tag opens).
+pub(super) enum Piece {
+    Text(std::ops::Range<usize>),
+    Markup(std::ops::Range<usize>),
+}
+
+/// Cut `html` into text and markup, in order. A `<` that starts no markup is text. `tag_end`
+/// finds where a tag ends, `raw_text` names the elements whose content is markup too. `Err`
+/// says what was left open.
+pub(super) fn pieces(
+    html: &str,
+    tag_end: fn(&[u8], usize) -> Option<usize>,
+    raw_text: fn(&str) -> Option<&'static str>,
+) -> Result<Vec<Piece>, &'static str> {
+    let b = html.as_bytes();
+    let mut out = Vec::new();
     let mut i = 0;
     let mut text_start = 0;
     while i < b.len() {
@@ -129,32 +155,32 @@ fn split(html: &str) -> Option<(String, Vec<&str>)> {
         }
         let next = b.get(i + 1).copied().unwrap_or(0);
         let end = if b[i..].starts_with(b"<!--") {
-            find(b, i + 4, b"-->")? + 3
+            find(b, i + 4, b"-->").ok_or("open comment")? + 3
         } else if next == b'!' || next == b'?' {
-            find(b, i + 2, b">")? + 1
+            find(b, i + 2, b">").ok_or("open declaration")? + 1
         } else if next.is_ascii_alphabetic()
             || (next == b'/' && b.get(i + 2).is_some_and(u8::is_ascii_alphabetic))
         {
-            tag_end(b, i + 1)?
+            tag_end(b, i + 1).ok_or("open tag")?
         } else {
-            // A `<` that starts no markup is text.
             i += 1;
             continue;
         };
-        push_text(&html[text_start..i], &mut skeleton, &mut texts);
-        let tag = &html[i..end];
-        skeleton.push_str(tag);
-        i = end;
-        // The content of raw-text elements is markup as far as styles are concerned.
-        if let Some(name) = raw_text_element(tag) {
-            let close = find_close(b, i, name)?;
-            skeleton.push_str(&html[i..close]);
-            i = close;
+        if text_start < i {
+            out.push(Piece::Text(text_start..i));
         }
+        let markup_end = match raw_text(&html[i..end]) {
+            Some(name) => find_close(b, end, name).ok_or("open raw text element")?,
+            None => end,
+        };
+        out.push(Piece::Markup(i..markup_end));
+        i = markup_end;
         text_start = i;
     }
-    push_text(&html[text_start..], &mut skeleton, &mut texts);
-    Some((skeleton, texts))
+    if text_start < b.len() {
+        out.push(Piece::Text(text_start..b.len()));
+    }
+    Ok(out)
 }
 
 /// Text as an HTML serializer writes it: the layout's escaping of `"`, `'` and `/` (needed in
@@ -200,7 +226,7 @@ fn push_text<'a>(text: &'a str, skeleton: &mut String, texts: &mut Vec<&'a str>)
     }
 }
 
-pub(super) fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
     b.get(from..)?
         .windows(needle.len())
         .position(|w| w == needle)
@@ -249,7 +275,7 @@ fn raw_text_element(tag: &str) -> Option<&'static str> {
 
 /// Where `</name` (any case) starts at or after `from`; the end of the page for `plaintext`,
 /// which no end tag closes.
-pub(super) fn find_close(b: &[u8], from: usize, name: &str) -> Option<usize> {
+fn find_close(b: &[u8], from: usize, name: &str) -> Option<usize> {
     if name == "plaintext" {
         return Some(b.len());
     }

@@ -24,7 +24,7 @@
 use pulldown_cmark::{Event, Parser, Tag, TagEnd};
 use tera::ast::{Expr, ExprVal, Node};
 
-use super::inline::{element_name, find, find_close};
+use super::inline::{element_name, pieces, Piece};
 use super::{markdown, Rendered, Templates};
 
 /// Start and end of a field marker: `OPEN`, the field's index in decimal, `CLOSE`. Private-use
@@ -623,52 +623,28 @@ fn entity_before(before: &str) -> bool {
 /// Check the final HTML: markers only in text (not in a tag, a comment, or the raw text of
 /// `<style>`, `<script>` and the like) and not right after the start of an `&` entity.
 fn check_html(html: &str) -> Result<(), String> {
-    let b = html.as_bytes();
-    let mut i = 0;
-    let mut text_start = 0;
-    let check_text = |text: &str, offset: usize| -> Result<(), String> {
-        for (at, _) in text.match_indices(OPEN) {
-            let before = &html[..offset + at];
-            if entity_before(before) {
-                return Err("a field inside an `&` entity in the HTML".into());
+    for piece in pieces(html, tag_end, raw_text_element)? {
+        match piece {
+            Piece::Text(r) => {
+                for (at, _) in html[r.clone()].match_indices(OPEN) {
+                    let before = &html[..r.start + at];
+                    if entity_before(before) {
+                        return Err("a field inside an `&` entity in the HTML".into());
+                    }
+                    // `<` + a letter would start a tag where `<` + a marker is text.
+                    if before.ends_with('<') || before.ends_with("</") {
+                        return Err("a field right after `<` in the HTML".into());
+                    }
+                }
             }
-            // `<` + a letter would start a tag where `<` + a marker is text.
-            if before.ends_with('<') || before.ends_with("</") {
-                return Err("a field right after `<` in the HTML".into());
+            Piece::Markup(r) => {
+                if html[r].contains([OPEN, CLOSE]) {
+                    return Err("a field in an HTML tag, comment, style or script".into());
+                }
             }
         }
-        Ok(())
-    };
-    while i < b.len() {
-        if b[i] != b'<' {
-            i += 1;
-            continue;
-        }
-        let next = b.get(i + 1).copied().unwrap_or(0);
-        let end = if b[i..].starts_with(b"<!--") {
-            find(b, i + 4, b"-->").ok_or("open comment")? + 3
-        } else if next == b'!' || next == b'?' {
-            find(b, i + 2, b">").ok_or("open declaration")? + 1
-        } else if next.is_ascii_alphabetic()
-            || (next == b'/' && b.get(i + 2).is_some_and(u8::is_ascii_alphabetic))
-        {
-            tag_end(b, i + 1).ok_or("open tag")?
-        } else {
-            i += 1;
-            continue;
-        };
-        check_text(&html[text_start..i], text_start)?;
-        let mut markup_end = end;
-        if let Some(name) = raw_text_element(&html[i..end]) {
-            markup_end = find_close(b, end, name).ok_or("open raw text element")?;
-        }
-        if html[i..markup_end].contains([OPEN, CLOSE]) {
-            return Err("a field in an HTML tag, comment, style or script".into());
-        }
-        i = markup_end;
-        text_start = i;
     }
-    check_text(&html[text_start..], text_start)
+    Ok(())
 }
 
 /// The end (exclusive) of the tag whose name starts at `from`, skipping quoted attribute values.
