@@ -23,15 +23,9 @@ impl RateLimiter {
         }
     }
 
-    /// Wait for the next slot. Slots are spaced evenly from the first one, so the run's average
-    /// rate is exact and a burst after a pause cannot exceed it.
-    pub async fn wait(&self) {
-        if let Some(slot) = self.reserve().await {
-            tokio::time::sleep_until(slot).await;
-        }
-    }
-
-    /// Take the next slot without waiting for it: when it starts, or `None` without a limit.
+    /// Take the next slot, without waiting for it: when it starts, or `None` without a limit.
+    /// Slots are spaced evenly from the first one, so the run's average rate is exact and a
+    /// burst after a pause cannot exceed it.
     pub async fn reserve(&self) -> Option<Instant> {
         let interval = self.interval?;
         let mut next = self.next.lock().await;
@@ -232,7 +226,9 @@ mod tests {
         let rl = RateLimiter::new(50.0);
         let start = Instant::now();
         for _ in 0..51 {
-            rl.wait().await;
+            if let Some(slot) = rl.reserve().await {
+                tokio::time::sleep_until(slot).await;
+            }
         }
         let took = start.elapsed();
         assert!(
