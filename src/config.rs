@@ -104,8 +104,9 @@ pub struct Config {
     pub smtp_url: Option<String>,
     pub smtp_user: Option<String>,
     pub smtp_password: Option<String>,
-    /// PEM certificates trusted for the SMTP server's TLS besides the public roots.
-    pub smtp_ca_file: Option<PathBuf>,
+    /// The certificates (PEM) of `smtp_ca_file`, trusted for the SMTP server's TLS besides the
+    /// public roots; read and checked when the configuration is loaded.
+    pub smtp_ca: Option<Vec<u8>>,
     pub outbox: PathBuf,
     pub contacts: PathBuf,
     pub templates: PathBuf,
@@ -230,16 +231,18 @@ impl Config {
         }
 
         let (smtp_ca_file, ca_origin) = r.string("smtp_ca_file", file.smtp_ca_file, None, None);
-        let smtp_ca_file = smtp_ca_file
-            .filter(|s| !s.trim().is_empty())
-            .map(|p| base_dir.join(p));
-        if let Some(path) = &smtp_ca_file {
-            crate::mail::transport::read_ca_file(path).map_err(|message| ConfigError::Invalid {
-                key: "smtp_ca_file",
-                origin: ca_origin.to_string(),
-                message,
-            })?;
-        }
+        let smtp_ca = match smtp_ca_file.filter(|s| !s.trim().is_empty()) {
+            Some(p) => Some(
+                crate::mail::transport::read_ca_file(&base_dir.join(p)).map_err(|message| {
+                    ConfigError::Invalid {
+                        key: "smtp_ca_file",
+                        origin: ca_origin.to_string(),
+                        message,
+                    }
+                })?,
+            ),
+            None => None,
+        };
 
         let path_key = |key: &'static str, v: Option<String>, o: Option<String>, d: &str| {
             let (v, _) = r.string(key, v, o, Some(d));
@@ -374,7 +377,7 @@ impl Config {
             smtp_url,
             smtp_user: env.get("NOTIFY_SMTP_USER").cloned(),
             smtp_password: env.get("NOTIFY_SMTP_PASSWORD").cloned(),
-            smtp_ca_file,
+            smtp_ca,
             outbox,
             contacts,
             templates,

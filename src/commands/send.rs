@@ -218,10 +218,8 @@ pub async fn run(cfg: &Config, notice: Notice, args: SendArgs) -> anyhow::Result
         let target =
             mail::SmtpTarget::parse(url, cfg.smtp_user.as_deref(), cfg.smtp_password.as_deref())
                 .map_err(UsageError)?;
-        let target = match &cfg.smtp_ca_file {
-            Some(path) => target
-                .trust_ca_file(path)
-                .map_err(|e| UsageError(format!("smtp_ca_file: {e}")))?,
+        let target = match &cfg.smtp_ca {
+            Some(pem) => target.trust(pem.clone()),
             None => target,
         };
         Some(Delivery::Smtp { target })

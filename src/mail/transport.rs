@@ -116,11 +116,11 @@ impl SmtpTarget {
         })
     }
 
-    /// Trust the certificates in the PEM file `path` too (`smtp_ca_file`), for a relay whose
-    /// certificate a private CA signed. The file must hold at least one certificate.
-    pub fn trust_ca_file(mut self, path: &Path) -> Result<SmtpTarget, String> {
-        self.extra_roots = Some(read_ca_file(path)?);
-        Ok(self)
+    /// Trust these certificates (PEM, as [`read_ca_file`] checked them) too, for a relay whose
+    /// certificate a private CA signed (`smtp_ca_file`).
+    pub fn trust(mut self, pem: Vec<u8>) -> SmtpTarget {
+        self.extra_roots = Some(pem);
+        self
     }
 
     /// Open one SMTP session: TCP with Nagle's algorithm off, the greeting and EHLO, TLS as the
