@@ -708,8 +708,8 @@ impl Worker {
                 }
             }
             match (open.take(), next) {
-                (None, None) if again.is_empty() => return Ok(()),
-                (None, None) => {}
+                // Nothing was open, so nothing was ended above: `again` is empty.
+                (None, None) => return Ok(()),
                 (None, Some(m)) => match self.delivery.begin(session, &m.out).await {
                     Ok(()) => open = Some(m),
                     Err(e) => again.push((m, e)),
