@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod contacts;
+pub mod inert;
 pub mod intake;
 pub mod mail;
 pub mod notice;
