@@ -10,7 +10,7 @@ pub mod transport;
 pub mod verp;
 
 pub use message::{build, Outgoing};
-pub use transport::{Delivery, SendError, SmtpTarget};
+pub use transport::{Delivery, SendError, SmtpTarget, Stage};
 
 /// Check that the configured bounce address can carry a VERP token (`local+TOKEN@domain`).
 pub fn check_bounce_address(addr: &str) -> Result<(), String> {

@@ -137,6 +137,7 @@ impl SmtpTarget {
         let unreachable = |message: String| SendError {
             kind: SendErrorKind::Connection,
             code: None,
+            stage: None,
             message: format!("cannot reach the SMTP server at {self}: {message}"),
         };
         let tcp = tokio::time::timeout(
@@ -160,6 +161,7 @@ impl SmtpTarget {
                 } => SendError {
                     kind: SendErrorKind::Connection,
                     code: Some(reply.code),
+                    stage: Some(Stage::Session),
                     message: format!(
                         "the SMTP server at {self} refused the login: {}",
                         reply.text()
@@ -185,12 +187,14 @@ impl SmtpTarget {
                 builder = builder.add_root_certificate(cert.map_err(|e| SendError {
                     kind: SendErrorKind::Connection,
                     code: None,
+                    stage: None,
                     message: format!("TLS setup for {}: smtp_ca_file: {e}", self.host),
                 })?);
             }
             builder.build().map_err(|e| SendError {
                 kind: SendErrorKind::Connection,
                 code: None,
+                stage: None,
                 message: format!("TLS setup for {}: {e}", self.host),
             })
         };
@@ -214,11 +218,13 @@ impl SmtpTarget {
             .map_err(|_| SendError {
                 kind: SendErrorKind::Connection,
                 code: None,
+                stage: None,
                 message: format!("cannot reach the SMTP server at {self}: connection timed out"),
             })?
             .map_err(|e| SendError {
                 kind: SendErrorKind::Connection,
                 code: None,
+                stage: None,
                 message: format!("cannot reach the SMTP server at {self}: {e}"),
             })?;
             let _ = tcp.set_nodelay(true);
@@ -230,6 +236,7 @@ impl SmtpTarget {
             .map_err(|_| SendError {
                 kind: SendErrorKind::Connection,
                 code: None,
+                stage: None,
                 message: format!("the SMTP server at {self} sent no greeting"),
             })?
             .map_err(fail)?
@@ -294,7 +301,35 @@ pub struct SendError {
     kind: SendErrorKind,
     /// The SMTP reply code, when the server answered.
     pub code: Option<u16>,
+    /// The step of the transaction the server refused, when it is known.
+    pub stage: Option<Stage>,
     pub message: String,
+}
+
+/// The step of an SMTP transaction a refusal answered: whether a refusal can be about one
+/// recipient at all depends on it (a refused `MAIL FROM` is about the sender).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The greeting, EHLO, STARTTLS or the login.
+    Session,
+    MailFrom,
+    RcptTo,
+    Data,
+    /// The reply after the message's final dot.
+    Message,
+}
+
+impl Stage {
+    /// The stage named by the SMTP client's `what`.
+    fn of(what: &str) -> Stage {
+        match what {
+            "MAIL FROM" => Stage::MailFrom,
+            "RCPT TO" => Stage::RcptTo,
+            "DATA" => Stage::Data,
+            "the message" => Stage::Message,
+            _ => Stage::Session,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,6 +369,7 @@ impl SendError {
         SendError {
             kind: SendErrorKind::Local,
             code: None,
+            stage: None,
             message,
         }
     }
@@ -346,11 +382,13 @@ impl SendError {
                     _ => SendErrorKind::Transient,
                 },
                 code: Some(reply.code),
+                stage: Some(Stage::of(what)),
                 message: format!("{what} refused: {}", reply.text()),
             },
             smtp::Failure::Broken(m) => SendError {
                 kind: SendErrorKind::Connection,
                 code: None,
+                stage: None,
                 message: format!("the SMTP server at {target}: {m}"),
             },
         }
@@ -381,6 +419,7 @@ impl SendError {
         SendError {
             kind,
             code,
+            stage: None,
             message,
         }
     }
@@ -535,6 +574,7 @@ impl Delivery {
                     Err(_) => Err(SendError {
                         kind: SendErrorKind::Connection,
                         code: None,
+                        stage: None,
                         message: format!(
                             "the SMTP server at {target} did not answer within {} s",
                             COMMAND_TIMEOUT.as_secs()
@@ -545,6 +585,7 @@ impl Delivery {
             None => Err(SendError {
                 kind: SendErrorKind::Connection,
                 code: None,
+                stage: None,
                 message: format!("no open connection to {target} to finish the message on"),
             }),
         }
