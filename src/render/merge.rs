@@ -126,7 +126,10 @@ impl Merge {
         // or `<link>` the inliner consumes would change the styles and leave no marker.
         let mut layout_ctx = ctx;
         layout_ctx.insert(LAYOUT_SUBJECT, &rendered.subject);
-        layout_ctx.insert(LAYOUT_BODY, &markdown::to_html(&markdown));
+        layout_ctx.insert(
+            LAYOUT_BODY,
+            &markdown::to_html(&markdown, templates.policy()),
+        );
         let page = templates
             .layout_tera()
             .render(super::LAYOUT_FILE, &layout_ctx)
@@ -1063,8 +1066,9 @@ Footnote[^1].
                 assert!(!edge_ok(c));
                 continue;
             }
-            let strong = markdown::to_html(&format!("x**{c}**y")).contains("<strong>");
-            let em = markdown::to_html(&format!("x*{c}*y")).contains("<em>");
+            let strong =
+                markdown::to_html(&format!("x**{c}**y"), &Default::default()).contains("<strong>");
+            let em = markdown::to_html(&format!("x*{c}*y"), &Default::default()).contains("<em>");
             // Exactly the characters emphasis treats like the marker's private-use characters.
             assert_eq!(edge_ok(c), strong && em, "U+{:04X}", c as u32);
             excluded += usize::from(!edge_ok(c));

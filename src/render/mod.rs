@@ -7,6 +7,12 @@
 //! called `<b>[x](y)` stays literal text), the Markdown becomes HTML with raw HTML shown as text,
 //! and that HTML goes into an HTML-escaping layout. Trusted Markdown (the release notes) is
 //! passed with `| safe`.
+//!
+//! Link rule (see [`markdown::Policy`]): a link is clickable only for `http:`, `https:` and
+//! `mailto:`; an image shows only from a URL prefix listed in the notice template's front matter
+//! (`images: https://moped.austinmobility.io/`, none by default). A template whose own Markdown
+//! breaks the rule is refused at load with its file and line; whatever a rendered value brings
+//! in is rendered as its text (a link's text, an image's alt text).
 
 pub mod front_matter;
 pub mod inline;
@@ -50,6 +56,7 @@ pub struct Templates {
     notice: Tera,
     layout: Tera,
     inliner: inline::Inliner,
+    policy: markdown::Policy,
     body: Source,
     subject: Source,
     layout_src: Source,
@@ -82,17 +89,27 @@ impl Templates {
                 line: Some(1),
                 message: "no `subject:` in the front matter".into(),
             })?;
-        let subject_line = text
-            .lines()
-            .position(|l| l.trim_start().starts_with("subject"))
-            .map(|i| i + 1)
-            .unwrap_or(1);
+        let meta_line = |key: &str| {
+            text.lines()
+                .position(|l| l.trim_start().starts_with(key))
+                .map_or(1, |i| i + 1)
+        };
+        let policy = match doc.meta.get("images") {
+            Some(list) => markdown::Policy::with_images(list).map_err(|message| TemplateError {
+                path: path.clone(),
+                line: Some(meta_line("images")),
+                message: format!("images: {message}"),
+            })?,
+            None => markdown::Policy::default(),
+        };
+        check_links(&path, &doc.body, doc.body_line_offset, &policy)?;
         let layout_path = dir.join(LAYOUT_FILE);
         let layout_text = std::fs::read_to_string(&layout_path).map_err(|e| TemplateError {
             path: layout_path.clone(),
             line: None,
             message: format!("cannot read the layout: {e}"),
         })?;
+        let subject_line = meta_line("subject");
         Self::from_sources(
             Source {
                 path: path.clone(),
@@ -109,6 +126,7 @@ impl Templates {
                 text: layout_text,
                 line_offset: 0,
             },
+            policy,
         )
     }
 
@@ -116,6 +134,7 @@ impl Templates {
         body: Source,
         subject: Source,
         layout_src: Source,
+        policy: markdown::Policy,
     ) -> Result<Templates, TemplateError> {
         let mut notice = Tera::default();
         notice.autoescape_on(vec![".md"]);
@@ -136,10 +155,16 @@ impl Templates {
             notice,
             layout,
             inliner,
+            policy,
             body,
             subject,
             layout_src,
         })
+    }
+
+    /// The links and images this notice may carry (its `images:` front matter).
+    pub fn policy(&self) -> &markdown::Policy {
+        &self.policy
     }
 
     /// The Tera instance holding the notice's body and subject templates.
@@ -173,6 +198,7 @@ impl Templates {
             src(body, "test.md"),
             src(subject, "test.md"),
             src(layout, LAYOUT_FILE),
+            markdown::Policy::default(),
         )
     }
 
@@ -187,7 +213,7 @@ impl Templates {
             .notice
             .render(BODY, ctx)
             .map_err(|e| tera_error(&self.body, &e))?;
-        let (text, body_html) = markdown::to_text_and_html(&body_md);
+        let (text, body_html) = markdown::to_text_and_html(&body_md, &self.policy);
         let mut layout_ctx = ctx.clone();
         layout_ctx.insert("subject", &subject);
         layout_ctx.insert("body", &body_html);
@@ -205,6 +231,25 @@ impl Templates {
             text,
             html,
         })
+    }
+}
+
+/// Refuse a template whose own Markdown has a link or an image `policy` does not allow, naming
+/// the file and line. Destinations written with Tera (`{{ app_url }}`) are judged once rendered.
+fn check_links(
+    path: &Path,
+    body: &str,
+    line_offset: usize,
+    policy: &markdown::Policy,
+) -> Result<(), TemplateError> {
+    let tera = |dest: &str| dest.contains("{{") || dest.contains("{%") || dest.contains("{#");
+    match markdown::refusals(body, policy, tera).into_iter().next() {
+        Some(r) => Err(TemplateError {
+            path: path.to_path_buf(),
+            line: Some(r.line + line_offset),
+            message: r.message,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -312,6 +357,7 @@ mod tests {
                 "templates/layout.html",
                 0,
             ),
+            markdown::Policy::default(),
         )
     }
 
