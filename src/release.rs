@@ -1,12 +1,14 @@
 //! Release notes: `releases/<version>.md` files (front matter `name`, `date`; body as the team
 //! writes it) and the tolerant version matching Moped's tags need (`v3.12.0`, `3.12.0`, `v3.12`,
-//! `v.2.40.0`). Reads files; renders nothing.
+//! `v.2.40.0`). Reads files; renders nothing. Notes are refused at load, with the file and line,
+//! when a link is not `http:`, `https:` or `mailto:` or an image is not an http(s) URL (which
+//! remote images show is the notice template's `images:` to say, when it renders).
 
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
 
-use crate::render::front_matter;
+use crate::render::{front_matter, markdown};
 
 /// One release: what the notes say and what it is called.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +153,14 @@ pub fn load(path: &Path, version: Option<Version>) -> Result<Release, ReleaseErr
     if doc.body.trim().is_empty() {
         return Err(invalid("the release notes are empty".into()));
     }
+    let refused = markdown::refusals(&doc.body, &markdown::Policy::any_remote_image(), |_| false);
+    if let Some(r) = refused.into_iter().next() {
+        return Err(ReleaseError::Invalid {
+            path: path.to_path_buf(),
+            line: r.line + doc.body_line_offset,
+            message: r.message,
+        });
+    }
     Ok(Release {
         version: version.to_string(),
         name: doc.meta.get("name").cloned().unwrap_or_default(),
@@ -255,5 +265,47 @@ mod tests {
         std::fs::write(&p, "---\ndate: next week\n---\nx\n").unwrap();
         let e = find(dir.path(), "v1.0.0").unwrap_err().to_string();
         assert!(e.contains("v1.0.0.md") && e.contains("next week"), "{e}");
+    }
+
+    #[test]
+    fn notes_with_a_link_that_is_not_http_or_mailto_are_refused_at_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v3.13.0.md");
+        for (body, line) in [
+            ("Hi\n\n* [x](javascript:alert(1))\n", 6),
+            ("a\n\nb <JavaScript:alert(1)>\n", 6),
+            ("[x][r]\n\n[r]: &#106;avascript:alert(1)\n", 4),
+            ("a\n![pixel](data:image/gif;base64,R0lGOD)\n", 5),
+        ] {
+            std::fs::write(&p, format!("---\nname: Hays\n---\n{body}")).unwrap();
+            let e = load(&p, None).unwrap_err();
+            let shown = e.to_string();
+            assert!(
+                matches!(e, ReleaseError::Invalid { line: l, .. } if l == line),
+                "{body:?}: {shown}"
+            );
+            assert!(
+                shown.starts_with(&format!("{}:{line}: ", p.display())),
+                "{shown}"
+            );
+        }
+        std::fs::write(
+            &p,
+            "---\nname: Hays\n---\n[PR](https://github.com/cityofaustin/atd-moped/pull/1) \
+             <moped@austintexas.gov> [m](mailto:a@b.example) ![map](https://x.example/m.png)\n\n\
+             <a href=\"javascript:alert(1)\">raw HTML is shown as text</a>\n",
+        )
+        .unwrap();
+        assert!(load(&p, None).is_ok());
+    }
+
+    #[test]
+    fn shipped_release_notes_load() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("releases");
+        let known = known_versions(&dir);
+        assert!(!known.is_empty());
+        for (v, path) in known {
+            load(&path, Some(v)).unwrap();
+        }
     }
 }
