@@ -65,6 +65,9 @@ pub enum Command {
         /// When it is expected to end.
         #[arg(long)]
         end: String,
+        /// Send even though the window starts or ends in the past.
+        #[arg(long)]
+        allow_past: bool,
         #[command(flatten)]
         send: SendArgs,
     },
@@ -76,6 +79,9 @@ pub enum Command {
         /// Start time if not now.
         #[arg(long)]
         start: Option<String>,
+        /// Send even though the expected end is in the past.
+        #[arg(long)]
+        allow_past: bool,
         #[command(flatten)]
         send: SendArgs,
     },
@@ -137,13 +143,17 @@ pub enum BouncesCommand {
         #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
         format: SummaryFormat,
     },
-    /// The accounts to update in Moped, one row per flagged contact.
+    /// The accounts to update in Moped, one row per flagged contact, then the unverified
+    /// bounces (matched only by address; never counted) under their own heading.
     Report {
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
         /// Only bounces on or after this date (2026-12-01).
         #[arg(long, value_name = "DATE")]
         since: Option<String>,
+        /// Only the unverified bounces, with why (JSON: an array of them).
+        #[arg(long)]
+        unverified: bool,
     },
     /// Record what was done about an account and lift its flag.
     Resolve {
@@ -182,6 +192,14 @@ pub enum ContactsCommand {
         file: PathBuf,
         #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
         format: SummaryFormat,
+        /// Say what the import would change and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Mark inactive however many contacts are missing from the file (without it, more
+        /// than `max_removal_percent` of the active contacts, or an export with no rows, is
+        /// refused).
+        #[arg(long)]
+        allow_removals: bool,
     },
     /// List the contacts in the database.
     List {
@@ -214,12 +232,20 @@ pub struct SendArgs {
     /// Send again to everybody, including those already sent to.
     #[arg(long)]
     pub resend: bool,
+    /// Send again to the recipients the server refused (marked failed), and to nobody already
+    /// sent to.
+    #[arg(long, conflicts_with = "resend")]
+    pub retry_failed: bool,
     /// Campaign key, if not the notice's own (e.g. to send a corrected notice).
     #[arg(long)]
     pub campaign: Option<String>,
     /// Summary format.
     #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
     pub format: SummaryFormat,
+    /// Let the contacts sync before the notice mark inactive however many contacts are missing
+    /// from the export (see `contacts import --allow-removals`).
+    #[arg(long)]
+    pub allow_removals: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

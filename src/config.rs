@@ -59,6 +59,9 @@ struct FileConfig {
     team_name: Option<String>,
     soft_bounce_limit: Option<u64>,
     soft_bounce_days: Option<u64>,
+    provider: Option<String>,
+    daily_recipient_limit: Option<u64>,
+    max_removal_percent: Option<u64>,
 }
 
 /// Where a value came from, for error messages.
@@ -130,6 +133,55 @@ pub struct Config {
     /// Soft bounces on this many different notices within `soft_bounce_days` flag an account.
     pub soft_bounce_limit: u32,
     pub soft_bounce_days: u32,
+    /// The mail provider whose documented limits cap `concurrency`, `rate` and
+    /// `daily_recipient_limit` (named in `provider`, or recognised from the SMTP host).
+    pub provider: Option<Provider>,
+    /// Recipients accepted in any 24 hours, over every notice; 0 = no limit.
+    pub daily_recipient_limit: u64,
+    /// A contacts import that would mark more than this share (percent) of the active contacts
+    /// inactive is refused unless `--allow-removals`.
+    pub max_removal_percent: u8,
+}
+
+/// A mail provider's documented sending limits for one mailbox.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Provider {
+    /// The name used in `provider = "…"`.
+    pub name: &'static str,
+    /// SMTP connections at once.
+    pub concurrency: usize,
+    /// Messages per second.
+    pub rate: f64,
+    /// Recipients in 24 hours.
+    pub daily_recipients: u64,
+}
+
+/// Exchange Online SMTP client submission (smtp.office365.com): 30 messages a minute,
+/// 10,000 recipients a day and 3 concurrent connections per mailbox.
+pub const OFFICE365: Provider = Provider {
+    name: "office365",
+    concurrency: 3,
+    rate: 0.5,
+    daily_recipients: 10_000,
+};
+
+impl Provider {
+    /// The profile called `name` (`office365`, also `exchange-online`).
+    pub fn named(name: &str) -> Option<Provider> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "office365" | "office-365" | "exchange-online" | "exchange_online" | "o365" => {
+                Some(OFFICE365)
+            }
+            _ => None,
+        }
+    }
+
+    /// The profile recognised from an SMTP host name.
+    pub fn for_host(host: &str) -> Option<Provider> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        (host == "smtp.office365.com" || host.ends_with(".protection.outlook.com"))
+            .then_some(OFFICE365)
+    }
 }
 
 impl fmt::Debug for Config {
@@ -325,7 +377,7 @@ impl Config {
             1,
             1000,
         )? as usize;
-        let rate = r.number("rate", file.rate, overrides.rate, 0.0, 0.0, 100_000.0)?;
+        let rate = r.rate(file.rate, overrides.rate)?;
         let max_attempts = r.whole("max_attempts", file.max_attempts, None, 4, 1, 100)? as u32;
         let retry_base_ms = r.whole("retry_base_ms", file.retry_base_ms, None, 1000, 0, 600_000)?;
         let lease_seconds = r.whole("lease_seconds", file.lease_seconds, None, 30, 1, 86_400)?;
@@ -347,6 +399,53 @@ impl Config {
         )? as u32;
         let soft_bounce_days =
             r.whole("soft_bounce_days", file.soft_bounce_days, None, 30, 1, 3650)? as u32;
+        let max_removal_percent = r.whole(
+            "max_removal_percent",
+            file.max_removal_percent,
+            None,
+            20,
+            0,
+            100,
+        )? as u8;
+
+        let (provider_name, provider_origin) = r.string("provider", file.provider, None, None);
+        let provider = match provider_name.filter(|s| !s.trim().is_empty()) {
+            Some(name) if name.trim().eq_ignore_ascii_case("none") => None,
+            Some(name) => Some(Provider::named(&name).ok_or_else(|| ConfigError::Invalid {
+                key: "provider",
+                origin: provider_origin.to_string(),
+                message: format!("unknown provider `{name}`; known: office365 (or \"none\")"),
+            })?),
+            None => smtp_url
+                .as_deref()
+                .and_then(|u| url::Url::parse(u).ok())
+                .and_then(|u| u.host_str().and_then(Provider::for_host)),
+        };
+        let daily_recipient_limit = r.whole(
+            "daily_recipient_limit",
+            file.daily_recipient_limit,
+            None,
+            0,
+            0,
+            100_000_000,
+        )?;
+        // A provider's limits are ceilings: lower settings stay, higher or unlimited ones are
+        // brought down to what the provider allows.
+        let (concurrency, rate, daily_recipient_limit) = match provider {
+            Some(p) => (
+                concurrency.min(p.concurrency),
+                if rate <= 0.0 || rate > p.rate {
+                    p.rate
+                } else {
+                    rate
+                },
+                match daily_recipient_limit {
+                    0 => p.daily_recipients,
+                    n => n.min(p.daily_recipients),
+                },
+            ),
+            None => (concurrency, rate, daily_recipient_limit),
+        };
 
         let audience = |key: &'static str, v: Option<String>, d: &str| {
             let (v, origin) = r.string(key, v, None, Some(d));
@@ -399,6 +498,9 @@ impl Config {
             team_name: team_name.unwrap_or_default(),
             soft_bounce_limit,
             soft_bounce_days,
+            provider,
+            daily_recipient_limit,
+            max_removal_percent,
         })
     }
 }
@@ -438,6 +540,20 @@ impl Resolver<'_> {
         min: f64,
         max: f64,
     ) -> Result<f64, ConfigError> {
+        self.number_from(key, file, flag, default, min, max)
+            .map(|(value, _)| value)
+    }
+
+    /// [`Self::number`], and where the value came from.
+    fn number_from(
+        &self,
+        key: &'static str,
+        file: Option<f64>,
+        flag: Option<f64>,
+        default: f64,
+        min: f64,
+        max: f64,
+    ) -> Result<(f64, Origin), ConfigError> {
         let (value, origin) = if let Some(v) = flag {
             (v, Origin::Flag(key))
         } else {
@@ -463,6 +579,24 @@ impl Resolver<'_> {
                 key,
                 origin: origin.to_string(),
                 message: format!("{value} is outside {min}..={max}"),
+            });
+        }
+        Ok((value, origin))
+    }
+
+    /// `rate`: messages a second, 0 for unlimited. Below one message an hour a notice to the
+    /// users group would take weeks: such a value is a slip (a per-hour figure typed as per
+    /// second, or a sign), so it is refused rather than obeyed.
+    fn rate(&self, file: Option<f64>, flag: Option<f64>) -> Result<f64, ConfigError> {
+        const ONE_AN_HOUR: f64 = 1.0 / 3600.0;
+        let (value, origin) = self.number_from("rate", file, flag, 0.0, 0.0, 100_000.0)?;
+        if value > 0.0 && value < ONE_AN_HOUR {
+            return Err(ConfigError::Invalid {
+                key: "rate",
+                origin: origin.to_string(),
+                message: format!(
+                    "{value} messages a second is less than one an hour (the least is 1/3600 = 0.000278); use 0 for no limit"
+                ),
             });
         }
         Ok(value)
@@ -624,5 +758,29 @@ mod tests {
             !shown.contains("s3cret") && !shown.contains("alice"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn rates_below_one_an_hour_are_refused_with_their_origin() {
+        assert_eq!(load("rate = 0.0\n", &[]).unwrap().rate, 0.0);
+        assert_eq!(load("", &[("NOTIFY_RATE", "0.0003")]).unwrap().rate, 0.0003);
+        let e = load("rate = 0.0001\n", &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("`rate`") && e.contains("notify.toml") && e.contains("one an hour"),
+            "{e}"
+        );
+        let e = load("", &[("NOTIFY_RATE", "1e-9")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("NOTIFY_RATE") && e.contains("one an hour"),
+            "{e}"
+        );
+        for bad in ["-1", "NaN", "inf"] {
+            let e = load("", &[("NOTIFY_RATE", bad)]).unwrap_err().to_string();
+            assert!(e.contains("NOTIFY_RATE"), "{bad}: {e}");
+        }
+        let e = load("rate = nan\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("`rate`"), "{e}");
     }
 }

@@ -1,6 +1,9 @@
 //! Contacts: the users group as exported from Moped's `moped_users` table, read from CSV and
-//! checked row by row. Pure: parsing and validation only; `store` keeps them and `commands`
-//! decides when to sync.
+//! checked row by row (including field lengths no real row reaches), the rule that refuses an
+//! import removing too many people, and which file is the contacts' source (the configured one,
+//! or the one last imported by hand while the configuration is unchanged). Parsing and the
+//! rules are pure; the only I/O is reading a contacts file. `store` keeps the contacts and
+//! `commands` decides when to sync.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -122,6 +125,69 @@ pub enum ContactsError {
         path: PathBuf,
         errors: Vec<RowError>,
     },
+    /// The file would mark too many contacts inactive (see [`check_removals`]).
+    #[error("{}", removals_message(path, *rows, *removed, *active, *max_percent))]
+    TooManyRemovals {
+        path: PathBuf,
+        /// Contacts in the file.
+        rows: usize,
+        /// Active contacts the file leaves out.
+        removed: usize,
+        /// Active contacts before.
+        active: usize,
+        max_percent: u8,
+    },
+}
+
+/// Refuse a sync that would mark more than `max_percent` of the `active` contacts inactive,
+/// and any sync from a file with no rows at all (an export cut short or made from an empty
+/// query), unless `allow` (`--allow-removals`).
+pub fn check_removals(
+    path: &Path,
+    rows: usize,
+    removed: usize,
+    active: usize,
+    max_percent: u8,
+    allow: bool,
+) -> Result<(), ContactsError> {
+    let too_many = removed as u128 * 100 > max_percent as u128 * active as u128;
+    if allow || (rows > 0 && !too_many) {
+        return Ok(());
+    }
+    Err(ContactsError::TooManyRemovals {
+        path: path.to_path_buf(),
+        rows,
+        removed,
+        active,
+        max_percent,
+    })
+}
+
+fn removals_message(
+    path: &Path,
+    rows: usize,
+    removed: usize,
+    active: usize,
+    max_percent: u8,
+) -> String {
+    let file = crate::inert::line(&path.to_string_lossy()).into_owned();
+    let go_on = "If these people really left the export, run the same command again with \
+                 --allow-removals.";
+    if rows == 0 {
+        return format!(
+            "{file} has no contacts (a header only, or nothing); it would mark all {active} \
+             active contacts inactive, so nothing was imported. Check the export. {go_on}"
+        );
+    }
+    let percent = if active == 0 {
+        0
+    } else {
+        (removed * 100).div_ceil(active)
+    };
+    format!(
+        "{file} would mark {removed} of the {active} active contacts inactive ({percent}%, more \
+         than max_removal_percent = {max_percent}%), so nothing was imported. {go_on}"
+    )
 }
 
 /// "FILE has N problems; nothing was imported:" and one `FILE:LINE: message` line per problem.
@@ -136,6 +202,87 @@ pub fn format_row_errors(path: &Path, errors: &[RowError]) -> String {
         out.push_str(&format!("\n  {}:{}: {}", path.display(), e.line, e.message));
     }
     out
+}
+
+/// The setting that records the file last imported by hand (JSON of [`ImportedSource`]).
+pub const IMPORTED_SOURCE_SETTING: &str = "contacts_source";
+
+/// A contacts file imported by hand (`notify contacts import FILE`) that is not the configured
+/// one. It stays the source of the contacts until the configured file changes (another path,
+/// or new content), so that a notice run does not undo the import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ImportedSource {
+    /// The imported file, as an absolute path.
+    pub file: PathBuf,
+    /// [`config_fingerprint`] of the configured contacts file at the time of the import.
+    pub config: String,
+    /// When it was imported (RFC 3339 UTC).
+    pub imported_at: String,
+}
+
+/// Where a run's contacts come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The configured `contacts` file. `superseded` is a hand import that applied until now:
+    /// the configured file changed since, so it is the source again.
+    Configured {
+        path: PathBuf,
+        superseded: Option<ImportedSource>,
+    },
+    /// A file imported by hand while the configured file has not changed since.
+    Imported(ImportedSource),
+}
+
+impl Source {
+    /// The file to read.
+    pub fn path(&self) -> &Path {
+        match self {
+            Source::Configured { path, .. } => path,
+            Source::Imported(i) => &i.file,
+        }
+    }
+}
+
+/// The source of the contacts given the configured file, its fingerprint now, and the hand
+/// import recorded in the store (if any).
+pub fn choose_source(
+    configured: &Path,
+    fingerprint_now: &str,
+    recorded: Option<ImportedSource>,
+) -> Source {
+    match recorded {
+        Some(r) if r.config == fingerprint_now => Source::Imported(r),
+        superseded => Source::Configured {
+            path: configured.to_path_buf(),
+            superseded,
+        },
+    }
+}
+
+/// A path made absolute (and resolved, when it exists), to compare and record it.
+pub fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// A fingerprint of the configured contacts file: its absolute path and its content (SHA-256,
+/// hex). It changes when the configuration points elsewhere or the file is replaced.
+pub fn config_fingerprint(configured: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let path = absolute(configured);
+    let mut h = Sha256::new();
+    h.update(path.to_string_lossy().as_bytes());
+    h.update([0]);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            h.update(b"content\0");
+            h.update(&bytes);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => h.update(b"absent"),
+        Err(_) => h.update(b"unreadable"),
+    }
+    hex::encode(h.finalize())
 }
 
 /// Columns that must be present (the rest of `moped_users` is optional).
@@ -368,21 +515,91 @@ impl Row<'_> {
     }
 }
 
+/// The longest value each column may hold, in characters. Real exports stay far below; a
+/// longer value is a broken or hostile file (a 1 MB name would make a 1 MB header line).
+pub const FIELD_LIMITS: &[(&str, usize)] = &[
+    ("user_id", 20),
+    ("first_name", 200),
+    ("last_name", 200),
+    ("title", 200),
+    ("workgroup", 200),
+    ("roles", 1000),
+    ("is_coa_staff", 10),
+    ("is_deleted", 10),
+    ("is_user_group_member", 10),
+    ("note", 2000),
+    ("date_added", 64),
+    ("last_seen_date", 64),
+];
+
+/// An address may have at most 254 characters (RFC 5321's 256-octet path less its angle
+/// brackets), and its local part at most 64.
+pub const MAX_ADDRESS_LEN: usize = 254;
+pub const MAX_LOCAL_PART_LEN: usize = 64;
+
+/// A value quoted in a message: clipped, and with control characters escaped.
+fn shown(v: &str) -> String {
+    const MAX: usize = 60;
+    let clipped: String = if v.chars().count() > MAX {
+        v.chars().take(MAX).chain(['…']).collect()
+    } else {
+        v.to_string()
+    };
+    crate::inert::line(&clipped).into_owned()
+}
+
+/// Why an address is too long to be one, if it is.
+fn address_too_long(raw: &str) -> Option<String> {
+    let len = raw.chars().count();
+    if len > MAX_ADDRESS_LEN {
+        return Some(format!(
+            "email is {len} characters long; an address has at most {MAX_ADDRESS_LEN} (RFC 5321)"
+        ));
+    }
+    let local = raw.rsplit_once('@').map_or(raw, |(l, _)| l).chars().count();
+    (local > MAX_LOCAL_PART_LEN).then(|| {
+        format!(
+            "email `{}` has a local part (before the @) of {local} characters; at most \
+             {MAX_LOCAL_PART_LEN} are allowed (RFC 5321)",
+            shown(raw)
+        )
+    })
+}
+
 fn parse_row(row: &Row<'_>) -> Result<Contact, Vec<String>> {
-    let field = |name: &str| row.get(name);
     let mut problems = Vec::new();
+    // A value over its limit is reported once and then read as blank, so that no other check
+    // quotes it back.
+    let mut too_long = std::collections::HashSet::new();
+    for &(name, max) in FIELD_LIMITS {
+        let len = row.get(name).chars().count();
+        if len > max {
+            problems.push(format!(
+                "{name} is {len} characters long; at most {max} are allowed"
+            ));
+            too_long.insert(name);
+        }
+    }
+    let field = |name: &str| {
+        if too_long.contains(name) {
+            ""
+        } else {
+            row.get(name)
+        }
+    };
     let user_id = match field("user_id").parse::<i64>() {
         Ok(id) if id > 0 => id,
+        _ if too_long.contains("user_id") => 0,
         _ => {
             problems.push(format!(
                 "user_id `{}` is not a positive whole number",
-                field("user_id")
+                shown(field("user_id"))
             ));
             0
         }
     };
     let raw_email = field("email");
-    let email = match check_address(raw_email) {
+    let email = match address_too_long(raw_email).map_or_else(|| check_address(raw_email), Err) {
         Ok(e) => e,
         Err(why) => {
             problems.push(why);
@@ -395,7 +612,7 @@ fn parse_row(row: &Row<'_>) -> Result<Contact, Vec<String>> {
         None => {
             problems.push(format!(
                 "{name} `{}` is not a boolean (true/false, t/f, yes/no, 1/0)",
-                field(name)
+                shown(field(name))
             ));
             default
         }
@@ -488,7 +705,7 @@ fn parse_roles(s: &str) -> Result<Vec<String>, String> {
     }
     if s.starts_with('[') {
         return serde_json::from_str::<Vec<String>>(s)
-            .map_err(|e| format!("roles `{s}` is not a JSON array of strings ({e})"));
+            .map_err(|e| format!("roles `{}` is not a JSON array of strings ({e})", shown(s)));
     }
     if let Some(inner) = s.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
         return Ok(inner
@@ -498,7 +715,8 @@ fn parse_roles(s: &str) -> Result<Vec<String>, String> {
             .collect());
     }
     Err(format!(
-        "roles `{s}` is not a JSON array such as [\"moped-editor\"]"
+        "roles `{}` is not a JSON array such as [\"moped-editor\"]",
+        shown(s)
     ))
 }
 

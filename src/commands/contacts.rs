@@ -1,32 +1,82 @@
-//! `notify contacts import|list`.
+//! `notify contacts import|list`, and the contacts sync every notice command runs first: which
+//! file the contacts come from (the configured one, or the one last imported by hand while the
+//! configuration is unchanged), the check against mass removals, the dry run that writes
+//! nothing, and the line that says what a sync changed and from which file.
 
 use std::io::Write;
+use std::path::Path;
 
 use crate::cli::{ContactsCommand, ListFormat, SummaryFormat};
 use crate::config::Config;
-use crate::contacts::{self, Contact};
-use crate::store::{Store, StoredContact};
+use crate::contacts::{self, Contact, ImportedSource, Source, IMPORTED_SOURCE_SETTING};
+use crate::inert;
+use crate::store::{self, Store, StoredContact, SyncReport};
 
 pub async fn run(cfg: &Config, cmd: ContactsCommand) -> anyhow::Result<()> {
     match cmd {
-        ContactsCommand::Import { file, format } => {
+        ContactsCommand::Import {
+            file,
+            format,
+            dry_run,
+            allow_removals,
+        } => {
             // Validate the whole file before touching the database.
             let bytes = contacts::read_bytes(&file)?;
             let (count, _) = contacts::validate(&file, &bytes)?;
             let store = Store::open(&cfg.database_url).await?;
-            let report = store.sync_contacts(contacts::valid_rows(&bytes)).await?;
+            // The imported file stays the source of notice runs until the configured file
+            // changes; importing the configured file itself makes it the source again.
+            let imported = contacts::absolute(&file);
+            let explicit = imported != contacts::absolute(&cfg.contacts);
+            let record = if explicit {
+                let source = ImportedSource {
+                    file: imported,
+                    config: contacts::config_fingerprint(&cfg.contacts),
+                    imported_at: store::now_text(),
+                };
+                Some(serde_json::to_string(&source)?)
+            } else {
+                None
+            };
+            let request = SyncRequest {
+                path: &file,
+                bytes: &bytes,
+                rows: count,
+                dry_run,
+                allow_removals,
+                max_percent: cfg.max_removal_percent,
+                source_setting: record,
+            };
+            let outcome = request.run(&store).await;
             store.close().await;
+            let (report, _) = outcome?;
             match format {
-                SummaryFormat::Json => say!("{}", serde_json::to_string(&report)?),
-                SummaryFormat::Text => say!(
-                    "{}: {} contacts; {} added, {} updated, {} unchanged, {} marked inactive (missing from the file)",
-                    file.display(),
-                    count,
-                    report.added,
-                    report.updated,
-                    report.unchanged,
-                    report.removed
-                ),
+                SummaryFormat::Json => {
+                    let mut v = serde_json::to_value(&report)?;
+                    if dry_run {
+                        v["dry_run"] = serde_json::Value::Bool(true);
+                    }
+                    say!("{}", serde_json::to_string(&v)?)
+                }
+                SummaryFormat::Text => {
+                    say!(
+                        "{}{}: {} contacts; {} added, {} updated, {} reactivated, {} unchanged, {} marked inactive (missing from the file)",
+                        if dry_run { "dry run, nothing changed: " } else { "" },
+                        inert::line(&file.to_string_lossy()),
+                        count,
+                        report.added,
+                        report.updated,
+                        report.reactivated,
+                        report.unchanged,
+                        report.removed
+                    );
+                    if explicit && !dry_run {
+                        say!(
+                            "notice runs now take their contacts from this file until the configured {} changes",
+                            inert::line(&cfg.contacts.to_string_lossy())
+                        );
+                    }
+                }
             }
             Ok(())
         }
@@ -53,7 +103,7 @@ pub async fn run(cfg: &Config, cmd: ContactsCommand) -> anyhow::Result<()> {
                     if list.is_empty() {
                         eprintln!(
                             "no contacts in the database; import some with `notify contacts import {}`",
-                            cfg.contacts.display()
+                            inert::line(&cfg.contacts.to_string_lossy())
                         );
                     }
                     write_table(&mut out, &list)?
@@ -61,6 +111,167 @@ pub async fn run(cfg: &Config, cmd: ContactsCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// One sync from a checked contacts file: written (or, for a dry run, only worked out), unless
+/// it would remove too many contacts.
+struct SyncRequest<'a> {
+    path: &'a Path,
+    bytes: &'a [u8],
+    /// Contacts in the file.
+    rows: usize,
+    dry_run: bool,
+    allow_removals: bool,
+    max_percent: u8,
+    /// The hand import to record (`Some`) or to forget (`None`) with the sync.
+    source_setting: Option<String>,
+}
+
+impl SyncRequest<'_> {
+    /// What changed (or would change), and for a dry run the contacts as they would be stored.
+    async fn run(self, store: &Store) -> anyhow::Result<(SyncReport, Option<Vec<StoredContact>>)> {
+        let check = |r: &SyncReport| {
+            contacts::check_removals(
+                self.path,
+                self.rows,
+                r.removed,
+                r.active_before,
+                self.max_percent,
+                self.allow_removals,
+            )
+        };
+        if self.dry_run {
+            let plan = store
+                .plan_contacts_sync(contacts::valid_rows(self.bytes))
+                .await?;
+            check(&plan.report)?;
+            return Ok((plan.report, Some(plan.contacts)));
+        }
+        let settings = [(IMPORTED_SOURCE_SETTING, self.source_setting.clone())];
+        let report = store
+            .sync_contacts(|| contacts::valid_rows(self.bytes), &settings, check)
+            .await??;
+        Ok((report, None))
+    }
+}
+
+/// The contacts a notice run is about to use: their source found, read and checked; nothing
+/// written yet.
+pub struct NoticeContacts {
+    source: Source,
+    bytes: Vec<u8>,
+    rows: usize,
+    first: Option<Contact>,
+}
+
+impl NoticeContacts {
+    /// Find the source ([`contacts::choose_source`]), read it and check every row.
+    pub async fn read(cfg: &Config, store: &Store) -> anyhow::Result<NoticeContacts> {
+        let recorded = store
+            .setting(IMPORTED_SOURCE_SETTING)
+            .await?
+            .and_then(|v| serde_json::from_str::<ImportedSource>(&v).ok());
+        let source = contacts::choose_source(
+            &cfg.contacts,
+            &contacts::config_fingerprint(&cfg.contacts),
+            recorded,
+        );
+        let path = source.path().to_path_buf();
+        let read = contacts::read_bytes(&path).and_then(|bytes| {
+            let (rows, first) = contacts::validate(&path, &bytes)?;
+            Ok((bytes, rows, first))
+        });
+        let (bytes, rows, first) = match (read, &source) {
+            (Ok(r), _) => r,
+            (Err(e), Source::Imported(i)) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "the contacts come from {}, imported by hand at {}, until the configured {} changes; import a file again with `notify contacts import FILE`",
+                    inert::line(&i.file.to_string_lossy()),
+                    i.imported_at,
+                    inert::line(&cfg.contacts.to_string_lossy())
+                )))
+            }
+            (Err(e), _) => return Err(e.into()),
+        };
+        Ok(NoticeContacts {
+            source,
+            bytes,
+            rows,
+            first,
+        })
+    }
+
+    /// The first contact of the file, if any (to check the templates with real values).
+    pub fn first(&self) -> Option<&Contact> {
+        self.first.as_ref()
+    }
+
+    /// Sync the store from the source, or for a dry run work out what the sync would change
+    /// without writing, and print one line saying so and which file the contacts came from
+    /// (on standard error with `--format json`, so that standard output stays one JSON
+    /// object). A dry run returns the contacts as the sync would leave them.
+    pub async fn sync(
+        self,
+        cfg: &Config,
+        store: &Store,
+        dry_run: bool,
+        allow_removals: bool,
+        format: SummaryFormat,
+    ) -> anyhow::Result<Option<Vec<StoredContact>>> {
+        let source_setting = match &self.source {
+            // Recorded again unchanged: the hand import stays the source.
+            Source::Imported(i) => Some(serde_json::to_string(i)?),
+            Source::Configured { .. } => None,
+        };
+        let request = SyncRequest {
+            path: self.source.path(),
+            bytes: &self.bytes,
+            rows: self.rows,
+            dry_run,
+            allow_removals,
+            max_percent: cfg.max_removal_percent,
+            source_setting,
+        };
+        let (report, after) = request.run(store).await?;
+        let from = match &self.source {
+            Source::Configured {
+                path,
+                superseded: None,
+            } => format!("from {}", inert::line(&path.to_string_lossy())),
+            Source::Configured {
+                path,
+                superseded: Some(i),
+            } => format!(
+                "from {}: it changed after {} was imported by hand, so it is the source again",
+                inert::line(&path.to_string_lossy()),
+                inert::line(&i.file.to_string_lossy())
+            ),
+            Source::Imported(i) => format!(
+                "from {}, imported by hand at {}; the configured {} has not changed since",
+                inert::line(&i.file.to_string_lossy()),
+                i.imported_at,
+                inert::line(&cfg.contacts.to_string_lossy())
+            ),
+        };
+        let line = format!(
+            "contacts{}: {} added, {} updated, {} reactivated, {} marked inactive, {} unchanged ({from})",
+            if dry_run {
+                " (dry run, nothing written)"
+            } else {
+                ""
+            },
+            report.added,
+            report.updated,
+            report.reactivated,
+            report.removed,
+            report.unchanged,
+        );
+        match format {
+            SummaryFormat::Text => say!("{line}"),
+            SummaryFormat::Json => eprintln!("{line}"),
+        }
+        Ok(after)
     }
 }
 
@@ -96,21 +307,24 @@ fn write_csv(out: &mut impl Write, list: &[StoredContact]) -> anyhow::Result<()>
     ])?;
     for sc in list {
         let c: &Contact = &sc.contact;
+        let roles = serde_json::to_string(&c.roles)?;
+        // Every cell taken from the export is neutralised: a spreadsheet opening this file
+        // shows `=HYPERLINK(...)` as text instead of evaluating it.
         w.write_record([
-            c.user_id.to_string(),
-            c.first_name.clone(),
-            c.last_name.clone(),
-            c.email.clone(),
-            c.title.clone(),
-            c.workgroup.clone(),
-            serde_json::to_string(&c.roles)?,
-            c.is_coa_staff.to_string(),
-            c.is_deleted.to_string(),
-            c.is_user_group_member.to_string(),
-            c.note.clone(),
-            c.date_added.clone(),
-            c.last_seen_date.clone(),
-            status(sc).to_string(),
+            c.user_id.to_string().as_str(),
+            &inert::csv_cell(&c.first_name),
+            &inert::csv_cell(&c.last_name),
+            &inert::csv_cell(&c.email),
+            &inert::csv_cell(&c.title),
+            &inert::csv_cell(&c.workgroup),
+            &inert::csv_cell(&roles),
+            &c.is_coa_staff.to_string(),
+            &c.is_deleted.to_string(),
+            &c.is_user_group_member.to_string(),
+            &inert::csv_cell(&c.note),
+            &inert::csv_cell(&c.date_added),
+            &inert::csv_cell(&c.last_seen_date),
+            status(sc),
         ])?;
     }
     w.flush()?;
@@ -133,11 +347,13 @@ fn write_table(out: &mut impl Write, list: &[StoredContact]) -> anyhow::Result<(
         .iter()
         .map(|sc| {
             let c = &sc.contact;
+            // Names and the rest come from the export: control characters and bidi overrides
+            // are shown as escapes, never sent to the terminal.
             [
                 c.user_id.to_string(),
-                clip(&c.full_name(), 24),
-                clip(&c.email, 36),
-                clip(&c.workgroup, 28),
+                clip(&inert::line(&c.full_name()), 24),
+                clip(&inert::line(&c.email), 36),
+                clip(&inert::line(&c.workgroup), 28),
                 if c.is_user_group_member { "yes" } else { "" }.to_string(),
                 status(sc).to_string(),
             ]

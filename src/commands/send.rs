@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::contacts::{self, Audience, Contact};
 use crate::intake::{Found, Incoming};
 use crate::mail::message::{new_message_id, Letterhead};
+use crate::mail::refusal::{self, Blame, SenderTrouble};
 use crate::mail::sender::{backoff, retry_after, GroupCommit, RateLimiter, Ticket};
 use crate::mail::transport::{safe_file_name, write_eml, Session};
 use crate::mail::{self, verp, Delivery, Outgoing, SendError};
@@ -161,11 +162,32 @@ fn probe_contact() -> Contact {
 /// Send `notice` as `args` says.
 pub async fn run(cfg: &Config, notice: Notice, args: SendArgs) -> anyhow::Result<()> {
     // 1. Everything that can be wrong with the input is checked before the database is touched.
+    let campaign_key = args
+        .campaign
+        .clone()
+        .unwrap_or_else(|| notice.campaign_key());
+    if let Err(why) = crate::notice::check_campaign_key(&campaign_key) {
+        let given = if args.campaign.is_some() {
+            "--campaign"
+        } else {
+            "the campaign key"
+        };
+        return Err(UsageError(format!(
+            "{given} `{}` {why}",
+            crate::inert::line(&campaign_key)
+        ))
+        .into());
+    }
     let templates = Templates::load(&cfg.templates, notice.template())?;
-    let contacts_bytes = contacts::read_bytes(&cfg.contacts)?;
-    let (_, first_contact) = contacts::validate(&cfg.contacts, &contacts_bytes)?;
+    // The contacts' source is the configured file, or the file last imported by hand while the
+    // configuration is unchanged (the store records it): read and checked, nothing written.
+    let store = Store::open(&cfg.database_url).await?;
+    let contacts_source = super::contacts::NoticeContacts::read(cfg, &store).await?;
     let shared = notice.context(cfg);
-    let probe = first_contact.unwrap_or_else(probe_contact);
+    let probe = contacts_source
+        .first()
+        .cloned()
+        .unwrap_or_else(probe_contact);
     let probe_render = templates.render(&contact_context(&shared, &probe))?;
     let from: Mailbox = cfg
         .from
@@ -184,13 +206,6 @@ pub async fn run(cfg: &Config, notice: Notice, args: SendArgs) -> anyhow::Result
     let audience = args
         .audience
         .unwrap_or_else(|| notice.default_audience(cfg));
-    let campaign_key = args
-        .campaign
-        .clone()
-        .unwrap_or_else(|| notice.campaign_key());
-    if campaign_key.trim().is_empty() || campaign_key.chars().any(char::is_control) {
-        return Err(UsageError("--campaign must be a non-empty single-line key".into()).into());
-    }
 
     let merge = Merge::new(&templates, &shared, &CONTACT_FIELDS);
     tracing::debug!(merge = merge.is_some(), "rendering plan");
@@ -205,12 +220,11 @@ pub async fn run(cfg: &Config, notice: Notice, args: SendArgs) -> anyhow::Result
         preview: args.preview.clone(),
     });
 
-    // 2. The database: contacts mirror the CSV.
-    let store = Store::open(&cfg.database_url).await?;
-    store
-        .sync_contacts(contacts::valid_rows(&contacts_bytes))
+    // 2. The database: contacts mirror their source (refused when too many would go); a dry run
+    // only works out what the sync would change, and sees the contacts as it would leave them.
+    let planned = contacts_source
+        .sync(cfg, &store, args.dry_run, args.allow_removals, args.format)
         .await?;
-    drop(contacts_bytes);
 
     let delivery = if args.dry_run {
         None
@@ -225,16 +239,14 @@ pub async fn run(cfg: &Config, notice: Notice, args: SendArgs) -> anyhow::Result
         Some(Delivery::Smtp { target })
     } else {
         Some(Delivery::Outbox {
-            dir: cfg
-                .outbox
-                .join(safe_file_name(&campaign_key.replace('/', "_"))),
+            dir: cfg.outbox.join(crate::notice::outbox_folder(&campaign_key)),
         })
     };
 
     let result = if let Some(addr) = to_addr {
         send_one_copy(&store, &job, delivery, &addr).await
     } else if args.dry_run {
-        dry_run(&store, &job, audience, &args).await
+        dry_run(&store, &job, audience, &args, planned.unwrap_or_default()).await
     } else {
         let delivery = delivery.expect("not a dry run");
         deliver(
@@ -292,16 +304,16 @@ async fn send_one_copy(
     Ok(())
 }
 
-/// `--dry-run`: render every message the run would send; change nothing but the contacts mirror.
+/// `--dry-run`: render every message the run would send to `contacts` (the export's contacts
+/// as the sync would store them); change nothing in the database.
 async fn dry_run(
     store: &Store,
     job: &Job,
     audience: Audience,
     args: &SendArgs,
+    contacts: Vec<crate::store::StoredContact>,
 ) -> anyhow::Result<()> {
-    let members: Vec<_> = store
-        .contacts(false)
-        .await?
+    let members: Vec<_> = contacts
         .into_iter()
         .filter(|c| audience.includes(&c.contact))
         .collect();
@@ -363,6 +375,10 @@ async fn deliver(
     if args.resend {
         store.reset_for_resend(&campaign).await?;
     }
+    if args.retry_failed {
+        let n = store.reset_failed(&campaign).await?;
+        eprintln!("--retry-failed: {n} recipient(s) the server had refused are queued again");
+    }
     store.add_recipients(&campaign, audience).await?;
     let outbox = delivery.is_outbox();
     let before = store.counts(&campaign, audience).await?;
@@ -390,12 +406,31 @@ async fn deliver(
     };
 
     let mut unreachable: Option<String> = None;
+    let mut stopped: Option<(SendError, bool)> = None;
+    let mut budget_spent = false;
+    let mut budget_again: Option<chrono::DateTime<Utc>> = None;
     // Deliveries by this run (other runs may be sharing the notice on PostgreSQL).
     let mut delivered: i64 = 0;
     let mut worker: Option<String> = None;
     if to_do > 0 {
         // Nothing is claimed until the server (or folder) answers.
         delivery.check().await?;
+        let budget = if outbox || cfg.daily_recipient_limit == 0 {
+            None
+        } else {
+            let day = chrono::Duration::hours(24);
+            let (used, first) = store.sent_since(Utc::now() - day).await?;
+            let left = (i64::try_from(cfg.daily_recipient_limit).unwrap_or(i64::MAX) - used).max(0);
+            budget_again = first.map(|t| t + day);
+            if left < to_do {
+                eprintln!(
+                    "note: the daily recipient limit ({} in 24 hours{}) has {left} left after {used} sent: sending to {left} of {to_do} now, the rest on a later run",
+                    cfg.daily_recipient_limit,
+                    cfg.provider.map(|p| format!(", {}", p.name)).unwrap_or_default(),
+                );
+            }
+            Some(Arc::new(std::sync::atomic::AtomicI64::new(left)))
+        };
         let secret = verp_secret(store).await?;
         let progress = progress_bar(to_do as u64);
         let stats = Arc::new(RunStats::default());
@@ -447,6 +482,7 @@ async fn deliver(
             worker_id: worker_id.clone(),
             run_started,
             claim_batch: claim_batch(to_do, cfg.concurrency),
+            budget,
         };
         tasks.spawn(async move { feeder.run(feed).await });
         let queue = Arc::new(tokio::sync::Mutex::new(queue));
@@ -460,7 +496,9 @@ async fn deliver(
                 stats: stats.clone(),
                 recorder: recorder.clone(),
                 progress: progress.clone(),
+                leaving: AtomicBool::new(false),
             };
+            stats.active.fetch_add(1, Ordering::SeqCst);
             tasks.spawn(async move { w.run().await });
         }
         drop(queue);
@@ -487,6 +525,20 @@ async fn deliver(
             return Err(e);
         }
         unreachable = stats.unreachable.lock().ok().and_then(|g| g.clone());
+        stopped = stats.stopped.lock().ok().and_then(|mut g| g.take());
+        budget_spent = stats.budget_spent.load(Ordering::SeqCst);
+        // Refusals still held as a possible streak were about their recipients, unless the
+        // run stopped for the sender: then they are given back with the other claims.
+        if stopped.is_none() {
+            let held = stats
+                .streak
+                .lock()
+                .map(|mut g| std::mem::take(&mut g.held))
+                .unwrap_or_default();
+            for (m, e) in held {
+                record_failed(store, cfg, &delivery, &m, &e).await?;
+            }
+        }
         delivered = stats.delivered.load(Ordering::SeqCst) as i64;
         worker = Some(worker_id);
     }
@@ -520,6 +572,26 @@ async fn deliver(
             "messages were written to {} and not sent: no smtp_url is configured. To deliver them, set smtp_url in notify.toml or NOTIFY_SMTP_URL=smtp://host:port and run the same command again.",
             summary.target
         );
+    }
+    if let Some((e, streak)) = stopped {
+        return Err(Incomplete(format!(
+            "{}\n{} recipient(s) left to send.",
+            sender_refusal_advice(&e, streak, cfg, &summary.target),
+            summary.pending
+        ))
+        .into());
+    }
+    if budget_spent && summary.pending > 0 {
+        return Err(Incomplete(format!(
+            "the daily recipient limit ({} in 24 hours{}) is used up; {} recipient(s) are left for a later run: run the same command again{}",
+            cfg.daily_recipient_limit,
+            cfg.provider.map(|p| format!(", {}", p.name)).unwrap_or_default(),
+            summary.pending,
+            budget_again
+                .map(|t| format!(" after {}", t.with_timezone(&cfg.timezone).format("%Y-%m-%d %H:%M %Z")))
+                .unwrap_or_default()
+        ))
+        .into());
     }
     if let Some(reason) = unreachable {
         return Err(Incomplete(format!(
@@ -555,6 +627,32 @@ struct RunStats {
     delivered: AtomicU64,
     abort: AtomicBool,
     unreachable: std::sync::Mutex<Option<String>>,
+    /// The refusal about the sender that stopped the run, and whether it was seen as the same
+    /// refusal for several recipients in a row.
+    stopped: std::sync::Mutex<Option<(SendError, bool)>>,
+    /// Recipient refusals not yet recorded: they may turn out to be one refusal of the sender's.
+    streak: std::sync::Mutex<Streak>,
+    /// Connections at work; one asked to go by the server leaves while others remain.
+    active: std::sync::atomic::AtomicUsize,
+    /// The daily recipient limit stopped the feeder.
+    budget_spent: AtomicBool,
+}
+
+/// The same refusal (same step, enhanced status and words, the recipient's address taken out)
+/// for this many recipients in a row is taken as a refusal of the sender: every recipient would
+/// get it.
+const STREAK: usize = 3;
+
+/// Throttling answers ("slow down") a message may get in one run before it is left deferred.
+/// They do not count as attempts.
+const MAX_THROTTLES: u32 = 8;
+
+/// Recipient refusals held back while they may still be one refusal of the sender's. A
+/// delivery or a different refusal in between shows they were not: they are recorded then.
+#[derive(Default)]
+struct Streak {
+    key: Option<String>,
+    held: Vec<(Prepared, SendError)>,
 }
 
 /// A claimed send with its message built, ready for a connection.
@@ -580,6 +678,8 @@ struct Feeder {
     worker_id: String,
     run_started: chrono::DateTime<Utc>,
     claim_batch: usize,
+    /// Recipients the daily recipient limit still allows in this run, if there is a limit.
+    budget: Option<Arc<std::sync::atomic::AtomicI64>>,
 }
 
 impl Feeder {
@@ -592,6 +692,15 @@ impl Feeder {
             }
             // Many at a time: a claimed send that was not attempted is never a duplicate, so
             // batching claims costs nothing in crash safety and saves database work per message.
+            let mut limit = self.claim_batch;
+            if let Some(budget) = &self.budget {
+                let left = budget.load(Ordering::SeqCst);
+                if left <= 0 {
+                    self.stats.budget_spent.store(true, Ordering::SeqCst);
+                    return Ok(());
+                }
+                limit = limit.min(usize::try_from(left).unwrap_or(usize::MAX));
+            }
             let lease = Utc::now() + chrono::Duration::seconds(cfg.lease_seconds as i64);
             let claims = self
                 .store
@@ -603,9 +712,12 @@ impl Feeder {
                     !self.outbox,
                     self.run_started,
                     &domain,
-                    self.claim_batch,
+                    limit,
                 )
                 .await?;
+            if let Some(budget) = &self.budget {
+                budget.fetch_sub(claims.len() as i64, Ordering::SeqCst);
+            }
             if claims.is_empty() {
                 return Ok(());
             }
@@ -657,6 +769,8 @@ struct Worker {
     stats: Arc<RunStats>,
     recorder: Arc<GroupCommit>,
     progress: indicatif::ProgressBar,
+    /// The server asked for fewer connections and this one is going.
+    leaving: AtomicBool,
 }
 
 impl Worker {
@@ -722,7 +836,7 @@ impl Worker {
                         .finish_and_begin(session, &cur.out, &cur.stem, &m.out)
                         .await;
                     match verdict {
-                        Ok(()) => self.delivered(&cur, last),
+                        Ok(()) => self.delivered(&cur, last).await?,
                         Err(e) => again.push((cur, e)),
                     }
                     match begun {
@@ -741,6 +855,10 @@ impl Worker {
             for (message, failure) in again {
                 self.one(message, session, last, failure).await?;
             }
+            if self.leaving.load(Ordering::SeqCst) {
+                tracing::info!("closing a connection the server asked to give up");
+                return Ok(());
+            }
         }
     }
 
@@ -755,7 +873,7 @@ impl Worker {
     ) -> anyhow::Result<()> {
         self.recorded(last, session).await?;
         match self.delivery.finish(session, &cur.out, &cur.stem).await {
-            Ok(()) => self.delivered(&cur, last),
+            Ok(()) => self.delivered(&cur, last).await?,
             Err(e) => again.push((cur, e)),
         }
         Ok(())
@@ -777,15 +895,30 @@ impl Worker {
         Ok(())
     }
 
-    /// The server accepted `message`: it is recorded with the next group commit.
-    fn delivered(&self, message: &Prepared, last: &mut Option<Ticket>) {
+    /// The server accepted `message`: it is recorded with the next group commit. Refusals
+    /// held as a possible streak were about their recipients after all: recorded now.
+    async fn delivered(&self, message: &Prepared, last: &mut Option<Ticket>) -> anyhow::Result<()> {
         *last = Some(self.recorder.add(message.claim.send_id));
         self.stats.delivered.fetch_add(1, Ordering::SeqCst);
         self.progress.inc(1);
+        let held = {
+            let mut streak = self.stats.streak.lock().map_err(|_| poisoned())?;
+            if streak.held.is_empty() {
+                return Ok(());
+            }
+            streak.key = None;
+            std::mem::take(&mut streak.held)
+        };
+        for (m, e) in held {
+            record_failed(&self.store, &self.job.cfg, &self.delivery, &m, &e).await?;
+        }
+        Ok(())
     }
 
     /// Deliver `message` on its own after attempt `failure`: another attempt after a backoff
-    /// while the failure is worth one and attempts are left, otherwise the failure recorded.
+    /// while the failure is worth one and attempts are left, otherwise the failure recorded. A
+    /// refusal about the sender stops the run and marks nobody; throttling slows the whole run
+    /// down without counting as an attempt.
     async fn one(
         &self,
         message: Prepared,
@@ -797,29 +930,44 @@ impl Worker {
         let c = &message.claim.contact.contact;
         let base = Duration::from_millis(cfg.retry_base_ms);
         let mut attempt = 1u32;
+        let mut throttled = 0u32;
         let mut failure = failure;
         loop {
             let e = failure;
-            if e.is_permanent() {
-                tracing::info!(to = %c.email, error = %e, "refused");
-                self.store
-                    .mark_undelivered(message.claim.send_id, state::FAILED, &e.message)
-                    .await?;
-                self.record_refusal(&message, &e.message).await?;
-                self.progress.inc(1);
-                return Ok(());
-            }
-            if !(e.is_retryable()
-                && attempt < cfg.max_attempts
-                && !self.stats.abort.load(Ordering::SeqCst))
-            {
-                self.progress.inc(1);
-                return self.give_up(&message, e).await;
-            }
-            let wait = backoff(base, attempt, retry_after(&e.message));
+            let aborting = self.stats.abort.load(Ordering::SeqCst);
+            let wait = match refusal::blame(&e) {
+                Blame::Recipient => {
+                    tracing::info!(to = %c.email, error = %e, "refused");
+                    self.progress.inc(1);
+                    return self.refused(message, e).await;
+                }
+                Blame::Sender => {
+                    // The claim is given back when the run ends: the send stays to do.
+                    tracing::warn!(to = %c.email, error = %e, "refused: about the sender");
+                    self.stop(e, false);
+                    return Ok(());
+                }
+                Blame::Throttle if throttled < MAX_THROTTLES && !aborting => {
+                    throttled += 1;
+                    let wait = backoff(base, throttled, retry_after(&e.message));
+                    let rate = self.rate.slow_down(wait).await;
+                    tracing::warn!(error = %e, ?wait, rate, "the server asks to slow down");
+                    if is_connection_limit(&e) {
+                        self.leave_if_others_remain();
+                    }
+                    wait
+                }
+                _ if e.is_retryable() && attempt < cfg.max_attempts && !aborting => {
+                    attempt += 1;
+                    backoff(base, attempt - 1, retry_after(&e.message))
+                }
+                _ => {
+                    self.progress.inc(1);
+                    return self.give_up(&message, e).await;
+                }
+            };
             tracing::info!(to = %c.email, error = %e, ?wait, "will retry");
             tokio::time::sleep(wait).await;
-            attempt += 1;
             let sent = match self.delivery.begin(session, &message.out).await {
                 Ok(()) => {
                     self.recorded(last, session).await?;
@@ -831,12 +979,68 @@ impl Worker {
             };
             match sent {
                 Ok(()) => {
-                    self.delivered(&message, last);
+                    self.delivered(&message, last).await?;
                     return Ok(());
                 }
                 Err(e) => failure = e,
             }
         }
+    }
+
+    /// A refusal about the sender, the account or the message as a whole: stop claiming and
+    /// sending; nobody is marked, everything not delivered stays to do.
+    fn stop(&self, e: SendError, streak: bool) {
+        if let Ok(mut g) = self.stats.stopped.lock() {
+            g.get_or_insert((e, streak));
+        }
+        self.stats.abort.store(true, Ordering::SeqCst);
+    }
+
+    /// The server limits connections: this one goes once its message is dealt with, unless
+    /// it is the last one.
+    fn leave_if_others_remain(&self) {
+        let left = self
+            .stats
+            .active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n > 1).then(|| n - 1)
+            });
+        if left.is_ok() {
+            self.leaving.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A refusal about this recipient. It is recorded at once, unless it reads like the
+    /// previous ones with only the address changed: then it is held until a delivery or a
+    /// different refusal shows it was about the recipient, and a third in a row stops the run
+    /// as a refusal of the sender (the held ones go back to the queue, unmarked).
+    async fn refused(&self, message: Prepared, e: SendError) -> anyhow::Result<()> {
+        let key = refusal::streak_key(&e, &message.claim.contact.contact.email);
+        let (to_record, stop) = {
+            let mut streak = self.stats.streak.lock().map_err(|_| poisoned())?;
+            let mut to_record = Vec::new();
+            if key.is_none() || streak.key != key {
+                to_record = std::mem::take(&mut streak.held);
+                streak.key = key.clone();
+            }
+            let mut stop = None;
+            if key.is_some() {
+                streak.held.push((message, e.clone()));
+                if streak.held.len() >= STREAK {
+                    stop = Some(e);
+                }
+            } else {
+                to_record.push((message, e));
+            }
+            (to_record, stop)
+        };
+        for (m, e) in to_record {
+            record_failed(&self.store, &self.job.cfg, &self.delivery, &m, &e).await?;
+        }
+        if let Some(e) = stop {
+            self.stop(e, true);
+        }
+        Ok(())
     }
 
     /// No more attempts in this run: `deferred` with the reason. A lost server stops the run.
@@ -868,37 +1072,87 @@ impl Worker {
     }
 }
 
-impl Worker {
-    /// A 5xx at send time is a bounce: record it against the send, like an imported one, so
-    /// the policy and the review see it.
-    async fn record_refusal(&self, message: &Prepared, reply: &str) -> anyhow::Result<()> {
-        let (claim, envelope_from, message_id) = (
-            &message.claim,
-            &message.envelope_from,
-            &message.claim.message_id,
-        );
-        let (kind, reason, status) = crate::bounce::classify_text(reply, true);
-        let item = Incoming {
-            origin: format!("smtp:{}", self.delivery.describe()),
-            source_key: format!("smtp:{}:{}", claim.send_id, message_id),
-            raw: reply.as_bytes().to_vec(),
-            found: Ok(Found {
-                bounces: vec![Bounce {
-                    address: claim.contact.contact.email.clone(),
-                    kind,
-                    status,
-                    reason,
-                    diagnostic: Some(crate::render::one_line(reply)),
-                    remote_mta: Some(self.delivery.describe()),
-                }],
-                verp_recipient: Some(envelope_from.to_string()),
-                original_message_id: Some(message_id.to_string()),
-                occurred_at: Some(Utc::now()),
-            }),
-        };
-        let mut summary = super::bounces::ImportSummary::default();
-        super::bounces::record(&self.store, &self.job.cfg, &[item], &mut summary).await
-    }
+/// A refusal about one recipient at send time is a bounce: the send is marked failed and the
+/// refusal recorded against it, like an imported bounce, so the policy and the review see it.
+async fn record_failed(
+    store: &Store,
+    cfg: &Config,
+    delivery: &Delivery,
+    message: &Prepared,
+    e: &SendError,
+) -> anyhow::Result<()> {
+    let reply = e.message.as_str();
+    store
+        .mark_undelivered(message.claim.send_id, state::FAILED, reply)
+        .await?;
+    let (claim, envelope_from, message_id) = (
+        &message.claim,
+        &message.envelope_from,
+        &message.claim.message_id,
+    );
+    let (kind, reason, status) = crate::bounce::classify_text(reply, true);
+    let item = Incoming {
+        origin: format!("smtp:{}", delivery.describe()),
+        source_key: format!("smtp:{}:{}", claim.send_id, message_id),
+        raw: reply.as_bytes().to_vec(),
+        found: Ok(Found {
+            bounces: vec![Bounce {
+                address: claim.contact.contact.email.clone(),
+                kind,
+                status,
+                reason,
+                diagnostic: Some(crate::render::one_line(reply)),
+                remote_mta: Some(delivery.describe()),
+            }],
+            verp_recipient: Some(envelope_from.to_string()),
+            original_message_id: Some(message_id.to_string()),
+            occurred_at: Some(Utc::now()),
+        }),
+    };
+    let mut summary = super::bounces::ImportSummary::default();
+    super::bounces::record(store, cfg, &[item], &mut summary).await
+}
+
+fn poisoned() -> anyhow::Error {
+    anyhow::anyhow!("a delivery worker stopped in the middle of recording a refusal")
+}
+
+/// A throttling answer about connections (Exchange's `4.3.2` concurrent connection or sender
+/// thread limit): one connection fewer helps.
+fn is_connection_limit(e: &SendError) -> bool {
+    let lower = e.message.to_ascii_lowercase();
+    lower.contains("concurrent")
+        || lower.contains("thread limit")
+        || lower.contains("too many connections")
+        || refusal::enhanced_status(&e.message) == Some((4, 3, 2))
+}
+
+/// What to tell the admin when the server refused the sender, not a recipient.
+fn sender_refusal_advice(e: &SendError, streak: bool, cfg: &Config, target: &str) -> String {
+    let said = crate::inert::line(&e.message).into_owned();
+    let what = if streak {
+        format!(
+            "the SMTP server at {target} gave the same refusal for {STREAK} recipients in a row, so it is about the sending setup, not those people: {said}"
+        )
+    } else {
+        format!("the SMTP server at {target} refused the sender, not a recipient: {said}")
+    };
+    let todo = match refusal::sender_trouble(e) {
+        SenderTrouble::Quota => format!(
+            "The sending mailbox has used up its sending quota{}. Run the same command again once the quota has recovered (Exchange Online counts recipients over the last 24 hours).",
+            match cfg.provider {
+                Some(p) => format!(" ({}: {} recipients in 24 hours)", p.name, p.daily_recipients),
+                None => String::new(),
+            }
+        ),
+        SenderTrouble::SendAs => format!(
+            "Check that the account notify signs in with may send as the envelope sender ({}, with a +token per message) and as the From address ({}), then run the same command again.",
+            cfg.bounce_address, cfg.from
+        ),
+        SenderTrouble::Login => "Check the SMTP credentials and that SMTP AUTH (client submission) is allowed for the mailbox, then run the same command again.".to_string(),
+        SenderTrouble::Other => "Check the sending account, the relay and the message with the server's administrator, then run the same command again.".to_string(),
+    };
+    format!("{what}\nNobody was marked failed. {todo}")
 }
 
 fn progress_bar(len: u64) -> indicatif::ProgressBar {

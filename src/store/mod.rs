@@ -6,12 +6,13 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
 
 use crate::contacts::{Audience, Contact, NON_LOGIN_ROLE};
 
 mod bounces;
+mod open;
 mod workers;
 pub use bounces::{AccountEvent, BounceRow, MatchedBy, NewBounce, SendRef};
 pub use workers::{CampaignStatus, WorkerRow};
@@ -31,6 +32,22 @@ pub enum StoreError {
         doing: &'static str,
         source: sqlx::Error,
     },
+    /// The database named is not one notify may use: a file that is not SQLite, a damaged one,
+    /// another application's database, a PostgreSQL database that does not exist. Nothing was
+    /// changed. Bad input (exit 2): running again will not help until the setting is fixed.
+    #[error("{message}")]
+    Unusable { message: String },
+    /// The database server did not answer (down, unreachable): running again may help.
+    #[error("cannot reach the database {url}: {message}")]
+    Unreachable { url: String, message: String },
+}
+
+impl StoreError {
+    /// Whether the error is about the configured database itself (exit 2), not a failure of the
+    /// run (exit 1).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, StoreError::Unusable { .. })
+    }
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -78,14 +95,41 @@ pub struct StoredContact {
     pub needs_update: bool,
 }
 
-/// What a contacts sync changed.
+/// What a contacts sync changed (or, for a dry run, would change).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SyncReport {
     pub added: usize,
+    /// Changed rows that were in the latest import already.
     pub updated: usize,
     pub unchanged: usize,
     /// Present before, missing from this file: marked inactive.
     pub removed: usize,
+    /// Missing from an earlier import, back in this one (and updated).
+    pub reactivated: usize,
+    /// Contacts in the latest import before this sync.
+    #[serde(skip)]
+    pub active_before: usize,
+}
+
+impl SyncReport {
+    fn count(&mut self, change: Change) {
+        match change {
+            Change::Unchanged => self.unchanged += 1,
+            Change::Update {
+                reactivate: true, ..
+            } => self.reactivated += 1,
+            Change::Update { .. } => self.updated += 1,
+            Change::Add => self.added += 1,
+        }
+    }
+}
+
+/// What a sync would do, from [`Store::plan_contacts_sync`].
+#[derive(Debug, Clone)]
+pub struct SyncPlan {
+    pub report: SyncReport,
+    /// The contacts of the export as they would be stored, by user_id.
+    pub contacts: Vec<StoredContact>,
 }
 
 /// A campaign row.
@@ -130,52 +174,36 @@ pub struct Store {
 const CONTACT_COLUMNS: &str = "c.id, c.user_id, c.email, c.first_name, c.last_name, c.title, c.workgroup, c.roles, c.is_coa_staff, c.is_deleted, c.is_user_group_member, c.note, c.date_added, c.last_seen_date, c.in_export, c.needs_update";
 
 impl Store {
-    /// Connect, create the SQLite file if needed, and apply migrations.
+    /// Connect, create the SQLite file if needed, and apply migrations, refusing a file or
+    /// database that is not notify's (see `open`).
     pub async fn open(url: &str) -> Result<Store> {
-        sqlx::any::install_default_drivers();
-        let shown = crate::config::redact_url(url);
-        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres
-        } else if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else {
-            return Err(StoreError::Open {
-                url: shown,
-                source: sqlx::Error::Configuration(
-                    "database_url must start with sqlite:// or postgres://".into(),
-                ),
-            });
-        };
-        let mut opts = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 1 } else { 8 })
-            .acquire_timeout(std::time::Duration::from_secs(30))
-            // A SQLite connection is a local file that cannot go stale; checking it costs a
-            // round trip to its thread before every statement.
-            .test_before_acquire(backend == Backend::Postgres);
-        if backend == Backend::Sqlite {
-            opts = opts.after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute("PRAGMA busy_timeout = 30000").await?;
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    conn.execute("PRAGMA foreign_keys = ON").await?;
-                    Ok(())
-                })
-            });
+        open::open(url).await
+    }
+
+    /// A transaction that reads, then writes what it read: taken as a writer from the start, so
+    /// that two runs at once take turns instead of failing. SQLite: `BEGIN IMMEDIATE` (waits on
+    /// the busy timeout; a deferred transaction that read first cannot wait to upgrade). PostgreSQL:
+    /// an advisory lock held until the transaction ends (both would insert the same rows).
+    async fn begin_write(
+        &self,
+        doing: &'static str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        match self.backend {
+            Backend::Sqlite => self
+                .pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(q(doing)),
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await.map_err(q(doing))?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(open::WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q(doing))?;
+                Ok(tx)
+            }
         }
-        let pool = opts.connect(url).await.map_err(|source| StoreError::Open {
-            url: shown.clone(),
-            source,
-        })?;
-        let migrator = match backend {
-            Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
-            Backend::Postgres => sqlx::migrate!("migrations/postgres"),
-        };
-        migrator
-            .run(&pool)
-            .await
-            .map_err(|source| StoreError::Migrate { url: shown, source })?;
-        Ok(Store { pool, backend })
     }
 
     pub fn backend(&self) -> Backend {
@@ -209,50 +237,107 @@ impl Store {
         row.try_get::<String, _>(0).map_err(q("reading a setting"))
     }
 
-    /// Make the stored contacts match `contacts` (keyed by `user_id`): add new ones, update changed
-    /// ones, mark missing ones inactive. One transaction: all or nothing.
-    pub async fn sync_contacts(
+    /// A setting, if it has been set.
+    pub async fn setting(&self, key: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(q("reading a setting"))?;
+        row.map(|r| r.try_get::<String, _>(0))
+            .transpose()
+            .map_err(q("reading a setting"))
+    }
+
+    /// What syncing the stored contacts to `contacts` would change, worked out without writing
+    /// anything (a dry run): the counts, and the contacts of the export as they would be stored
+    /// (the stored id, 0 for a new one; a bounce flag kept unless the address changes), by
+    /// user_id.
+    pub async fn plan_contacts_sync(
         &self,
         contacts: impl IntoIterator<Item = Contact>,
-    ) -> Result<SyncReport> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(q("starting the contacts sync"))?;
-        // Only a fingerprint of each stored contact is kept, so a large export syncs in little
-        // memory; the contacts themselves stream past.
-        let existing = sqlx::query(&format!("SELECT {CONTACT_COLUMNS} FROM contacts c"))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(q("reading contacts"))?;
-        let mut by_user: HashMap<i64, Known> = HashMap::with_capacity(existing.len());
-        for row in &existing {
-            let c = contact_from_row(row).map_err(q("reading contacts"))?;
-            by_user.insert(
-                c.contact.user_id,
-                Known {
-                    id: c.id,
-                    fingerprint: fingerprint(&c.contact),
-                    email: c.contact.email,
-                    in_export: c.in_export,
-                },
-            );
-        }
-        drop(existing);
-        let now = now_text();
-        let mut report = SyncReport::default();
-        let mut new_rows: Vec<(Contact, String)> = Vec::with_capacity(INSERT_BATCH);
+    ) -> Result<SyncPlan> {
+        let known = known_contacts(&self.pool).await?;
+        let mut report = SyncReport {
+            active_before: known.values().filter(|k| k.in_export).count(),
+            ..SyncReport::default()
+        };
+        let mut seen = std::collections::HashSet::new();
+        let mut after = Vec::new();
         for c in contacts {
+            let change = Change::of(known.get(&c.user_id), &c);
+            report.count(change);
+            seen.insert(c.user_id);
+            let (id, needs_update) = match (known.get(&c.user_id), change) {
+                (Some(k), Change::Update { lift, .. }) => (k.id, k.needs_update && !lift),
+                (Some(k), _) => (k.id, k.needs_update),
+                (None, _) => (0, false),
+            };
+            after.push(StoredContact {
+                id,
+                contact: c,
+                in_export: true,
+                needs_update,
+            });
+        }
+        report.removed = known
+            .values()
+            .filter(|k| k.in_export && !seen.contains(&k.user_id))
+            .count();
+        after.sort_by_key(|c| c.contact.user_id);
+        Ok(SyncPlan {
+            report,
+            contacts: after,
+        })
+    }
+
+    /// Make the stored contacts match `contacts()` (keyed by `user_id`): add new ones, update
+    /// changed ones, mark missing ones inactive, and set (`Some`) or clear (`None`) the given
+    /// settings with them. One transaction: all or nothing. The changes are counted first
+    /// without writing; when `check` refuses those counts (too many removals) nothing is
+    /// written at all and its error is returned inside `Ok`. `contacts` is called twice
+    /// (count, then write), so a large export streams past in little memory: only a
+    /// fingerprint of each stored contact is kept.
+    pub async fn sync_contacts<I: IntoIterator<Item = Contact>, E>(
+        &self,
+        contacts: impl Fn() -> I,
+        settings: &[(&str, Option<String>)],
+        check: impl FnOnce(&SyncReport) -> std::result::Result<(), E>,
+    ) -> Result<std::result::Result<SyncReport, E>> {
+        let mut tx = self.begin_write("starting the contacts sync").await?;
+        let known = known_contacts(&mut *tx).await?;
+        let mut report = SyncReport {
+            active_before: known.values().filter(|k| k.in_export).count(),
+            ..SyncReport::default()
+        };
+        let mut seen = std::collections::HashSet::new();
+        for c in contacts() {
+            report.count(Change::of(known.get(&c.user_id), &c));
+            seen.insert(c.user_id);
+        }
+        let gone: Vec<i64> = known
+            .values()
+            .filter(|k| k.in_export && !seen.contains(&k.user_id))
+            .map(|k| k.id)
+            .collect();
+        drop(seen);
+        report.removed = gone.len();
+        if let Err(refused) = check(&report) {
+            tx.rollback()
+                .await
+                .map_err(q("abandoning the contacts sync"))?;
+            return Ok(Err(refused));
+        }
+        let now = now_text();
+        let mut new_rows: Vec<(Contact, String)> = Vec::with_capacity(INSERT_BATCH);
+        for c in contacts() {
             let c = &c;
+            let old = known.get(&c.user_id);
             let roles = serde_json::to_string(&c.roles).unwrap_or_else(|_| "[]".into());
-            match by_user.remove(&c.user_id) {
-                Some(old) if old.fingerprint == fingerprint(c) && old.in_export => {
-                    report.unchanged += 1
-                }
-                Some(old) => {
+            match (old, Change::of(old, c)) {
+                (_, Change::Unchanged) => {}
+                (Some(old), Change::Update { lift, .. }) => {
                     // A new address lifts a bounce flag: the admin fixed the account.
-                    let lift = old.email != c.email;
                     bind_contact(
                         sqlx::query(
                             "UPDATE contacts SET user_id=$1, email=$2, first_name=$3, last_name=$4, title=$5, workgroup=$6, roles=$7, is_coa_staff=$8, is_deleted=$9, is_user_group_member=$10, note=$11, date_added=$12, last_seen_date=$13, in_export=1, needs_update=CASE WHEN $14 = 1 THEN 0 ELSE needs_update END, flagged_at=CASE WHEN $14 = 1 THEN NULL ELSE flagged_at END, counted_since=CASE WHEN $14 = 1 THEN $15 ELSE counted_since END, updated_at=$15 WHERE id=$16",
@@ -273,34 +358,45 @@ impl Store {
                             .await
                             .map_err(q("recording an address change"))?;
                     }
-                    report.updated += 1;
                 }
-                None => {
+                _ => {
                     // New contacts go in together, a batch per statement.
                     new_rows.push((c.clone(), roles));
                     if new_rows.len() == INSERT_BATCH {
                         insert_contacts(self.backend, &mut tx, &new_rows, &now).await?;
                         new_rows.clear();
                     }
-                    report.added += 1;
                 }
             }
         }
         insert_contacts(self.backend, &mut tx, &new_rows, &now).await?;
         drop(new_rows);
-        for gone in by_user.values().filter(|c| c.in_export) {
+        for id in gone {
             sqlx::query("UPDATE contacts SET in_export = 0, updated_at = $1 WHERE id = $2")
                 .bind(&now)
-                .bind(gone.id)
+                .bind(id)
                 .execute(&mut *tx)
                 .await
                 .map_err(q("marking a contact inactive"))?;
-            report.removed += 1;
+        }
+        for (key, value) in settings {
+            let statement = match value {
+                Some(v) => sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(*key)
+                .bind(v.as_str()),
+                None => sqlx::query("DELETE FROM settings WHERE key = $1").bind(*key),
+            };
+            statement
+                .execute(&mut *tx)
+                .await
+                .map_err(q("recording where the contacts came from"))?;
         }
         tx.commit()
             .await
             .map_err(q("committing the contacts sync"))?;
-        Ok(report)
+        Ok(Ok(report))
     }
 
     /// Stored contacts, by user_id; those missing from the latest import only when asked.
@@ -387,6 +483,38 @@ impl Store {
         .await
         .map_err(q("resetting sends for --resend"))?;
         Ok(done.rows_affected())
+    }
+
+    /// `--retry-failed`: put the campaign's `failed` sends back to pending (same Message-ID),
+    /// so this run sends them again. Returns how many.
+    pub async fn reset_failed(&self, campaign: &Campaign) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE sends SET state = 'pending', attempts = 0, last_error = NULL, lease_owner = NULL, lease_until = NULL, updated_at = $2 WHERE campaign_id = $1 AND state = 'failed'",
+        )
+        .bind(campaign.id)
+        .bind(now_text())
+        .execute(&self.pool)
+        .await
+        .map_err(q("resetting failed sends for --retry-failed"))?;
+        Ok(done.rows_affected())
+    }
+
+    /// How many messages an SMTP server accepted since `since`, over every campaign, and when
+    /// the earliest of them was accepted: what a daily recipient limit has used up.
+    pub async fn sent_since(&self, since: DateTime<Utc>) -> Result<(i64, Option<DateTime<Utc>>)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), MIN(sent_at) FROM sends WHERE state = 'sent' AND sent_at >= $1",
+        )
+        .bind(ts(since))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(q("counting recent deliveries"))?;
+        let n: i64 = row.try_get(0).map_err(q("counting recent deliveries"))?;
+        let first: Option<String> = row.try_get(1).map_err(q("counting recent deliveries"))?;
+        let first = first
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        Ok((n, first))
     }
 
     /// Claim up to `limit` sends to deliver for `audience`: pending ones, ones deferred before
@@ -635,9 +763,66 @@ pub struct SendRow {
 /// What the sync remembers of a stored contact.
 struct Known {
     id: i64,
+    user_id: i64,
     fingerprint: u64,
     email: String,
     in_export: bool,
+    needs_update: bool,
+}
+
+/// What a sync does to one contact of the export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Unchanged,
+    /// Rewrite the stored row; `lift` the bounce flag when the address changed; `reactivate`
+    /// when it was missing from the latest import.
+    Update {
+        lift: bool,
+        reactivate: bool,
+    },
+    Add,
+}
+
+impl Change {
+    fn of(old: Option<&Known>, c: &Contact) -> Change {
+        match old {
+            None => Change::Add,
+            Some(old) if old.in_export && old.fingerprint == fingerprint(c) => Change::Unchanged,
+            Some(old) => Change::Update {
+                lift: old.email != c.email,
+                reactivate: !old.in_export,
+            },
+        }
+    }
+}
+
+/// Every stored contact's fingerprint, by user_id (the contacts themselves are not kept, so a
+/// large table costs little memory).
+async fn known_contacts<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+) -> Result<HashMap<i64, Known>> {
+    let existing = db
+        .fetch_all(sqlx::query(&format!(
+            "SELECT {CONTACT_COLUMNS} FROM contacts c"
+        )))
+        .await
+        .map_err(q("reading contacts"))?;
+    let mut by_user: HashMap<i64, Known> = HashMap::with_capacity(existing.len());
+    for row in &existing {
+        let c = contact_from_row(row).map_err(q("reading contacts"))?;
+        by_user.insert(
+            c.contact.user_id,
+            Known {
+                id: c.id,
+                user_id: c.contact.user_id,
+                fingerprint: fingerprint(&c.contact),
+                email: c.contact.email,
+                in_export: c.in_export,
+                needs_update: c.needs_update,
+            },
+        );
+    }
+    Ok(by_user)
 }
 
 /// A hash of every field of a contact, to tell a changed row from an unchanged one.
