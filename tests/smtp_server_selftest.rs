@@ -133,11 +133,13 @@ async fn accepts_and_records_message_with_dot_unstuffing() {
                 mail_from: "sender@example.org".into(),
                 rcpt_to: vec!["one@example.com".into(), "two@example.com".into()],
                 data: b"Subject: hi\r\n\r\n.leading dot\r\n..two dots\r\nplain\r\n".to_vec(),
+                smtputf8: false,
             },
             Received {
                 mail_from: String::new(),
                 rcpt_to: vec!["Three@Example.com".into()],
                 data: b"line\n".to_vec(),
+                smtputf8: false,
             },
         ]
     );
@@ -277,8 +279,8 @@ async fn lettre_delivers_over_pooled_connection() {
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
     let server = SmtpServer::start(vec![]).await;
-    let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&server.url())
-        .expect("from_url")
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(server.port())
         .build();
     for n in 0..2 {
         let email = Message::builder()
@@ -421,6 +423,7 @@ async fn temp_fail_command_answers_mail_rcpt_data_with_configured_replies() {
             mail_from: "s2@example.org".into(),
             rcpt_to: vec!["b@example.com".into()],
             data: b"hello\r\n".to_vec(),
+            smtputf8: false,
         }]
     );
     assert_eq!(server.accepted_count(), 1);

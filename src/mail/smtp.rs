@@ -1,5 +1,6 @@
-//! A small SMTP client for plain connections (RFC 5321) that sends a message in two steps so a
-//! caller can decide, at the last moment, whether the message is sent at all:
+//! A small SMTP client (RFC 5321) over plain TCP or TLS (implicit, or STARTTLS, RFC 3207) that
+//! sends a message in two steps so a caller can decide, at the last moment, whether the message
+//! is sent at all:
 //!
 //! 1. [`Connection::begin`]: `MAIL FROM`, `RCPT TO` and `DATA`, written together when the
 //!    server offers PIPELINING (RFC 2920), then the whole message, dot-stuffed, but *not* the
@@ -11,13 +12,78 @@
 //! PIPELINING, [`Connection::finish_and_begin`] sends a message's final dot and the next
 //! message's envelope in one write, so a message costs one round trip; Nagle's algorithm is off.
 //!
-//! TLS connections (`smtps://`, STARTTLS) are left to lettre by the transport; this client is
-//! used for plain connections (a relay on the same host or network), AUTH PLAIN/LOGIN included.
+//! The session is opened in steps the transport orders: [`Connection::greet`] (greeting and
+//! EHLO), [`Connection::starttls`] (the upgrade, then EHLO again and the extensions read anew),
+//! [`Connection::login`] (AUTH PLAIN or LOGIN). Whether a password may go over a connection is
+//! the transport's decision ([`Connection::is_tls`] tells it), not this client's. An address
+//! that is not ASCII is sent only when the server offers SMTPUTF8 (RFC 6531), with `MAIL FROM`'s
+//! `SMTPUTF8` parameter; otherwise the message is refused here ([`Failure::Unsupported`]) and
+//! the connection stays usable.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::ReadBuf;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
+
+/// The byte stream under a session: plain TCP, or TLS over TCP.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// A server's reply: its code and its lines (without the code).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +112,9 @@ pub enum Failure {
     Refused { what: &'static str, reply: Reply },
     /// The connection failed or the server broke the protocol; the connection is unusable.
     Broken(String),
+    /// This client would not send `what` on this connection, for `reason` (an address that is
+    /// not ASCII to a server without SMTPUTF8). Nothing was sent; the connection stays usable.
+    Unsupported { what: &'static str, reason: String },
 }
 
 impl std::fmt::Display for Failure {
@@ -53,6 +122,7 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Refused { what, reply } => write!(f, "{what}: {}", reply.text()),
             Failure::Broken(m) => f.write_str(m),
+            Failure::Unsupported { reason, .. } => f.write_str(reason),
         }
     }
 }
@@ -64,8 +134,12 @@ const MAX_LINES: usize = 100;
 
 /// One open SMTP session.
 pub struct Connection {
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Stream>,
+    client_name: String,
+    /// The EHLO reply's extension lines, upper-cased (empty after HELO).
+    extensions: Vec<String>,
     pipelining: bool,
+    smtputf8: bool,
     timeout: Duration,
     /// A message is written up to its final dot.
     open_data: bool,
@@ -74,17 +148,20 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Read the greeting, say EHLO as `client_name`, and log in when `credentials` are given.
-    pub async fn start(
-        tcp: TcpStream,
+    /// Read the greeting and say EHLO (HELO to a server that does not know EHLO) as
+    /// `client_name`, over `stream` (plain, or TLS from the first byte).
+    pub async fn greet(
+        stream: Stream,
         client_name: &str,
-        credentials: Option<(&str, &str)>,
         timeout: Duration,
     ) -> Result<Connection, Failure> {
-        let _ = tcp.set_nodelay(true);
+        let _ = stream.tcp().set_nodelay(true);
         let mut c = Connection {
-            stream: BufReader::with_capacity(8192, tcp),
+            stream: BufReader::with_capacity(8192, stream),
+            client_name: client_name.to_string(),
+            extensions: Vec::new(),
             pipelining: false,
+            smtputf8: false,
             timeout,
             open_data: false,
             broken: false,
@@ -92,44 +169,112 @@ impl Connection {
         };
         let greeting = c.read_reply().await?;
         c.expect("the greeting", &greeting, 220)?;
-        c.write(format!("EHLO {client_name}\r\n").as_bytes())
-            .await?;
-        let ehlo = c.read_reply().await?;
-        let extensions: Vec<String> = if ehlo.code == 250 {
-            ehlo.lines
-                .iter()
-                .skip(1)
-                .map(|l| l.to_ascii_uppercase())
-                .collect()
-        } else {
-            // An old server: HELO, no extensions.
-            c.write(format!("HELO {client_name}\r\n").as_bytes())
-                .await?;
-            let helo = c.read_reply().await?;
-            c.expect("HELO", &helo, 250)?;
-            Vec::new()
-        };
-        c.pipelining = extensions.iter().any(|e| e == "PIPELINING");
-        if let Some((user, password)) = credentials {
-            let mechanisms: Vec<&str> = extensions
-                .iter()
-                .filter_map(|e| e.strip_prefix("AUTH").map(str::trim_start))
-                .flat_map(|m| m.split([' ', '=']))
-                .collect();
-            c.login(&mechanisms, user, password).await?;
-        }
+        c.hello().await?;
         Ok(c)
     }
 
-    async fn login(
-        &mut self,
-        mechanisms: &[&str],
-        user: &str,
-        password: &str,
-    ) -> Result<(), Failure> {
+    /// EHLO, or HELO for an old server; the extensions offered are read anew.
+    async fn hello(&mut self) -> Result<(), Failure> {
+        self.write(format!("EHLO {}\r\n", self.client_name).as_bytes())
+            .await?;
+        let ehlo = self.read_reply().await?;
+        self.extensions = if ehlo.code == 250 {
+            ehlo.lines
+                .iter()
+                .skip(1)
+                .map(|l| l.trim().to_ascii_uppercase())
+                .collect()
+        } else {
+            // An old server: HELO, no extensions.
+            self.write(format!("HELO {}\r\n", self.client_name).as_bytes())
+                .await?;
+            let helo = self.read_reply().await?;
+            self.expect("HELO", &helo, 250)?;
+            Vec::new()
+        };
+        self.pipelining = self.offers("PIPELINING");
+        self.smtputf8 = self.offers("SMTPUTF8");
+        Ok(())
+    }
+
+    /// The extensions the server offered in its last EHLO reply, upper-cased, as it wrote them
+    /// (`AUTH PLAIN LOGIN`, `SIZE 52428800`).
+    pub fn extensions(&self) -> &[String] {
+        &self.extensions
+    }
+
+    /// True when the server's last EHLO reply offered `keyword` (`STARTTLS`, `SMTPUTF8`).
+    pub fn offers(&self, keyword: &str) -> bool {
+        self.extensions.iter().any(|e| {
+            e.split([' ', '='])
+                .next()
+                .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
+        })
+    }
+
+    /// True when the session runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream.get_ref(), Stream::Tls(_))
+    }
+
+    /// STARTTLS (RFC 3207): the upgrade, the certificate checked by `connector` against
+    /// `server_name`, then EHLO again, whose extensions replace the ones offered in clear.
+    pub async fn starttls(
+        mut self,
+        connector: &TlsConnector,
+        server_name: ServerName<'static>,
+    ) -> Result<Connection, Failure> {
+        if self.is_tls() {
+            return Err(self.fail("STARTTLS on a connection that is already TLS".into()));
+        }
+        self.write(b"STARTTLS\r\n").await?;
+        let r = self.read_reply().await?;
+        self.expect("STARTTLS", &r, 220)?;
+        // Anything the server sent after its answer would be read as if it came over TLS:
+        // the known STARTTLS injection. A server that does this is not talked to.
+        if !self.stream.buffer().is_empty() {
+            return Err(self.fail(
+                "the server sent more than its answer to STARTTLS before the TLS handshake".into(),
+            ));
+        }
+        let Stream::Plain(tcp) = self.stream.into_inner() else {
+            return Err(Failure::Broken(
+                "STARTTLS on a connection that is already TLS".into(),
+            ));
+        };
+        let tls =
+            match tokio::time::timeout(self.timeout, connector.connect(server_name, tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return Err(Failure::Broken(format!("TLS after STARTTLS: {e}"))),
+                Err(_) => {
+                    return Err(Failure::Broken(format!(
+                        "TLS after STARTTLS: no handshake within {} s",
+                        self.timeout.as_secs()
+                    )))
+                }
+            };
+        self.stream = BufReader::with_capacity(8192, Stream::Tls(Box::new(tls)));
+        self.hello().await?;
+        Ok(self)
+    }
+
+    /// Log in with AUTH PLAIN (or LOGIN when the server offers only that).
+    pub async fn login(&mut self, user: &str, password: &str) -> Result<(), Failure> {
+        let mechanisms: Vec<String> = self
+            .extensions
+            .iter()
+            .filter_map(|e| e.strip_prefix("AUTH").map(str::to_string))
+            .flat_map(|m| {
+                m.split([' ', '='])
+                    .filter(|w| !w.is_empty())
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         use base64::Engine as _;
         let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
-        if mechanisms.contains(&"PLAIN") || !mechanisms.contains(&"LOGIN") {
+        let has = |m: &str| mechanisms.iter().any(|x| x == m);
+        if has("PLAIN") || !has("LOGIN") {
             let token = b64(format!("\0{user}\0{password}").as_bytes());
             self.write(format!("AUTH PLAIN {token}\r\n").as_bytes())
                 .await?;
@@ -149,6 +294,27 @@ impl Connection {
         self.expect("AUTH", &r, 235)
     }
 
+    /// Whether an envelope with these addresses needs SMTPUTF8 (an address that is not
+    /// ASCII), or the reason it cannot be sent here: the server does not offer it.
+    fn needs_smtputf8(&self, from: &str, to: &str) -> Result<bool, Failure> {
+        let (what, address) = if !from.is_ascii() {
+            ("MAIL FROM", from)
+        } else if !to.is_ascii() {
+            ("RCPT TO", to)
+        } else {
+            return Ok(false);
+        };
+        if self.smtputf8 {
+            return Ok(true);
+        }
+        Err(Failure::Unsupported {
+            what,
+            reason: format!(
+                "the server does not offer SMTPUTF8, needed for the address {address} (not ASCII)"
+            ),
+        })
+    }
+
     /// True once the connection cannot be used again.
     pub fn is_broken(&self) -> bool {
         self.broken
@@ -161,13 +327,15 @@ impl Connection {
         if self.open_data || self.broken {
             return Err(self.fail("a message is already open on this connection".into()));
         }
+        let utf8 = self.needs_smtputf8(from, to)?;
         let replies = if self.pipelining {
             self.out.clear();
-            push_envelope(&mut self.out, from, to);
+            push_envelope(&mut self.out, from, to, utf8);
             self.write_out().await?;
             self.read_envelope_replies().await?
         } else {
-            let mail = format!("MAIL FROM:<{from}>\r\n");
+            let param = if utf8 { " SMTPUTF8" } else { "" };
+            let mail = format!("MAIL FROM:<{from}>{param}\r\n");
             let rcpt = format!("RCPT TO:<{to}>\r\n");
             let mut replies = Vec::with_capacity(3);
             for cmd in [mail.as_bytes(), rcpt.as_bytes(), b"DATA\r\n".as_slice()] {
@@ -271,10 +439,15 @@ impl Connection {
             let f = self.fail("no message is open on this connection".into());
             return (Err(f.clone()), Err(f));
         }
+        let utf8 = match self.needs_smtputf8(from, to) {
+            Ok(utf8) => utf8,
+            // The next message cannot go on this connection: end this one on its own.
+            Err(unsupported) => return (self.finish().await, Err(unsupported)),
+        };
         self.open_data = false;
         self.out.clear();
         self.out.extend_from_slice(b".\r\n");
-        push_envelope(&mut self.out, from, to);
+        push_envelope(&mut self.out, from, to, utf8);
         if let Err(e) = self.write_out().await {
             return (Err(e.clone()), Err(e));
         }
@@ -344,8 +517,13 @@ impl Connection {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), Failure> {
-        let result =
-            tokio::time::timeout(self.timeout, self.stream.get_mut().write_all(bytes)).await;
+        let stream = self.stream.get_mut();
+        // TLS keeps what it encrypted until flushed; for TCP the flush does nothing.
+        let written = async {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        };
+        let result = tokio::time::timeout(self.timeout, written).await;
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(self.fail(format!("connection lost while writing: {e}"))),
@@ -379,8 +557,17 @@ impl Connection {
     }
 }
 
-fn push_envelope(out: &mut Vec<u8>, from: &str, to: &str) {
-    for part in ["MAIL FROM:<", from, ">\r\nRCPT TO:<", to, ">\r\nDATA\r\n"] {
+fn push_envelope(out: &mut Vec<u8>, from: &str, to: &str, smtputf8: bool) {
+    let param = if smtputf8 { " SMTPUTF8" } else { "" };
+    for part in [
+        "MAIL FROM:<",
+        from,
+        ">",
+        param,
+        "\r\nRCPT TO:<",
+        to,
+        ">\r\nDATA\r\n",
+    ] {
         out.extend_from_slice(part.as_bytes());
     }
 }
@@ -531,9 +718,13 @@ mod tests {
 
     async fn connect(port: u16, login: Option<(&str, &str)>) -> Connection {
         let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        Connection::start(tcp, "client.example", login, Duration::from_secs(5))
+        let mut c = Connection::greet(Stream::Plain(tcp), "client.example", Duration::from_secs(5))
             .await
-            .unwrap()
+            .unwrap();
+        if let Some((user, password)) = login {
+            c.login(user, password).await.unwrap();
+        }
+        c
     }
 
     #[tokio::test]

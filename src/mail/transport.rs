@@ -1,21 +1,26 @@
-//! Transports: a real SMTP server (pooled connections, TLS as the URL asks) or the outbox folder
-//! (one `.eml` file per message, written atomically). `SendError` says whether the failure is
-//! permanent (a 5xx: the recipient is refused), transient (a 4xx or a lost connection: try again
-//! later) and carries the server's words.
+//! Transports: a real SMTP server (one connection per worker, TLS as the URL asks, all through
+//! notify's own pipelining client [`smtp`]) or the outbox folder (one `.eml` file per message,
+//! written atomically). `SendError` says whether the failure is permanent (a 5xx: the recipient
+//! is refused), transient (a 4xx or a lost connection: try again later) and carries the server's
+//! words. Credentials go only over TLS: with a user and password, a server that offers STARTTLS
+//! is always upgraded before AUTH, and one that does not is refused before AUTH is sent, unless
+//! `tls=none` was written in the URL (then the password goes in clear, with a warning).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 use super::{smtp, Outgoing};
 
 /// How to talk TLS to the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsMode {
-    /// Plain SMTP (`smtp://`, the default, and `?tls=none`).
+    /// Plain SMTP (`smtp://`, the default, and `?tls=none`); with credentials, STARTTLS
+    /// whenever offered unless `?tls=none` was written.
     None,
     /// STARTTLS when offered (`?tls=opportunistic`).
     Opportunistic,
@@ -31,10 +36,16 @@ pub struct SmtpTarget {
     pub host: String,
     pub port: u16,
     pub tls: TlsMode,
+    /// `tls=none` (or `tls=off`) was written in the URL: the one way to let a password go in
+    /// clear.
+    explicit_plain: bool,
     user: Option<String>,
     password: Option<String>,
     /// Certificates (PEM) trusted besides the public roots: a relay with a private CA.
     extra_roots: Option<Vec<u8>>,
+    /// The TLS client configuration, built on first use and shared by every connection (and
+    /// so its session cache).
+    tls_config: Arc<OnceLock<Result<Arc<rustls::ClientConfig>, String>>>,
 }
 
 impl std::fmt::Debug for SmtpTarget {
@@ -55,6 +66,7 @@ impl std::fmt::Display for SmtpTarget {
         match self.tls {
             TlsMode::Required => write!(f, "?tls=required"),
             TlsMode::Opportunistic => write!(f, "?tls=opportunistic"),
+            TlsMode::None if self.explicit_plain => write!(f, "?tls=none"),
             _ => Ok(()),
         }
     }
@@ -90,11 +102,15 @@ impl SmtpTarget {
         } else {
             TlsMode::None
         };
+        let mut explicit_plain = false;
         for (k, v) in u.query_pairs() {
             match (k.as_ref(), v.as_ref()) {
                 ("tls", "required" | "starttls") if !implicit => tls = TlsMode::Required,
                 ("tls", "opportunistic") if !implicit => tls = TlsMode::Opportunistic,
-                ("tls", "none" | "off") if !implicit => tls = TlsMode::None,
+                ("tls", "none" | "off") if !implicit => {
+                    tls = TlsMode::None;
+                    explicit_plain = true;
+                }
                 ("tls", other) => {
                     return Err(format!(
                         "tls={other} is not supported here; use tls=required, tls=opportunistic or tls=none with smtp://"
@@ -103,6 +119,9 @@ impl SmtpTarget {
                 (other, _) => return Err(format!("unknown URL parameter `{other}`")),
             }
         }
+        if tls != TlsMode::None {
+            explicit_plain = false;
+        }
         let port = u.port().unwrap_or(if implicit { 465 } else { 25 });
         let url_user = (!u.username().is_empty()).then(|| percent_decode(u.username()));
         let url_pass = u.password().map(percent_decode);
@@ -110,9 +129,11 @@ impl SmtpTarget {
             host,
             port,
             tls,
+            explicit_plain,
             user: user.map(str::to_string).or(url_user),
             password: password.map(str::to_string).or(url_pass),
             extra_roots: None,
+            tls_config: Arc::default(),
         })
     }
 
@@ -120,25 +141,37 @@ impl SmtpTarget {
     /// certificate a private CA signed (`smtp_ca_file`).
     pub fn trust(mut self, pem: Vec<u8>) -> SmtpTarget {
         self.extra_roots = Some(pem);
+        self.tls_config = Arc::default();
         self
     }
 
-    /// Open one SMTP session: TCP with Nagle's algorithm off, the greeting and EHLO, TLS as the
-    /// URL asks, and AUTH when there are credentials. Plain connections use notify's own
-    /// pipelining client ([`smtp`]); TLS ones lettre's.
-    async fn open(&self) -> Result<Conn, SendError> {
-        if self.tls == TlsMode::None {
-            return self.open_plain().await.map(Conn::Plain);
-        }
-        self.connect_tls().await.map(|c| Conn::Tls(Box::new(c)))
+    /// True when the session logs in (a user name was given).
+    pub fn has_credentials(&self) -> bool {
+        self.user.is_some()
     }
 
-    async fn open_plain(&self) -> Result<smtp::Connection, SendError> {
+    /// Open one SMTP session with notify's own client: TCP with Nagle's algorithm off, TLS
+    /// from the first byte for `smtps://`, the greeting and EHLO, STARTTLS as the URL asks (and
+    /// always before a login when the server offers it, unless `tls=none` was written), and
+    /// AUTH when there are credentials, never in clear unless `tls=none` was written.
+    async fn open(&self) -> Result<smtp::Connection, SendError> {
         let unreachable = |message: String| SendError {
             kind: SendErrorKind::Connection,
             code: None,
             stage: None,
             message: format!("cannot reach the SMTP server at {self}: {message}"),
+        };
+        let session_err = |f: smtp::Failure| match f {
+            smtp::Failure::Refused { what, reply } => SendError {
+                kind: SendErrorKind::Connection,
+                code: Some(reply.code),
+                stage: Some(Stage::of(what)),
+                message: format!(
+                    "cannot reach the SMTP server at {self}: {what} refused: {}",
+                    reply.text()
+                ),
+            },
+            other => unreachable(other.to_string()),
         };
         let tcp = tokio::time::timeout(
             CONNECT_TIMEOUT,
@@ -147,123 +180,157 @@ impl SmtpTarget {
         .await
         .map_err(|_| unreachable("connection timed out".into()))?
         .map_err(|e| unreachable(e.to_string()))?;
-        let name = ClientId::default().to_string();
-        let credentials = self
-            .user
-            .as_deref()
-            .map(|u| (u, self.password.as_deref().unwrap_or("")));
-        smtp::Connection::start(tcp, &name, credentials, COMMAND_TIMEOUT)
-            .await
-            .map_err(|e| match e {
-                smtp::Failure::Refused {
-                    what: "AUTH",
-                    reply,
-                } => SendError {
-                    kind: SendErrorKind::Connection,
-                    code: Some(reply.code),
-                    stage: Some(Stage::Session),
-                    message: format!(
-                        "the SMTP server at {self} refused the login: {}",
-                        reply.text()
-                    ),
-                },
-                other => unreachable(other.to_string()),
-            })
-    }
-
-    /// lettre's connection, for TLS.
-    async fn connect_tls(&self) -> Result<AsyncSmtpConnection, SendError> {
-        let hello = ClientId::default();
-        let fail = |e: lettre::transport::smtp::Error| {
-            let mut err = SendError::from_lettre(&e);
-            err.kind = SendErrorKind::Connection;
-            err.message = format!("cannot reach the SMTP server at {self}: {}", err.message);
-            err
-        };
-        let params = || {
-            let mut builder = TlsParameters::builder(self.host.clone());
-            if let Some(pem) = &self.extra_roots {
-                let cert = lettre::transport::smtp::client::Certificate::from_pem(pem);
-                builder = builder.add_root_certificate(cert.map_err(|e| SendError {
-                    kind: SendErrorKind::Connection,
-                    code: None,
-                    stage: None,
-                    message: format!("TLS setup for {}: smtp_ca_file: {e}", self.host),
-                })?);
-            }
-            builder.build().map_err(|e| SendError {
-                kind: SendErrorKind::Connection,
-                code: None,
-                stage: None,
-                message: format!("TLS setup for {}: {e}", self.host),
-            })
-        };
-        let mut conn = if self.tls == TlsMode::Implicit {
-            // TLS from the first byte: lettre's own connector does the handshake.
-            AsyncSmtpConnection::connect_tokio1(
-                (self.host.as_str(), self.port),
-                Some(CONNECT_TIMEOUT),
-                &hello,
-                Some(params()?),
-                None,
-            )
-            .await
-            .map_err(fail)?
+        let _ = tcp.set_nodelay(true);
+        let stream = if self.tls == TlsMode::Implicit {
+            let (connector, name) = self.tls_connector().map_err(&unreachable)?;
+            let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
+                .await
+                .map_err(|_| unreachable("no TLS handshake within the time allowed".into()))?
+                .map_err(|e| unreachable(format!("TLS: {e}")))?;
+            smtp::Stream::Tls(Box::new(tls))
         } else {
-            let tcp = tokio::time::timeout(
-                CONNECT_TIMEOUT,
-                tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
-            )
-            .await
-            .map_err(|_| SendError {
-                kind: SendErrorKind::Connection,
-                code: None,
-                stage: None,
-                message: format!("cannot reach the SMTP server at {self}: connection timed out"),
-            })?
-            .map_err(|e| SendError {
-                kind: SendErrorKind::Connection,
-                code: None,
-                stage: None,
-                message: format!("cannot reach the SMTP server at {self}: {e}"),
-            })?;
-            let _ = tcp.set_nodelay(true);
-            tokio::time::timeout(
-                COMMAND_TIMEOUT,
-                AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello),
-            )
-            .await
-            .map_err(|_| SendError {
-                kind: SendErrorKind::Connection,
-                code: None,
-                stage: None,
-                message: format!("the SMTP server at {self} sent no greeting"),
-            })?
-            .map_err(fail)?
+            smtp::Stream::Plain(tcp)
         };
-        match self.tls {
-            TlsMode::Required => conn.starttls(params()?, &hello).await.map_err(fail)?,
-            TlsMode::Opportunistic if conn.can_starttls() => {
-                conn.starttls(params()?, &hello).await.map_err(fail)?
+        let mut conn = smtp::Connection::greet(stream, &client_name(), COMMAND_TIMEOUT)
+            .await
+            .map_err(session_err)?;
+        let credentials = self.has_credentials() && !self.explicit_plain;
+        let upgrade = match self.tls {
+            TlsMode::Implicit => false,
+            TlsMode::Required => true,
+            TlsMode::Opportunistic => conn.offers("STARTTLS"),
+            TlsMode::None => credentials && conn.offers("STARTTLS"),
+        };
+        if upgrade {
+            if !conn.offers("STARTTLS") {
+                let offered = offered(&conn);
+                conn.quit().await;
+                return Err(unreachable(format!(
+                    "tls=required, but the server does not offer STARTTLS (it offered: {offered})"
+                )));
             }
-            _ => {}
+            let (connector, name) = self.tls_connector().map_err(&unreachable)?;
+            conn = conn.starttls(&connector, name).await.map_err(session_err)?;
         }
         if let Some(user) = &self.user {
-            let creds = Credentials::new(user.clone(), self.password.clone().unwrap_or_default());
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds)
-                .await
-                .map_err(|e| {
-                    let mut err = SendError::from_lettre(&e);
-                    err.message = format!(
-                        "the SMTP server at {self} refused the login: {}",
-                        err.message
-                    );
-                    err.kind = SendErrorKind::Connection;
-                    err
-                })?;
+            if !conn.is_tls() {
+                if !self.explicit_plain {
+                    let offered = offered(&conn);
+                    conn.quit().await;
+                    return Err(SendError {
+                        kind: SendErrorKind::Connection,
+                        code: None,
+                        stage: Some(Stage::Session),
+                        message: format!(
+                            "the SMTP server at {self} does not offer STARTTLS (it offered: \
+                             {offered}), so the password would go in clear; nothing was sent. \
+                             Use smtps:// (TLS from the first byte, usually port 465) if the \
+                             server has it, or write ?tls=none in smtp_url to send the password \
+                             in clear anyway"
+                        ),
+                    });
+                }
+                warn_cleartext_login(self);
+            }
+            let password = self.password.as_deref().unwrap_or("");
+            if let Err(e) = conn.login(user, password).await {
+                return Err(match e {
+                    smtp::Failure::Refused { reply, .. } => SendError {
+                        kind: SendErrorKind::Connection,
+                        code: Some(reply.code),
+                        stage: Some(Stage::Session),
+                        message: format!(
+                            "the SMTP server at {self} refused the login: {}",
+                            reply.text()
+                        ),
+                    },
+                    other => unreachable(other.to_string()),
+                });
+            }
         }
         Ok(conn)
     }
+
+    /// The TLS connector (public roots and `smtp_ca_file`'s) and the name the certificate must
+    /// carry.
+    fn tls_connector(&self) -> Result<(TlsConnector, ServerName<'static>), String> {
+        let config = self
+            .tls_config
+            .get_or_init(|| tls_client_config(self.extra_roots.as_deref()).map(Arc::new))
+            .clone()
+            .map_err(|e| format!("TLS setup for {}: {e}", self.host))?;
+        let name = ServerName::try_from(self.host.clone()).map_err(|e| {
+            format!(
+                "`{}` cannot be checked against a certificate: {e}",
+                self.host
+            )
+        })?;
+        Ok((TlsConnector::from(config), name))
+    }
+}
+
+/// rustls with the `ring` provider, the Mozilla roots (`webpki-roots`) and `extra` (PEM).
+fn tls_client_config(extra: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(pem) = extra {
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| format!("smtp_ca_file: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("smtp_ca_file: a certificate cannot be trusted: {e}"))?;
+        }
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
+/// What the server offered in its EHLO reply, for messages (`PIPELINING, AUTH PLAIN LOGIN`).
+fn offered(conn: &smtp::Connection) -> String {
+    let list = conn
+        .extensions()
+        .iter()
+        .map(|e| crate::inert::line(e))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if list.is_empty() {
+        "no extensions".into()
+    } else {
+        list
+    }
+}
+
+/// Say once per run, on stderr, that the password goes in clear because `tls=none` says so.
+fn warn_cleartext_login(target: &SmtpTarget) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::warn!(
+            "logging in to the SMTP server at {target} without TLS, as tls=none asks: the \
+             password goes in clear"
+        )
+    });
+}
+
+/// The name said in EHLO: this host's name when it is a plain domain name, else `localhost`.
+fn client_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .find(|s| {
+            !s.is_empty()
+                && s.len() <= 253
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        })
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// The PEM certificates in `path`, checked: readable, and at least one certificate in it.
@@ -365,6 +432,21 @@ impl SendError {
         )
     }
 
+    /// A refusal at `stage` with the server's reply line `reply` (`550 5.1.1 …`); 5xx is
+    /// permanent, anything else transient.
+    pub fn refused(stage: Stage, reply: &str) -> SendError {
+        let code = reply.get(..3).and_then(|c| c.parse::<u16>().ok());
+        SendError {
+            kind: match code {
+                Some(500..=599) => SendErrorKind::Permanent,
+                _ => SendErrorKind::Transient,
+            },
+            code,
+            stage: Some(stage),
+            message: reply.to_string(),
+        }
+    }
+
     fn local(message: String) -> SendError {
         SendError {
             kind: SendErrorKind::Local,
@@ -391,36 +473,13 @@ impl SendError {
                 stage: None,
                 message: format!("the SMTP server at {target}: {m}"),
             },
-        }
-    }
-
-    fn from_lettre(e: &lettre::transport::smtp::Error) -> SendError {
-        let code = e.status().map(|c| {
-            let s = c.to_string();
-            s.parse::<u16>().unwrap_or(0)
-        });
-        let kind = if e.is_permanent() {
-            SendErrorKind::Permanent
-        } else if e.is_transient() {
-            SendErrorKind::Transient
-        } else {
-            SendErrorKind::Connection
-        };
-        let mut message = e.to_string();
-        let mut src = std::error::Error::source(e);
-        while let Some(s) = src {
-            let m = s.to_string();
-            if !message.contains(&m) {
-                message.push_str(": ");
-                message.push_str(&m);
-            }
-            src = s.source();
-        }
-        SendError {
-            kind,
-            code,
-            stage: None,
-            message,
+            // Not the server's answer but as final for this message on this server.
+            smtp::Failure::Unsupported { what, reason } => SendError {
+                kind: SendErrorKind::Permanent,
+                code: None,
+                stage: Some(Stage::of(what)),
+                message: reason,
+            },
         }
     }
 }
@@ -434,14 +493,7 @@ pub enum Delivery {
 /// One worker's open SMTP session, reused from message to message and reopened after any
 /// failure that leaves it unusable.
 #[derive(Default)]
-pub struct Session(Option<Conn>);
-
-enum Conn {
-    /// Plain SMTP: notify's own client, pipelined, in two steps.
-    Plain(smtp::Connection),
-    /// TLS (implicit or STARTTLS): lettre's client, one step.
-    Tls(Box<AsyncSmtpConnection>),
-}
+pub struct Session(Option<smtp::Connection>);
 
 impl Session {
     /// Drop the connection at once, without QUIT: a message begun on it is never completed.
@@ -452,14 +504,8 @@ impl Session {
     /// Say QUIT, politely, if a session is open. A message left without its final dot is
     /// abandoned by closing the connection, so the server discards it.
     pub async fn close(&mut self) {
-        match self.0.take() {
-            Some(Conn::Plain(c)) => {
-                let _ = tokio::time::timeout(Duration::from_secs(5), c.quit()).await;
-            }
-            Some(Conn::Tls(mut c)) => {
-                let _ = tokio::time::timeout(Duration::from_secs(5), c.quit()).await;
-            }
-            None => {}
+        if let Some(c) = self.0.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), c.quit()).await;
         }
     }
 }
@@ -478,7 +524,8 @@ impl Delivery {
         }
     }
 
-    /// Check that the server answers (SMTP: connect, EHLO, QUIT) or the folder can be written.
+    /// Check that the server answers (SMTP: connect, EHLO, TLS and login as for a delivery,
+    /// QUIT) or the folder can be written.
     pub async fn check(&self) -> Result<(), SendError> {
         match self {
             Delivery::Smtp { target } => {
@@ -504,23 +551,22 @@ impl Delivery {
         self.finish(session, msg, file_stem).await
     }
 
-    /// Step one of a delivery: on a plain SMTP connection the envelope, `DATA` and the message
-    /// without its final dot, so nothing is accepted yet; a session that went stale while idle
-    /// is reopened once without counting as a failed attempt. Elsewhere, only the connection.
+    /// Step one of a delivery: on SMTP the envelope, `DATA` and the message without its final
+    /// dot, so nothing is accepted yet; a session that went stale while idle is reopened once
+    /// without counting as a failed attempt. For the outbox, nothing.
     pub async fn begin(&self, session: &mut Session, msg: &Outgoing) -> Result<(), SendError> {
         let Delivery::Smtp { target } = self else {
             return Ok(());
         };
         let mut second_try = false;
         loop {
-            let reused = matches!(session.0, Some(Conn::Plain(ref c)) if !c.is_broken())
-                || matches!(session.0, Some(Conn::Tls(ref c)) if !c.has_broken());
+            let reused = session.0.as_ref().is_some_and(|c| !c.is_broken());
             if !reused {
                 session.close().await;
                 session.0 = Some(target.open().await?);
             }
-            let Some(Conn::Plain(conn)) = &mut session.0 else {
-                return Ok(());
+            let Some(conn) = &mut session.0 else {
+                continue;
             };
             let (from, to) = envelope_addresses(msg);
             match conn.begin(&from, &to, &msg.bytes).await {
@@ -536,8 +582,8 @@ impl Delivery {
         }
     }
 
-    /// Step two: the final dot and the server's verdict (or, for TLS, the whole transaction;
-    /// for the outbox, the file named by `file_stem`).
+    /// Step two: the final dot and the server's verdict (for the outbox, the file named by
+    /// `file_stem`).
     pub async fn finish(
         &self,
         session: &mut Session,
@@ -548,54 +594,28 @@ impl Delivery {
             Delivery::Outbox { dir } => return write_eml(dir, file_stem, msg).map(|_| ()),
             Delivery::Smtp { target } => target,
         };
-        match session.0.take() {
-            Some(Conn::Plain(mut conn)) => match conn.finish().await {
-                Ok(_) => {
-                    session.0 = Some(Conn::Plain(conn));
-                    Ok(())
-                }
-                Err(e) => {
-                    if !conn.is_broken() {
-                        session.0 = Some(Conn::Plain(conn));
-                    }
-                    Err(SendError::from_failure(target, e))
-                }
-            },
-            Some(Conn::Tls(mut conn)) => {
-                let sent =
-                    tokio::time::timeout(COMMAND_TIMEOUT, conn.send(&msg.envelope, &msg.bytes))
-                        .await;
-                match sent {
-                    Ok(Ok(_)) => {
-                        session.0 = Some(Conn::Tls(conn));
-                        Ok(())
-                    }
-                    Ok(Err(e)) => Err(SendError::from_lettre(&e)),
-                    Err(_) => Err(SendError {
-                        kind: SendErrorKind::Connection,
-                        code: None,
-                        stage: None,
-                        message: format!(
-                            "the SMTP server at {target} did not answer within {} s",
-                            COMMAND_TIMEOUT.as_secs()
-                        ),
-                    }),
-                }
-            }
-            None => Err(SendError {
+        let Some(mut conn) = session.0.take() else {
+            return Err(SendError {
                 kind: SendErrorKind::Connection,
                 code: None,
                 stage: None,
                 message: format!("no open connection to {target} to finish the message on"),
-            }),
+            });
+        };
+        let verdict = conn.finish().await;
+        if !conn.is_broken() {
+            session.0 = Some(conn);
         }
+        verdict
+            .map(|_| ())
+            .map_err(|e| SendError::from_failure(target, e))
     }
 
-    /// [`Delivery::finish`] of `msg` and then [`Delivery::begin`] of `next`: on a plain SMTP
-    /// connection in one round trip (see [`smtp::Connection::finish_and_begin`]). Returns the
-    /// verdict on `msg` and the outcome of beginning `next`. When the connection was lost
-    /// before `next` was begun, it is begun again on a new connection: nothing of it had been
-    /// sent, so that is not a failed attempt.
+    /// [`Delivery::finish`] of `msg` and then [`Delivery::begin`] of `next`: on SMTP in one
+    /// round trip (see [`smtp::Connection::finish_and_begin`]). Returns the verdict on `msg`
+    /// and the outcome of beginning `next`. When the connection was lost before `next` was
+    /// begun, it is begun again on a new connection: nothing of it had been sent, so that is
+    /// not a failed attempt.
     pub async fn finish_and_begin(
         &self,
         session: &mut Session,
@@ -603,23 +623,20 @@ impl Delivery {
         file_stem: &str,
         next: &Outgoing,
     ) -> (Result<(), SendError>, Result<(), SendError>) {
-        let plain = match (self, session.0.take()) {
-            (Delivery::Smtp { target }, Some(Conn::Plain(conn))) => Some((target, conn)),
+        let (target, mut conn) = match (self, session.0.take()) {
+            (Delivery::Smtp { target }, Some(conn)) => (target, conn),
             (_, other) => {
+                // The outbox, or no connection: one step after the other.
                 session.0 = other;
-                None
+                let verdict = self.finish(session, msg, file_stem).await;
+                return (verdict, self.begin(session, next).await);
             }
-        };
-        let Some((target, mut conn)) = plain else {
-            // The outbox, or TLS: one step after the other.
-            let verdict = self.finish(session, msg, file_stem).await;
-            return (verdict, self.begin(session, next).await);
         };
         let (from, to) = envelope_addresses(next);
         let (verdict, begun) = conn.finish_and_begin(&from, &to, &next.bytes).await;
         let lost = conn.is_broken();
         if !lost {
-            session.0 = Some(Conn::Plain(conn));
+            session.0 = Some(conn);
         }
         let verdict = verdict
             .map(|_| ())

@@ -1,9 +1,14 @@
 //! In-process SMTP server for integration tests.
 //!
-//! Speaks SMTP (RFC 5321, no AUTH, PIPELINING only with [`Rule::Pipelining`]) on
-//! `127.0.0.1:<random port>`, plain or, started with [`SmtpServer::start_tls`], over TLS
-//! from the first byte (`smtps://`), so that lettre — or the `notify` binary run as a
-//! child process — can deliver to it. Every message that is answered with
+//! Speaks SMTP (RFC 5321) on `127.0.0.1:<random port>`, plain or, started with
+//! [`SmtpServer::start_tls`], over TLS from the first byte (`smtps://`), so that lettre — or
+//! the `notify` binary run as a child process — can deliver to it. Extensions only when a rule
+//! asks: PIPELINING ([`Rule::Pipelining`]), STARTTLS ([`Rule::StartTls`], RFC 3207: after the
+//! upgrade the session starts anew), AUTH PLAIN and LOGIN ([`Rule::Auth`]: one user, checked,
+//! and required before MAIL), SMTPUTF8 ([`Rule::SmtpUtf8`]: RFC 6531; without it, or without
+//! the `SMTPUTF8` parameter on MAIL, an address that is not ASCII is refused with 553 5.6.7).
+//! Every command line the server reads, on every connection, is logged in order with whether
+//! the connection was TLS at that point ([`SmtpServer::log`]). Every message that is answered with
 //! `250` after the final dot is recorded and can be inspected with
 //! [`SmtpServer::received`]; the message is recorded *before* the `250` is
 //! written, so once the client has seen the reply the message is visible.
@@ -37,7 +42,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf,
+    WriteHalf,
+};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
@@ -46,9 +54,6 @@ use tokio_rustls::TlsAcceptor;
 pub const SERVER_NAME: &str = "test.local";
 
 const GREETING: &str = "220 test.local ESMTP";
-const EHLO_REPLY: &str = "250-test.local\r\n250-8BITMIME\r\n250 SIZE 52428800";
-const EHLO_REPLY_PIPELINING: &str =
-    "250-test.local\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 52428800";
 
 /// One message accepted by the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +67,19 @@ pub struct Received {
     /// Message bytes after dot-unstuffing, without the terminating `.` line,
     /// with the line endings the client sent (CRLF for lettre).
     pub data: Vec<u8>,
+    /// `MAIL FROM` carried the `SMTPUTF8` parameter.
+    pub smtputf8: bool,
+}
+
+/// One command line the server read (message content is not logged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// Which connection, counting from 1 in the order they were accepted.
+    pub connection: usize,
+    /// The connection was TLS (implicit, or after STARTTLS) when the line was read.
+    pub tls: bool,
+    /// The line without its line ending (AUTH lines and their answers included).
+    pub line: String,
 }
 
 impl Received {
@@ -140,6 +158,14 @@ pub enum Rule {
     /// at a time either way, so a client's grouped `MAIL`/`RCPT`/`DATA` are answered in order,
     /// and the other rules apply to each command as usual.
     Pipelining,
+    /// Offer STARTTLS on a plain connection and upgrade with this certificate chain and key
+    /// (PEM) when asked.
+    StartTls { cert_pem: String, key_pem: String },
+    /// Offer AUTH PLAIN LOGIN, accept only this user and password (`535 5.7.8` otherwise), and
+    /// answer MAIL with `530 5.7.0` until the client has logged in.
+    Auth { user: String, password: String },
+    /// Offer SMTPUTF8 (RFC 6531) and accept the `SMTPUTF8` parameter on MAIL.
+    SmtpUtf8,
 }
 
 /// What a [`Rule::TempFailCommand`] / [`Rule::DropAfterCommand`] dictates.
@@ -155,6 +181,7 @@ enum CommandOverride {
 struct State {
     received: Vec<Received>,
     connections: usize,
+    log: Vec<Seen>,
     /// Rule index -> how often the rule has fired (temp failures handed out,
     /// connections dropped) for rules with a `times` budget.
     fired: HashMap<usize, usize>,
@@ -166,6 +193,9 @@ struct Shared {
     /// Sum of all [`Rule::Delay`]s: wait before answering the final dot.
     dot_delay: Duration,
     pipelining: bool,
+    starttls: Option<TlsAcceptor>,
+    auth: Option<(String, String)>,
+    smtputf8: bool,
     state: Mutex<State>,
 }
 
@@ -186,13 +216,59 @@ impl Shared {
             })
             .sum();
         let pipelining = rules.contains(&Rule::Pipelining);
+        let starttls = rules.iter().find_map(|r| match r {
+            Rule::StartTls { cert_pem, key_pem } => Some(acceptor(cert_pem, key_pem)),
+            _ => None,
+        });
+        let auth = rules.iter().find_map(|r| match r {
+            Rule::Auth { user, password } => Some((user.clone(), password.clone())),
+            _ => None,
+        });
+        let smtputf8 = rules.contains(&Rule::SmtpUtf8);
         Shared {
             rules,
             die_after,
             dot_delay,
             pipelining,
+            starttls,
+            auth,
+            smtputf8,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// The EHLO reply: what this server offers, on a connection that is TLS or not.
+    fn ehlo(&self, tls: bool) -> String {
+        let mut lines = vec![SERVER_NAME.to_string()];
+        if self.pipelining {
+            lines.push("PIPELINING".into());
+        }
+        lines.push("8BITMIME".into());
+        if self.starttls.is_some() && !tls {
+            lines.push("STARTTLS".into());
+        }
+        if self.auth.is_some() {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
+        if self.smtputf8 {
+            lines.push("SMTPUTF8".into());
+        }
+        lines.push("SIZE 52428800".into());
+        let last = lines.len() - 1;
+        lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("250{}{l}", if i == last { ' ' } else { '-' }))
+            .collect::<Vec<_>>()
+            .join("\r\n")
+    }
+
+    fn seen(&self, connection: usize, tls: bool, line: &str) {
+        self.lock().log.push(Seen {
+            connection,
+            tls,
+            line: line.to_string(),
+        });
     }
 
     /// Lock the state; a panic elsewhere must not make the server unusable.
@@ -288,20 +364,7 @@ impl SmtpServer {
     /// Like [`SmtpServer::start`], with TLS from the first byte (`smtps://`) under the
     /// certificate chain and private key given in PEM.
     pub async fn start_tls(rules: Vec<Rule>, cert_pem: &str, key_pem: &str) -> SmtpServer {
-        use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
-        use tokio_rustls::rustls::{crypto::ring, ServerConfig};
-        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .expect("test SMTP server: certificate PEM");
-        let key =
-            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("test SMTP server: key PEM");
-        let config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("test SMTP server: TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .expect("test SMTP server: certificate and key");
-        Self::start_with(rules, Some(TlsAcceptor::from(Arc::new(config))))
+        Self::start_with(rules, Some(acceptor(cert_pem, key_pem)))
     }
 
     fn start_with(rules: Vec<Rule>, tls: Option<TlsAcceptor>) -> SmtpServer {
@@ -355,6 +418,11 @@ impl SmtpServer {
     /// cloning the messages.
     pub fn accepted_count(&self) -> usize {
         self.shared.lock().received.len()
+    }
+
+    /// Every command line read so far, on every connection, in order.
+    pub fn log(&self) -> Vec<Seen> {
+        self.shared.lock().log.clone()
     }
 
     /// TCP connections accepted so far (including ones dropped by `DieAfter`).
@@ -415,6 +483,23 @@ impl std::fmt::Debug for SmtpServer {
     }
 }
 
+/// A TLS acceptor for the certificate chain and private key given in PEM.
+fn acceptor(cert_pem: &str, key_pem: &str) -> TlsAcceptor {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::{crypto::ring, ServerConfig};
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("test SMTP server: certificate PEM");
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("test SMTP server: key PEM");
+    let config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("test SMTP server: TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("test SMTP server: certificate and key");
+    TlsAcceptor::from(Arc::new(config))
+}
+
 /// Bind synchronously so the port is listening before `start*` returns; the
 /// socket is handed to tokio inside the accept task (on the serving runtime).
 fn bind() -> (std::net::TcpListener, SocketAddr) {
@@ -446,10 +531,10 @@ async fn accept_loop(
             }
         };
         while connections.try_join_next().is_some() {}
-        let dead = {
+        let (dead, id) = {
             let mut state = shared.lock();
             state.connections += 1;
-            shared.is_dead(&state)
+            (shared.is_dead(&state), state.connections)
         };
         if dead {
             drop(stream);
@@ -462,11 +547,11 @@ async fn accept_loop(
             // I/O errors (client went away, a failed handshake) just end the session.
             match tls {
                 None => {
-                    let _ = serve_connection(stream, &shared).await;
+                    let _ = serve_connection(Box::new(stream), false, id, &shared).await;
                 }
                 Some(acceptor) => {
                     if let Ok(stream) = acceptor.accept(stream).await {
-                        let _ = serve_connection(stream, &shared).await;
+                        let _ = serve_connection(Box::new(stream), true, id, &shared).await;
                     }
                 }
             }
@@ -507,44 +592,173 @@ async fn apply_override<W: AsyncWrite + Unpin>(
 struct Transaction {
     mail_from: Option<String>,
     rcpt_to: Vec<String>,
+    smtputf8: bool,
 }
 
-async fn serve_connection<S: AsyncRead + AsyncWrite>(stream: S, shared: &Shared) -> io::Result<()> {
+/// The connection under a session: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+type Reader = BufReader<ReadHalf<Box<dyn Io>>>;
+type Writer = WriteHalf<Box<dyn Io>>;
+
+/// Read one line (CRLF or LF) and log it; `None` when the client closed the connection.
+async fn read_command(
+    reader: &mut Reader,
+    shared: &Shared,
+    id: usize,
+    tls: bool,
+) -> io::Result<Option<String>> {
+    let mut line = Vec::new();
+    if reader.read_until(b'\n', &mut line).await? == 0 {
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(strip_eol(&line)).into_owned();
+    shared.seen(id, tls, &text);
+    Ok(Some(text))
+}
+
+/// AUTH PLAIN / LOGIN (RFC 4616, the LOGIN draft): `Ok(Some(true))` when the credentials are
+/// the configured ones, `Ok(None)` when the client closed the connection.
+async fn authenticate(
+    arg: &str,
+    reader: &mut Reader,
+    writer: &mut Writer,
+    shared: &Shared,
+    id: usize,
+    tls: bool,
+) -> io::Result<Option<bool>> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let decode = |s: &str| {
+        b64.decode(s.trim())
+            .ok()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    };
+    let Some((user, password)) = shared.auth.clone() else {
+        return Ok(Some(false));
+    };
+    let (mechanism, initial) = arg.split_once(' ').unwrap_or((arg, ""));
+    let given = match mechanism.to_ascii_uppercase().as_str() {
+        "PLAIN" => {
+            let token = if initial.is_empty() {
+                reply(writer, "334 ").await?;
+                match read_command(reader, shared, id, tls).await? {
+                    Some(t) => t,
+                    None => return Ok(None),
+                }
+            } else {
+                initial.to_string()
+            };
+            decode(&token).and_then(|t| {
+                let mut parts = t.split('\0');
+                let _authzid = parts.next()?;
+                Some((parts.next()?.to_string(), parts.next()?.to_string()))
+            })
+        }
+        "LOGIN" => {
+            reply(writer, "334 VXNlcm5hbWU6").await?;
+            let Some(u) = read_command(reader, shared, id, tls).await? else {
+                return Ok(None);
+            };
+            reply(writer, "334 UGFzc3dvcmQ6").await?;
+            let Some(p) = read_command(reader, shared, id, tls).await? else {
+                return Ok(None);
+            };
+            decode(&u).zip(decode(&p))
+        }
+        _ => None,
+    };
+    Ok(Some(given == Some((user, password))))
+}
+
+async fn serve_connection(
+    stream: Box<dyn Io>,
+    mut tls: bool,
+    id: usize,
+    shared: &Shared,
+) -> io::Result<()> {
     let (reader, mut writer) = tokio::io::split(stream);
     let mut reader = BufReader::new(reader);
     reply(&mut writer, GREETING).await?;
 
     let mut tx = Transaction::default();
-    let mut line = Vec::new();
+    let mut logged_in = false;
     loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line).await? == 0 {
+        let Some(text) = read_command(&mut reader, shared, id, tls).await? else {
             return Ok(()); // client closed the connection
-        }
-        let text = String::from_utf8_lossy(strip_eol(&line)).into_owned();
+        };
         let (verb, arg) = split_command(&text);
         match verb.as_str() {
             "EHLO" => {
                 tx = Transaction::default();
-                let ehlo = if shared.pipelining {
-                    EHLO_REPLY_PIPELINING
-                } else {
-                    EHLO_REPLY
-                };
-                reply(&mut writer, ehlo).await?;
+                reply(&mut writer, &shared.ehlo(tls)).await?;
             }
             "HELO" => {
                 tx = Transaction::default();
                 reply(&mut writer, "250 test.local").await?;
             }
+            "STARTTLS" if shared.starttls.is_some() && !tls => {
+                if !arg.is_empty() {
+                    reply(&mut writer, "501 5.5.4 Syntax: STARTTLS").await?;
+                    continue;
+                }
+                reply(&mut writer, "220 2.0.0 Ready to start TLS").await?;
+                if !reader.buffer().is_empty() {
+                    // A client that pipelined after STARTTLS: refuse, as Postfix does.
+                    return Ok(());
+                }
+                let Some(acceptor) = shared.starttls.clone() else {
+                    return Ok(());
+                };
+                let stream = reader.into_inner().unsplit(writer);
+                let Ok(upgraded) = acceptor.accept(stream).await else {
+                    return Ok(());
+                };
+                let (r, w) = tokio::io::split(Box::new(upgraded) as Box<dyn Io>);
+                reader = BufReader::new(r);
+                writer = w;
+                tls = true;
+                // RFC 3207: everything known before the upgrade is forgotten.
+                tx = Transaction::default();
+                logged_in = false;
+            }
+            "AUTH" if shared.auth.is_some() => {
+                if logged_in {
+                    reply(&mut writer, "503 5.5.1 Error: already authenticated").await?;
+                    continue;
+                }
+                match authenticate(arg, &mut reader, &mut writer, shared, id, tls).await? {
+                    None => return Ok(()),
+                    Some(true) => {
+                        logged_in = true;
+                        reply(&mut writer, "235 2.7.0 Authentication successful").await?;
+                    }
+                    Some(false) => {
+                        reply(&mut writer, "535 5.7.8 Error: authentication failed").await?;
+                    }
+                }
+            }
             "MAIL" => {
+                let params = arg
+                    .split_once('>')
+                    .map(|(_, p)| p.split_whitespace().collect::<Vec<_>>())
+                    .unwrap_or_default();
+                let smtputf8 = params.iter().any(|p| p.eq_ignore_ascii_case("SMTPUTF8"));
                 if tx.mail_from.is_some() {
                     reply(&mut writer, "503 5.5.1 Error: nested MAIL command").await?;
+                } else if shared.auth.is_some() && !logged_in {
+                    reply(&mut writer, "530 5.7.0 Authentication required").await?;
+                } else if smtputf8 && !shared.smtputf8 {
+                    reply(&mut writer, "555 5.5.4 Unsupported option: SMTPUTF8").await?;
                 } else if let Some(address) = parse_path(arg, "FROM:") {
-                    if let Some(action) = shared.command_override("MAIL") {
+                    if !address.is_ascii() && !smtputf8 {
+                        reply(&mut writer, NEEDS_SMTPUTF8).await?;
+                    } else if let Some(action) = shared.command_override("MAIL") {
                         return_if_closed!(apply_override(&mut writer, action).await?);
                     } else {
                         tx.mail_from = Some(address);
+                        tx.smtputf8 = smtputf8;
                         reply(&mut writer, "250 2.1.0 Ok").await?;
                     }
                 } else {
@@ -555,6 +769,10 @@ async fn serve_connection<S: AsyncRead + AsyncWrite>(stream: S, shared: &Shared)
                 if tx.mail_from.is_none() {
                     reply(&mut writer, "503 5.5.1 Error: need MAIL command").await?;
                 } else if let Some(address) = parse_path(arg, "TO:") {
+                    if !address.is_ascii() && !tx.smtputf8 {
+                        reply(&mut writer, NEEDS_SMTPUTF8).await?;
+                        continue;
+                    }
                     if let Some(action) = shared.command_override("RCPT") {
                         return_if_closed!(apply_override(&mut writer, action).await?);
                         continue;
@@ -589,6 +807,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite>(stream: S, shared: &Shared)
                         mail_from: tx.mail_from.take().unwrap_or_default(),
                         rcpt_to: std::mem::take(&mut tx.rcpt_to),
                         data,
+                        smtputf8: std::mem::take(&mut tx.smtputf8),
                     };
                     if !shared.dot_delay.is_zero() {
                         tokio::time::sleep(shared.dot_delay).await;
@@ -632,6 +851,9 @@ async fn serve_connection<S: AsyncRead + AsyncWrite>(stream: S, shared: &Shared)
         }
     }
 }
+
+/// The answer to an address that is not ASCII without SMTPUTF8 (Postfix's words).
+const NEEDS_SMTPUTF8: &str = "553 5.6.7 Must declare SMTPUTF8 to send an address that is not ASCII";
 
 /// Read the message after `354` up to the line that is exactly ".", undoing
 /// dot-stuffing. `None` if the connection ends first.

@@ -14,3 +14,4 @@ mod delivery;
 mod faults;
 mod load;
 mod rendering;
+mod tls;
