@@ -4,6 +4,7 @@
 //! database.
 
 pub mod message;
+pub mod refusal;
 pub mod sender;
 pub mod smtp;
 pub mod transport;

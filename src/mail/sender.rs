@@ -9,17 +9,19 @@ use tokio::time::Instant;
 
 /// Hands out send slots `1/rate` seconds apart, shared by every worker.
 pub struct RateLimiter {
-    interval: Option<Duration>,
-    next: Mutex<Option<Instant>>,
+    /// The spacing between slots (`None`: no limit) and the next free slot.
+    state: Mutex<(Option<Duration>, Option<Instant>)>,
 }
+
+/// The slowest a throttled run goes: one message a minute.
+const SLOWEST: Duration = Duration::from_secs(60);
 
 impl RateLimiter {
     /// `rate` messages per second; 0 means no limit.
     pub fn new(rate: f64) -> RateLimiter {
         let interval = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
         RateLimiter {
-            interval,
-            next: Mutex::new(None),
+            state: Mutex::new((interval, None)),
         }
     }
 
@@ -27,15 +29,32 @@ impl RateLimiter {
     /// Slots are spaced evenly from the first one, so the run's average rate is exact and a
     /// burst after a pause cannot exceed it.
     pub async fn reserve(&self) -> Option<Instant> {
-        let interval = self.interval?;
-        let mut next = self.next.lock().await;
+        let mut state = self.state.lock().await;
+        let interval = state.0?;
         let now = Instant::now();
-        let slot = match *next {
+        let slot = match state.1 {
             Some(n) if n > now => n,
             _ => now,
         };
-        *next = Some(slot + interval);
+        state.1 = Some(slot + interval);
         Some(slot)
+    }
+
+    /// The server asked to slow down: half the rate from now on (one message a second when
+    /// there was no limit, never slower than one a minute), and no slot before `pause` has
+    /// passed. Returns the new rate in messages per second.
+    pub async fn slow_down(&self, pause: Duration) -> f64 {
+        let mut state = self.state.lock().await;
+        let interval = match state.0 {
+            None => Duration::from_secs(1),
+            Some(i) => (i * 2).min(SLOWEST),
+        };
+        state.0 = Some(interval);
+        let resume = Instant::now() + pause;
+        if state.1.is_none_or(|n| n < resume) {
+            state.1 = Some(resume);
+        }
+        1.0 / interval.as_secs_f64()
     }
 }
 
@@ -219,6 +238,23 @@ mod tests {
             backoff(b, 1, Some(Duration::from_secs(30))),
             Duration::from_secs(30)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slowing_down_halves_the_rate_and_pauses() {
+        let rl = RateLimiter::new(0.0);
+        assert!(rl.reserve().await.is_none());
+        let start = Instant::now();
+        assert_eq!(rl.slow_down(Duration::from_secs(5)).await, 1.0);
+        assert_eq!(rl.reserve().await, Some(start + Duration::from_secs(5)));
+        assert_eq!(rl.reserve().await, Some(start + Duration::from_secs(6)));
+        assert_eq!(rl.slow_down(Duration::ZERO).await, 0.5);
+        for _ in 0..10 {
+            rl.slow_down(Duration::ZERO).await;
+        }
+        assert_eq!(rl.slow_down(Duration::ZERO).await, 1.0 / 60.0);
+        let rl = RateLimiter::new(0.5);
+        assert_eq!(rl.slow_down(Duration::ZERO).await, 0.25);
     }
 
     #[tokio::test(start_paused = true)]

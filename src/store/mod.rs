@@ -562,13 +562,17 @@ impl Store {
         ];
         let mut rows = Vec::new();
         for eligible in kinds {
+            // The rows are picked once, in a CTE: PostgreSQL may run an `IN (SELECT … LIMIT n
+            // … SKIP LOCKED)` subquery more than once in an UPDATE, and each run skips the rows
+            // the previous one locked, so more than `limit` rows could be claimed.
             let sql = format!(
-                "UPDATE sends SET state = 'sending', lease_owner = $2, lease_until = $5, attempts = attempts + 1, updated_at = $3, \
-                   email = (SELECT c2.email FROM contacts c2 WHERE c2.id = sends.contact_id), \
-                   message_id = COALESCE(message_id, '<' || {random_id} || '.notify@' || $7 || '>') \
-                 WHERE id IN (SELECT s.id FROM sends s JOIN contacts c ON c.id = s.contact_id \
+                "WITH picked AS (SELECT s.id FROM sends s JOIN contacts c ON c.id = s.contact_id \
                              WHERE s.campaign_id = $1 AND c.needs_update = 0 AND {aud} AND {inner} \
                              ORDER BY s.id LIMIT $8 {lock}) \
+                 UPDATE sends SET state = 'sending', lease_owner = $2, lease_until = $5, attempts = attempts + 1, updated_at = $3, \
+                   email = (SELECT c2.email FROM contacts c2 WHERE c2.id = sends.contact_id), \
+                   message_id = COALESCE(message_id, '<' || {random_id} || '.notify@' || $7 || '>') \
+                 WHERE id IN (SELECT id FROM picked) \
                    AND {outer} \
                  RETURNING id, contact_id, message_id, attempts",
                 aud = audience_sql(audience),
