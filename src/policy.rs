@@ -1,6 +1,7 @@
-//! Bounce policy: when bounces mean an account needs an admin's attention, and what the admin
-//! should do about it. Pure: it reads bounce rows and returns decisions; `store` keeps the flag
-//! and `commands` applies it. It never deactivates anybody: Moped's admins do that.
+//! Bounce policy: when bounces mean an account needs an admin's attention (only verified bounces
+//! count), and what the admin should do about it. Pure: it reads bounce rows and returns
+//! decisions; `store` keeps the flag and `commands` applies it. It never deactivates anybody:
+//! Moped's admins do that.
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -27,8 +28,10 @@ impl Default for Policy {
 impl Policy {
     /// Should an account with these counted bounces be flagged, and why? A hard bounce flags at
     /// once; soft bounces flag once they reach `soft_limit` different notices within `soft_days`
-    /// of `now`. Bounces not tied to a notice count as one notice each.
+    /// of `now`. Bounces not tied to a notice count as one notice each. Unverified bounces (not
+    /// proven to be about one of our messages) never count, not even toward the soft limit.
     pub fn verdict(&self, bounces: &[BounceRow], now: DateTime<Utc>) -> Option<String> {
+        let bounces: Vec<&BounceRow> = bounces.iter().filter(|b| b.verified).collect();
         if let Some(hard) = bounces.iter().rev().find(|b| b.kind == "hard") {
             return Some(format!(
                 "hard bounce ({}{}){}",
@@ -113,6 +116,8 @@ mod tests {
             matched_by: "verp".into(),
             origin: "test".into(),
             occurred_at: crate::store::ts(now - Duration::days(days_ago)),
+            verified: true,
+            unverified_reason: None,
         }
     }
 
@@ -160,6 +165,32 @@ mod tests {
             b(3, "soft", Some("c"), 45, now),
         ];
         assert_eq!(p.verdict(&old, now), None);
+    }
+
+    #[test]
+    fn unverified_bounces_never_count() {
+        let now = Utc::now();
+        let p = Policy::default();
+        let unverified = |mut r: BounceRow| {
+            r.verified = false;
+            r.unverified_reason = Some("no token and no Message-ID of ours".into());
+            r
+        };
+        let hard = unverified(b(1, "hard", None, 0, now));
+        assert_eq!(p.verdict(std::slice::from_ref(&hard), now), None);
+        // Two verified soft bounces and an unverified one on a third notice: not enough.
+        let soft = [
+            b(2, "soft", Some("a"), 1, now),
+            b(3, "soft", Some("b"), 1, now),
+            unverified(b(4, "soft", Some("c"), 1, now)),
+            hard,
+        ];
+        assert_eq!(p.verdict(&soft, now), None);
+        let mut third = soft[2].clone();
+        third.verified = true;
+        assert!(p
+            .verdict(&[soft[0].clone(), soft[1].clone(), third], now)
+            .is_some());
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! The review of staff accounts to update: one row per flagged contact, built from its counted
-//! bounces, and the four ways to show it (a table that fits a terminal, JSON, CSV, and one
-//! standalone HTML file a person can send round). Pure: rows in, text out.
+//! bounces, plus the unverified bounces (tied to a contact by address only, never counted) under
+//! their own heading, and the four ways to show it (a table that fits a terminal, JSON, CSV, and
+//! one standalone HTML file a person can send round). Pure: rows in, text out. Text taken from
+//! mail or exports is made inert here: escaped for terminals (`inert::line`), neutralised for
+//! spreadsheets (`inert::csv_cell`), escaped for HTML (`escape_html`).
 
 use serde::Serialize;
 
+use crate::inert;
 use crate::policy::suggested_action;
 use crate::store::{BounceRow, StoredContact};
 
@@ -64,6 +68,52 @@ pub fn row(contact: &StoredContact, bounces: &[BounceRow]) -> Option<ReviewRow> 
     })
 }
 
+/// One unverified bounce of a contact: shown, with why, never counted toward a flag.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnverifiedRow {
+    /// The contact it was tied to by address.
+    pub email: String,
+    pub name: String,
+    pub user_id: i64,
+    pub workgroup: String,
+    /// The address the bounce names.
+    pub address: String,
+    pub kind: String,
+    pub reason: String,
+    pub status: Option<String>,
+    pub diagnostic: Option<String>,
+    pub occurred_at: String,
+    /// Where it came from (file, `file:N`, `imap:FOLDER/UID`).
+    pub origin: String,
+    /// Why it is not verified ("VERP token failed its check", ...).
+    pub why: String,
+}
+
+/// The review line of one unverified bounce of `contact`.
+pub fn unverified_row(contact: &StoredContact, b: &BounceRow) -> UnverifiedRow {
+    UnverifiedRow {
+        email: contact.contact.email.clone(),
+        name: contact.contact.full_name(),
+        user_id: contact.contact.user_id,
+        workgroup: contact.contact.workgroup.clone(),
+        address: b.address.clone(),
+        kind: b.kind.clone(),
+        reason: b.reason.clone(),
+        status: b.status.clone(),
+        diagnostic: b.diagnostic.clone(),
+        occurred_at: b.occurred_at.clone(),
+        origin: b.origin.clone(),
+        why: b
+            .unverified_reason
+            .clone()
+            .unwrap_or_else(|| "not verified".to_string()),
+    }
+}
+
+/// The heading of the unverified section, in every format.
+pub const UNVERIFIED_HEADING: &str =
+    "Unverified bounces (not counted: nobody is flagged or skipped by them)";
+
 fn day(ts: &str) -> &str {
     ts.get(..10).unwrap_or(ts)
 }
@@ -78,8 +128,58 @@ fn clip(s: &str, max: usize) -> String {
     }
 }
 
-/// A table for a terminal of `width` columns (at least 80 are assumed).
-pub fn table(rows: &[ReviewRow], unmatched: usize, width: usize) -> String {
+/// Columns laid out for a terminal of `width` columns: every cell made inert (one line, control
+/// characters escaped), free-text columns in `shrink` (column, minimum width) cut in that order
+/// until the table fits.
+fn layout<const N: usize>(
+    header: [&str; N],
+    cells: &[[String; N]],
+    width: usize,
+    shrink: &[(usize, usize)],
+) -> String {
+    let cells: Vec<[String; N]> = cells
+        .iter()
+        .map(|c| c.clone().map(|v| inert::line(&v).into_owned()))
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for c in &cells {
+        for (i, v) in c.iter().enumerate() {
+            widths[i] = widths[i].max(v.chars().count());
+        }
+    }
+    let total = |w: &[usize]| w.iter().sum::<usize>() + 2 * (w.len() - 1);
+    for &(col, min) in shrink {
+        let over = total(&widths).saturating_sub(width);
+        if over > 0 {
+            widths[col] = widths[col].saturating_sub(over).max(min);
+        }
+    }
+    let line = |vals: &[String]| {
+        vals.iter()
+            .enumerate()
+            .map(|(i, v)| format!("{:<w$}", clip(v, widths[i]), w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = line(&header.map(str::to_string));
+    out.push('\n');
+    for c in &cells {
+        out.push_str(&line(c));
+        out.push('\n');
+    }
+    out
+}
+
+/// A table for a terminal of `width` columns (at least 80 are assumed): the flagged accounts,
+/// then the unverified bounces under their own heading.
+pub fn table(
+    rows: &[ReviewRow],
+    unmatched: usize,
+    unverified: &[UnverifiedRow],
+    width: usize,
+) -> String {
     let width = width.max(80);
     let header = [
         "EMAIL",
@@ -106,40 +206,13 @@ pub fn table(rows: &[ReviewRow], unmatched: usize, width: usize) -> String {
             ]
         })
         .collect();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for c in &cells {
-        for (i, v) in c.iter().enumerate() {
-            widths[i] = widths[i].max(v.chars().count());
-        }
-    }
-    // Shrink the free-text columns (action, then name) until the table fits; the address is
-    // what the admin acts on, so it is never cut.
-    let total = |w: &[usize]| w.iter().sum::<usize>() + 2 * (w.len() - 1);
-    for (col, min) in [(7usize, 20usize), (1, 10)] {
-        let over = total(&widths).saturating_sub(width);
-        if over > 0 {
-            widths[col] = widths[col].saturating_sub(over).max(min);
-        }
-    }
-    let line = |vals: &[String]| {
-        vals.iter()
-            .enumerate()
-            .map(|(i, v)| format!("{:<w$}", clip(v, widths[i]), w = widths[i]))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
     let mut out = String::new();
     if rows.is_empty() {
         out.push_str("No accounts need an update.\n");
     } else {
-        out.push_str(&line(&header.map(str::to_string)));
-        out.push('\n');
-        for c in &cells {
-            out.push_str(&line(c));
-            out.push('\n');
-        }
+        // Shrink the free-text columns (action, then name) until the table fits; the address
+        // is what the admin acts on, so it is never cut.
+        out.push_str(&layout(header, &cells, width, &[(7, 20), (1, 10)]));
         out.push_str(&format!(
             "{} account{} to update in Moped.\nDetails: notify bounces show EMAIL. When done: notify bounces resolve EMAIL --note TEXT.\n",
             rows.len(),
@@ -151,52 +224,172 @@ pub fn table(rows: &[ReviewRow], unmatched: usize, width: usize) -> String {
             "{unmatched} bounce(s) matched no contact; see `notify bounces show ADDRESS`.\n"
         ));
     }
+    if !unverified.is_empty() {
+        out.push('\n');
+        out.push_str(&unverified_table(unverified, width));
+    }
     out
 }
 
-/// CSV with every column; notices joined with `; `.
-pub fn csv(rows: &[ReviewRow]) -> Result<String, csv::Error> {
+/// The unverified bounces for a terminal of `width` columns, under their heading.
+pub fn unverified_table(unverified: &[UnverifiedRow], width: usize) -> String {
+    if unverified.is_empty() {
+        return "No unverified bounces.\n".to_string();
+    }
+    let width = width.max(80);
+    let header = [
+        "EMAIL",
+        "NAME",
+        "REASON",
+        "KIND",
+        "SEEN",
+        "WHY UNVERIFIED",
+        "FROM",
+    ];
+    let cells: Vec<[String; 7]> = unverified
+        .iter()
+        .map(|u| {
+            [
+                u.email.clone(),
+                u.name.clone(),
+                u.reason.clone(),
+                u.kind.clone(),
+                day(&u.occurred_at).to_string(),
+                u.why.clone(),
+                u.origin.clone(),
+            ]
+        })
+        .collect();
+    format!(
+        "{UNVERIFIED_HEADING}:\n{}{} unverified bounce{}: matched only by address. Check them with notify bounces show EMAIL; an admin can still act on them in Moped.\n",
+        layout(header, &cells, width, &[(6, 12), (5, 24), (1, 10)]),
+        unverified.len(),
+        if unverified.len() == 1 { "" } else { "s" }
+    )
+}
+
+/// One CSV record of untrusted text: each cell on one line (control characters escaped) and
+/// neutralised against formula injection, padded with empty cells to `width`.
+fn csv_record(vals: Vec<String>, width: usize) -> Vec<String> {
+    let mut out: Vec<String> = vals
+        .iter()
+        .map(|v| inert::csv_cell(&inert::line(v)).into_owned())
+        .collect();
+    out.resize(out.len().max(width), String::new());
+    out
+}
+
+const REVIEW_COLUMNS: [&str; 14] = [
+    "email",
+    "name",
+    "user_id",
+    "workgroup",
+    "reason",
+    "kind",
+    "status",
+    "bounces",
+    "first_seen",
+    "last_seen",
+    "notices",
+    "last_diagnostic",
+    "action",
+    "in_export",
+];
+
+const UNVERIFIED_COLUMNS: [&str; 12] = [
+    "email",
+    "name",
+    "user_id",
+    "workgroup",
+    "address",
+    "kind",
+    "reason",
+    "status",
+    "occurred_at",
+    "origin",
+    "diagnostic",
+    "why_unverified",
+];
+
+fn unverified_record(u: &UnverifiedRow, width: usize) -> Vec<String> {
+    csv_record(
+        vec![
+            u.email.clone(),
+            u.name.clone(),
+            u.user_id.to_string(),
+            u.workgroup.clone(),
+            u.address.clone(),
+            u.kind.clone(),
+            u.reason.clone(),
+            u.status.clone().unwrap_or_default(),
+            u.occurred_at.clone(),
+            u.origin.clone(),
+            u.diagnostic.clone().unwrap_or_default(),
+            u.why.clone(),
+        ],
+        width,
+    )
+}
+
+/// CSV with every column; notices joined with `; `. When there are unverified bounces they
+/// follow under their own heading: an empty record, a record with the heading, their own header
+/// record and one record each (every record has the same number of cells, so a spreadsheet
+/// opens it as one sheet).
+pub fn csv(rows: &[ReviewRow], unverified: &[UnverifiedRow]) -> Result<String, csv::Error> {
+    let width = REVIEW_COLUMNS.len();
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "email",
-        "name",
-        "user_id",
-        "workgroup",
-        "reason",
-        "kind",
-        "status",
-        "bounces",
-        "first_seen",
-        "last_seen",
-        "notices",
-        "last_diagnostic",
-        "action",
-        "in_export",
-    ])?;
+    w.write_record(REVIEW_COLUMNS)?;
     for r in rows {
-        w.write_record([
-            r.email.clone(),
-            r.name.clone(),
-            r.user_id.to_string(),
-            r.workgroup.clone(),
-            r.reason.clone(),
-            r.kind.clone(),
-            r.status.clone().unwrap_or_default(),
-            r.bounces.to_string(),
-            r.first_seen.clone(),
-            r.last_seen.clone(),
-            r.notices.join("; "),
-            r.last_diagnostic.clone().unwrap_or_default(),
-            r.action.clone(),
-            r.in_export.to_string(),
-        ])?;
+        w.write_record(csv_record(
+            vec![
+                r.email.clone(),
+                r.name.clone(),
+                r.user_id.to_string(),
+                r.workgroup.clone(),
+                r.reason.clone(),
+                r.kind.clone(),
+                r.status.clone().unwrap_or_default(),
+                r.bounces.to_string(),
+                r.first_seen.clone(),
+                r.last_seen.clone(),
+                r.notices.join("; "),
+                r.last_diagnostic.clone().unwrap_or_default(),
+                r.action.clone(),
+                r.in_export.to_string(),
+            ],
+            width,
+        ))?;
+    }
+    if !unverified.is_empty() {
+        w.write_record(csv_record(Vec::new(), width))?;
+        w.write_record(csv_record(vec![UNVERIFIED_HEADING.to_string()], width))?;
+        w.write_record(csv_record(
+            UNVERIFIED_COLUMNS.iter().map(|c| c.to_string()).collect(),
+            width,
+        ))?;
+        for u in unverified {
+            w.write_record(unverified_record(u, width))?;
+        }
     }
     let bytes = w.into_inner().map_err(|e| e.into_error())?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Escape text for HTML element content and attribute values.
+/// The unverified bounces alone as CSV (`bounces report --unverified --format csv`).
+pub fn unverified_csv(unverified: &[UnverifiedRow]) -> Result<String, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(UNVERIFIED_COLUMNS)?;
+    for u in unverified {
+        w.write_record(unverified_record(u, UNVERIFIED_COLUMNS.len()))?;
+    }
+    let bytes = w.into_inner().map_err(|e| e.into_error())?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Escape text for HTML element content and attribute values (control characters and bidi
+/// overrides become visible escapes first, as in every other output).
 pub fn escape_html(s: &str) -> String {
+    let s = inert::line(s);
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -211,9 +404,68 @@ pub fn escape_html(s: &str) -> String {
     out
 }
 
+/// The unverified bounces as an HTML section: a heading, a line saying what they are, a table.
+fn unverified_section(unverified: &[UnverifiedRow]) -> String {
+    if unverified.is_empty() {
+        return String::new();
+    }
+    let mut body = String::new();
+    for u in unverified {
+        body.push_str(&format!(
+            "<tr><td>{email}</td><td>{name}</td><td>{id}</td><td>{address}</td><td><span class=\"tag\">{reason}</span> {kind}{status}</td>\
+             <td class=\"d\">{seen}</td><td>{why}</td><td class=\"diag\">{diag}</td><td>{origin}</td></tr>\n",
+            email = escape_html(&u.email),
+            name = escape_html(&u.name),
+            id = u.user_id,
+            address = escape_html(&u.address),
+            reason = escape_html(&u.reason),
+            kind = escape_html(&u.kind),
+            status = u
+                .status
+                .as_deref()
+                .map(|s| format!(" ({})", escape_html(s)))
+                .unwrap_or_default(),
+            seen = escape_html(day(&u.occurred_at)),
+            why = escape_html(&u.why),
+            diag = escape_html(u.diagnostic.as_deref().unwrap_or("")),
+            origin = escape_html(&u.origin),
+        ));
+    }
+    format!(
+        "<h2>{heading}</h2>\n<p>{n} bounce{s} matched only by address: no valid VERP token and no Message-ID of ours, so anybody could have sent {them}. Check before acting on {them}.</p>\n\
+         <table class=\"unverified\">\n<thead><tr><th>Email</th><th>Name</th><th>User ID</th><th>Bounced address</th><th>Reason</th><th>Seen</th><th>Why unverified</th><th>Diagnostic</th><th>From</th></tr></thead>\n<tbody>\n{body}</tbody>\n</table>\n",
+        heading = escape_html(UNVERIFIED_HEADING),
+        n = unverified.len(),
+        s = if unverified.len() == 1 { "" } else { "s" },
+        them = if unverified.len() == 1 { "it" } else { "them" },
+    )
+}
+
+/// The unverified bounces alone as a standalone HTML page (`bounces report --unverified`).
+pub fn unverified_html(unverified: &[UnverifiedRow], generated: &str) -> String {
+    let section = if unverified.is_empty() {
+        "<p>No unverified bounces.</p>\n".to_string()
+    } else {
+        unverified_section(unverified)
+    };
+    page(
+        "Unverified bounces",
+        &format!(
+            "<p>Generated {}. These bounces are kept for review and counted toward nothing.</p>\n{section}",
+            escape_html(generated)
+        ),
+    )
+}
+
 /// One standalone HTML page (styles inline in a `<style>` block, no scripts, no external
-/// resources) that can be mailed or opened from disk.
-pub fn html(rows: &[ReviewRow], unmatched: usize, generated: &str) -> String {
+/// resources) that can be mailed or opened from disk: the flagged accounts, then the unverified
+/// bounces under their own heading.
+pub fn html(
+    rows: &[ReviewRow],
+    unmatched: usize,
+    unverified: &[UnverifiedRow],
+    generated: &str,
+) -> String {
     let mut body = String::new();
     for r in rows {
         body.push_str(&format!(
@@ -263,21 +515,34 @@ pub fn html(rows: &[ReviewRow], unmatched: usize, generated: &str) -> String {
     } else {
         String::new()
     };
+    let content = format!(
+        "<p>Generated {generated}. {summary} Nothing has been changed in Moped: an admin decides for each account.</p>\n\
+         {unmatched_line}\n<table>\n<thead><tr><th>Email</th><th>Name</th><th>User ID</th><th>Workgroup</th><th>Reason</th><th>Bounces</th><th>First seen</th><th>Last seen</th><th>Notices</th><th>Last diagnostic</th><th>Suggested action</th></tr></thead>\n<tbody>\n{body}</tbody>\n</table>\n{unverified}",
+        generated = escape_html(generated),
+        unverified = unverified_section(unverified),
+    );
+    page("Moped accounts to update after bounced mail", &content)
+}
+
+/// The page around `content`, titled `title`.
+fn page(title: &str, content: &str) -> String {
     format!(
         r#"<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>Moped accounts to update after bounced mail</title>
+<title>{title}</title>
 <style>
 body {{ font-family: "Segoe UI", Arial, sans-serif; color: #1f2937; margin: 24px; }}
 h1 {{ font-size: 22px; margin: 0 0 4px 0; }}
+h2 {{ font-size: 18px; margin: 24px 0 4px 0; }}
 p {{ margin: 4px 0 12px 0; }}
 table {{ border-collapse: collapse; width: 100%; font-size: 13px; }}
 th, td {{ border: 1px solid #d1d5db; padding: 4px 6px; text-align: left; vertical-align: top; }}
 th {{ background: #f3f4f6; }}
 tr.hard td:first-child {{ border-left: 4px solid #b91c1c; }}
 tr.soft td:first-child {{ border-left: 4px solid #d97706; }}
+table.unverified td:first-child {{ border-left: 4px solid #9ca3af; }}
 .tag {{ font-weight: bold; }}
 .n {{ text-align: right; }}
 .d {{ white-space: nowrap; }}
@@ -285,17 +550,10 @@ tr.soft td:first-child {{ border-left: 4px solid #d97706; }}
 </style>
 </head>
 <body>
-<h1>Moped accounts to update after bounced mail</h1>
-<p>Generated {generated}. {summary} Nothing has been changed in Moped: an admin decides for each account.</p>
-{unmatched_line}
-<table>
-<thead><tr><th>Email</th><th>Name</th><th>User ID</th><th>Workgroup</th><th>Reason</th><th>Bounces</th><th>First seen</th><th>Last seen</th><th>Notices</th><th>Last diagnostic</th><th>Suggested action</th></tr></thead>
-<tbody>
-{body}</tbody>
-</table>
-</body>
+<h1>{title}</h1>
+{content}</body>
 </html>
 "#,
-        generated = escape_html(generated),
+        title = escape_html(title),
     )
 }

@@ -188,6 +188,17 @@ pub fn classify_text(text: &str, gave_up: bool) -> (BounceKind, Reason, Option<S
     (kind, reason, status.map(|s| s.to_string()))
 }
 
+/// [`classify_text`] for a failure given as a final one (`gave_up`), but only when the text
+/// says something: an enhanced status code, an SMTP reply code or a recognised phrasing.
+/// `None` for blank or unrecognised text, whose kind would be a guess: a CSV row whose only clue
+/// is such a reason is refused rather than counted hard.
+pub fn classify_known_text(text: &str) -> Option<(BounceKind, Reason, Option<String>)> {
+    let known = status::find_enhanced(text).is_some()
+        || text.lines().any(|l| status::find_reply_code(l).is_some())
+        || classify::reason_from_text(&text.to_lowercase()).is_some();
+    known.then(|| classify_text(text, true))
+}
+
 /// Collapses whitespace, drops the repeated reply-code prefixes of multi-line replies
 /// (`550-5.1.1 ...`), Exchange's `#...##` wrapping and a dangling closing parenthesis, and cuts
 /// the result to [`MAX_DIAGNOSTIC_CHARS`]. `None` when nothing is left.
@@ -841,5 +852,15 @@ mod classify_text_tests {
             Reason::MailboxFull
         );
         assert_eq!(classify_text("still trying", false).1, Reason::Delayed);
+        assert_eq!(classify_known_text(""), None);
+        assert_eq!(classify_known_text("it went wrong somehow"), None);
+        assert_eq!(
+            classify_known_text("550 5.1.1 user unknown").map(|k| k.0),
+            Some(BounceKind::Hard)
+        );
+        assert_eq!(
+            classify_known_text("mailbox is over quota").map(|k| k.0),
+            Some(BounceKind::Soft)
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! notice (VERP token, then the returned Message-ID, then the address), record them with their raw
 //! source, apply the flag policy, and show the admin which accounts to fix.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -12,11 +13,12 @@ use super::UsageError;
 use crate::bounce::Bounce;
 use crate::cli::{BouncesCommand, ParseFormat, ReportFormat, SummaryFormat};
 use crate::config::Config;
+use crate::inert;
 use crate::intake::{self, Found, Incoming};
 use crate::mail::verp;
 use crate::policy::Policy;
 use crate::review;
-use crate::store::{MatchedBy, NewBounce, Store};
+use crate::store::{MatchedBy, NewBounce, SendRef, Store};
 
 pub async fn run(cfg: &Config, cmd: BouncesCommand) -> anyhow::Result<()> {
     match cmd {
@@ -27,25 +29,13 @@ pub async fn run(cfg: &Config, cmd: BouncesCommand) -> anyhow::Result<()> {
             move_to,
             format,
         } => import(cfg, &paths, imap.as_deref(), &move_to, format).await,
-        BouncesCommand::Report { format, since } => report(cfg, format, since.as_deref()).await,
+        BouncesCommand::Report {
+            format,
+            since,
+            unverified,
+        } => report(cfg, format, since.as_deref(), unverified).await,
         BouncesCommand::Resolve { email, note } => resolve(cfg, &email, note.as_deref()).await,
         BouncesCommand::Show { email, raw } => show(cfg, &email, raw).await,
-    }
-}
-
-/// Read one command-line input: a path, or `-` for standard input.
-fn read_input(input: &str) -> Result<Vec<Incoming>, intake::IntakeError> {
-    if input == "-" {
-        let mut raw = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut raw).map_err(|source| {
-            intake::IntakeError::Read {
-                path: "-".into(),
-                source,
-            }
-        })?;
-        intake::read_bytes(Path::new("-"), "-", raw)
-    } else {
-        intake::read_path(Path::new(input))
     }
 }
 
@@ -55,50 +45,81 @@ struct ParsedLine<'a> {
     bounces: &'a [Bounce],
 }
 
+/// Print what one input says, in `format`: a JSON line, or one table line per bounce. Text
+/// taken from mail is made inert (escaped control characters and bidi overrides).
+fn print_parsed(item: &Incoming, format: ParseFormat) -> anyhow::Result<()> {
+    let bounces: &[Bounce] = match &item.found {
+        Ok(f) => &f.bounces,
+        Err(why) => {
+            eprintln!(
+                "skipped {}: {}",
+                inert::line(&item.origin),
+                inert::line(why)
+            );
+            &[]
+        }
+    };
+    match format {
+        ParseFormat::Json => {
+            let line = inert_json(serde_json::to_string(&ParsedLine {
+                source: &item.origin,
+                bounces,
+            })?);
+            say!("{line}");
+        }
+        ParseFormat::Table => {
+            let origin = inert::line(&item.origin);
+            if bounces.is_empty() {
+                say!("{origin}: not a bounce");
+            }
+            for b in bounces {
+                say!(
+                    "{origin}: {} {} {} {}{}",
+                    inert::line(&b.address),
+                    enum_text(b.kind),
+                    inert::line(b.status.as_deref().unwrap_or("-")),
+                    enum_text(b.reason),
+                    b.diagnostic
+                        .as_deref()
+                        .map(|d| format!("  ({})", inert::line(d)))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `bounces parse`: each input is read and printed as it comes (an mbox one message at a
+/// time), so memory stays bounded whatever the size of the input.
 fn parse(inputs: &[String], format: ParseFormat) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     for input in inputs {
-        let items = match read_input(input) {
-            Ok(items) => items,
+        let sources = match intake::open(Path::new(input)) {
+            Ok(s) => s,
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", inert::line(&e.to_string()));
                 failed.push(input.clone());
                 continue;
             }
         };
-        for item in items {
-            let bounces: &[Bounce] = match &item.found {
-                Ok(f) => &f.bounces,
-                Err(why) => {
-                    eprintln!("skipped {}: {why}", item.origin);
-                    &[]
-                }
-            };
-            match format {
-                ParseFormat::Json => say!(
-                    "{}",
-                    serde_json::to_string(&ParsedLine {
-                        source: &item.origin,
-                        bounces
-                    })?
-                ),
-                ParseFormat::Table => {
-                    if bounces.is_empty() {
-                        say!("{}: not a bounce", item.origin);
+        for source in sources {
+            match source {
+                intake::Source::Items(items) => {
+                    for item in &items {
+                        print_parsed(item, format)?;
                     }
-                    for b in bounces {
-                        say!(
-                            "{}: {} {} {} {}{}",
-                            item.origin,
-                            b.address,
-                            serde_json::to_value(b.kind)?.as_str().unwrap_or(""),
-                            b.status.as_deref().unwrap_or("-"),
-                            serde_json::to_value(b.reason)?.as_str().unwrap_or(""),
-                            b.diagnostic
-                                .as_deref()
-                                .map(|d| format!("  ({d})"))
-                                .unwrap_or_default()
-                        );
+                }
+                intake::Source::Mbox(mbox) => {
+                    for item in mbox {
+                        match item {
+                            Ok(item) => print_parsed(&item, format)?,
+                            Err(e) => {
+                                eprintln!("error: {}", inert::line(&e.to_string()));
+                                failed.push(input.clone());
+                                break;
+                            }
+                        }
                     }
                 }
             }
@@ -107,7 +128,11 @@ fn parse(inputs: &[String], format: ParseFormat) -> anyhow::Result<()> {
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(UsageError(format!("could not read: {}", failed.join(", "))).into())
+        Err(UsageError(format!(
+            "could not read: {}",
+            inert::line(&failed.join(", "))
+        ))
+        .into())
     }
 }
 
@@ -128,13 +153,17 @@ pub struct ImportSummary {
     pub skipped: usize,
     /// Bounces tied to no contact (kept for review).
     pub unmatched: usize,
+    /// Bounces recorded as unverified (no valid VERP token, no Message-ID of ours): kept for
+    /// review, never counted toward a flag.
+    pub unverified: usize,
     /// Contacts newly flagged as needing an update.
     pub flagged: Vec<String>,
     /// IMAP messages moved to the processed folder.
     pub moved: usize,
 }
 
-/// Record every bounce in `items`, tie it to contacts and notices, and apply the policy.
+/// Record every bounce in `items`, tie it to contacts and notices, and apply the policy. Only
+/// verified bounces (see [`attribute`]) can flag a contact; the others are kept as unverified.
 pub async fn record(
     store: &Store,
     cfg: &Config,
@@ -148,7 +177,11 @@ pub async fn record(
         let found = match &item.found {
             Ok(f) => f,
             Err(why) => {
-                eprintln!("skipped {}: {why}", item.origin);
+                eprintln!(
+                    "skipped {}: {}",
+                    inert::line(&item.origin),
+                    inert::line(why)
+                );
                 summary.skipped += 1;
                 continue;
             }
@@ -165,11 +198,16 @@ pub async fn record(
             continue;
         };
         for b in &found.bounces {
-            let nb = attribute(store, &secret, found, b).await?;
-            if let Some(c) = nb.contact_id {
-                touched.insert(c);
-            } else {
-                summary.unmatched += 1;
+            let nb = attribute(store, &secret, item.vouched_for(), found, b).await?;
+            match nb.contact_id {
+                Some(c) if nb.verified => {
+                    touched.insert(c);
+                }
+                Some(_) => {}
+                None => summary.unmatched += 1,
+            }
+            if !nb.verified {
+                summary.unverified += 1;
             }
             match b.kind {
                 crate::bounce::BounceKind::Hard => summary.hard += 1,
@@ -196,10 +234,18 @@ pub async fn record(
     Ok(())
 }
 
-/// Tie one bounce to a send (VERP token, then Message-ID) or a contact (address).
+/// Tie one bounce to a send and decide whether it is verified.
+///
+/// Verified: its VERP token passes the HMAC check and names a send in the journal, or its
+/// returned Message-ID is one of ours; the bounce is then tied to that send's contact. Also
+/// verified: what came through a channel we trust (`vouched`: an admin's CSV, a refusal seen at
+/// send time), tied by address. Anything else is tied to a contact by address only and recorded
+/// as unverified with why: anybody can mail the bounce address, so such a bounce never flags or
+/// skips anybody by itself.
 async fn attribute(
     store: &Store,
     secret: &[u8],
+    vouched: bool,
     found: &Found,
     b: &Bounce,
 ) -> anyhow::Result<NewBounce> {
@@ -215,19 +261,22 @@ async fn attribute(
         campaign_id: None,
         matched_by: MatchedBy::Unmatched,
         occurred_at: found.occurred_at.unwrap_or_else(Utc::now),
+        verified: false,
+        unverified_reason: None,
     };
-    let by_token = match found
-        .verp_recipient
-        .as_deref()
-        .and_then(verp::token_in)
-        .and_then(|t| verp::verify(secret, t))
-    {
-        Some(send_id) => store.send_by_id(send_id).await?,
-        None => None,
+    let token = match found.verp_recipient.as_deref().and_then(verp::token_in) {
+        None => Token::Absent,
+        Some(t) => match verp::verify(secret, t) {
+            None => Token::Failed,
+            Some(send_id) => match store.send_by_id(send_id).await? {
+                Some(s) => Token::Valid(s),
+                None => Token::NoSend,
+            },
+        },
     };
-    let (send, how) = match by_token {
-        Some(s) => (Some(s), MatchedBy::Verp),
-        None => match &found.original_message_id {
+    let (send, how) = match token {
+        Token::Valid(s) => (Some(s), MatchedBy::Verp),
+        _ => match &found.original_message_id {
             Some(mid) => (store.send_by_message_id(mid).await?, MatchedBy::MessageId),
             None => (None, MatchedBy::Unmatched),
         },
@@ -237,11 +286,51 @@ async fn attribute(
         nb.send_id = Some(s.send_id);
         nb.campaign_id = Some(s.campaign_id);
         nb.matched_by = how;
-    } else if let Some(c) = store.contact_by_email(&b.address).await? {
+        nb.verified = true;
+        return Ok(nb);
+    }
+    if let Some(c) = store.contact_by_email(&b.address).await? {
         nb.contact_id = Some(c.id);
         nb.matched_by = MatchedBy::Address;
     }
+    nb.verified = vouched;
+    if !vouched {
+        nb.unverified_reason = Some(unverified_reason(
+            &token,
+            found.original_message_id.is_some(),
+        ));
+    }
     Ok(nb)
+}
+
+/// What became of a bounce's VERP token.
+enum Token {
+    /// The address it came back to carries none.
+    Absent,
+    /// It does not pass the HMAC check (forged, mangled, or made with another secret).
+    Failed,
+    /// It passes, but names no send in the journal.
+    NoSend,
+    /// It passes and names this send.
+    Valid(SendRef),
+}
+
+/// Why a bounce could not be verified, for the review.
+fn unverified_reason(token: &Token, had_message_id: bool) -> String {
+    let mid = if had_message_id {
+        "the returned Message-ID is not one of ours"
+    } else {
+        "no Message-ID of ours"
+    };
+    match (token, had_message_id) {
+        (Token::Absent, false) => "no token and no Message-ID of ours".to_string(),
+        (Token::Absent, true) => format!("no token, and {mid}"),
+        (Token::Failed, false) => "VERP token failed its check".to_string(),
+        (Token::Failed, true) => format!("VERP token failed its check, and {mid}"),
+        (Token::NoSend | Token::Valid(_), _) => {
+            format!("VERP token names no send in the journal, and {mid}")
+        }
+    }
 }
 
 /// The serde name of a bounce enum (`hard`, `user-unknown`).
@@ -251,6 +340,9 @@ fn enum_text<T: Serialize>(v: T) -> String {
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
 }
+
+/// Messages of an mbox recorded at a time by `bounces import`.
+const MBOX_BATCH: usize = 64;
 
 async fn import(
     cfg: &Config,
@@ -262,14 +354,30 @@ async fn import(
     if paths.is_empty() && imap.is_none() {
         return Err(UsageError("give PATH... to import, or --imap URL".into()).into());
     }
-    // Read everything first: an unreadable path or a bad CSV changes nothing.
-    let mut items = Vec::new();
+    // Open everything first: an unreadable path or a bad CSV changes nothing. An mbox is then
+    // read one message at a time and recorded in batches, so its size does not matter.
+    let mut sources = Vec::new();
     for p in paths {
-        items.extend(intake::read_path(p)?);
+        sources.extend(intake::open(p)?);
     }
     let store = Store::open(&cfg.database_url).await?;
     let mut summary = ImportSummary::default();
-    record(&store, cfg, &items, &mut summary).await?;
+    for source in sources {
+        match source {
+            intake::Source::Items(items) => record(&store, cfg, &items, &mut summary).await?,
+            intake::Source::Mbox(mbox) => {
+                let mut batch = Vec::with_capacity(MBOX_BATCH);
+                for item in mbox {
+                    batch.push(item?);
+                    if batch.len() == MBOX_BATCH {
+                        record(&store, cfg, &batch, &mut summary).await?;
+                        batch.clear();
+                    }
+                }
+                record(&store, cfg, &batch, &mut summary).await?;
+            }
+        }
+    }
     if let Some(url) = imap {
         import_imap(&store, cfg, url, move_to, &mut summary).await?;
     }
@@ -372,45 +480,112 @@ pub async fn review_rows(
     Ok(rows)
 }
 
-async fn report(cfg: &Config, format: ReportFormat, since: Option<&str>) -> anyhow::Result<()> {
-    let since = since.map(parse_since).transpose()?;
-    let store = Store::open(&cfg.database_url).await?;
-    let rows = review_rows(&store, since).await?;
-    let unmatched = store.unmatched_count().await? as usize;
-    store.close().await;
-    match format {
-        ReportFormat::Json => say!("{}", serde_json::to_string_pretty(&rows)?),
-        ReportFormat::Csv => {
-            use std::io::Write as _;
-            let _ = std::io::stdout()
-                .lock()
-                .write_all(review::csv(&rows)?.as_bytes());
+/// The unverified bounces tied to contacts (since their last resolution), optionally only those
+/// since a date.
+pub async fn unverified_rows(
+    store: &Store,
+    since: Option<DateTime<Utc>>,
+) -> anyhow::Result<Vec<review::UnverifiedRow>> {
+    let since = since.map(crate::store::ts);
+    let mut rows = Vec::new();
+    let mut contacts = std::collections::HashMap::new();
+    for b in store.unverified_bounces().await? {
+        if since.as_ref().is_some_and(|s| &b.occurred_at < s) {
+            continue;
         }
-        ReportFormat::Html => {
-            let generated = Utc::now()
-                .with_timezone(&cfg.timezone)
-                .format("%A, %B %-d, %Y at %-I:%M %p %Z")
-                .to_string();
-            use std::io::Write as _;
-            let _ = std::io::stdout()
-                .lock()
-                .write_all(review::html(&rows, unmatched, &generated).as_bytes());
-        }
-        ReportFormat::Table => {
-            // Fit the terminal; when piped, do not cut anything.
-            let term = console::Term::stdout();
-            let width = std::env::var("COLUMNS")
-                .ok()
-                .and_then(|c| c.parse().ok())
-                .or_else(|| term.is_term().then(|| term.size().1 as usize))
-                .unwrap_or(usize::MAX / 4);
-            use std::io::Write as _;
-            let _ = std::io::stdout()
-                .lock()
-                .write_all(review::table(&rows, unmatched, width).as_bytes());
+        let Some(id) = b.contact_id else { continue };
+        let contact = match contacts.get(&id) {
+            Some(c) => c,
+            None => {
+                let c = store.contact_by_id(id).await?;
+                contacts.entry(id).or_insert(c)
+            }
+        };
+        if let Some(c) = contact {
+            rows.push(review::unverified_row(c, &b));
         }
     }
+    Ok(rows)
+}
+
+async fn report(
+    cfg: &Config,
+    format: ReportFormat,
+    since: Option<&str>,
+    only_unverified: bool,
+) -> anyhow::Result<()> {
+    let since = since.map(parse_since).transpose()?;
+    let store = Store::open(&cfg.database_url).await?;
+    let rows = if only_unverified {
+        Vec::new()
+    } else {
+        review_rows(&store, since).await?
+    };
+    let unverified = unverified_rows(&store, since).await?;
+    let unmatched = store.unmatched_count().await? as usize;
+    store.close().await;
+    let generated = || {
+        Utc::now()
+            .with_timezone(&cfg.timezone)
+            .format("%A, %B %-d, %Y at %-I:%M %p %Z")
+            .to_string()
+    };
+    // Fit the terminal; when piped, do not cut anything.
+    let width = || {
+        let term = console::Term::stdout();
+        std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .or_else(|| term.is_term().then(|| term.size().1 as usize))
+            .unwrap_or(usize::MAX / 4)
+    };
+    let out = match (format, only_unverified) {
+        (ReportFormat::Json, false) => json_text(&rows)?,
+        (ReportFormat::Json, true) => json_text(&unverified)?,
+        (ReportFormat::Csv, false) => review::csv(&rows, &unverified)?,
+        (ReportFormat::Csv, true) => review::unverified_csv(&unverified)?,
+        (ReportFormat::Html, false) => review::html(&rows, unmatched, &unverified, &generated()),
+        (ReportFormat::Html, true) => review::unverified_html(&unverified, &generated()),
+        (ReportFormat::Table, false) => review::table(&rows, unmatched, &unverified, width()),
+        (ReportFormat::Table, true) => review::unverified_table(&unverified, width()),
+    };
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
     Ok(())
+}
+
+/// Pretty JSON with a final newline, and with the characters JSON does not escape by itself but
+/// a terminal may act on (DEL, C1 controls, bidi overrides) written as `\uXXXX`: the same JSON
+/// value, inert on a terminal.
+fn json_text<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
+    let mut s = inert_json(serde_json::to_string_pretty(value)?);
+    s.push('\n');
+    Ok(s)
+}
+
+/// Serialized JSON with DEL, C1 controls and bidi overrides escaped. JSON escapes C0 controls
+/// itself, so those below U+0020 outside strings are only its own whitespace; the others can only
+/// occur inside strings, where `\uXXXX` means the same character.
+fn inert_json(json: String) -> String {
+    let risky = |c: char| {
+        let mut buf = [0; 4];
+        (c as u32) >= 0x20 && matches!(inert::line(c.encode_utf8(&mut buf)), Cow::Owned(_))
+    };
+    if !json.chars().any(risky) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if risky(c) {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 async fn resolve(cfg: &Config, email: &str, note: Option<&str>) -> anyhow::Result<()> {
@@ -439,6 +614,10 @@ async fn resolve(cfg: &Config, email: &str, note: Option<&str>) -> anyhow::Resul
     Ok(())
 }
 
+/// `bounces show`: a contact's flag history and every bounce of it or its address, with the
+/// raw sources on `--raw`. Everything printed that came from mail or an export goes through
+/// `inert` (one-line fields escaped whole; raw sources keep their lines and tabs), so no escape
+/// sequence taken from a bounce reaches a terminal, a pipe or a file.
 async fn show(cfg: &Config, email: &str, raw: bool) -> anyhow::Result<()> {
     let address = email.trim().to_lowercase();
     let store = Store::open(&cfg.database_url).await?;
@@ -452,15 +631,20 @@ async fn show(cfg: &Config, email: &str, raw: bool) -> anyhow::Result<()> {
     };
     if contact.is_none() && history.is_empty() {
         store.close().await;
-        return Err(UsageError(format!("no contact and no bounce for {address}")).into());
+        return Err(UsageError(format!(
+            "no contact and no bounce for {}",
+            inert::line(&address)
+        ))
+        .into());
     }
+    let l = |s: &str| inert::line(s).into_owned();
     match &contact {
         Some(c) => say!(
             "{} <{}>  user_id {}  {}  {}",
-            c.contact.full_name(),
-            c.contact.email,
+            l(&c.contact.full_name()),
+            l(&c.contact.email),
             c.contact.user_id,
-            c.contact.workgroup,
+            l(&c.contact.workgroup),
             if c.needs_update {
                 "NEEDS UPDATE"
             } else if !c.in_export {
@@ -469,19 +653,19 @@ async fn show(cfg: &Config, email: &str, raw: bool) -> anyhow::Result<()> {
                 "ok"
             }
         ),
-        None => say!("{address}: not a contact (bounces kept as unmatched)"),
+        None => say!("{}: not a contact (bounces kept as unmatched)", l(&address)),
     }
     if !events.is_empty() {
         say!("\nhistory:");
         for e in &events {
             say!(
                 "  {}  {}{}",
-                e.at,
-                e.event,
+                l(&e.at),
+                l(&e.event),
                 if e.note.is_empty() {
                     String::new()
                 } else {
-                    format!(": {}", e.note)
+                    format!(": {}", l(&e.note))
                 }
             );
         }
@@ -489,27 +673,31 @@ async fn show(cfg: &Config, email: &str, raw: bool) -> anyhow::Result<()> {
     say!("\nbounces ({}):", history.len());
     for b in &history {
         say!(
-            "  {}  {} {} {}  {}  notice {}  matched by {}  from {}",
-            b.occurred_at,
-            b.kind,
-            b.reason,
-            b.status.as_deref().unwrap_or("-"),
-            b.address,
-            b.campaign.as_deref().unwrap_or("-"),
-            b.matched_by,
-            b.origin
+            "  {}  {} {} {}  {}  notice {}  matched by {}  from {}{}",
+            l(&b.occurred_at),
+            l(&b.kind),
+            l(&b.reason),
+            l(b.status.as_deref().unwrap_or("-")),
+            l(&b.address),
+            l(b.campaign.as_deref().unwrap_or("-")),
+            l(&b.matched_by),
+            l(&b.origin),
+            if b.verified { "" } else { "  UNVERIFIED" }
         );
+        if let Some(why) = &b.unverified_reason {
+            say!("      unverified (not counted): {}", l(why));
+        }
         if let Some(d) = &b.diagnostic {
-            say!("      diagnostic: {d}");
+            say!("      diagnostic: {}", l(d));
         }
         if let Some(m) = &b.remote_mta {
-            say!("      remote MTA: {m}");
+            say!("      remote MTA: {}", l(m));
         }
         if raw {
             let bytes = store.bounce_raw(b.id).await?;
             say!("      ---- raw source ----");
             for line in String::from_utf8_lossy(&bytes).lines() {
-                say!("      {line}");
+                say!("      {}", inert::text(line));
             }
             say!("      ---- end ----");
         }

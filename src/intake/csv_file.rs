@@ -1,15 +1,19 @@
 //! A CSV of bounces as mail admins hand them over: `email`, `type` (hard/soft, or SES's
 //! Permanent/Transient), `reason` (free text) and `date`. Header names are matched loosely
-//! (`address`, `bounce_type`, `diagnostic`, `timestamp` also work). Every bad row is reported with
-//! its line; then nothing is imported.
+//! (`address`, `bounce_type`, `diagnostic`, `timestamp` also work). A row must say whether the
+//! bounce is hard or soft: by its type, or by a reason the classifier recognises (a status or
+//! reply code, a known phrasing); a row with neither (a blank or unrecognised reason and no type)
+//! is refused, never counted hard by default. Every bad row is reported with its line; then
+//! nothing is imported. Rows of an admin's CSV are trusted: they count without a VERP token.
 
 use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::{digest, Found, Incoming, IntakeError};
-use crate::bounce::{classify_text, Bounce, BounceKind, Reason};
+use crate::bounce::{classify_known_text, Bounce, BounceKind, Reason};
 use crate::contacts::{check_address, RowError};
+use crate::inert;
 
 const EMAIL: &[&str] = &["email", "address", "email_address", "recipient"];
 const TYPE: &[&str] = &["type", "bounce_type", "kind", "bouncetype"];
@@ -87,22 +91,42 @@ pub fn parse_csv(path: &Path, raw: &[u8]) -> Result<Vec<Incoming>, IntakeError> 
         }
         let mut problems = Vec::new();
         let address = check_address(get(Some(email_col))).unwrap_or_else(|e| {
-            problems.push(e);
+            problems.push(inert::line(&e).into_owned());
             String::new()
         });
         let reason_text = get(reason_col);
-        let (text_kind, reason, status) = classify_text(reason_text, true);
-        let kind = match get(type_col).to_lowercase().as_str() {
-            "" => text_kind,
-            "hard" | "permanent" => BounceKind::Hard,
-            "soft" | "transient" | "undetermined" => BounceKind::Soft,
-            other => {
+        let known = classify_known_text(reason_text);
+        let (text_reason, status) = known
+            .as_ref()
+            .map(|(_, r, s)| (*r, s.clone()))
+            .unwrap_or((Reason::Other, None));
+        let given = get(type_col).to_lowercase();
+        let kind = match (given.as_str(), &known) {
+            ("hard" | "permanent", _) => BounceKind::Hard,
+            ("soft" | "transient" | "undetermined", _) => BounceKind::Soft,
+            ("", Some((k, _, _))) => *k,
+            ("", None) => {
+                // Never guessed: a row that does not say hard or soft is refused, not counted
+                // hard.
+                problems.push(if reason_text.is_empty() {
+                    "no type and no reason: give a type (hard or soft) or the server's answer as the reason".to_string()
+                } else {
+                    format!(
+                        "reason `{}` does not say whether the bounce is hard or soft: give a type (hard or soft)",
+                        inert::line(reason_text)
+                    )
+                });
+                BounceKind::Soft
+            }
+            (other, _) => {
                 problems.push(format!(
-                    "type `{other}` is not hard, soft, permanent or transient"
+                    "type `{}` is not hard, soft, permanent or transient",
+                    inert::line(other)
                 ));
-                text_kind
+                BounceKind::Soft
             }
         };
+        let reason = text_reason;
         let reason = match (kind, reason) {
             (BounceKind::Hard, Reason::Delayed) => Reason::Other,
             (_, r) => r,
@@ -114,7 +138,10 @@ pub fn parse_csv(path: &Path, raw: &[u8]) -> Result<Vec<Incoming>, IntakeError> 
             match parse_date(date) {
                 Some(d) => Some(d),
                 None => {
-                    problems.push(format!("date `{date}` is not a date like 2026-12-03"));
+                    problems.push(format!(
+                        "date `{}` is not a date like 2026-12-03",
+                        inert::line(date)
+                    ));
                     None
                 }
             }
@@ -212,5 +239,46 @@ mod tests {
             err.contains("bounces.csv:3:") && err.contains("maybe") && err.contains("soon"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_row_that_does_not_say_hard_or_soft_is_refused_never_hard() {
+        let p = Path::new("b.csv");
+        let err = parse_csv(
+            p,
+            b"email,type,reason\na@austintexas.gov,,\nb@austintexas.gov,,it went wrong\nc@austintexas.gov,,550 5.1.1 user unknown\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("b.csv:2:") && err.contains("no type and no reason"),
+            "{err}"
+        );
+        assert!(
+            err.contains("b.csv:3:") && err.contains("`it went wrong` does not say"),
+            "{err}"
+        );
+        assert!(!err.contains("b.csv:4:"), "{err}");
+        // Without a type column, the reason alone decides when it can.
+        let err = parse_csv(p, b"email,reason\nd@austintexas.gov,\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("b.csv:2:"), "{err}");
+        let ok = parse_csv(
+            p,
+            b"email,reason\nd@austintexas.gov,552 5.2.2 mailbox full\n",
+        );
+        let ok = ok.unwrap();
+        assert_eq!(
+            ok[0].found.as_ref().unwrap().bounces[0].kind,
+            BounceKind::Soft
+        );
+        // An explicit type is the admin's word, whatever the reason says.
+        let ok = parse_csv(p, b"email,type,reason\ne@austintexas.gov,hard,\n").unwrap();
+        assert_eq!(
+            ok[0].found.as_ref().unwrap().bounces[0].kind,
+            BounceKind::Hard
+        );
+        assert!(ok[0].vouched_for());
     }
 }

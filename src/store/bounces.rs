@@ -1,6 +1,7 @@
 //! Bounce storage: raw sources (deduplicated by key), bounce rows tied to a contact / send /
-//! campaign when they can be, account flag history, and the queries the policy and the review
-//! need. Part of `store`: SQL only, no decisions.
+//! campaign when they can be (each marked verified or not, with why), account flag history, and
+//! the queries the policy and the review need: only verified bounces are ever counted toward a
+//! flag. Part of `store`: SQL only, no decisions.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -47,6 +48,10 @@ pub struct NewBounce {
     pub campaign_id: Option<i64>,
     pub matched_by: MatchedBy,
     pub occurred_at: DateTime<Utc>,
+    /// Proven to be about one of our messages (or from a trusted channel): only these count.
+    pub verified: bool,
+    /// Why an unverified bounce could not be verified.
+    pub unverified_reason: Option<String>,
 }
 
 /// A recorded bounce with what the review shows of it.
@@ -64,6 +69,10 @@ pub struct BounceRow {
     pub matched_by: String,
     pub origin: String,
     pub occurred_at: String,
+    /// Counted toward flags only when true.
+    pub verified: bool,
+    /// Why it is unverified (`None` for verified bounces).
+    pub unverified_reason: Option<String>,
 }
 
 /// One entry of an account's flag history.
@@ -82,7 +91,7 @@ pub struct SendRef {
     pub campaign_id: i64,
 }
 
-const BOUNCE_COLUMNS: &str = "b.id, b.address, b.kind, b.status, b.reason, b.diagnostic, b.remote_mta, b.contact_id, cp.key, b.matched_by, src.origin, b.occurred_at";
+const BOUNCE_COLUMNS: &str = "b.id, b.address, b.kind, b.status, b.reason, b.diagnostic, b.remote_mta, b.contact_id, cp.key, b.matched_by, src.origin, b.occurred_at, b.verified, b.unverified_reason";
 
 fn bounce_from_row(r: &sqlx::any::AnyRow) -> std::result::Result<BounceRow, sqlx::Error> {
     Ok(BounceRow {
@@ -98,6 +107,8 @@ fn bounce_from_row(r: &sqlx::any::AnyRow) -> std::result::Result<BounceRow, sqlx
         matched_by: r.try_get(9)?,
         origin: r.try_get(10)?,
         occurred_at: r.try_get(11)?,
+        verified: r.try_get::<i64, _>(12)? != 0,
+        unverified_reason: r.try_get(13)?,
     })
 }
 
@@ -128,8 +139,8 @@ impl Store {
     /// Record one bounced address of a source (once per source and address).
     pub async fn add_bounce(&self, source_id: i64, b: &NewBounce) -> Result<()> {
         sqlx::query(
-            "INSERT INTO bounces (source_id, address, kind, status, reason, diagnostic, remote_mta, contact_id, send_id, campaign_id, matched_by, occurred_at, created_at) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) ON CONFLICT (source_id, address) DO NOTHING",
+            "INSERT INTO bounces (source_id, address, kind, status, reason, diagnostic, remote_mta, contact_id, send_id, campaign_id, matched_by, occurred_at, created_at, verified, unverified_reason) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) ON CONFLICT (source_id, address) DO NOTHING",
         )
         .bind(source_id)
         .bind(&b.address)
@@ -144,6 +155,8 @@ impl Store {
         .bind(b.matched_by.as_str())
         .bind(ts(b.occurred_at))
         .bind(now_text())
+        .bind(i64::from(b.verified))
+        .bind(&b.unverified_reason)
         .execute(&self.pool)
         .await
         .map_err(q("recording a bounce"))?;
@@ -227,13 +240,24 @@ impl Store {
             .map_err(q("finding a contact"))
     }
 
-    /// Bounces of a contact that still count: those that happened after its last resolution (or
-    /// address change), oldest first.
+    /// Bounces of a contact that still count: verified ones that happened after its last
+    /// resolution (or address change), oldest first.
     pub async fn counted_bounces(&self, contact_id: i64) -> Result<Vec<BounceRow>> {
         self.bounce_rows(
             "JOIN contacts c ON c.id = b.contact_id \
-             WHERE b.contact_id = $1 AND b.occurred_at > c.counted_since",
+             WHERE b.contact_id = $1 AND b.verified = 1 AND b.occurred_at > c.counted_since",
             |qy| qy.bind(contact_id),
+        )
+        .await
+    }
+
+    /// Unverified bounces tied to a contact (by address) since its last resolution, oldest
+    /// first: shown in the review, never counted.
+    pub async fn unverified_bounces(&self) -> Result<Vec<BounceRow>> {
+        self.bounce_rows(
+            "JOIN contacts c ON c.id = b.contact_id \
+             WHERE b.verified = 0 AND b.occurred_at > c.counted_since",
+            |qy| qy,
         )
         .await
     }
