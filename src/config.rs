@@ -709,6 +709,47 @@ mod tests {
     }
 
     #[test]
+    fn the_office365_profile_caps_the_limits() {
+        // Recognised from the host: Exchange Online's documented limits replace the defaults.
+        let c = load(
+            "smtp_url = \"smtp://smtp.office365.com:587?tls=required\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.provider, Some(OFFICE365));
+        assert_eq!(
+            (c.concurrency, c.rate, c.daily_recipient_limit),
+            (3, 0.5, 10_000)
+        );
+        // Named; settings below the limits stay, settings above are brought down.
+        let c = load(
+            "provider = \"office365\"\nconcurrency = 2\nrate = 5\ndaily_recipient_limit = 500\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            (c.concurrency, c.rate, c.daily_recipient_limit),
+            (2, 0.5, 500)
+        );
+        let c = load("provider = \"office365\"\nrate = 0.1\n", &[]).unwrap();
+        assert_eq!((c.concurrency, c.rate), (3, 0.1));
+        // Turned off by name; no profile for other hosts.
+        let c = load(
+            "provider = \"none\"\nsmtp_url = \"smtp://smtp.office365.com:587\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            (c.provider, c.concurrency, c.daily_recipient_limit),
+            (None, 4, 0)
+        );
+        let c = load("smtp_url = \"smtp://relay.austintexas.gov:25\"\n", &[]).unwrap();
+        assert_eq!(c.provider, None);
+        let e = load("provider = \"gmail\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("provider") && e.contains("office365"), "{e}");
+    }
+
+    #[test]
     fn environment_beats_file_and_flags_beat_environment() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify.toml");

@@ -317,17 +317,19 @@ async fn dry_run(
         .into_iter()
         .filter(|c| audience.includes(&c.contact))
         .collect();
-    let done: std::collections::HashSet<String> =
-        match store.find_campaign(&job.campaign_key).await? {
-            Some(c) => store
-                .sends(&c)
-                .await?
-                .into_iter()
-                .filter(|s| s.state == state::SENT || s.state == state::FAILED)
-                .map(|s| s.email)
-                .collect(),
-            None => Default::default(),
-        };
+    let done: std::collections::HashSet<String> = match store
+        .find_campaign(&job.campaign_key)
+        .await?
+    {
+        Some(c) => store
+            .sends(&c)
+            .await?
+            .into_iter()
+            .filter(|s| s.state == state::SENT || (s.state == state::FAILED && !args.retry_failed))
+            .map(|s| s.email)
+            .collect(),
+        None => Default::default(),
+    };
     let mut summary = Summary {
         campaign: job.campaign_key.clone(),
         audience: audience.to_string(),
@@ -778,6 +780,9 @@ impl Worker {
         let mut session = Session::default();
         let mut last: Option<Ticket> = None;
         let mut result = self.work(&mut session, &mut last).await;
+        if !self.leaving.load(Ordering::SeqCst) {
+            self.stats.active.fetch_sub(1, Ordering::SeqCst);
+        }
         session.close().await;
         if let Some(ticket) = last {
             let recorded = ticket
