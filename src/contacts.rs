@@ -807,6 +807,117 @@ mod tests {
     }
 
     #[test]
+    fn over_long_fields_are_refused_without_quoting_them() {
+        let long = "x".repeat(201);
+        let errs = parse_str(&format!(
+            "1,{long},B,a@austintexas.gov,,,[],true,false,true,,,\n\
+             2,A,B,{}@austintexas.gov,,,[],true,false,true,,,\n\
+             3,A,B,c@austintexas.gov,,{},[],true,false,true,,,\n",
+            "l".repeat(65),
+            "w".repeat(200)
+        ))
+        .unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs[0].line, 2);
+        assert_eq!(
+            errs[0].message,
+            "first_name is 201 characters long; at most 200 are allowed"
+        );
+        assert_eq!(errs[1].line, 3);
+        assert!(errs[1].message.contains("local part"), "{errs:?}");
+        assert!(errs.iter().all(|e| e.message.len() < 200), "{errs:?}");
+        let errs = parse_str(&format!(
+            "{},A,B,a@{}.gov,,,[],true,false,true,,,\n",
+            "9".repeat(30),
+            "d".repeat(260)
+        ))
+        .unwrap_err();
+        let messages: Vec<&str> = errs.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            vec![
+                "user_id is 30 characters long; at most 20 are allowed",
+                "email is 266 characters long; an address has at most 254 (RFC 5321)"
+            ]
+        );
+    }
+
+    #[test]
+    fn removals_beyond_the_share_and_empty_exports_are_refused() {
+        let p = Path::new("export.csv");
+        assert!(
+            check_removals(p, 8, 2, 10, 20, false).is_ok(),
+            "20% is not more than 20%"
+        );
+        let e = check_removals(p, 7, 3, 10, 20, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("would mark 3 of the 10 active contacts inactive (30%")
+                && e.contains("--allow-removals"),
+            "{e}"
+        );
+        assert!(check_removals(p, 7, 3, 10, 20, true).is_ok());
+        assert!(check_removals(p, 9, 1, 10, 0, false).is_err());
+        assert!(check_removals(p, 0, 5, 5, 100, false).is_err());
+        assert!(
+            check_removals(p, 0, 0, 0, 100, false).is_err(),
+            "an empty export, always"
+        );
+        assert!(check_removals(p, 0, 5, 5, 20, true).is_ok());
+        assert!(
+            check_removals(p, 3, 0, 0, 20, false).is_ok(),
+            "a first import"
+        );
+        let e = check_removals(p, 0, 4, 4, 20, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("export.csv has no contacts"), "{e}");
+    }
+
+    #[test]
+    fn a_hand_import_is_the_source_until_the_configured_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let configured = dir.path().join("moped_users.csv");
+        std::fs::write(&configured, "a").unwrap();
+        let before = config_fingerprint(&configured);
+        assert_eq!(config_fingerprint(&configured), before);
+        let imported = ImportedSource {
+            file: dir.path().join("other.csv"),
+            config: before.clone(),
+            imported_at: "2026-11-30T06:00:00.000000Z".into(),
+        };
+        assert_eq!(
+            choose_source(&configured, &before, Some(imported.clone())),
+            Source::Imported(imported.clone())
+        );
+        std::fs::write(&configured, "b").unwrap();
+        let after = config_fingerprint(&configured);
+        assert_ne!(after, before, "new content");
+        assert_ne!(
+            config_fingerprint(&dir.path().join("elsewhere.csv")),
+            before,
+            "another path"
+        );
+        let chosen = choose_source(&configured, &after, Some(imported.clone()));
+        assert_eq!(chosen.path(), configured.as_path());
+        assert_eq!(
+            chosen,
+            Source::Configured {
+                path: configured.clone(),
+                superseded: Some(imported)
+            }
+        );
+        assert_eq!(
+            choose_source(&configured, &after, None),
+            Source::Configured {
+                path: configured,
+                superseded: None
+            }
+        );
+    }
+
+    #[test]
     fn audiences_follow_moped_rules() {
         let mut c = parse_str(
             "1,A,B,a@austintexas.gov,,,\"[\"\"non-login-user\"\"]\",true,false,true,,,\n",
