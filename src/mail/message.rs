@@ -1,7 +1,10 @@
 //! One message for one recipient: `To:` that person only, multipart/alternative text + HTML, a
 //! Message-ID, a Date, the headers that keep auto-replies away, and the VERP envelope. Values are
 //! set through lettre's typed headers, which encode them; names are collapsed to one line first,
-//! so no contact data can add or change a header.
+//! so no contact data can add or change a header. Every header built from data is folded (RFC
+//! 5322 §2.2.3) to lines of at most 78 characters: lettre folds at spaces and encodes non-ASCII
+//! as RFC 2047 encoded words; a word too long to fold (a 10,000-character name without a space)
+//! is written as encoded words instead, which can be cut anywhere. No header line passes 998.
 
 use std::time::SystemTime;
 
@@ -46,6 +49,113 @@ text_header!(AutoSubmitted, "Auto-Submitted");
 text_header!(AutoResponseSuppress, "X-Auto-Response-Suppress");
 text_header!(Precedence, "Precedence");
 text_header!(NoticeKey, "X-Moped-Notice");
+const NOTICE_KEY: &str = "X-Moped-Notice";
+
+/// Longest header line aimed for (RFC 5322 §2.1.1: SHOULD be no more than 78 characters)...
+const MAX_HEADER_LINE: usize = 78;
+/// ...and the longest allowed (MUST be no more than 998).
+const MAX_HEADER_LINE_HARD: usize = 998;
+/// Longest RFC 2047 encoded word (§2).
+const MAX_ENCODED_WORD: usize = 75;
+
+/// `header` as lettre folds it when every line fits in 78 characters, else `fallback()`.
+fn folded<H: Header>(header: H, fallback: impl FnOnce() -> HeaderValue) -> HeaderValue {
+    folded_within(MAX_HEADER_LINE, header, fallback)
+}
+
+/// `header` as lettre folds it when every line fits in `limit` characters, else `fallback()`.
+fn folded_within<H: Header>(
+    limit: usize,
+    header: H,
+    fallback: impl FnOnce() -> HeaderValue,
+) -> HeaderValue {
+    let value = header.display();
+    let mut one = lettre::message::header::Headers::new();
+    one.insert_raw(value.clone());
+    if one
+        .to_string()
+        .split("\r\n")
+        .all(|line| line.len() <= limit)
+    {
+        value
+    } else {
+        fallback()
+    }
+}
+
+/// An unstructured header (`Subject`) as encoded words, one per folded line.
+fn text_words(name: &'static str, value: &str) -> HeaderValue {
+    let mut encoded = String::new();
+    encoded_words(name.len() + 2, value, &mut encoded);
+    HeaderValue::dangerous_new_pre_encoded(
+        HeaderName::new_from_ascii_str(name),
+        value.to_string(),
+        encoded,
+    )
+}
+
+/// A one-mailbox address header with the display name as encoded words, then `<address>`
+/// (on a line of its own when it does not fit after the name).
+fn mailbox_words(name: &'static str, mailbox: &Mailbox) -> HeaderValue {
+    let mut encoded = String::new();
+    if let Some(display) = mailbox.name.as_deref().filter(|n| !n.is_empty()) {
+        let col = encoded_words(name.len() + 2, display, &mut encoded);
+        let addr_len = AsRef::<str>::as_ref(&mailbox.email).len() + 2;
+        encoded.push_str(if col + 1 + addr_len <= MAX_HEADER_LINE {
+            " "
+        } else {
+            "\r\n "
+        });
+    }
+    encoded.push('<');
+    encoded.push_str(AsRef::<str>::as_ref(&mailbox.email));
+    encoded.push('>');
+    HeaderValue::dangerous_new_pre_encoded(
+        HeaderName::new_from_ascii_str(name),
+        mailbox.to_string(),
+        encoded,
+    )
+}
+
+/// Write `text` as RFC 2047 `=?utf-8?b?…?=` words (B encoding carries any character, so a
+/// quote, a comma or an `=?` in a name stays text), each cut at a character boundary, short
+/// enough for its line, and on a folded line of its own after the first. `col`: the column the
+/// first word starts at. Returns the column after the last word.
+fn encoded_words(mut col: usize, text: &str, out: &mut String) -> usize {
+    use base64::Engine as _;
+    const WRAP: usize = "=?utf-8?b?".len() + "?=".len();
+    let mut rest = text;
+    let mut first = true;
+    while !rest.is_empty() {
+        let mut room = MAX_HEADER_LINE
+            .saturating_sub(col)
+            .min(MAX_ENCODED_WORD)
+            .saturating_sub(WRAP);
+        if !first || room < 8 {
+            out.push_str("\r\n ");
+            col = 1;
+            room = (MAX_HEADER_LINE - col).min(MAX_ENCODED_WORD) - WRAP;
+        }
+        first = false;
+        let max_bytes = room / 4 * 3;
+        let mut end = 0;
+        for (i, c) in rest.char_indices() {
+            if i + c.len_utf8() > max_bytes {
+                break;
+            }
+            end = i + c.len_utf8();
+        }
+        let (chunk, tail) = rest.split_at(end.max(rest.chars().next().map_or(0, char::len_utf8)));
+        let word = format!(
+            "=?utf-8?b?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(chunk)
+        );
+        out.push_str(&word);
+        col += word.len();
+        rest = tail;
+    }
+    col
+}
 
 /// What the message says and who it is from; the same for every recipient of a notice.
 pub struct Letterhead<'a> {
@@ -80,25 +190,57 @@ pub fn build(
     let name = one_line(to_name);
     let to_box = Mailbox::new((!name.is_empty()).then_some(name), to.clone());
     let mut h = Headers::new();
-    h.set(header::From::from(Mailboxes::from(head.from.clone())));
-    h.set(header::To::from(Mailboxes::from(to_box)));
-    h.set(header::Subject::from(one_line(&rendered.subject)));
+    h.insert_raw(folded(
+        header::From::from(Mailboxes::from(head.from.clone())),
+        || mailbox_words("From", head.from),
+    ));
+    h.insert_raw(folded(
+        header::To::from(Mailboxes::from(to_box.clone())),
+        || mailbox_words("To", &to_box),
+    ));
+    let subject = one_line(&rendered.subject);
+    h.insert_raw(folded(header::Subject::from(subject.clone()), || {
+        text_words("Subject", &subject)
+    }));
     h.set(header::Date::new(date));
     h.set(header::MessageId::from(message_id.to_string()));
     h.set(AutoSubmitted("auto-generated".into()));
     h.set(AutoResponseSuppress("OOF, AutoReply".into()));
     h.set(Precedence("bulk".into()));
-    h.set(NoticeKey(one_line(head.campaign)));
+    let campaign = one_line(head.campaign);
+    // A key read by programs (a returned copy names its notice): kept as plain ASCII, folded
+    // only at spaces, so a long key without one may pass 78 characters; encoded words only past
+    // 998.
+    h.insert_raw(folded_within(
+        MAX_HEADER_LINE_HARD,
+        NoticeKey(campaign.clone()),
+        || text_words(NOTICE_KEY, &campaign),
+    ));
     if let Some(rt) = head.reply_to {
-        h.set(header::ReplyTo::from(Mailboxes::from(rt.clone())));
+        h.insert_raw(folded(
+            header::ReplyTo::from(Mailboxes::from(rt.clone())),
+            || mailbox_words("Reply-To", rt),
+        ));
     }
     h.set(header::MIME_VERSION_1_0);
+    let head_text = h.to_string();
+    if let Some(line) = head_text
+        .split("\r\n")
+        .find(|l| l.len() > MAX_HEADER_LINE_HARD)
+    {
+        // Only an address can still do this (a name or a subject is cut into encoded words).
+        let name = line.split(':').next().unwrap_or_default();
+        return Err(format!(
+            "the {name} header would have a line of {} characters (the limit is 998)",
+            line.len()
+        ));
+    }
     let envelope = Envelope::new(Some(env_from), vec![to]).map_err(|e| e.to_string())?;
 
     let boundary = format!("=_notify_{:016x}", rand::random::<u64>());
     let mut bytes =
         Vec::with_capacity(1024 + (rendered.text.len() + rendered.html.len()) * 11 / 10);
-    bytes.extend_from_slice(h.to_string().as_bytes());
+    bytes.extend_from_slice(head_text.as_bytes());
     bytes.extend_from_slice(
         format!("Content-Type: multipart/alternative;\r\n boundary=\"{boundary}\"\r\n\r\n")
             .as_bytes(),
@@ -345,5 +487,142 @@ mod tests {
         assert_eq!(raw("Auto-Submitted"), Some("auto-generated"));
         assert_eq!(raw("X-Moped-Notice"), Some("release-notes/v3.12.0"));
         assert_eq!(raw("MIME-Version"), Some("1.0"));
+    }
+
+    fn header_block(bytes: &[u8]) -> String {
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        text[..text.find("\r\n\r\n").unwrap()].to_string()
+    }
+
+    #[test]
+    fn long_headers_are_folded_and_read_back_the_same() {
+        let from: Mailbox = "Moped Team <moped@austintexas.gov>".parse().unwrap();
+        let long_campaign = format!("release-notes/{}", "v".repeat(200));
+        let head = Letterhead {
+            from: &from,
+            reply_to: Some(&from),
+            campaign: &long_campaign,
+        };
+        let names = [
+            "x".repeat(10_000),
+            "Ann ".repeat(2_500),
+            "é".repeat(5_000),
+            "Ann \"Q\" O'Brien, Jr. =?utf-8?q?x?= <b@c> (d); ".repeat(250),
+            format!("{}中{}", "a".repeat(77), "😀".repeat(30)),
+        ];
+        let subjects = [
+            "s".repeat(300),
+            "Moped v3.12.0 Goliad: release notes ".repeat(9),
+            "ü".repeat(300),
+            format!("{} é", "x".repeat(100)),
+            format!("Moped v3.12.0 “{}”: release notes", "Goliad".repeat(50)),
+        ];
+        for (name, subject) in names.iter().zip(&subjects) {
+            let rendered = Rendered {
+                subject: subject.clone(),
+                text: "x\n".into(),
+                html: "<p>x</p>".into(),
+            };
+            let out = build(
+                &head,
+                name,
+                "ann.obrien@austintexas.gov",
+                "moped-bounces+t@austintexas.gov",
+                "<id.notify@austintexas.gov>",
+                SystemTime::now(),
+                &rendered,
+            )
+            .unwrap();
+            let headers = header_block(&out.bytes);
+            for line in headers.split("\r\n") {
+                let limit = if line.starts_with("X-Moped-Notice:") {
+                    998
+                } else {
+                    78
+                };
+                assert!(line.len() <= limit, "{} chars: {line}", line.len());
+                assert!(line.is_ascii(), "{line}");
+            }
+            assert!(out.bytes.split(|&b| b == b'\n').all(|l| l.len() <= 998));
+            let msg = mail_parser::MessageParser::default()
+                .parse(&out.bytes)
+                .unwrap();
+            assert_eq!(msg.subject(), Some(one_line(subject).as_str()));
+            let to = msg.to().unwrap().first().unwrap();
+            assert_eq!(to.address(), Some("ann.obrien@austintexas.gov"));
+            assert_eq!(to.name(), Some(one_line(name).as_str()));
+            assert_eq!(msg.to().unwrap().iter().count(), 1);
+            assert!(msg.bcc().is_none() && msg.cc().is_none());
+            let notice = msg.header_raw("X-Moped-Notice").map(str::trim);
+            assert_eq!(notice, Some(long_campaign.as_str()));
+            assert_eq!(msg.body_text(0).unwrap(), "x\r\n");
+        }
+    }
+
+    #[test]
+    fn ordinary_headers_are_what_lettre_writes() {
+        let from: Mailbox = "Moped Team <moped@austintexas.gov>".parse().unwrap();
+        let head = Letterhead {
+            from: &from,
+            reply_to: None,
+            campaign: "release-notes/v3.12.0",
+        };
+        let rendered = Rendered {
+            subject: "Moped v3.12.0 Goliad: release notes".into(),
+            text: "x\n".into(),
+            html: "<p>x</p>".into(),
+        };
+        let out = build(
+            &head,
+            "Zoë O'Neil",
+            "zoe@austintexas.gov",
+            "b@austintexas.gov",
+            "<i@austintexas.gov>",
+            SystemTime::now(),
+            &rendered,
+        )
+        .unwrap();
+        let headers = header_block(&out.bytes);
+        assert!(
+            headers.contains("\r\nTo: =?utf-8?b?Wm/DqyBPJ05laWw=?= <zoe@austintexas.gov>\r\n"),
+            "{headers}"
+        );
+        assert!(
+            headers.contains("\r\nSubject: Moped v3.12.0 Goliad: release notes\r\n"),
+            "{headers}"
+        );
+        assert!(
+            headers.starts_with("From: \"Moped Team\" <moped@austintexas.gov>\r\n"),
+            "{headers}"
+        );
+    }
+
+    #[test]
+    fn a_key_too_long_for_any_line_is_encoded() {
+        let from: Mailbox = "Moped Team <moped@austintexas.gov>".parse().unwrap();
+        let campaign = "k".repeat(2_000);
+        let head = Letterhead {
+            from: &from,
+            reply_to: None,
+            campaign: &campaign,
+        };
+        let rendered = Rendered {
+            subject: "s".into(),
+            text: "x\n".into(),
+            html: "<p>x</p>".into(),
+        };
+        let out = build(
+            &head,
+            "",
+            "a@b.example",
+            "b@b.example",
+            "<i@b>",
+            SystemTime::now(),
+            &rendered,
+        )
+        .unwrap();
+        let headers = header_block(&out.bytes);
+        assert!(headers.split("\r\n").all(|l| l.len() <= 78), "{headers}");
+        assert!(headers.contains("\r\nTo: a@b.example\r\n"), "{headers}");
     }
 }
