@@ -10,7 +10,8 @@
 //!    (`554 5.2.0` is nominally a mailbox status); so is any other 5xx `STOREDRV` answer.
 //! 2. Throttling (any 4xx or dropped connection that says so: `4.3.2`, `4.4.2`, "thread limit",
 //!    "concurrent connections", "too many connections", "rate limit", "server busy") slows down.
-//! 3. A 5xx at the greeting, EHLO, STARTTLS, AUTH or `MAIL FROM` is about the sender.
+//! 3. A 5xx at the greeting, EHLO, STARTTLS, AUTH or `MAIL FROM` is about the sender (also when
+//!    the transport reports a refused login as a failed connection).
 //! 4. A 5xx at `RCPT TO` is about that recipient, unless its enhanced status is one that only
 //!    ever speaks of the sender (`5.7.30` basic auth off, `5.7.57` not authenticated, `5.7.60`
 //!    and `5.2.252` send-as denied, `5.7.64` tenant relay denied, `5.7.70x`/`5.7.75x` tenant or
@@ -136,6 +137,10 @@ pub fn blame(e: &SendError) -> Blame {
     let text = e.message.as_str();
     let status = enhanced_status(text);
     if is_quota(text) {
+        return Blame::Sender;
+    }
+    // A login refused for good when a connection is reopened in the middle of a run.
+    if e.stage == Some(Stage::Session) && e.code.is_some_and(|c| (500..600).contains(&c)) {
         return Blame::Sender;
     }
     if !e.is_permanent() {
