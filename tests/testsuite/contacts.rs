@@ -515,6 +515,20 @@ async fn a_hand_import_is_not_undone_by_the_next_notice(b: Backend) {
     );
     assert_eq!(listed(&env).await.len(), 4);
 
+    // The imported file gone: the run says so and stops; nothing is taken from elsewhere.
+    std::fs::rename(&other, env.path().join("moved.csv")).unwrap();
+    let run = env.run(&["maintenance-end"]).await;
+    run.code(2);
+    assert!(
+        run.stderr.contains("imported by hand at")
+            && run.stderr.contains("cannot read contacts file")
+            && run.stderr.contains("other.csv"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(listed(&env).await.len(), 4);
+    std::fs::rename(env.path().join("moved.csv"), &other).unwrap();
+
     // The configured file changes: it is the source again (here replacing everybody, which
     // needs --allow-removals), and the hand import is forgotten.
     let touched = sample.replacen("Maria,Gonzalez", "Maria,González", 1);
