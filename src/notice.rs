@@ -1,6 +1,8 @@
 //! The notices of the release checklist: what each one is called, which template renders it, its
-//! campaign key, its default audience, and the variables its template sees. Also reading the times
-//! a person types (`2026-12-03 17:00`) in the configured time zone. Pure.
+//! campaign key (and the rules every key follows, and the outbox folder named after it), its
+//! default audience, and the variables its template sees. Also reading the times a person types
+//! (`2026-12-03 17:00`) in the configured time zone, and refusing windows already in the past.
+//! Pure.
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -138,6 +140,95 @@ pub fn contact_values(contact: &Contact) -> [String; 7] {
     ]
 }
 
+/// The longest campaign key accepted, in bytes: the outbox folder is named after the key, and a
+/// file name has at most 255 bytes.
+pub const MAX_CAMPAIGN_KEY: usize = 200;
+
+/// Whether `key` can name a campaign. Keys are `/`-separated segments such as
+/// `release-notes/v3.12.0`; since the outbox folder and people's eyes read them, a key may not be
+/// empty or longer than [`MAX_CAMPAIGN_KEY`], begin or end with a space, begin with `/`, have an
+/// empty, `.` or `..` segment, or hold a backslash, a control character or a bidi control.
+/// The error says what is wrong, to follow the key in a message.
+pub fn check_campaign_key(key: &str) -> Result<(), String> {
+    if key.trim().is_empty() {
+        return Err("is empty".into());
+    }
+    if key.len() > MAX_CAMPAIGN_KEY {
+        return Err(format!(
+            "is {} bytes long; the most is {MAX_CAMPAIGN_KEY}",
+            key.len()
+        ));
+    }
+    if let Some(c) = key.chars().find(|c| c.is_control() || is_bidi_control(*c)) {
+        return Err(format!(
+            "holds the control character U+{:04X}; keys are one line of visible text",
+            c as u32
+        ));
+    }
+    if key.contains('\\') {
+        return Err("holds a backslash; segments are separated by `/`".into());
+    }
+    if key.starts_with(char::is_whitespace) || key.ends_with(char::is_whitespace) {
+        return Err("begins or ends with a space".into());
+    }
+    if key.starts_with('/') {
+        return Err("begins with `/`; keys look like release-notes/v3.12.0".into());
+    }
+    for segment in key.split('/') {
+        match segment {
+            "" => return Err("has an empty segment (`//` or a `/` at the end)".into()),
+            "." | ".." => {
+                return Err(format!(
+                    "has a `{segment}` segment; keys look like release-notes/v3.12.0"
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Characters that reorder how text is shown (U+202A..U+202E, U+2066..U+2069, U+200E, U+200F,
+/// U+061C): a key holding one can look like another key.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+/// The name of the outbox folder for a campaign key: `release-notes/v3.12.0` ->
+/// `release-notes_v3.12.0`. Letters, digits and `.-_+@` are kept, anything else becomes `_`, and
+/// a leading `.` becomes `_`: the name is never empty, `.`, `..` or hidden, and holds no
+/// separator, so the folder is always a child of the outbox whatever the key.
+pub fn outbox_folder(key: &str) -> String {
+    let mut name: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_+@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() || name.starts_with('.') {
+        name.replace_range(..name.len().min(1), "_");
+    }
+    name
+}
+
+/// Refuse a moment already past for a notice about the future: `what` says where it came from
+/// (``--end `2026-12-03 13:00` ``). The message gives the time as read in its zone, so a wrong
+/// zone or date shows.
+pub fn check_not_past(what: &str, t: &DateTime<Tz>, now: DateTime<Utc>) -> Result<(), String> {
+    if *t < now {
+        return Err(format!(
+            "{what} is {} ({}), which has already passed; add --allow-past to send the notice anyway",
+            format_time(t),
+            t.timezone().name()
+        ));
+    }
+    Ok(())
+}
+
 /// "Thursday, December 3, 2026 at 5:00 PM CST"
 pub fn format_time(t: &DateTime<Tz>) -> String {
     t.format("%A, %B %-d, %Y at %-I:%M %p %Z").to_string()
@@ -260,6 +351,87 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2026-12-03T16:30:00-06:00");
         let t = parse_time("9am", Chicago, now(), true).unwrap();
         assert_eq!(t.to_rfc3339(), "2026-12-04T09:00:00-06:00");
+    }
+
+    #[test]
+    fn campaign_keys_are_path_safe_segments() {
+        for ok in [
+            "release-notes/v3.12.0",
+            "maintenance-scheduled/2026-12-03-1700",
+            "release-notes/v3.12.0-corrected",
+            "a/...b",
+            "Zoë's notice",
+        ] {
+            assert_eq!(check_campaign_key(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("   ", "empty"),
+            ("..", "`..` segment"),
+            (".", "`.` segment"),
+            ("a/../..", "`..` segment"),
+            ("release-notes/../../etc", "`..` segment"),
+            ("/etc/passwd", "begins with `/`"),
+            ("a\\b", "backslash"),
+            ("..\\..\\x", "backslash"),
+            ("a//b", "empty segment"),
+            ("a/", "empty segment"),
+            ("a\nb", "U+000A"),
+            ("a\u{1b}[31mb", "U+001B"),
+            ("a\u{202E}b", "U+202E"),
+            (" a", "space"),
+        ] {
+            let e = check_campaign_key(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        assert!(check_campaign_key(&"x".repeat(MAX_CAMPAIGN_KEY)).is_ok());
+        assert!(check_campaign_key(&"x".repeat(MAX_CAMPAIGN_KEY + 1))
+            .unwrap_err()
+            .contains("bytes long"));
+    }
+
+    #[test]
+    fn every_notice_makes_a_valid_key() {
+        let t = parse_time("2026-12-03 17:00", Chicago, now(), false).unwrap();
+        for n in [
+            Notice::MaintenanceScheduled { start: t, end: t },
+            Notice::MaintenanceStart { start: t, until: t },
+            Notice::MaintenanceEnd { at: t },
+        ] {
+            assert_eq!(check_campaign_key(&n.campaign_key()), Ok(()));
+        }
+    }
+
+    #[test]
+    fn outbox_folders_are_plain_children() {
+        assert_eq!(
+            outbox_folder("release-notes/v3.12.0"),
+            "release-notes_v3.12.0"
+        );
+        for key in [
+            ".", "..", "a/../..", "../x", "/", "", "...", "a\\..\\b", ".hidden",
+        ] {
+            let f = outbox_folder(key);
+            assert!(!f.is_empty() && !f.starts_with('.'), "{key:?} -> {f:?}");
+            assert!(!f.contains('/') && !f.contains('\\'), "{key:?} -> {f:?}");
+            let p = std::path::Path::new("/outbox").join(&f);
+            assert_eq!(p.parent(), Some(std::path::Path::new("/outbox")), "{key:?}");
+        }
+    }
+
+    #[test]
+    fn past_moments_name_the_flag_and_the_time_as_read() {
+        let past = parse_time("2026-12-03 13:00", Chicago, now(), false).unwrap();
+        let e = check_not_past("--end `2026-12-03 13:00`", &past, now()).unwrap_err();
+        assert!(
+            e.contains("--end")
+                && e.contains("Thursday, December 3, 2026 at 1:00 PM CST")
+                && e.contains("America/Chicago")
+                && e.contains("--allow-past"),
+            "{e}"
+        );
+        let later = parse_time("2026-12-03 14:01", Chicago, now(), false).unwrap();
+        assert_eq!(check_not_past("--end `14:01`", &later, now()), Ok(()));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use chrono::Utc;
 
 use crate::cli::{Cli, Command};
 use crate::config::{Config, ConfigError, Overrides};
-use crate::notice::{parse_time, Notice};
+use crate::notice::{check_not_past, parse_time, Notice};
 
 /// Bad input given on the command line (a time, an address, a flag combination).
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +76,8 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             || e.is::<crate::render::TemplateError>()
             || e.is::<UsageError>()
             || e.is::<crate::intake::IntakeError>()
+            || e.downcast_ref::<crate::store::StoreError>()
+                .is_some_and(crate::store::StoreError::is_bad_input)
     });
     if input {
         2
@@ -119,23 +121,57 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { campaign, format } => {
             status::run(&cfg, campaign.as_deref(), format).await
         }
-        Command::MaintenanceScheduled { start, end, send } => {
-            let start = time("start", &start, false)?;
-            let end = time("end", &end, false)?;
+        Command::MaintenanceScheduled {
+            start: start_typed,
+            end: end_typed,
+            allow_past,
+            send,
+        } => {
+            let start = time("start", &start_typed, false)?;
+            let end = time("end", &end_typed, false)?;
+            // An advance warning for a window that has begun (or is over) is a typo in the date
+            // or the zone far more often than a wish.
+            if !allow_past {
+                check_not_past(&format!("--end `{end_typed}`"), &end, now)
+                    .and_then(|()| check_not_past(&format!("--start `{start_typed}`"), &start, now))
+                    .map_err(UsageError)?;
+            }
             if end <= start {
                 return Err(UsageError("--end must be after --start".into()).into());
             }
             send::run(&cfg, Notice::MaintenanceScheduled { start, end }, send).await
         }
-        Command::MaintenanceStart { until, start, send } => {
-            let start = match start {
-                Some(s) => time("start", &s, false)?,
+        Command::MaintenanceStart {
+            until: until_typed,
+            start: start_typed,
+            allow_past,
+            send,
+        } => {
+            let start = match &start_typed {
+                Some(s) => time("start", s, false)?,
                 None => now.with_timezone(&tz),
             };
-            let until = match until {
-                Some(u) => time("until", &u, true)?,
+            let until = match &until_typed {
+                Some(u) => time("until", u, true)?,
                 None => start + chrono::Duration::minutes(cfg.maintenance_minutes as i64),
             };
+            // A start in the past is ordinary (the work began before the notice); an expected
+            // end in the past is not.
+            if !allow_past {
+                match (&until_typed, &start_typed) {
+                    (Some(u), _) => check_not_past(&format!("--until `{u}`"), &until, now),
+                    (None, Some(s)) => check_not_past(
+                        &format!(
+                            "the expected end (--start `{s}` + maintenance_minutes = {})",
+                            cfg.maintenance_minutes
+                        ),
+                        &until,
+                        now,
+                    ),
+                    (None, None) => Ok(()),
+                }
+                .map_err(UsageError)?;
+            }
             if until <= start {
                 return Err(UsageError("--until must be after the start".into()).into());
             }

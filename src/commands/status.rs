@@ -10,6 +10,11 @@ pub async fn run(
     campaign: Option<&str>,
     format: SummaryFormat,
 ) -> anyhow::Result<()> {
+    if let Some(key) = campaign {
+        crate::notice::check_campaign_key(key).map_err(|why| {
+            UsageError(format!("campaign key `{}` {why}", crate::inert::line(key)))
+        })?;
+    }
     let store = Store::open(&cfg.database_url).await?;
     let keys = match campaign {
         Some(k) => vec![k.to_string()],

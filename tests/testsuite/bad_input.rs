@@ -193,9 +193,15 @@ async fn bad_times_and_config_values_are_refused() {
             "2026-12-03 19:00",
             "--end",
             "2026-12-03 17:00",
+            "--allow-past",
         ])
         .await;
     run.code(2);
+    assert!(
+        run.stderr.contains("--end must be after --start"),
+        "{}",
+        run.stderr
+    );
     let run = env
         .run(&[
             "release-notes",

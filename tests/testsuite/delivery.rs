@@ -349,6 +349,7 @@ async fn each_notice_has_its_content(b: Backend) {
         "2026-12-03 17:00",
         "--end",
         "2026-12-03 19:00",
+        "--allow-past",
         "--smtp-url",
         &url,
     ])

@@ -13,6 +13,7 @@ mod contacts;
 mod delivery;
 mod edges;
 mod faults;
+mod hostile;
 mod load;
 mod rendering;
 mod sender;
