@@ -45,7 +45,7 @@ pub async fn run(cfg: &Config, cmd: ContactsCommand) -> anyhow::Result<()> {
                 dry_run,
                 allow_removals,
                 max_percent: cfg.max_removal_percent,
-                source_setting: record,
+                settings: vec![(IMPORTED_SOURCE_SETTING, record)],
             };
             let outcome = request.run(&store).await;
             store.close().await;
@@ -124,8 +124,10 @@ struct SyncRequest<'a> {
     dry_run: bool,
     allow_removals: bool,
     max_percent: u8,
-    /// The hand import to record (`Some`) or to forget (`None`) with the sync.
-    source_setting: Option<String>,
+    /// Settings to set (`Some`) or clear (`None`) with the sync: the hand import to record or
+    /// to forget. Empty when there is nothing to change, so that a sync that changes nothing
+    /// writes nothing.
+    settings: Vec<(&'static str, Option<String>)>,
 }
 
 impl SyncRequest<'_> {
@@ -148,9 +150,8 @@ impl SyncRequest<'_> {
             check(&plan.report)?;
             return Ok((plan.report, Some(plan.contacts)));
         }
-        let settings = [(IMPORTED_SOURCE_SETTING, self.source_setting.clone())];
         let report = store
-            .sync_contacts(|| contacts::valid_rows(self.bytes), &settings, check)
+            .sync_contacts(|| contacts::valid_rows(self.bytes), &self.settings, check)
             .await??;
         Ok((report, None))
     }
@@ -160,6 +161,8 @@ impl SyncRequest<'_> {
 /// written yet.
 pub struct NoticeContacts {
     source: Source,
+    /// A hand import is recorded in the store (whether or not it still applies).
+    recorded: bool,
     bytes: Vec<u8>,
     rows: usize,
     first: Option<Contact>,
@@ -168,14 +171,13 @@ pub struct NoticeContacts {
 impl NoticeContacts {
     /// Find the source ([`contacts::choose_source`]), read it and check every row.
     pub async fn read(cfg: &Config, store: &Store) -> anyhow::Result<NoticeContacts> {
-        let recorded = store
-            .setting(IMPORTED_SOURCE_SETTING)
-            .await?
-            .and_then(|v| serde_json::from_str::<ImportedSource>(&v).ok());
+        let setting = store.setting(IMPORTED_SOURCE_SETTING).await?;
+        let recorded = setting.is_some();
+        // A value that does not parse is no source; the next sync clears it.
         let source = contacts::choose_source(
             &cfg.contacts,
             &contacts::config_fingerprint(&cfg.contacts),
-            recorded,
+            setting.and_then(|v| serde_json::from_str::<ImportedSource>(&v).ok()),
         );
         let path = source.path().to_path_buf();
         let read = contacts::read_bytes(&path).and_then(|bytes| {
@@ -196,6 +198,7 @@ impl NoticeContacts {
         };
         Ok(NoticeContacts {
             source,
+            recorded,
             bytes,
             rows,
             first,
@@ -219,10 +222,10 @@ impl NoticeContacts {
         allow_removals: bool,
         format: SummaryFormat,
     ) -> anyhow::Result<Option<Vec<StoredContact>>> {
-        let source_setting = match &self.source {
-            // Recorded again unchanged: the hand import stays the source.
-            Source::Imported(i) => Some(serde_json::to_string(i)?),
-            Source::Configured { .. } => None,
+        // The configured file is the source again: forget the hand import.
+        let settings = match &self.source {
+            Source::Configured { .. } if self.recorded => vec![(IMPORTED_SOURCE_SETTING, None)],
+            _ => Vec::new(),
         };
         let request = SyncRequest {
             path: self.source.path(),
@@ -231,7 +234,7 @@ impl NoticeContacts {
             dry_run,
             allow_removals,
             max_percent: cfg.max_removal_percent,
-            source_setting,
+            settings,
         };
         let (report, after) = request.run(store).await?;
         let from = match &self.source {
