@@ -261,7 +261,7 @@ pub fn unverified_table(unverified: &[UnverifiedRow], width: usize) -> String {
         })
         .collect();
     format!(
-        "{UNVERIFIED_HEADING}:\n{}{} unverified bounce{}: matched only by address. Check them with notify bounces show EMAIL; an admin can still act on them in Moped.\n",
+        "{UNVERIFIED_HEADING}:\n{}{} unverified bounce{}, matched only by address: not counted.\nDetails: notify bounces show EMAIL.\n",
         layout(header, &cells, width, &[(6, 12), (5, 24), (1, 10)]),
         unverified.len(),
         if unverified.len() == 1 { "" } else { "s" }

