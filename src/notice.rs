@@ -159,7 +159,16 @@ pub fn check_campaign_key(key: &str) -> Result<(), String> {
             key.len()
         ));
     }
-    if let Some(c) = key.chars().find(|c| c.is_control() || is_bidi_control(*c)) {
+    // What `inert` would escape in output (control characters, bidi controls) has no place in
+    // a key: one holding them can pass for another key on screen.
+    let is_unsafe = |c: char| {
+        let mut buf = [0u8; 4];
+        matches!(
+            crate::inert::line(c.encode_utf8(&mut buf)),
+            std::borrow::Cow::Owned(_)
+        )
+    };
+    if let Some(c) = key.chars().find(|c| is_unsafe(*c)) {
         return Err(format!(
             "holds the control character U+{:04X}; keys are one line of visible text",
             c as u32
@@ -186,12 +195,6 @@ pub fn check_campaign_key(key: &str) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Characters that reorder how text is shown (U+202A..U+202E, U+2066..U+2069, U+200E, U+200F,
-/// U+061C): a key holding one can look like another key.
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
 }
 
 /// The name of the outbox folder for a campaign key: `release-notes/v3.12.0` ->

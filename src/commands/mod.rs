@@ -1,7 +1,7 @@
 //! Orchestration: each command loads what it needs, calls the capability modules and prints. Errors
 //! print their cause chain and map to the exit code: 2 for bad input (config, contacts, release
-//! notes, templates, arguments), 1 for a run that could not finish (server unreachable, sends left
-//! deferred, database down), 0 otherwise.
+//! notes, templates, arguments, a database that is not notify's), 1 for a run that could not
+//! finish (server unreachable, sends left deferred, database down), 0 otherwise.
 
 /// Print a line on standard output. A closed pipe (`notify … | head -1`) is not an error worth
 /// a panic: the reader has what it wanted.
