@@ -1180,3 +1180,99 @@ async fn input_that_never_ends_a_line_is_skipped_not_read_into_memory() {
         run.stderr
     );
 }
+
+async fn a_database_from_before_verification_migrates_and_keeps_only_proven_flags(b: Backend) {
+    use sqlx::Executor;
+    let env = Env::new(b).await;
+    // The schema as it was before bounces were verified: migrations 0001-0006 only.
+    let backend = match b {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let old = env.path().join("migrations-0006");
+    std::fs::create_dir_all(&old).unwrap();
+    for f in std::fs::read_dir(
+        Path::new(crate::harness::REPO)
+            .join("migrations")
+            .join(backend),
+    )
+    .unwrap()
+    .flatten()
+    {
+        let name = f.file_name().to_string_lossy().into_owned();
+        if name.as_str() < "0007" {
+            std::fs::copy(f.path(), old.join(&name)).unwrap();
+        }
+    }
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&env.database_url).await.unwrap();
+    sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let t = "2026-11-20T10:00:00.000000Z";
+    // Three contacts flagged the old way: by a VERP-matched bounce, by a CSV row, and by a
+    // bounce matched only by address.
+    pool.execute(
+        format!(
+            "INSERT INTO contacts (id, user_id, email, is_user_group_member, created_at, updated_at, flagged_at, needs_update) VALUES \
+             (1, 2, 'james.obrien@austintexas.gov', 1, '{t}', '{t}', '{t}', 1), \
+             (2, 3, 'priya.raman@austintexas.gov', 1, '{t}', '{t}', '{t}', 1), \
+             (3, 6, 'kevin.le@austintexas.gov', 1, '{t}', '{t}', '{t}', 1); \
+             INSERT INTO campaigns (id, key, notice, subject, created_at) VALUES (1, 'release-notes/v3.11.0', 'release-notes', 's', '{t}'); \
+             INSERT INTO sends (id, campaign_id, contact_id, email, state, message_id, created_at, updated_at) VALUES \
+             (1, 1, 1, 'james.obrien@austintexas.gov', 'sent', '<1@notify>', '{t}', '{t}'); \
+             INSERT INTO bounce_sources (id, source_key, origin, raw, created_at) VALUES \
+             (1, 'msg:1', 'old/1.eml', '', '{t}'), (2, 'csv:2', 'old.csv:2', '', '{t}'), (3, 'msg:3', 'old/3.eml', '', '{t}'); \
+             INSERT INTO bounces (source_id, address, kind, status, reason, contact_id, send_id, campaign_id, matched_by, occurred_at, created_at) VALUES \
+             (1, 'james.obrien@austintexas.gov', 'hard', '5.1.1', 'user-unknown', 1, 1, 1, 'verp', '{t}', '{t}'), \
+             (2, 'priya.raman@austintexas.gov', 'hard', '5.1.1', 'user-unknown', 2, NULL, NULL, 'address', '{t}', '{t}'), \
+             (3, 'kevin.le@austintexas.gov', 'hard', '5.1.1', 'user-unknown', 3, NULL, NULL, 'address', '{t}', '{t}')"
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+    pool.close().await;
+
+    // The binary migrates it (0007) and reads it.
+    let report = env.run(&["bounces", "report", "--format", "json"]).await;
+    report.ok();
+    let mut flagged: Vec<String> = json_rows(&report.stdout)
+        .iter()
+        .map(|r| r["email"].as_str().unwrap().to_string())
+        .collect();
+    flagged.sort();
+    assert_eq!(
+        flagged,
+        [
+            "james.obrien@austintexas.gov",
+            "priya.raman@austintexas.gov"
+        ]
+    );
+    let unverified = json_rows(
+        &env.run(&["bounces", "report", "--unverified", "--format", "json"])
+            .await
+            .stdout,
+    );
+    assert_eq!(unverified.len(), 1);
+    assert_eq!(unverified[0]["email"], "kevin.le@austintexas.gov");
+    assert!(unverified[0]["why"]
+        .as_str()
+        .unwrap()
+        .contains("before bounces were verified"));
+    let show = env
+        .run(&["bounces", "show", "kevin.le@austintexas.gov"])
+        .await;
+    show.ok();
+    assert!(
+        show.stdout.contains("unflagged: flag lifted on upgrade")
+            && !show.stdout.contains("NEEDS UPDATE"),
+        "{}",
+        show.stdout
+    );
+    env.cleanup().await;
+}
+both!(a_database_from_before_verification_migrates_and_keeps_only_proven_flags);
