@@ -311,7 +311,7 @@ fn list(names: &[String]) -> String {
     s
 }
 
-/// Read the start of a SQLite file (and the size of its `-wal`) and judge it with
+/// Read the start of a SQLite file (and the size of its `-wal` or `-journal`) and judge it with
 /// [`judge_sqlite_header`]. A file that does not exist yet, or is empty, is a new database.
 fn check_sqlite_file(path: &Path) -> Result<()> {
     use std::io::Read as _;
@@ -338,19 +338,29 @@ fn check_sqlite_file(path: &Path) -> Result<()> {
     std::fs::File::open(path)
         .and_then(|f| f.take(100).read_to_end(&mut head))
         .map_err(|e| unusable(format!("cannot be read: {e}")))?;
-    let wal = wal_path(path);
-    let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-    judge_sqlite_header(&head, meta.len(), wal_len).map_err(unusable)
+    // A write-ahead log, or the rollback journal of a transaction cut short, holds pages the
+    // main file may not have yet.
+    let log_len: u64 = ["-wal", "-journal"]
+        .iter()
+        .map(|suffix| {
+            std::fs::metadata(beside(path, suffix))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .sum();
+    judge_sqlite_header(&head, meta.len(), log_len).map_err(unusable)
 }
 
-fn wal_path(path: &Path) -> PathBuf {
+/// `path` with `suffix` added to its file name (`notify.db` -> `notify.db-wal`).
+fn beside(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_os_string();
-    s.push("-wal");
+    s.push(suffix);
     PathBuf::from(s)
 }
 
 /// Whether a non-empty file whose first (up to) 100 bytes are `head` and whose length is
-/// `file_len` can be a SQLite database; `wal_len` is the size of its `-wal` file (0 if none).
+/// `file_len` can be a SQLite database; `wal_len` is the size of its `-wal` (or `-journal`)
+/// file, 0 if none.
 /// The error says why not, as the end of a sentence that begins with the file's name.
 pub(crate) fn judge_sqlite_header(
     head: &[u8],
