@@ -5,11 +5,14 @@
 //! oversized messages are skipped and reported; `move_to` creates the folder and moves exactly
 //! the given messages; a wrong password, a missing mailbox, TLS against a plain port, STARTTLS
 //! on a server without it, and a closed port each give the matching error, never with the
-//! password in it; bad URLs are refused clearly.
+//! password in it; bad URLs are refused clearly. The password goes only over TLS: `imap://`
+//! upgrades with STARTTLS before LOGIN (a Dovecot that refuses logins in clear lets it in, and
+//! logs the login as made over TLS), and a Dovecot without STARTTLS is refused with no login
+//! attempted (its log says so) unless the URL says `?tls=none`.
 
 mod support;
 
-use notify::intake::imap::{ImapError, ImapMailbox, ImapUrl};
+use notify::intake::imap::{ImapError, ImapMailbox, ImapTls, ImapUrl};
 use support::dovecot::Dovecot;
 
 const USER: &str = "bounces";
@@ -285,15 +288,16 @@ async fn failures_say_what_failed_and_never_show_the_password() {
 
     // TLS spoken to a plain-text port fails in the TLS step.
     let mut tls = url(&server, "INBOX");
-    tls.tls = true;
+    tls.tls = ImapTls::Implicit;
     let err = ImapMailbox::open(&tls, PASSWORD)
         .await
         .expect_err("TLS to a plain port");
     assert!(matches!(err, ImapError::Tls { .. }), "{err:?}");
-    assert!(err.to_string().contains("tls=starttls"), "{err}");
+    assert!(err.to_string().contains("imap://"), "{err}");
 
     // STARTTLS on a server without it is refused, not silently skipped.
-    let starttls = ImapUrl::parse(&format!("{}?tls=starttls", server.url("INBOX"))).expect("url");
+    let starttls =
+        ImapUrl::parse(&format!("{}?tls=starttls", server.bare_url("INBOX"))).expect("url");
     let err = ImapMailbox::open(&starttls, PASSWORD)
         .await
         .expect_err("STARTTLS on a server without TLS");
@@ -317,6 +321,102 @@ async fn failures_say_what_failed_and_never_show_the_password() {
         err.to_string().contains(&format!("127.0.0.1:{closed}")),
         "{err}"
     );
+}
+
+/// `(certificate PEM, key PEM)` for 127.0.0.2 (where the STARTTLS Dovecot listens), signed by no public CA.
+fn certificate() -> (String, String) {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.2".to_string()]).expect("rcgen");
+    (cert.cert.pem(), cert.key_pair.serialize_pem())
+}
+
+/// Dovecot's log once `wanted` is in it (it is written by another process), or after 5 s.
+fn log_with(server: &Dovecot, wanted: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let logs = server.logs();
+        if logs.contains(wanted) || std::time::Instant::now() > deadline {
+            return logs;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `imap://` to a Dovecot that offers STARTTLS and refuses any login in clear: the client
+/// upgrades first, so the login is accepted, and Dovecot logs it as made over TLS. The
+/// certificate must be trusted; `?tls=none` to the same server is refused by Dovecot itself,
+/// which shows it would have refused a login sent in clear.
+#[tokio::test(flavor = "multi_thread")]
+async fn imap_url_upgrades_with_starttls_before_login() {
+    let (cert, key) = certificate();
+    let bounce = fixture();
+    let server = Dovecot::start_starttls(USER, PASSWORD, &[("1.M1P1.test", &bounce)], &cert, &key);
+    let url = ImapUrl::parse(&server.url("INBOX")).expect("url");
+    assert_eq!(url.tls, ImapTls::Auto);
+
+    let err = ImapMailbox::open(&url, PASSWORD)
+        .await
+        .expect_err("a certificate no public CA signed");
+    assert!(matches!(err, ImapError::Tls { .. }), "{err:?}");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+
+    let mut mailbox = ImapMailbox::open_trusting(&url, PASSWORD, Some(cert.as_bytes()))
+        .await
+        .unwrap_or_else(|e| panic!("open over STARTTLS: {e}\n{}", server.logs()));
+    let all = mailbox.fetch_all(1024 * 1024).await.expect("fetch_all");
+    assert_eq!(by_body(&all), vec![normalise(&bounce)]);
+    mailbox.logout().await.expect("logout");
+    let logs = log_with(&server, "Login: user=<bounces>");
+    let logins: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("Login: user=<bounces>"))
+        .collect();
+    assert_eq!(logins.len(), 1, "{logs}");
+    assert!(logins[0].contains(", TLS"), "{logs}");
+
+    // This Dovecot refuses a login in clear: `?tls=none` (no upgrade) is turned away by it.
+    let plain = ImapUrl::parse(&format!("{}?tls=none", server.bare_url("INBOX"))).expect("url");
+    let err = ImapMailbox::open_trusting(&plain, PASSWORD, Some(cert.as_bytes()))
+        .await
+        .expect_err("a login in clear to a server that requires TLS");
+    assert!(matches!(err, ImapError::Login { .. }), "{err:?}");
+    assert!(!format!("{err} {err:?}").contains(PASSWORD));
+}
+
+/// `imap://` to a Dovecot without STARTTLS: refused before LOGIN (Dovecot logs a connection
+/// with no authentication attempt), with what to do; `?tls=none` logs in, in clear.
+#[tokio::test(flavor = "multi_thread")]
+async fn imap_url_without_starttls_is_refused_before_login() {
+    let server = Dovecot::start(USER, PASSWORD, &[]);
+    let url = ImapUrl::parse(&server.bare_url("INBOX")).expect("url");
+    let err = ImapMailbox::open(&url, PASSWORD)
+        .await
+        .expect_err("no STARTTLS, a password to send");
+    let text = format!("{err} {err:?}");
+    assert!(matches!(err, ImapError::NoStartTls { .. }), "{text}");
+    for says in [
+        "does not offer STARTTLS",
+        "imaps://",
+        "?tls=none",
+        "IMAP4REV1",
+    ] {
+        assert!(text.contains(says), "{says}: {text}");
+    }
+    assert!(!text.contains(PASSWORD), "{text}");
+    let logs = log_with(&server, "no auth attempts");
+    assert!(logs.contains("no auth attempts"), "{logs}");
+    assert!(!logs.contains("Login: user="), "{logs}");
+
+    let plain = ImapUrl::parse(&server.url("INBOX")).expect("url");
+    assert_eq!(plain.tls, ImapTls::None);
+    let mailbox = ImapMailbox::open(&plain, PASSWORD)
+        .await
+        .unwrap_or_else(|e| panic!("?tls=none: {e}\n{}", server.logs()));
+    mailbox.logout().await.expect("logout");
+    let logs = log_with(&server, "Login: user=<bounces>");
+    assert!(logs.contains("Login: user=<bounces>"), "{logs}");
 }
 
 #[test]

@@ -1,6 +1,10 @@
 //! IMAP access to a bounce mailbox: parse an `imaps://user@host/Mailbox` URL, connect (implicit
-//! TLS, STARTTLS, or plain TCP for loopback tests), log in, read every message without marking it
-//! `\Seen`, and move handled messages to another folder.
+//! TLS, STARTTLS, or plain TCP only when the URL says `?tls=none`), log in, read every message
+//! without marking it `\Seen`, and move handled messages to another folder.
+//!
+//! The password goes only over TLS: `imap://` asks the server's capabilities before anything
+//! else, upgrades with STARTTLS when offered and refuses (before LOGIN is sent) when not, unless
+//! `?tls=none` was written, in which case LOGIN goes in clear with a warning.
 //!
 //! This module owns the network conversation only. It does not parse or classify the messages it
 //! fetches (that is `bounce`'s job), decide which messages are handled (the caller's), or read the
@@ -8,7 +12,7 @@
 //! error, a log line or a `Display`/`Debug` output.
 //!
 //! TLS is rustls with the `ring` provider and the Mozilla roots from `webpki-roots`, the same
-//! rustls that lettre already links. After any error the session may be out of step with the
+//! rustls the SMTP transport uses. After any error the session may be out of step with the
 //! server: drop the [`ImapMailbox`] and open a new one.
 
 use std::collections::HashMap;
@@ -56,9 +60,22 @@ const USER_ESCAPE: &AsciiSet = &CONTROLS
 /// Characters escaped in the mailbox part of a displayed URL (`/` stays: it is hierarchy).
 const MAILBOX_ESCAPE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'?');
 
+/// How the session is protected, as the URL says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImapTls {
+    /// `imaps://`: TLS from the first byte.
+    Implicit,
+    /// `imap://…?tls=starttls`: STARTTLS, or fail.
+    StartTls,
+    /// `imap://`: STARTTLS when offered; refused before LOGIN when not.
+    Auto,
+    /// `imap://…?tls=none`: plain text, the password in clear (with a warning).
+    None,
+}
+
 /// A parsed IMAP mailbox URL: `imaps://user@host[:port]/Mailbox` (implicit TLS, port 993),
-/// `imap://user@host[:port]/Mailbox?tls=starttls` (STARTTLS, port 143), or
-/// `imap://user@host[:port]/Mailbox` (plain TCP, port 143: meant for loopback tests).
+/// `imap://user@host[:port]/Mailbox` (STARTTLS, port 143; `?tls=starttls` says so explicitly),
+/// or `imap://user@host[:port]/Mailbox?tls=none` (plain TCP, the password in clear).
 ///
 /// The password is never part of the URL; it is passed to [`ImapMailbox::open`] separately.
 /// `Display` gives the URL back (without a password, since there is none).
@@ -68,11 +85,8 @@ pub struct ImapUrl {
     pub host: String,
     /// Server port.
     pub port: u16,
-    /// True when the session is encrypted: implicit TLS (`imaps://`) or STARTTLS.
-    pub tls: bool,
-    /// True when the connection starts in plain text and is upgraded with STARTTLS before login
-    /// (`imap://…?tls=starttls`); implies `tls`.
-    pub starttls: bool,
+    /// Implicit TLS, STARTTLS (required, or when offered), or plain text.
+    pub tls: ImapTls,
     /// Login name, percent-decoded (`bounces%40example.org` becomes `bounces@example.org`).
     pub user: String,
     /// Mailbox to read, percent-decoded; `INBOX` when the URL has no path.
@@ -94,7 +108,7 @@ impl ImapUrl {
             other => {
                 return Err(format!(
                     "unsupported scheme `{other}://` in IMAP URL: use imaps:// (TLS) or imap:// \
-                     (plain, or STARTTLS with ?tls=starttls)"
+                     (STARTTLS, or plain text with ?tls=none)"
                 ))
             }
         };
@@ -127,28 +141,30 @@ impl ImapUrl {
             return Err("IMAP user name contains control characters".to_string());
         }
 
-        let starttls = match query {
-            None | Some("") => false,
-            Some(q) => {
-                let mut starttls = false;
-                for pair in q.split('&').filter(|p| !p.is_empty()) {
-                    match pair.to_ascii_lowercase().as_str() {
-                        "tls=starttls" if !implicit_tls => starttls = true,
-                        "tls=starttls" => {
-                            return Err("?tls=starttls goes with imap://, not imaps:// (which is \
-                                        already TLS from the first byte)"
-                                .to_string())
-                        }
-                        _ => {
-                            return Err(format!(
-                                "unknown IMAP URL parameter `{pair}`: the only one is tls=starttls"
-                            ))
-                        }
-                    }
-                }
-                starttls
-            }
+        let mut tls = if implicit_tls {
+            ImapTls::Implicit
+        } else {
+            ImapTls::Auto
         };
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let lower = pair.to_ascii_lowercase();
+            match lower.as_str() {
+                "tls=starttls" | "tls=none" if implicit_tls => {
+                    return Err(format!(
+                        "?{lower} goes with imap://, not imaps:// (which is already TLS from the \
+                         first byte)"
+                    ))
+                }
+                "tls=starttls" => tls = ImapTls::StartTls,
+                "tls=none" => tls = ImapTls::None,
+                _ => {
+                    return Err(format!(
+                        "unknown IMAP URL parameter `{pair}`: the only ones are tls=starttls and \
+                         tls=none"
+                    ))
+                }
+            }
+        }
 
         let (host, port) = split_host_port(hostport)?;
         let port = match port {
@@ -170,8 +186,7 @@ impl ImapUrl {
         Ok(ImapUrl {
             host,
             port,
-            tls: implicit_tls || starttls,
-            starttls,
+            tls,
             user,
             mailbox,
         })
@@ -189,7 +204,7 @@ impl ImapUrl {
 
 impl fmt::Display for ImapUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls && !self.starttls {
+        let scheme = if self.tls == ImapTls::Implicit {
             "imaps"
         } else {
             "imap"
@@ -201,10 +216,11 @@ impl fmt::Display for ImapUrl {
             self.address(),
             utf8_percent_encode(&self.mailbox, MAILBOX_ESCAPE)
         )?;
-        if self.starttls {
-            f.write_str("?tls=starttls")?;
+        match self.tls {
+            ImapTls::StartTls => f.write_str("?tls=starttls"),
+            ImapTls::None => f.write_str("?tls=none"),
+            ImapTls::Implicit | ImapTls::Auto => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -275,6 +291,15 @@ pub enum ImapError {
     /// The TLS handshake, certificate check or STARTTLS upgrade failed.
     #[error("TLS with IMAP server {address} failed: {reason}")]
     Tls { address: String, reason: String },
+    /// `imap://` to a server that does not offer STARTTLS: the password would go in clear, so
+    /// nothing was sent.
+    #[error(
+        "IMAP server {address} does not offer STARTTLS (its capabilities: {offered}), so the \
+         password would go in clear; LOGIN was not sent. Use imaps:// (TLS from the first byte, \
+         usually port 993) if the server has it, or write ?tls=none in the URL to send the \
+         password in clear anyway"
+    )]
+    NoStartTls { address: String, offered: String },
     /// The server refused the user name and password.
     #[error("IMAP login as `{user}` at {address} failed: {reason}")]
     Login {
@@ -331,8 +356,18 @@ impl fmt::Debug for ImapMailbox {
 
 impl ImapMailbox {
     /// Connect to the server in `url` (TLS as the URL says), log in as its user with `password`,
-    /// and SELECT its mailbox read-write.
+    /// and SELECT its mailbox read-write. TLS certificates are checked against the public roots.
     pub async fn open(url: &ImapUrl, password: &str) -> Result<ImapMailbox, ImapError> {
+        ImapMailbox::open_trusting(url, password, None).await
+    }
+
+    /// [`ImapMailbox::open`], trusting the certificates in `extra_roots` (PEM) besides the
+    /// public roots: a server whose certificate a private CA signed.
+    pub async fn open_trusting(
+        url: &ImapUrl,
+        password: &str,
+        extra_roots: Option<&[u8]>,
+    ) -> Result<ImapMailbox, ImapError> {
         let address = url.address();
         let connect_err = |reason: String| ImapError::Connect {
             address: address.clone(),
@@ -350,15 +385,37 @@ impl ImapMailbox {
         // Responses are small and commands are sent whole: no need to wait for ACKs.
         let _ = tcp.set_nodelay(true);
 
-        let client = if url.tls && !url.starttls {
-            let tls = tls_connect(&url.host, tcp).await.map_err(tls_err)?;
+        let client = if url.tls == ImapTls::Implicit {
+            let tls = tls_connect(&url.host, tcp, extra_roots)
+                .await
+                .map_err(tls_err)?;
             let mut client = Client::new(Transport::Tls(Box::new(tls)));
             read_greeting(&mut client).await.map_err(connect_err)?;
             client
         } else {
             let mut client = Client::new(Transport::Plain(tcp));
             read_greeting(&mut client).await.map_err(connect_err)?;
-            if url.starttls {
+            if url.tls == ImapTls::None {
+                warn_cleartext_login(url);
+                client
+            } else {
+                let offered = capabilities_before_login(&mut client)
+                    .await
+                    .map_err(connect_err)?;
+                if !offered.iter().any(|c| c.eq_ignore_ascii_case("STARTTLS")) {
+                    let offered = crate::inert::line(&offered.join(" ")).into_owned();
+                    return Err(if url.tls == ImapTls::StartTls {
+                        tls_err(format!(
+                            "?tls=starttls, but the server does not offer STARTTLS (its \
+                             capabilities: {offered})"
+                        ))
+                    } else {
+                        ImapError::NoStartTls {
+                            address: address.clone(),
+                            offered,
+                        }
+                    });
+                }
                 timed(client.run_command_and_check_ok("STARTTLS", None))
                     .await
                     .map_err(&tls_err)?
@@ -368,11 +425,11 @@ impl ImapMailbox {
                         "STARTTLS on a connection that is already TLS".into(),
                     ));
                 };
-                let tls = tls_connect(&url.host, tcp).await.map_err(tls_err)?;
+                let tls = tls_connect(&url.host, tcp, extra_roots)
+                    .await
+                    .map_err(tls_err)?;
                 // No greeting after STARTTLS (RFC 3501, 6.2.1).
                 Client::new(Transport::Tls(Box::new(tls)))
-            } else {
-                client
             }
         };
 
@@ -735,15 +792,78 @@ async fn read_greeting(client: &mut Client<Transport>) -> Result<(), String> {
     }
 }
 
+/// The capability names the server announces before login (`CAPABILITY`), upper-cased.
+async fn capabilities_before_login(client: &mut Client<Transport>) -> Result<Vec<String>, String> {
+    use async_imap::imap_proto::Capability;
+    use tokio::io::AsyncWriteExt as _;
+    // async-imap has no public way to send a tagged command before login and read its untagged
+    // answers, so the command is written on the stream directly, with a tag of its own.
+    const TAG: &str = "notify-capability";
+    let stream = client.get_mut();
+    timed(async {
+        stream
+            .write_all(format!("{TAG} CAPABILITY\r\n").as_bytes())
+            .await?;
+        stream.flush().await
+    })
+    .await?
+    .map_err(|e| format!("CAPABILITY: {e}"))?;
+    let mut names = Vec::new();
+    loop {
+        let response = timed(client.read_response())
+            .await?
+            .map_err(|e| format!("CAPABILITY: {e}"))?
+            .ok_or_else(|| "the server closed the connection at CAPABILITY".to_string())?;
+        match response.parsed() {
+            Response::Capabilities(caps) => {
+                for c in caps {
+                    names.push(match c {
+                        Capability::Imap4rev1 => "IMAP4REV1".to_string(),
+                        Capability::Auth(m) => format!("AUTH={}", m.to_ascii_uppercase()),
+                        Capability::Atom(a) => a.to_ascii_uppercase(),
+                    });
+                }
+            }
+            Response::Done { tag, status, .. } if tag.0 == TAG => {
+                return match status {
+                    Status::Ok => Ok(names),
+                    other => Err(format!("the server answered CAPABILITY with {other:?}")),
+                };
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Say once, on stderr, that LOGIN goes in clear because `?tls=none` says so.
+fn warn_cleartext_login(url: &ImapUrl) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::warn!(
+            "logging in to the IMAP server at {} without TLS, as ?tls=none asks: the password \
+             goes in clear",
+            url.address()
+        )
+    });
+}
+
 async fn tls_connect(
     host: &str,
     tcp: TcpStream,
+    extra_roots: Option<&[u8]>,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
     let name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| format!("`{host}` cannot be checked against a certificate: {e}"))?;
-    let roots = rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    for cert in CertificateDer::pem_slice_iter(extra_roots.unwrap_or_default()) {
+        let cert = cert.map_err(|e| format!("a trusted certificate is not PEM: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("a trusted certificate cannot be used: {e}"))?;
+    }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -758,7 +878,7 @@ async fn tls_connect(
             if text.contains("InvalidContentType") {
                 format!(
                     "{text} (the server did not answer in TLS: for a plain-text port use \
-                     imap://…?tls=starttls, or the imaps port, usually 993)"
+                     imap:// (STARTTLS), or the imaps port, usually 993)"
                 )
             } else {
                 text
@@ -973,14 +1093,14 @@ mod tests {
     fn parses_urls_with_defaults() {
         let u = ImapUrl::parse("imaps://bounces@mail.example.org/INBOX").expect("valid");
         assert_eq!(
-            (u.host.as_str(), u.port, u.tls, u.starttls),
-            ("mail.example.org", 993, true, false)
+            (u.host.as_str(), u.port, u.tls),
+            ("mail.example.org", 993, ImapTls::Implicit)
         );
         assert_eq!((u.user.as_str(), u.mailbox.as_str()), ("bounces", "INBOX"));
         assert_eq!(u.to_string(), "imaps://bounces@mail.example.org:993/INBOX");
 
         let u = ImapUrl::parse("imap://b%40example.org@127.0.0.1:1143").expect("valid");
-        assert_eq!((u.port, u.tls), (1143, false));
+        assert_eq!((u.port, u.tls), (1143, ImapTls::Auto));
         assert_eq!(
             (u.user.as_str(), u.mailbox.as_str()),
             ("b@example.org", "INBOX")
@@ -988,12 +1108,16 @@ mod tests {
         assert_eq!(u.to_string(), "imap://b%40example.org@127.0.0.1:1143/INBOX");
 
         let u = ImapUrl::parse("imap://x@h/Bounces/Old%20ones?tls=starttls").expect("valid");
-        assert_eq!((u.port, u.tls, u.starttls), (143, true, true));
+        assert_eq!((u.port, u.tls), (143, ImapTls::StartTls));
         assert_eq!(u.mailbox, "Bounces/Old ones");
         assert_eq!(
             u.to_string(),
             "imap://x@h:143/Bounces/Old%20ones?tls=starttls"
         );
+
+        let u = ImapUrl::parse("imap://x@h/INBOX?tls=none").expect("valid");
+        assert_eq!((u.port, u.tls), (143, ImapTls::None));
+        assert_eq!(u.to_string(), "imap://x@h:143/INBOX?tls=none");
 
         let u = ImapUrl::parse("imaps://x@[::1]:9993/").expect("valid");
         assert_eq!((u.host.as_str(), u.port), ("::1", 9993));
@@ -1011,6 +1135,7 @@ mod tests {
         assert!(err("imaps://u@h:99999/INBOX").contains("not a port number"));
         assert!(err("imaps://u@h:0/INBOX").contains("not a port number"));
         assert!(err("imaps://u@h/INBOX?tls=starttls").contains("goes with imap://"));
+        assert!(err("imaps://u@h/INBOX?tls=none").contains("goes with imap://"));
         assert!(err("imap://u@h/INBOX?foo=1").contains("unknown IMAP URL parameter"));
         let e = err("imaps://u:hunter2secret@h/INBOX");
         assert!(e.contains("NOTIFY_IMAP_PASSWORD") && !e.contains("hunter2secret"));

@@ -3,6 +3,11 @@
 //! [`Dovecot::start`] writes a self-contained configuration into a temporary directory (no
 //! `/etc/dovecot` involved): IMAP only, plain text on `127.0.0.1:<free port>`, no TLS, one
 //! `passwd-file` user whose Maildir lives in the same directory, logs in `dovecot.log` there.
+//! [`Dovecot::start_starttls`] is the same server with STARTTLS under a given certificate and
+//! TLS required before any login (`ssl = required`, `disable_plaintext_auth = yes`: LOGIN in
+//! clear is refused, and the log marks each login made over TLS with `TLS`). It listens on
+//! `127.0.0.2`, so that clients (whose loopback source address is 127.0.0.1) are not taken for
+//! the server itself, which Dovecot would count as a secure connection and let log in in clear.
 //! Messages given to `start` are put in the user's `Maildir/new` before the server starts.
 //! Dropping the value stops the server (SIGTERM, then SIGKILL) and removes the directory.
 //!
@@ -28,12 +33,16 @@ const IMAP_BINARY: &str = "/usr/lib/dovecot/imap";
 pub struct Dovecot {
     child: Option<Child>,
     dir: tempfile::TempDir,
-    /// The IMAP port on 127.0.0.1.
+    /// The address Dovecot listens on (127.0.0.1; 127.0.0.2 with STARTTLS).
+    pub host: &'static str,
+    /// The IMAP port on `host`.
     pub port: u16,
     /// The one user's login name.
     pub user: String,
     /// The one user's password.
     pub password: String,
+    /// STARTTLS is offered (and required before login).
+    pub starttls: bool,
 }
 
 impl Dovecot {
@@ -43,6 +52,18 @@ impl Dovecot {
         Dovecot::start_with(user, password, messages, "")
     }
 
+    /// [`Dovecot::start`] offering STARTTLS under this certificate chain and key (PEM), with
+    /// TLS required before any login.
+    pub fn start_starttls(
+        user: &str,
+        password: &str,
+        messages: &[(&str, &[u8])],
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Dovecot {
+        Dovecot::launch(user, password, messages, "", Some((cert_pem, key_pem)))
+    }
+
     /// [`Dovecot::start`] with `extra` appended to the configuration (e.g.
     /// `imap_capability = IMAP4rev1 ...` to hide MOVE).
     pub fn start_with(
@@ -50,6 +71,16 @@ impl Dovecot {
         password: &str,
         messages: &[(&str, &[u8])],
         extra: &str,
+    ) -> Dovecot {
+        Dovecot::launch(user, password, messages, extra, None)
+    }
+
+    fn launch(
+        user: &str,
+        password: &str,
+        messages: &[(&str, &[u8])],
+        extra: &str,
+        tls: Option<(&str, &str)>,
     ) -> Dovecot {
         for needed in [DOVECOT, IMAP_BINARY] {
             assert!(
@@ -82,14 +113,36 @@ impl Dovecot {
         )
         .expect("write the passwd-file");
         ids.hand_over(dir.path(), &home);
+        let host = if tls.is_some() {
+            "127.0.0.2"
+        } else {
+            "127.0.0.1"
+        };
+        let tls_settings = match tls {
+            None => "ssl = no\ndisable_plaintext_auth = no\n".to_string(),
+            Some((cert, key)) => {
+                let (cert_path, key_path) =
+                    (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+                fs::write(&cert_path, cert).expect("write the certificate");
+                fs::write(&key_path, key).expect("write the key");
+                format!(
+                    "ssl = required\ndisable_plaintext_auth = yes\nssl_cert = <{}\nssl_key = <{}\n",
+                    cert_path.display(),
+                    key_path.display()
+                )
+            }
+        };
 
         let mut last_failure = String::new();
         // A free port can be taken between choosing and binding it: try a few.
         for _ in 0..3 {
-            let port = free_port();
+            let port = free_port(host);
             let conf = dir.path().join("dovecot.conf");
-            fs::write(&conf, config(dir.path(), port, &ids) + extra + "\n")
-                .expect("write dovecot.conf");
+            fs::write(
+                &conf,
+                config(dir.path(), host, port, &ids) + &tls_settings + extra + "\n",
+            )
+            .expect("write dovecot.conf");
             let stderr = fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
             let mut child = Command::new(DOVECOT)
                 .arg("-F")
@@ -100,14 +153,16 @@ impl Dovecot {
                 .stderr(stderr)
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot run {DOVECOT}: {e}"));
-            match wait_ready(&mut child, port, Duration::from_secs(20)) {
+            match wait_ready(&mut child, host, port, Duration::from_secs(20)) {
                 Ok(()) => {
                     return Dovecot {
                         child: Some(child),
                         dir,
+                        host,
                         port,
                         user: user.to_string(),
                         password: password.to_string(),
+                        starttls: tls.is_some(),
                     }
                 }
                 Err(why) => {
@@ -119,9 +174,20 @@ impl Dovecot {
         panic!("Dovecot did not start:\n{last_failure}");
     }
 
-    /// `imap://user@127.0.0.1:port/mailbox`.
+    /// The URL notify is given: `imap://user@127.0.0.1:port/mailbox`, which upgrades with
+    /// STARTTLS, when the server offers it; otherwise the same with `?tls=none`, since without
+    /// TLS that is the only way notify sends the password.
     pub fn url(&self, mailbox: &str) -> String {
-        format!("imap://{}@127.0.0.1:{}/{mailbox}", self.user, self.port)
+        if self.starttls {
+            self.bare_url(mailbox)
+        } else {
+            format!("{}?tls=none", self.bare_url(mailbox))
+        }
+    }
+
+    /// `imap://user@127.0.0.1:port/mailbox`, without parameters.
+    pub fn bare_url(&self, mailbox: &str) -> String {
+        format!("imap://{}@{}:{}/{mailbox}", self.user, self.host, self.port)
     }
 
     /// The user's Maildir.
@@ -236,13 +302,13 @@ fn logs(dir: &Path) -> String {
 }
 
 /// Wait until Dovecot greets on `port`, or say why not.
-fn wait_ready(child: &mut Child, port: u16, within: Duration) -> Result<(), String> {
+fn wait_ready(child: &mut Child, host: &str, port: u16, within: Duration) -> Result<(), String> {
     let deadline = Instant::now() + within;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("dovecot exited early with {status}"));
         }
-        if let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) {
+        if let Ok(stream) = TcpStream::connect((host, port)) {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
             let mut line = String::new();
             if BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("* OK") {
@@ -251,7 +317,7 @@ fn wait_ready(child: &mut Child, port: u16, within: Duration) -> Result<(), Stri
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "dovecot did not greet on 127.0.0.1:{port} within {within:?}"
+                "dovecot did not greet on {host}:{port} within {within:?}"
             ));
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -296,8 +362,8 @@ fn parse_id(s: &str) -> u32 {
         .unwrap_or_else(|_| panic!("`id` printed `{s}`, not a number"))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
+fn free_port(host: &str) -> u16 {
+    TcpListener::bind((host, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("find a free port")
@@ -305,19 +371,17 @@ fn free_port() -> u16 {
 
 /// Dovecot 2.3 settings (2.4 renamed several: `disable_plaintext_auth` became
 /// `auth_allow_cleartext`, `mail_location` became `mail_driver`/`mail_path`).
-fn config(dir: &Path, port: u16, ids: &Ids) -> String {
+fn config(dir: &Path, host: &str, port: u16, ids: &Ids) -> String {
     let d = dir.display();
     format!(
         r#"# Written by tests/support/dovecot.rs
 protocols = imap
-listen = 127.0.0.1
+listen = {host}
 base_dir = {d}/run
 state_dir = {d}/state
 log_path = {d}/dovecot.log
 info_log_path = {d}/dovecot.log
 auth_verbose = yes
-ssl = no
-disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_internal_user = {internal_user}
 default_internal_group = {internal_group}
@@ -340,7 +404,7 @@ userdb {{
 service imap-login {{
   chroot =
   inet_listener imap {{
-    address = 127.0.0.1
+    address = {host}
     port = {port}
   }}
   inet_listener imaps {{
