@@ -191,13 +191,14 @@ pub fn refusals(markdown: &str, policy: &Policy, skip: impl Fn(&str) -> bool) ->
 }
 
 /// The events with every link and image `policy` refuses taken out, their text left in place:
-/// a refused link shows as its text, a refused image as its alt text.
-fn guard<'a>(events: Vec<Event<'a>>, policy: &Policy) -> Vec<Event<'a>> {
+/// a refused link shows as its text, a refused image as its alt text. Also how many were.
+fn guard<'a>(events: Vec<Event<'a>>, policy: &Policy) -> (Vec<Event<'a>>, usize) {
     // Links do not nest in links nor images in images' URLs, but an image may sit in a link's
     // text and an image in another's alt text: one stack per kind keeps each end with its start.
     let mut links: Vec<bool> = Vec::new();
     let mut images: Vec<bool> = Vec::new();
-    events
+    let mut refused = 0;
+    let kept = events
         .into_iter()
         .filter(|event| match event {
             Event::Start(Tag::Link {
@@ -207,24 +208,27 @@ fn guard<'a>(events: Vec<Event<'a>>, policy: &Policy) -> Vec<Event<'a>> {
             }) => {
                 let keep = policy.allows_link(*link_type, dest_url);
                 links.push(keep);
+                refused += usize::from(!keep);
                 keep
             }
             Event::End(TagEnd::Link) => links.pop().unwrap_or(true),
             Event::Start(Tag::Image { dest_url, .. }) => {
                 let keep = policy.allows_image(dest_url);
                 images.push(keep);
+                refused += usize::from(!keep);
                 keep
             }
             Event::End(TagEnd::Image) => images.pop().unwrap_or(true),
             _ => true,
         })
-        .collect()
+        .collect();
+    (kept, refused)
 }
 
 /// Markdown to an HTML fragment. Raw HTML blocks and inline HTML are turned into text; links
 /// and images `policy` refuses into their text.
 pub fn to_html(markdown: &str, policy: &Policy) -> String {
-    let events = guard(Parser::new_ext(markdown, options()).collect(), policy);
+    let (events, _) = guard(Parser::new_ext(markdown, options()).collect(), policy);
     html_from(markdown.len(), events.into_iter())
 }
 
@@ -242,7 +246,8 @@ fn html_from<'a>(size: usize, events: impl Iterator<Item = Event<'a>>) -> String
 /// bullets, links as `text <url>`, tables as aligned-free rows separated by `|`. Links and images
 /// `policy` refuses are their text alone.
 pub fn to_text(markdown: &str, policy: &Policy) -> String {
-    text_from(guard(Parser::new_ext(markdown, options()).collect(), policy).into_iter())
+    let (events, _) = guard(Parser::new_ext(markdown, options()).collect(), policy);
+    text_from(events.into_iter())
 }
 
 fn text_from<'a>(events: impl Iterator<Item = Event<'a>>) -> String {
@@ -255,9 +260,27 @@ fn text_from<'a>(events: impl Iterator<Item = Event<'a>>) -> String {
 
 /// Both parts from one parse: `(to_text(markdown, policy), to_html(markdown, policy))`.
 pub fn to_text_and_html(markdown: &str, policy: &Policy) -> (String, String) {
-    let events = guard(Parser::new_ext(markdown, options()).collect(), policy);
+    let parts = to_parts(markdown, policy);
+    (parts.text, parts.html)
+}
+
+/// Both parts of a message, and how many links and images were rendered as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parts {
+    pub text: String,
+    pub html: String,
+    pub refused: usize,
+}
+
+/// Both parts from one parse, counting what `policy` refused.
+pub fn to_parts(markdown: &str, policy: &Policy) -> Parts {
+    let (events, refused) = guard(Parser::new_ext(markdown, options()).collect(), policy);
     let text = text_from(events.iter().cloned());
-    (text, html_from(markdown.len(), events.into_iter()))
+    Parts {
+        text,
+        html: html_from(markdown.len(), events.into_iter()),
+        refused,
+    }
 }
 
 #[derive(Default)]
@@ -665,7 +688,11 @@ mod tests {
             let (text, html) = to_text_and_html(md, &none());
             // The only links left are the renderer's own footnote anchors.
             let links = html.matches("<a href=\"").count();
-            assert_eq!(links, html.matches("<a href=\"#").count(), "{md:?} gave {html}");
+            assert_eq!(
+                links,
+                html.matches("<a href=\"#").count(),
+                "{md:?} gave {html}"
+            );
             for scheme in ["javascript:", "vbscript:", "data:", "file:", "ms-msdt:"] {
                 assert!(
                     !text.to_ascii_lowercase().contains(&format!("<{scheme}")),

@@ -11,8 +11,12 @@
 //! Link rule (see [`markdown::Policy`]): a link is clickable only for `http:`, `https:` and
 //! `mailto:`; an image shows only from a URL prefix listed in the notice template's front matter
 //! (`images: https://moped.austinmobility.io/`, none by default). A template whose own Markdown
-//! breaks the rule is refused at load with its file and line; whatever a rendered value brings
-//! in is rendered as its text (a link's text, an image's alt text).
+//! breaks the rule is refused at load with its file and line. Trusted Markdown inserted with
+//! `| safe` (the notes) that breaks it stops the render, naming the template line that inserts it
+//! and the link or image (the notes' links were already refused when they were loaded; this is
+//! where a remote image the template does not list is caught, the same for every recipient, so
+//! the check before sending catches it). Whatever any other value brings in is rendered as its
+//! text (a link's text, an image's alt text).
 
 pub mod front_matter;
 pub mod inline;
@@ -57,6 +61,8 @@ pub struct Templates {
     layout: Tera,
     inliner: inline::Inliner,
     policy: markdown::Policy,
+    /// Variables the body inserts as trusted Markdown (`{{ notes | safe }}`), with the body line.
+    safe: Vec<(String, usize)>,
     body: Source,
     subject: Source,
     layout_src: Source,
@@ -151,11 +157,13 @@ impl Templates {
             .add_raw_template(LAYOUT, &layout_src.text)
             .map_err(|e| tera_error(&layout_src, &e))?;
         let inliner = inline::Inliner::new();
+        let safe = safe_variables(&body.text);
         Ok(Templates {
             notice,
             layout,
             inliner,
             policy,
+            safe,
             body,
             subject,
             layout_src,
@@ -175,6 +183,30 @@ impl Templates {
     /// The Tera instance holding the layout.
     pub(crate) fn layout_tera(&self) -> &Tera {
         &self.layout
+    }
+
+    /// A value inserted with `| safe` that holds a link or an image the policy refuses is an
+    /// error, not text: it is trusted Markdown the admin wrote, the same for every recipient.
+    fn check_safe_values(&self, ctx: &tera::Context) -> Result<(), TemplateError> {
+        for (name, line) in &self.safe {
+            let Some(value) = ctx.get(name).and_then(|v| v.as_str()) else {
+                continue;
+            };
+            if let Some(r) = markdown::refusals(value, &self.policy, |_| false)
+                .into_iter()
+                .next()
+            {
+                return Err(TemplateError {
+                    path: self.body.path.clone(),
+                    line: Some(line + self.body.line_offset),
+                    message: format!(
+                        "`{name}`, inserted here, has at its line {}: {}",
+                        r.line, r.message
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The body's Markdown for `ctx`, before it becomes text and HTML.
@@ -213,7 +245,11 @@ impl Templates {
             .notice
             .render(BODY, ctx)
             .map_err(|e| tera_error(&self.body, &e))?;
-        let (text, body_html) = markdown::to_text_and_html(&body_md, &self.policy);
+        let parts = markdown::to_parts(&body_md, &self.policy);
+        if parts.refused > 0 {
+            self.check_safe_values(ctx)?;
+        }
+        let (text, body_html) = (parts.text, parts.html);
         let mut layout_ctx = ctx.clone();
         layout_ctx.insert("subject", &subject);
         layout_ctx.insert("body", &body_html);
@@ -251,6 +287,33 @@ fn check_links(
         }),
         None => Ok(()),
     }
+}
+
+/// The variables a template body prints as `{{ name | safe }}`, with the 1-based line of the
+/// first such use.
+fn safe_variables(body: &str) -> Vec<(String, usize)> {
+    let mut found: Vec<(String, usize)> = Vec::new();
+    for (i, line) in body.lines().enumerate() {
+        let mut rest = line;
+        while let Some(open) = rest.find("{{") {
+            let after = &rest[open + 2..];
+            let Some(close) = after.find("}}") else {
+                break;
+            };
+            let inner = after[..close].trim_matches(|c: char| c == '-' || c.is_whitespace());
+            let mut filters = inner.split('|').map(str::trim);
+            let name = filters.next().unwrap_or_default();
+            let is_name = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '.');
+            if is_name && filters.any(|f| f == "safe") && !found.iter().any(|(n, _)| n == name) {
+                found.push((name.to_string(), i + 1));
+            }
+            rest = &after[close + 2..];
+        }
+    }
+    found
 }
 
 /// Collapse a rendered subject to one line without control characters.
@@ -390,5 +453,56 @@ mod tests {
         let e = templates("ok\n{% if %}\n").err().unwrap();
         assert_eq!(e.line, Some(5), "{e}");
         assert!(e.to_string().starts_with("templates/x.md:5:"), "{e}");
+    }
+
+    #[test]
+    fn safe_variables_are_found_with_their_line() {
+        assert_eq!(
+            safe_variables("Hi {{ first_name }}\n\n{{ notes | safe }} {{notes|safe}}\n{{- extra | trim | safe -}}\n"),
+            [("notes".to_string(), 3), ("extra".to_string(), 4)]
+        );
+    }
+
+    #[test]
+    fn a_refused_image_in_trusted_markdown_stops_the_render_and_elsewhere_is_alt_text() {
+        let t = templates("Hi {{ first_name }}\n\n{{ notes | safe }}\n\n![logo]({{ logo }})\n")
+            .unwrap();
+        let mut c = ctx();
+        c.insert("logo", "https://tracker.example/logo.png");
+        c.insert(
+            "notes",
+            "* fixed\n* ![pixel](https://tracker.example/p.gif)\n",
+        );
+        let e = t.render(&c).unwrap_err();
+        assert_eq!(e.line, Some(6), "{e}");
+        let shown = e.to_string();
+        assert!(
+            shown.contains("`notes`")
+                && shown.contains("line 2")
+                && shown.contains("https://tracker.example/p.gif"),
+            "{shown}"
+        );
+        // The same image from an escaped value's destination is its alt text.
+        c.insert(
+            "notes",
+            "* fixed [PR](https://github.com/cityofaustin/atd-moped/pull/1)\n",
+        );
+        let r = t.render(&c).unwrap();
+        assert!(
+            !r.html.contains("tracker.example") && !r.text.contains("tracker.example"),
+            "{}",
+            r.html
+        );
+        assert!(
+            r.html.contains(">logo<") || r.html.contains(">logo\n"),
+            "{}",
+            r.html
+        );
+        assert!(
+            r.html
+                .contains("href=\"https://github.com/cityofaustin/atd-moped/pull/1\""),
+            "{}",
+            r.html
+        );
     }
 }

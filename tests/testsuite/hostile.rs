@@ -104,25 +104,59 @@ async fn links_and_images_in_a_delivered_notice(b: Backend) {
     )
     .await;
     let sink = SmtpSink::start();
-    let p = notes(
-        &env,
-        "v3.98.0.md",
-        concat!(
-            "## What’s changed\n\n",
-            "* New map ([#1916](https://github.com/cityofaustin/atd-moped/pull/1916))\n",
-            "* Questions: [the team](mailto:moped@austintexas.gov) or <transportation.data@austintexas.gov>\n",
-            "* ![tracking pixel](https://tracker.example/pixel.gif?u=1)\n",
-            "* ![new map](https://moped.austinmobility.io/img/map.png)\n",
-            "* <a href=\"javascript:alert(1)\">raw HTML</a>\n",
-        ),
+    let body = concat!(
+        "## What’s changed\n\n",
+        "* New map ([#1916](https://github.com/cityofaustin/atd-moped/pull/1916))\n",
+        "* Questions: [the team](mailto:moped@austintexas.gov) or <transportation.data@austintexas.gov>\n",
+        "* ![new map](https://moped.austinmobility.io/img/map.png)\n",
+        "* <a href=\"javascript:alert(1)\">raw HTML</a>\n",
     );
+    let pixel = "* ![tracking pixel](https://tracker.example/pixel.gif?u=1)\n";
+    let p = notes(&env, "v3.98.0.md", &format!("{body}{pixel}"));
     let args = ["release-notes", "v3.98.0", "--notes", p.to_str().unwrap()];
+
+    // The shipped templates allow no image: the notes are refused before anything is sent,
+    // naming the template line that inserts them and the image.
     let run = env.send_json(&args, &sink.url()).await;
-    run.ok();
+    run.code(2);
+    for says in [
+        "release-notes.md:8: `notes`",
+        "line 5: image `https://moped.austinmobility.io/img/map.png`",
+        "this template allows no images",
+    ] {
+        assert!(run.stderr.contains(says), "{says}: {}", run.stderr);
+    }
+    // A template that lists the app's images still refuses the pixel.
+    let dir = templates(&env, "release-notes.md", |t| {
+        t.replacen(
+            "---\n",
+            "---\nimages: https://moped.austinmobility.io/img/\n",
+            1,
+        )
+    });
+    env.env("NOTIFY_TEMPLATES", dir.to_str().unwrap());
+    let run = env.send_json(&args, &sink.url()).await;
+    run.code(2);
+    for says in [
+        "release-notes.md:9: `notes`",
+        "line 7: image `https://tracker.example/pixel.gif?u=1`",
+        "only from https://moped.austinmobility.io/img/",
+    ] {
+        assert!(run.stderr.contains(says), "{says}: {}", run.stderr);
+    }
+    assert!(sink.messages().is_empty());
+    no_campaign(&env, "release-notes/v3.98.0").await;
+
+    // Without the pixel the notice goes, with its image and its links.
+    std::fs::write(
+        &p,
+        format!("---\nname: Hays\ndate: 2026-12-03\n---\n{body}"),
+    )
+    .unwrap();
+    env.send_json(&args, &sink.url()).await.ok();
     let sent = sink.messages();
     assert_eq!(sent.len(), 1);
     let m = mime::check(&sent[0].raw);
-    // Allowed links stay links, in both parts.
     for href in [
         "href=\"https://github.com/cityofaustin/atd-moped/pull/1916\"",
         "href=\"mailto:moped@austintexas.gov\"",
@@ -141,65 +175,55 @@ async fn links_and_images_in_a_delivered_notice(b: Backend) {
         "{}",
         m.text
     );
-    // The shipped templates allow no image: each is its alt text, its URL nowhere.
-    for part in [&m.html, &m.text] {
-        assert!(!part.contains("<img"), "{part}");
-        assert!(!part.contains("tracker.example"), "{part}");
-        assert!(!part.contains("img/map.png"), "{part}");
-        assert!(
-            part.contains("tracking pixel") && part.contains("new map"),
-            "{part}"
-        );
-    }
-    // Raw HTML is text.
-    assert!(!m.html.contains("<a href=\"javascript"), "{}", m.html);
-    assert!(m.html.contains("&lt;a href="), "{}", m.html);
-
-    // A template that lists the app's images shows that one and still not the pixel.
-    let dir = templates(&env, "release-notes.md", |t| {
-        t.replacen(
-            "---\n",
-            "---\nimages: https://moped.austinmobility.io/img/\n",
-            1,
-        )
-    });
-    env.env("NOTIFY_TEMPLATES", dir.to_str().unwrap());
-    let run = env
-        .send_json(
-            &[
-                &args[..],
-                &["--campaign", "release-notes/v3.98.0-images"][..],
-            ]
-            .concat(),
-            &sink.url(),
-        )
-        .await;
-    run.ok();
-    let sent = sink.messages();
-    assert_eq!(sent.len(), 2);
-    // smtp-sink names its files by the second: find the second notice by its key.
-    let second = sent
-        .iter()
-        .find(|d| {
-            String::from_utf8_lossy(&d.raw).contains("X-Moped-Notice: release-notes/v3.98.0-images")
-        })
-        .expect("the second notice");
-    let m = mime::check(&second.raw);
     assert!(
         m.html
             .contains("<img src=\"https://moped.austinmobility.io/img/map.png\" alt=\"new map\""),
         "{}",
         m.html
     );
-    assert!(!m.html.contains("tracker.example"), "{}", m.html);
     assert!(
         m.text
             .contains("new map <https://moped.austinmobility.io/img/map.png>"),
         "{}",
         m.text
     );
+    // Raw HTML is text.
+    assert!(!m.html.contains("<a href=\"javascript"), "{}", m.html);
+    assert!(m.html.contains("&lt;a href="), "{}", m.html);
     env.cleanup().await;
 }
+
+/// An image from a value that is not trusted Markdown: its alt text, whatever the notice.
+async fn an_image_a_value_brings_in_is_its_alt_text(b: Backend) {
+    let mut env = Env::with_contacts(
+        b,
+        &format!("{HEADER}1,Ann,Lee,ann.lee@austintexas.gov,,,[],true,false,true,,,\n"),
+    )
+    .await;
+    let sink = SmtpSink::start();
+    let dir = templates(&env, "maintenance-end.md", |t| {
+        t.replacen(
+            "{{ team_name }}",
+            "![Moped logo]({{ app_url }}/logo.png) {{ team_name }}",
+            1,
+        )
+    });
+    env.env("NOTIFY_TEMPLATES", dir.to_str().unwrap());
+    env.send_json(&["maintenance-end"], &sink.url()).await.ok();
+    let sent = sink.messages();
+    assert_eq!(sent.len(), 1);
+    let m = mime::check(&sent[0].raw);
+    for part in [&m.html, &m.text] {
+        assert!(
+            !part.contains("<img") && !part.contains("logo.png"),
+            "{part}"
+        );
+        assert!(part.contains("Moped logo"), "{part}");
+    }
+    env.cleanup().await;
+}
+both!(an_image_a_value_brings_in_is_its_alt_text);
+
 both!(links_and_images_in_a_delivered_notice);
 
 /// A change made to a template file.
