@@ -733,3 +733,158 @@ async fn pipelining_rule_offers_it_and_answers_a_group_in_order() {
     assert_eq!(server.received().len(), 1);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn auth_and_smtputf8_rules_offer_check_and_log() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let server = SmtpServer::start(vec![
+        Rule::Auth {
+            user: "moped".into(),
+            password: "s3cret".into(),
+        },
+        Rule::SmtpUtf8,
+    ])
+    .await;
+    let (mut c, _) = Client::connect(server.port()).await;
+    assert_eq!(
+        c.cmd("EHLO me").await,
+        "250-test.local\n250-8BITMIME\n250-AUTH PLAIN LOGIN\n250-SMTPUTF8\n250 SIZE 52428800"
+    );
+    // No MAIL before a login; a wrong password, then AUTH LOGIN with the right one.
+    assert_eq!(code(&c.cmd("MAIL FROM:<s@example.org>").await), "530");
+    let wrong = b64("\0moped\0nope");
+    assert_eq!(code(&c.cmd(&format!("AUTH PLAIN {wrong}")).await), "535");
+    assert_eq!(c.cmd("AUTH LOGIN").await, "334 VXNlcm5hbWU6");
+    assert_eq!(c.cmd(&b64("moped")).await, "334 UGFzc3dvcmQ6");
+    assert_eq!(code(&c.cmd(&b64("s3cret")).await), "235");
+    // An address that is not ASCII needs the SMTPUTF8 parameter.
+    assert_eq!(code(&c.cmd("MAIL FROM:<sé@example.org>").await), "553");
+    assert_eq!(code(&c.cmd("MAIL FROM:<s@example.org>").await), "250");
+    assert_eq!(code(&c.cmd("RCPT TO:<zoë@example.org>").await), "553");
+    assert_eq!(code(&c.cmd("RSET").await), "250");
+    assert_eq!(
+        code(&c.cmd("MAIL FROM:<s@example.org> SMTPUTF8").await),
+        "250"
+    );
+    assert_eq!(code(&c.cmd("RCPT TO:<zoë@example.org>").await), "250");
+    assert_eq!(code(&c.cmd("DATA").await), "354");
+    c.send_raw("To: <zoë@example.org>\r\n\r\nhi\r\n.\r\n".as_bytes())
+        .await;
+    assert_eq!(code(&c.reply().await), "250");
+    assert_eq!(c.cmd("QUIT").await, "221 2.0.0 Bye");
+    let got = server.received();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].smtputf8);
+    assert_eq!(got[0].rcpt_to, ["zoë@example.org"]);
+
+    // The log: every command line, in order, on connection 1, in clear; not the message.
+    let log = server.log();
+    assert!(log.iter().all(|s| s.connection == 1 && !s.tls));
+    let lines: Vec<&str> = log.iter().map(|s| s.line.as_str()).collect();
+    assert_eq!(
+        lines[..4],
+        [
+            "EHLO me",
+            "MAIL FROM:<s@example.org>",
+            &format!("AUTH PLAIN {wrong}"),
+            "AUTH LOGIN"
+        ]
+    );
+    assert_eq!(lines[4], b64("moped"));
+    assert!(!lines.contains(&"hi"));
+    assert_eq!(lines.last(), Some(&"QUIT"));
+
+    // A server without the rule refuses the parameter and such addresses.
+    let plain = SmtpServer::start(vec![]).await;
+    let (mut c, _) = Client::connect(plain.port()).await;
+    c.cmd("EHLO me").await;
+    assert_eq!(
+        code(&c.cmd("MAIL FROM:<s@example.org> SMTPUTF8").await),
+        "555"
+    );
+    assert_eq!(code(&c.cmd("MAIL FROM:<s@example.org>").await), "250");
+    assert_eq!(code(&c.cmd("RCPT TO:<zoë@example.org>").await), "553");
+}
+
+/// `Rule::StartTls` with notify's own client: STARTTLS is offered in clear only, the session
+/// starts anew over TLS (EHLO again), and the log marks what was read over TLS.
+#[tokio::test]
+async fn starttls_rule_upgrades_and_the_log_tells_tls_from_clear() {
+    use notify::mail::smtp::{Connection, Stream};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert_pem = cert.cert.pem();
+    let server = SmtpServer::start(vec![
+        Rule::Pipelining,
+        Rule::StartTls {
+            cert_pem: cert_pem.clone(),
+            key_pem: cert.key_pair.serialize_pem(),
+        },
+        Rule::Auth {
+            user: "moped".into(),
+            password: "s3cret".into(),
+        },
+    ])
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(cert_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+
+    let tcp = TcpStream::connect(("127.0.0.1", server.port()))
+        .await
+        .unwrap();
+    let c = Connection::greet(Stream::Plain(tcp), "me.example", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(c.offers("STARTTLS") && c.offers("AUTH"));
+    let name = ServerName::try_from("127.0.0.1".to_string()).unwrap();
+    let mut c = c.starttls(&connector, name).await.unwrap();
+    assert!(c.is_tls() && !c.offers("STARTTLS") && c.offers("PIPELINING"));
+    c.login("moped", "s3cret").await.unwrap();
+    c.begin(
+        "s@example.org",
+        "r@example.org",
+        b"Subject: x\r\n\r\nover TLS\r\n",
+    )
+    .await
+    .unwrap();
+    c.finish().await.unwrap();
+    c.quit().await;
+
+    let got = server.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].rcpt_to, ["r@example.org"]);
+    let log: Vec<(bool, String)> = server
+        .log()
+        .into_iter()
+        .map(|s| (s.tls, s.line.split(' ').next().unwrap_or("").to_string()))
+        .collect();
+    let expect = [
+        (false, "EHLO"),
+        (false, "STARTTLS"),
+        (true, "EHLO"),
+        (true, "AUTH"),
+        (true, "MAIL"),
+        (true, "RCPT"),
+        (true, "DATA"),
+        (true, "QUIT"),
+    ];
+    assert_eq!(
+        log,
+        expect
+            .iter()
+            .map(|(t, l)| (*t, l.to_string()))
+            .collect::<Vec<_>>()
+    );
+}

@@ -716,6 +716,255 @@ mod tests {
         (port, task)
     }
 
+    trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+    impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+    /// [`scripted`] that also speaks STARTTLS: after writing the reply to a `STARTTLS` step
+    /// it does the TLS handshake under a certificate for 127.0.0.1, whose PEM is returned.
+    /// Lines read after the upgrade are returned prefixed with `tls: `.
+    async fn scripted_starttls(
+        script: Vec<(&'static str, &'static str)>,
+    ) -> (u16, String, tokio::task::JoinHandle<Vec<String>>) {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let cert_pem = cert.cert.pem();
+        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(cert.key_pair.serialize_pem().as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            let mut sock: BufReader<Box<dyn Io>> = BufReader::new(Box::new(sock));
+            sock.get_mut()
+                .write_all(b"220 fake ESMTP\r\n")
+                .await
+                .unwrap();
+            let mut seen = Vec::new();
+            let mut tls = false;
+            for (expect, reply) in script {
+                loop {
+                    let mut line = String::new();
+                    if sock.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return seen;
+                    }
+                    let line = line.trim_end_matches(['\r', '\n']).to_string();
+                    let done = line.starts_with(expect);
+                    seen.push(if tls { format!("tls: {line}") } else { line });
+                    if done {
+                        break;
+                    }
+                }
+                if !reply.is_empty() {
+                    sock.get_mut().write_all(reply.as_bytes()).await.unwrap();
+                }
+                if expect == "STARTTLS" && reply.starts_with("220") && !tls {
+                    let plain = sock.into_inner();
+                    let Ok(upgraded) = acceptor.accept(plain).await else {
+                        return seen;
+                    };
+                    sock = BufReader::new(Box::new(upgraded));
+                    tls = true;
+                }
+            }
+            seen
+        });
+        (port, cert_pem, task)
+    }
+
+    fn connector_trusting(pem: &str) -> TlsConnector {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        TlsConnector::from(std::sync::Arc::new(config))
+    }
+
+    fn loopback() -> ServerName<'static> {
+        ServerName::try_from("127.0.0.1".to_string()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn starttls_reads_the_extensions_again_and_pipelines_over_tls() {
+        // In clear the server offers only STARTTLS; over TLS, PIPELINING and AUTH. Over TLS it
+        // answers only once it has read the next `DATA`: one round trip per message there too.
+        let (port, cert, server) = scripted_starttls(vec![
+            ("EHLO", "250-fake\r\n250 STARTTLS\r\n"),
+            ("STARTTLS", "220 2.0.0 go ahead\r\n"),
+            (
+                "EHLO",
+                "250-fake\r\n250-PIPELINING\r\n250 AUTH PLAIN LOGIN\r\n",
+            ),
+            ("AUTH PLAIN", "235 2.7.0 ok\r\n"),
+            ("DATA", "250 ok\r\n250 ok\r\n354 go on\r\n"),
+            (
+                "DATA",
+                "250 2.0.0 queued as A\r\n250 ok\r\n250 ok\r\n354 go on\r\n",
+            ),
+            (".", "250 2.0.0 queued as B\r\n"),
+            ("QUIT", "221 bye\r\n"),
+        ])
+        .await;
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let c = Connection::greet(Stream::Plain(tcp), "client.example", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(!c.is_tls() && c.offers("STARTTLS") && !c.offers("AUTH"));
+        assert!(!c.pipelining);
+        let mut c = c
+            .starttls(&connector_trusting(&cert), loopback())
+            .await
+            .unwrap();
+        assert!(c.is_tls() && !c.offers("STARTTLS") && c.offers("AUTH"));
+        assert!(c.pipelining);
+        c.login("moped", "s3cret").await.unwrap();
+        c.begin("b@example.org", "ann@example.org", b"hi")
+            .await
+            .unwrap();
+        let (verdict, begun) = c
+            .finish_and_begin("b@example.org", "bo@example.org", b"yo")
+            .await;
+        assert_eq!(verdict.unwrap().text(), "250 2.0.0 queued as A");
+        begun.unwrap();
+        assert_eq!(c.finish().await.unwrap().text(), "250 2.0.0 queued as B");
+        c.quit().await;
+        let seen = server.await.unwrap();
+        assert_eq!(seen[..2], ["EHLO client.example", "STARTTLS"]);
+        assert_eq!(seen[2], "tls: EHLO client.example");
+        assert!(seen[3].starts_with("tls: AUTH PLAIN "), "{seen:?}");
+        let at = seen.iter().position(|l| l == "tls: hi").unwrap();
+        assert_eq!(
+            seen[at + 1..at + 5],
+            [
+                "tls: .",
+                "tls: MAIL FROM:<b@example.org>",
+                "tls: RCPT TO:<bo@example.org>",
+                "tls: DATA"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn starttls_refuses_a_server_that_answers_more_than_it_was_asked() {
+        // Bytes after the 220 would be read as if they had come over TLS (command injection).
+        let (port, cert, server) = scripted_starttls(vec![
+            ("EHLO", "250-fake\r\n250 STARTTLS\r\n"),
+            (
+                "STARTTLS",
+                "220 2.0.0 go ahead\r\n250-injected\r\n250 AUTH PLAIN\r\n",
+            ),
+        ])
+        .await;
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let c = Connection::greet(Stream::Plain(tcp), "client.example", Duration::from_secs(5))
+            .await
+            .unwrap();
+        // Let both lines arrive, so they are read into the buffer with the 220.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match c.starttls(&connector_trusting(&cert), loopback()).await {
+            Err(Failure::Broken(m)) => assert!(m.contains("more than its answer"), "{m}"),
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("upgraded a connection with injected bytes"),
+        }
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn an_address_that_is_not_ascii_goes_only_with_smtputf8() {
+        // Without SMTPUTF8: refused here, nothing sent, the connection usable; the message
+        // before it is ended on its own.
+        let (port, server) = scripted(vec![
+            ("EHLO", "250-fake\r\n250 PIPELINING\r\n"),
+            ("DATA", "250 ok\r\n250 ok\r\n354 go on\r\n"),
+            (".", "250 2.0.0 queued\r\n"),
+            ("QUIT", "221 bye\r\n"),
+        ])
+        .await;
+        let mut c = connect(port, None).await;
+        let e = c
+            .begin("b@example.org", "josé@example.org", b"x")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, Failure::Unsupported { what: "RCPT TO", ref reason }
+                if reason.contains("SMTPUTF8") && reason.contains("josé@example.org")),
+            "{e:?}"
+        );
+        assert!(!c.is_broken());
+        c.begin("b@example.org", "ann@example.org", b"hi")
+            .await
+            .unwrap();
+        let (verdict, begun) = c
+            .finish_and_begin("b@example.org", "zoë@example.org", b"yo")
+            .await;
+        assert_eq!(verdict.unwrap().code, 250);
+        assert!(
+            matches!(begun, Err(Failure::Unsupported { .. })),
+            "{begun:?}"
+        );
+        c.quit().await;
+        let seen = server.await.unwrap();
+        assert!(!seen.iter().any(|l| !l.is_ascii()), "{seen:?}");
+        assert_eq!(seen.iter().filter(|l| l.starts_with("MAIL")).count(), 1);
+
+        // With SMTPUTF8: `MAIL FROM:<…> SMTPUTF8`, for that message only.
+        let (port, server) = scripted(vec![
+            ("EHLO", "250-fake\r\n250-PIPELINING\r\n250 SMTPUTF8\r\n"),
+            ("DATA", "250 ok\r\n250 ok\r\n354 go on\r\n"),
+            (
+                "DATA",
+                "250 2.0.0 queued\r\n250 ok\r\n250 ok\r\n354 go on\r\n",
+            ),
+            (".", "250 2.0.0 queued\r\n"),
+            ("QUIT", "221 bye\r\n"),
+        ])
+        .await;
+        let mut c = connect(port, None).await;
+        c.begin("b@example.org", "josé@example.org", b"x")
+            .await
+            .unwrap();
+        let (verdict, begun) = c
+            .finish_and_begin("b@example.org", "ann@example.org", b"y")
+            .await;
+        verdict.unwrap();
+        begun.unwrap();
+        c.finish().await.unwrap();
+        c.quit().await;
+        let mails: Vec<String> = server
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.starts_with("MAIL"))
+            .collect();
+        assert_eq!(
+            mails,
+            [
+                "MAIL FROM:<b@example.org> SMTPUTF8",
+                "MAIL FROM:<b@example.org>"
+            ]
+        );
+    }
+
     async fn connect(port: u16, login: Option<(&str, &str)>) -> Connection {
         let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let mut c = Connection::greet(Stream::Plain(tcp), "client.example", Duration::from_secs(5))

@@ -721,4 +721,23 @@ mod tests {
         let e = SmtpTarget::parse("smtp://u:secret@[bad", None, None).unwrap_err();
         assert!(!e.contains("secret"), "{e}");
     }
+
+    #[test]
+    fn only_a_written_tls_none_lets_a_password_go_in_clear() {
+        let t = SmtpTarget::parse("smtp://u:p@mail.example", None, None).unwrap();
+        assert_eq!((t.tls, t.explicit_plain), (TlsMode::None, false));
+        assert_eq!(t.to_string(), "smtp://mail.example:25");
+        for raw in [
+            "smtp://u:p@mail.example?tls=none",
+            "smtp://u:p@mail.example?tls=off",
+        ] {
+            let t = SmtpTarget::parse(raw, None, None).unwrap();
+            assert_eq!((t.tls, t.explicit_plain), (TlsMode::None, true), "{raw}");
+            assert_eq!(t.to_string(), "smtp://mail.example:25?tls=none");
+        }
+        // The last tls= wins; only a final `none` counts as written.
+        let t = SmtpTarget::parse("smtp://mail.example?tls=none&tls=required", None, None).unwrap();
+        assert_eq!((t.tls, t.explicit_plain), (TlsMode::Required, false));
+        assert!(SmtpTarget::parse("smtps://mail.example?tls=none", None, None).is_err());
+    }
 }
