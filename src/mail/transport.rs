@@ -431,6 +431,12 @@ impl SendError {
             SendErrorKind::Transient | SendErrorKind::Connection
         )
     }
+    /// Permanent on this server, but said by notify, not by the server: this message cannot go
+    /// to this server (an address that is not ASCII to a server without SMTPUTF8). The
+    /// recipient is failed, but it is no bounce: nothing was learnt about the mailbox.
+    pub fn is_unsupported(&self) -> bool {
+        self.kind == SendErrorKind::Permanent && self.code.is_none()
+    }
 
     /// A refusal at `stage` with the server's reply line `reply` (`550 5.1.1 …`); 5xx is
     /// permanent, anything else transient.
@@ -720,6 +726,32 @@ mod tests {
         assert!(SmtpTarget::parse("smtp://x?tls=maybe", None, None).is_err());
         let e = SmtpTarget::parse("smtp://u:secret@[bad", None, None).unwrap_err();
         assert!(!e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn a_message_notify_will_not_send_fails_the_recipient_without_a_bounce() {
+        let target = SmtpTarget::parse("smtp://mail.example", None, None).unwrap();
+        let e = SendError::from_failure(
+            &target,
+            smtp::Failure::Unsupported {
+                what: "RCPT TO",
+                reason: "the server does not offer SMTPUTF8, needed for the address zoë@x.org"
+                    .into(),
+            },
+        );
+        assert!(e.is_permanent() && e.is_unsupported() && !e.is_retryable());
+        assert_eq!((e.stage, e.code), (Some(Stage::RcptTo), None));
+        let refused = SendError::from_failure(
+            &target,
+            smtp::Failure::Refused {
+                what: "RCPT TO",
+                reply: smtp::Reply {
+                    code: 550,
+                    lines: vec!["5.1.1 no such user".into()],
+                },
+            },
+        );
+        assert!(refused.is_permanent() && !refused.is_unsupported());
     }
 
     #[test]
