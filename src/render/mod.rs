@@ -186,7 +186,8 @@ impl Templates {
     }
 
     /// A value inserted with `| safe` that holds a link or an image the policy refuses is an
-    /// error, not text: it is trusted Markdown the admin wrote, the same for every recipient.
+    /// error, not text: it is Markdown the admin wrote and vouched for. For a shared value (the
+    /// notes) it is the same for every recipient, so the render before sending finds it.
     fn check_safe_values(&self, ctx: &tera::Context) -> Result<(), TemplateError> {
         for (name, line) in &self.safe {
             let Some(value) = ctx.get(name).and_then(|v| v.as_str()) else {
