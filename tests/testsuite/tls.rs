@@ -1,6 +1,7 @@
-//! Credentials and addresses at the SMTP session level, against the scripted server over real
-//! TLS: a password goes only over TLS (STARTTLS before AUTH, or no AUTH at all unless `tls=none`
-//! is written), and an address that is not ASCII goes only to a server that offers SMTPUTF8.
+//! Credentials and addresses at the session level, against the scripted SMTP server over real
+//! TLS and a real Dovecot: a password goes only over TLS (STARTTLS before AUTH, or no AUTH at all
+//! unless `tls=none` is written; the same for IMAP's LOGIN), and an address that is not ASCII
+//! goes only to a server that offers SMTPUTF8.
 
 use std::collections::BTreeMap;
 
@@ -325,3 +326,36 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `bounces import --imap imap://…` with the password in NOTIFY_IMAP_PASSWORD, to a Dovecot
+/// without STARTTLS: refused before LOGIN (exit 1, what to do, no password shown, no login
+/// attempt in Dovecot's log, the message left in place); `?tls=none` imports, with a warning.
+async fn imap_import_without_starttls_is_refused_before_login(b: Backend) {
+    use crate::support::dovecot::Dovecot;
+    let mut env = Env::with_contacts(b, &generated_contacts(3)).await;
+    let ooo = "From: A <person00001@example.org>\r\nTo: moped@austintexas.gov\r\nSubject: Automatic reply\r\nAuto-Submitted: auto-replied\r\n\r\nOut of office.\r\n";
+    let server = Dovecot::start("moped-bounces", "imap-s3cret", &[("1.ooo", ooo.as_bytes())]);
+    env.env("NOTIFY_IMAP_PASSWORD", "imap-s3cret");
+    let run = env
+        .run(&["bounces", "import", "--imap", &server.bare_url("INBOX")])
+        .await;
+    run.code(1);
+    for says in ["does not offer STARTTLS", "imaps://", "?tls=none"] {
+        assert!(run.stderr.contains(says), "{says}: {}", run.stderr);
+    }
+    assert!(!run.stderr.contains("imap-s3cret"), "{}", run.stderr);
+    let logs = server.logs();
+    assert!(!logs.contains("Login: user="), "{logs}");
+    assert_eq!(server.messages_on_disk(None).len(), 1);
+
+    let run = env.import_bounces(&["--imap", &server.url("INBOX")]).await;
+    run.ok();
+    assert_eq!(run.summary()["not_bounces"], 1, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("password goes in clear"),
+        "{}",
+        run.stderr
+    );
+    env.cleanup().await;
+}
+both!(imap_import_without_starttls_is_refused_before_login);
