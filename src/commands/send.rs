@@ -1079,6 +1079,7 @@ impl Worker {
 
 /// A refusal about one recipient at send time is a bounce: the send is marked failed and the
 /// refusal recorded against it, like an imported bounce, so the policy and the review see it.
+/// A message notify itself would not send to this server only fails.
 async fn record_failed(
     store: &Store,
     cfg: &Config,
@@ -1090,6 +1091,11 @@ async fn record_failed(
     store
         .mark_undelivered(message.claim.send_id, state::FAILED, reply)
         .await?;
+    if e.is_unsupported() {
+        // notify would not send it to this server (no SMTPUTF8): the send failed, but the
+        // address was never refused by anyone, so it is no bounce and flags nobody.
+        return Ok(());
+    }
     let (claim, envelope_from, message_id) = (
         &message.claim,
         &message.envelope_from,
