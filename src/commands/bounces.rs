@@ -1,6 +1,9 @@
-//! `notify bounces parse|import|report|resolve|show`: read bounces, tie each to a contact and a
-//! notice (VERP token, then the returned Message-ID, then the address), record them with their raw
-//! source, apply the flag policy, and show the admin which accounts to fix.
+//! `notify bounces parse|import|report|resolve|show`: read bounces (an mbox as a stream, one
+//! message at a time), tie each to a contact and a notice (VERP token, then the returned
+//! Message-ID, then the address), decide whether it is verified (only verified bounces count
+//! toward a flag), record them with their raw source, apply the flag policy, and show the admin
+//! which accounts to fix and which bounces could not be verified. Output text taken from mail
+//! goes through `inert`.
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -399,10 +402,16 @@ async fn import(
             if summary.moved > 0 {
                 say!("moved {} message(s) to {move_to}", summary.moved);
             }
+            if summary.unverified > 0 {
+                say!(
+                    "{} bounce(s) unverified (no valid VERP token, no Message-ID of ours): kept, not counted; see `notify bounces report --unverified`",
+                    summary.unverified
+                );
+            }
             if !summary.flagged.is_empty() {
                 say!(
                     "flagged for review: {} (see `notify bounces report`)",
-                    summary.flagged.join(", ")
+                    inert::line(&summary.flagged.join(", "))
                 );
             }
         }
@@ -600,16 +609,13 @@ async fn resolve(cfg: &Config, email: &str, note: Option<&str>) -> anyhow::Resul
         .resolve_contact(c.id, "resolved", note.unwrap_or(""))
         .await?;
     store.close().await;
+    let email = inert::line(&c.contact.email);
     if was_flagged {
         say!(
-            "{}: flag lifted; {counted} earlier bounce(s) no longer count. The next notice will be sent to this address.",
-            c.contact.email
+            "{email}: flag lifted; {counted} earlier bounce(s) no longer count. The next notice will be sent to this address."
         );
     } else {
-        say!(
-            "{}: was not flagged; note recorded and earlier bounces no longer count.",
-            c.contact.email
-        );
+        say!("{email}: was not flagged; note recorded and earlier bounces no longer count.");
     }
     Ok(())
 }
