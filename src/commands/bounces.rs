@@ -711,3 +711,41 @@ async fn show(cfg: &Config, email: &str, raw: bool) -> anyhow::Result<()> {
     store.close().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_output_escapes_what_a_terminal_would_act_on_and_means_the_same() {
+        let value =
+            serde_json::json!({"d": "a\u{1b}[2J b\u{9b}c \u{202e}txt\u{7f}", "n": "plain é"});
+        let pretty = json_text(&value).unwrap();
+        assert!(pretty.ends_with('\n'));
+        assert!(
+            !pretty
+                .chars()
+                .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+            "{pretty:?}"
+        );
+        assert!(pretty.contains("\\u202e") && pretty.contains("\\u009b") && pretty.contains("é"));
+        let back: serde_json::Value = serde_json::from_str(&pretty).unwrap();
+        assert_eq!(back, value);
+        let plain = serde_json::to_string(&serde_json::json!({"a": "b"})).unwrap();
+        assert_eq!(inert_json(plain.clone()), plain);
+    }
+
+    #[test]
+    fn unverified_reasons_say_what_was_missing() {
+        assert_eq!(
+            unverified_reason(&Token::Absent, false),
+            "no token and no Message-ID of ours"
+        );
+        assert_eq!(
+            unverified_reason(&Token::Failed, false),
+            "VERP token failed its check"
+        );
+        assert!(unverified_reason(&Token::Failed, true).contains("Message-ID is not one of ours"));
+        assert!(unverified_reason(&Token::NoSend, false).contains("names no send"));
+    }
+}
