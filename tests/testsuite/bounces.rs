@@ -977,7 +977,7 @@ async fn escape_sequences_from_mail_are_never_printed_raw(b: Backend) {
     .await
     .ok();
     let victim = "kevin.le@austintexas.gov";
-    let hostile = "550 5.1.1 \u{1b}[2J\u{1b}]0;owned\u{7}User unknown\u{9b}31m \u{202e}gnp.exe";
+    let hostile = "550 5.1.1 \u{1b}[2J\u{1b}]0;owned\u{7}User unknown\u{9b}31m \u{202e}gnp.exe <script>alert(1)</script>";
     let m = dsn(
         "moped-bounces@austintexas.gov",
         victim,
@@ -1051,6 +1051,15 @@ async fn escape_sequences_from_mail_are_never_printed_raw(b: Backend) {
         raw.stdout.contains("X-Evil: \\x1b[31mred"),
         "{}",
         raw.stdout
+    );
+    // The HTML report escapes markup taken from mail too.
+    let html = env.run(&["bounces", "report", "--format", "html"]).await;
+    assert!(
+        html.stdout
+            .contains("&lt;script&gt;alert(1)&lt;/script&gt;")
+            && !html.stdout.contains("<script"),
+        "{}",
+        html.stdout
     );
     env.cleanup().await;
 }
