@@ -569,21 +569,21 @@ impl Delivery {
             let reused = session.0.as_ref().is_some_and(|c| !c.is_broken());
             if !reused {
                 session.close().await;
-                session.0 = Some(target.open().await?);
             }
-            let Some(conn) = &mut session.0 else {
-                continue;
+            let mut conn = match session.0.take() {
+                Some(conn) => conn,
+                None => target.open().await?,
             };
             let (from, to) = envelope_addresses(msg);
-            match conn.begin(&from, &to, &msg.bytes).await {
+            let begun = conn.begin(&from, &to, &msg.bytes).await;
+            // A connection that broke is dropped: a message begun on it is never completed.
+            if !conn.is_broken() {
+                session.0 = Some(conn);
+            }
+            match begun {
                 Ok(()) => return Ok(()),
                 Err(smtp::Failure::Broken(_)) if reused && !second_try => second_try = true,
-                Err(e) => {
-                    if conn.is_broken() {
-                        session.0 = None;
-                    }
-                    return Err(SendError::from_failure(target, e));
-                }
+                Err(e) => return Err(SendError::from_failure(target, e)),
             }
         }
     }
