@@ -1,7 +1,10 @@
 //! Amazon SES bounce notifications: the SNS envelope (`"Type": "Notification"` with the SES JSON
 //! as a string in `Message`) or the bare SES JSON (`notificationType` from SNS topics,
 //! `eventType` from event publishing). Every bounced recipient counts, never just the first;
-//! Delivery, Send and Complaint events are not bounces.
+//! Delivery, Send and Complaint events are not bounces. A notification is verified like a bounce
+//! message: by the original's Message-ID in its `mail` object (`commonHeaders.messageId`, else
+//! the `Message-ID` header) being one of ours, or by a valid VERP token in `mail.source` (the
+//! envelope sender); this module only reads them out.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
