@@ -271,6 +271,11 @@ async fn a_non_ascii_address_fails_alone_without_smtputf8(b: Backend) {
         reason.contains("SMTPUTF8") && reason.contains(&address),
         "{reason}"
     );
+    // No server refused the address: it is no bounce, and nobody is flagged for it.
+    let review = env.run(&["bounces", "report", "--format", "json"]).await;
+    review.ok();
+    let flagged: serde_json::Value = serde_json::from_str(review.stdout.trim()).unwrap();
+    assert_eq!(flagged, serde_json::json!([]), "{}", review.stdout);
     server.stop().await;
     env.cleanup().await;
 }
