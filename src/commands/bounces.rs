@@ -404,7 +404,7 @@ async fn import(
             }
             if summary.unverified > 0 {
                 say!(
-                    "{} bounce(s) unverified (no valid VERP token, no Message-ID of ours): kept, not counted; see `notify bounces report --unverified`",
+                    "{} bounce(s) unverified (no valid VERP token, no Message-ID of ours): kept, never counted toward a flag; those of contacts are listed by `notify bounces report --unverified`",
                     summary.unverified
                 );
             }
