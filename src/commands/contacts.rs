@@ -45,6 +45,7 @@ pub async fn run(cfg: &Config, cmd: ContactsCommand) -> anyhow::Result<()> {
                 dry_run,
                 allow_removals,
                 max_percent: cfg.max_removal_percent,
+                keep_contacts: false,
                 settings: vec![(IMPORTED_SOURCE_SETTING, record)],
             };
             let outcome = request.run(&store).await;
@@ -124,6 +125,8 @@ struct SyncRequest<'a> {
     dry_run: bool,
     allow_removals: bool,
     max_percent: u8,
+    /// A dry run also returns the contacts as the sync would leave them.
+    keep_contacts: bool,
     /// Settings to set (`Some`) or clear (`None`) with the sync: the hand import to record or
     /// to forget. Empty when there is nothing to change, so that a sync that changes nothing
     /// writes nothing.
@@ -145,7 +148,7 @@ impl SyncRequest<'_> {
         };
         if self.dry_run {
             let plan = store
-                .plan_contacts_sync(contacts::valid_rows(self.bytes))
+                .plan_contacts_sync(contacts::valid_rows(self.bytes), self.keep_contacts)
                 .await?;
             check(&plan.report)?;
             return Ok((plan.report, Some(plan.contacts)));
@@ -234,6 +237,7 @@ impl NoticeContacts {
             dry_run,
             allow_removals,
             max_percent: cfg.max_removal_percent,
+            keep_contacts: true,
             settings,
         };
         let (report, after) = request.run(store).await?;

@@ -128,7 +128,7 @@ impl SyncReport {
 #[derive(Debug, Clone)]
 pub struct SyncPlan {
     pub report: SyncReport,
-    /// The contacts of the export as they would be stored, by user_id.
+    /// The contacts of the export as they would be stored, by user_id (when asked for).
     pub contacts: Vec<StoredContact>,
 }
 
@@ -250,12 +250,13 @@ impl Store {
     }
 
     /// What syncing the stored contacts to `contacts` would change, worked out without writing
-    /// anything (a dry run): the counts, and the contacts of the export as they would be stored
-    /// (the stored id, 0 for a new one; a bounce flag kept unless the address changes), by
-    /// user_id.
+    /// anything (a dry run): the counts, and when `keep` the contacts of the export as they
+    /// would be stored (the stored id, 0 for a new one; a bounce flag kept unless the address
+    /// changes), by user_id.
     pub async fn plan_contacts_sync(
         &self,
         contacts: impl IntoIterator<Item = Contact>,
+        keep: bool,
     ) -> Result<SyncPlan> {
         let known = known_contacts(&self.pool).await?;
         let mut report = SyncReport {
@@ -268,6 +269,9 @@ impl Store {
             let change = Change::of(known.get(&c.user_id), &c);
             report.count(change);
             seen.insert(c.user_id);
+            if !keep {
+                continue;
+            }
             let (id, needs_update) = match (known.get(&c.user_id), change) {
                 (Some(k), Change::Update { lift, .. }) => (k.id, k.needs_update && !lift),
                 (Some(k), _) => (k.id, k.needs_update),
@@ -805,15 +809,13 @@ impl Change {
 async fn known_contacts<'e>(
     db: impl sqlx::Executor<'e, Database = sqlx::Any>,
 ) -> Result<HashMap<i64, Known>> {
-    let existing = db
-        .fetch_all(sqlx::query(&format!(
-            "SELECT {CONTACT_COLUMNS} FROM contacts c"
-        )))
-        .await
-        .map_err(q("reading contacts"))?;
-    let mut by_user: HashMap<i64, Known> = HashMap::with_capacity(existing.len());
-    for row in &existing {
-        let c = contact_from_row(row).map_err(q("reading contacts"))?;
+    use futures::TryStreamExt as _;
+    // Row by row: only the fingerprints are ever held, never the whole table.
+    let sql = format!("SELECT {CONTACT_COLUMNS} FROM contacts c");
+    let mut rows = db.fetch(sqlx::query(&sql));
+    let mut by_user: HashMap<i64, Known> = HashMap::new();
+    while let Some(row) = rows.try_next().await.map_err(q("reading contacts"))? {
+        let c = contact_from_row(&row).map_err(q("reading contacts"))?;
         by_user.insert(
             c.contact.user_id,
             Known {
