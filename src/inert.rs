@@ -84,7 +84,10 @@ mod tests {
     fn escape_sequences_become_visible_text() {
         assert_eq!(line("a\x1b[31mred\x07"), "a\\x1b[31mred\\x07");
         assert_eq!(line("two\r\nlines"), "two\\x0d\\x0alines");
-        assert_eq!(text("two\r\nlines\tand\x1b]0;t\x07"), "two\nlines\tand\\x1b]0;t\\x07");
+        assert_eq!(
+            text("two\r\nlines\tand\x1b]0;t\x07"),
+            "two\nlines\tand\\x1b]0;t\\x07"
+        );
         assert_eq!(text("lone\rcr"), "lone\\x0dcr");
         assert_eq!(line("abc\u{202e}fed\u{9b}"), "abc\\u{202e}fed\\x9b");
         assert!(matches!(line("Ünïcödé is fine"), Cow::Borrowed(_)));
