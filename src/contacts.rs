@@ -173,10 +173,17 @@ fn removals_message(
     let file = crate::inert::line(&path.to_string_lossy()).into_owned();
     let go_on = "If these people really left the export, run the same command again with \
                  --allow-removals.";
+    if rows == 0 && active == 0 {
+        return format!(
+            "{file} has no contacts (a header only), so nothing was imported. Check the export; \
+             to keep an empty users group all the same, run the same command again with \
+             --allow-removals."
+        );
+    }
     if rows == 0 {
         return format!(
-            "{file} has no contacts (a header only, or nothing); it would mark all {active} \
-             active contacts inactive, so nothing was imported. Check the export. {go_on}"
+            "{file} has no contacts (a header only); it would mark all {active} active contacts \
+             inactive, so nothing was imported. Check the export. {go_on}"
         );
     }
     let percent = if active == 0 {
@@ -381,6 +388,15 @@ impl<'a> ContactRows<'a> {
     /// Read the header row; a missing required column is an error on line 1.
     pub fn new(bytes: &'a [u8]) -> Result<ContactRows<'a>, RowError> {
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(RowError {
+                line: 1,
+                message: format!(
+                    "the file is empty: no header row and no contacts (the header must include {})",
+                    REQUIRED_COLUMNS.join(", ")
+                ),
+            });
+        }
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(false)
@@ -771,6 +787,16 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_file_is_reported_as_such() {
+        for bytes in [&b""[..], b"\xEF\xBB\xBF", b"\n\r\n "] {
+            let errs = parse(bytes).unwrap_err();
+            assert_eq!(errs.len(), 1);
+            assert_eq!(errs[0].line, 1);
+            assert!(errs[0].message.starts_with("the file is empty"), "{errs:?}");
+        }
+    }
+
+    #[test]
     fn missing_column_is_reported_on_line_one() {
         let errs = parse(b"user_id,first_name,email\n1,A,a@b.co\n").unwrap_err();
         assert_eq!(errs.len(), 1);
@@ -860,9 +886,12 @@ mod tests {
         assert!(check_removals(p, 7, 3, 10, 20, true).is_ok());
         assert!(check_removals(p, 9, 1, 10, 0, false).is_err());
         assert!(check_removals(p, 0, 5, 5, 100, false).is_err());
+        let e = check_removals(p, 0, 0, 0, 100, false)
+            .unwrap_err()
+            .to_string();
         assert!(
-            check_removals(p, 0, 0, 0, 100, false).is_err(),
-            "an empty export, always"
+            e.contains("has no contacts (a header only), so nothing"),
+            "{e}"
         );
         assert!(check_removals(p, 0, 5, 5, 20, true).is_ok());
         assert!(

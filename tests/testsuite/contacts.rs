@@ -227,6 +227,15 @@ async fn an_empty_or_truncated_export_is_refused_and_deactivates_nobody(b: Backe
             run.stderr
         );
     }
+    // An empty file (not even a header).
+    let nothing = write(env.path(), "nothing.csv", "");
+    let run = env.run(&["contacts", "import", &nothing]).await;
+    run.code(2);
+    assert!(
+        run.stderr.contains("nothing.csv:1: the file is empty"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(listed(&env).await, before);
 
     // A truncated export: a row cut in the middle of a quoted cell, or cut between fields.
