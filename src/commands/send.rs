@@ -161,7 +161,8 @@ fn probe_contact() -> Contact {
 
 /// Send `notice` as `args` says.
 pub async fn run(cfg: &Config, notice: Notice, args: SendArgs) -> anyhow::Result<()> {
-    // 1. Everything that can be wrong with the input is checked before the database is touched.
+    // 1. Everything that can be wrong with the input is checked before anything is written (the
+    // database is opened early only to learn where the contacts come from).
     let campaign_key = args
         .campaign
         .clone()
