@@ -180,16 +180,10 @@ pub async fn run(cfg: &Config, notice: Notice, args: SendArgs) -> anyhow::Result
         .into());
     }
     let templates = Templates::load(&cfg.templates, notice.template())?;
-    // The contacts' source is the configured file, or the file last imported by hand while the
-    // configuration is unchanged (the store records it): read and checked, nothing written.
-    let store = Store::open(&cfg.database_url).await?;
-    let contacts_source = super::contacts::NoticeContacts::read(cfg, &store).await?;
     let shared = notice.context(cfg);
-    let probe = contacts_source
-        .first()
-        .cloned()
-        .unwrap_or_else(probe_contact);
-    let probe_render = templates.render(&contact_context(&shared, &probe))?;
+    // The templates are rendered once with a stand-in contact before the database is even
+    // opened: a bad template changes nothing, not even by creating a database.
+    templates.render(&contact_context(&shared, &probe_contact()))?;
     let from: Mailbox = cfg
         .from
         .parse()
@@ -207,6 +201,15 @@ pub async fn run(cfg: &Config, notice: Notice, args: SendArgs) -> anyhow::Result
     let audience = args
         .audience
         .unwrap_or_else(|| notice.default_audience(cfg));
+    // The contacts' source is the configured file, or the file last imported by hand while the
+    // configuration is unchanged (the store records it): read and checked, nothing written.
+    let store = Store::open(&cfg.database_url).await?;
+    let contacts_source = super::contacts::NoticeContacts::read(cfg, &store).await?;
+    let probe = contacts_source
+        .first()
+        .cloned()
+        .unwrap_or_else(probe_contact);
+    let probe_render = templates.render(&contact_context(&shared, &probe))?;
 
     let merge = Merge::new(&templates, &shared, &CONTACT_FIELDS);
     tracing::debug!(merge = merge.is_some(), "rendering plan");

@@ -143,6 +143,10 @@ async fn broken_template_names_the_file_and_sends_nothing(b: Backend) {
         run.stderr
     );
     assert!(sink.messages().is_empty());
+    if b == Backend::Sqlite {
+        // Checked before the database is opened: not even an empty one is created.
+        assert!(!env.path().join("notify.db").exists());
+    }
 
     let dir = broken_templates(
         &env,
