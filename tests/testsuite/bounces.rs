@@ -1065,9 +1065,8 @@ async fn escape_sequences_from_mail_are_never_printed_raw(b: Backend) {
 }
 both!(escape_sequences_from_mail_are_never_printed_raw);
 
-#[tokio::test]
-async fn an_mbox_is_read_as_a_stream_from_a_file_and_from_stdin() {
-    let env = Env::new(Backend::Sqlite).await;
+async fn an_mbox_is_read_as_a_stream_from_a_file_and_from_stdin(b: Backend) {
+    let env = Env::new(b).await;
     let m = dsn(
         "moped-bounces@austintexas.gov",
         "sofia.herrera@austintexas.gov",
@@ -1151,11 +1150,12 @@ async fn an_mbox_is_read_as_a_stream_from_a_file_and_from_stdin() {
     assert_eq!(run.summary()["read"], 300);
     assert_eq!(run.summary()["skipped"], 1);
     assert_eq!(run.summary()["bounces"], 299);
+    env.cleanup().await;
 }
+both!(an_mbox_is_read_as_a_stream_from_a_file_and_from_stdin);
 
-#[tokio::test]
-async fn input_that_never_ends_a_line_is_skipped_not_read_into_memory() {
-    let env = Env::new(Backend::Sqlite).await;
+async fn input_that_never_ends_a_line_is_skipped_not_read_into_memory(b: Backend) {
+    let env = Env::new(b).await;
     // /dev/zero: read up to the limit and skipped, by path and through standard input.
     let run = env
         .run(&["bounces", "parse", "--format", "json", "/dev/zero"])
@@ -1174,6 +1174,11 @@ async fn input_that_never_ends_a_line_is_skipped_not_read_into_memory() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("skipped -"));
+    // Imported the same way: skipped, nothing recorded.
+    let run = env.import_bounces(&["/dev/zero"]).await;
+    run.ok();
+    assert_eq!(run.summary()["skipped"], 1, "{}", run.stdout);
+    assert_eq!(run.summary()["bounces"], 0, "{}", run.stdout);
     // A CSV over the limit is refused with its name.
     let csv = env.path().join("huge.csv");
     let mut data = String::from("email,type,reason\n");
@@ -1188,7 +1193,9 @@ async fn input_that_never_ends_a_line_is_skipped_not_read_into_memory() {
         "{}",
         run.stderr
     );
+    env.cleanup().await;
 }
+both!(input_that_never_ends_a_line_is_skipped_not_read_into_memory);
 
 async fn a_database_from_before_verification_migrates_and_keeps_only_proven_flags(b: Backend) {
     use sqlx::Executor;
