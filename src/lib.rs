@@ -13,6 +13,7 @@ pub mod contacts;
 pub mod inert;
 pub mod intake;
 pub mod mail;
+pub mod net;
 pub mod notice;
 pub mod policy;
 pub mod release;

@@ -18,17 +18,15 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_imap::imap_proto::{AttributeValue, MailboxDatum, Outcome, Response, Status};
 use async_imap::{Client, Session};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::net::Stream;
 use tokio_rustls::rustls;
 use tokio_rustls::TlsConnector;
 
@@ -335,7 +333,7 @@ pub enum ImapError {
 
 /// An open, logged-in IMAP session with one mailbox selected.
 pub struct ImapMailbox {
-    session: Session<Transport>,
+    session: Session<Stream>,
     url: ImapUrl,
     /// The selected mailbox's name as sent to the server (modified UTF-7).
     selected: String,
@@ -389,11 +387,11 @@ impl ImapMailbox {
             let tls = tls_connect(&url.host, tcp, extra_roots)
                 .await
                 .map_err(tls_err)?;
-            let mut client = Client::new(Transport::Tls(Box::new(tls)));
+            let mut client = Client::new(Stream::Tls(Box::new(tls)));
             read_greeting(&mut client).await.map_err(connect_err)?;
             client
         } else {
-            let mut client = Client::new(Transport::Plain(tcp));
+            let mut client = Client::new(Stream::Plain(tcp));
             read_greeting(&mut client).await.map_err(connect_err)?;
             if url.tls == ImapTls::None {
                 warn_cleartext_login(url);
@@ -420,7 +418,7 @@ impl ImapMailbox {
                     .await
                     .map_err(&tls_err)?
                     .map_err(|e| tls_err(format!("server refused STARTTLS ({})", describe(&e))))?;
-                let Transport::Plain(tcp) = client.into_inner() else {
+                let Stream::Plain(tcp) = client.into_inner() else {
                     return Err(tls_err(
                         "STARTTLS on a connection that is already TLS".into(),
                     ));
@@ -429,7 +427,7 @@ impl ImapMailbox {
                     .await
                     .map_err(tls_err)?;
                 // No greeting after STARTTLS (RFC 3501, 6.2.1).
-                Client::new(Transport::Tls(Box::new(tls)))
+                Client::new(Stream::Tls(Box::new(tls)))
             }
         };
 
@@ -766,11 +764,11 @@ async fn timed<F: Future>(f: F) -> Result<F::Output, String> {
 
 /// Unsolicited responses that async-imap queues (EXISTS, EXPUNGE, flag changes) are not needed;
 /// empty the queue so it never fills.
-fn drain_unsolicited(session: &Session<Transport>) {
+fn drain_unsolicited(session: &Session<Stream>) {
     while session.unsolicited_responses.try_recv().is_ok() {}
 }
 
-async fn read_greeting(client: &mut Client<Transport>) -> Result<(), String> {
+async fn read_greeting(client: &mut Client<Stream>) -> Result<(), String> {
     let greeting = timed(client.read_response())
         .await?
         .map_err(|e| format!("reading the greeting: {e}"))?
@@ -793,7 +791,7 @@ async fn read_greeting(client: &mut Client<Transport>) -> Result<(), String> {
 }
 
 /// The capability names the server announces before login (`CAPABILITY`), upper-cased.
-async fn capabilities_before_login(client: &mut Client<Transport>) -> Result<Vec<String>, String> {
+async fn capabilities_before_login(client: &mut Client<Stream>) -> Result<Vec<String>, String> {
     use async_imap::imap_proto::Capability;
     use tokio::io::AsyncWriteExt as _;
     // async-imap has no public way to send a tagged command before login and read its untagged
@@ -852,25 +850,9 @@ async fn tls_connect(
     tcp: TcpStream,
     extra_roots: Option<&[u8]>,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
-    use rustls::pki_types::{pem::PemObject, CertificateDer};
     let name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| format!("`{host}` cannot be checked against a certificate: {e}"))?;
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    for cert in CertificateDer::pem_slice_iter(extra_roots.unwrap_or_default()) {
-        let cert = cert.map_err(|e| format!("a trusted certificate is not PEM: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("a trusted certificate cannot be used: {e}"))?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS setup: {e}"))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = crate::net::client_config(extra_roots)?;
     timed(TlsConnector::from(Arc::new(config)).connect(name, tcp))
         .await?
         .map_err(|e| {
@@ -1028,61 +1010,6 @@ fn encode_mailbox_name(name: &str) -> String {
     }
     flush(&mut pending, &mut out);
     out
-}
-
-/// The connection under the IMAP client: plain TCP or TLS over TCP.
-enum Transport {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl fmt::Debug for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Transport::Plain(_) => "Transport::Plain",
-            Transport::Tls(_) => "Transport::Tls",
-        })
-    }
-}
-
-impl AsyncRead for Transport {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Transport {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -256,7 +256,11 @@ impl SmtpTarget {
     fn tls_connector(&self) -> Result<(TlsConnector, ServerName<'static>), String> {
         let config = self
             .tls_config
-            .get_or_init(|| tls_client_config(self.extra_roots.as_deref()).map(Arc::new))
+            .get_or_init(|| {
+                crate::net::client_config(self.extra_roots.as_deref())
+                    .map_err(|e| format!("smtp_ca_file: {e}"))
+                    .map(Arc::new)
+            })
             .clone()
             .map_err(|e| format!("TLS setup for {}: {e}", self.host))?;
         let name = ServerName::try_from(self.host.clone()).map_err(|e| {
@@ -267,29 +271,6 @@ impl SmtpTarget {
         })?;
         Ok((TlsConnector::from(config), name))
     }
-}
-
-/// rustls with the `ring` provider, the Mozilla roots (`webpki-roots`) and `extra` (PEM).
-fn tls_client_config(extra: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::{pem::PemObject, CertificateDer};
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    if let Some(pem) = extra {
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| format!("smtp_ca_file: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("smtp_ca_file: a certificate cannot be trusted: {e}"))?;
-        }
-    }
-    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth())
 }
 
 /// What the server offered in its EHLO reply, for messages (`PIPELINING, AUTH PLAIN LOGIN`).
