@@ -15,23 +15,6 @@ fn users() -> Vec<String> {
     audience_of(&csv, Audience::Users)
 }
 
-async fn sent_states(env: &Env, key: &str) -> BTreeMap<String, String> {
-    let store = env.store().await;
-    let c = store.find_campaign(key).await.unwrap();
-    let out = match c {
-        Some(c) => store
-            .sends(&c)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|s| (s.email, s.state))
-            .collect(),
-        None => BTreeMap::new(),
-    };
-    store.close().await;
-    out
-}
-
 fn count_by_rcpt(lists: &[Vec<String>]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
     for l in lists {
@@ -56,7 +39,7 @@ async fn smtp_down_exits_1_marks_nothing_and_a_later_run_delivers_once(b: Backen
         "{}",
         run.stderr
     );
-    let states = sent_states(&env, "release-notes/v3.12.0").await;
+    let states = env.states("release-notes/v3.12.0").await;
     assert!(states.values().all(|s| s != "sent"), "{states:?}");
 
     let sink = SmtpSink::start_on(port);
@@ -107,7 +90,7 @@ async fn a_5xx_fails_one_recipient_and_not_the_others(b: Backend) {
     assert_eq!(got.len(), all.len() - 1);
     assert!(!got.contains_key(gone));
     let key = s["campaign"].as_str().unwrap().to_string();
-    let states = sent_states(&env, &key).await;
+    let states = env.states(&key).await;
     assert_eq!(states[gone], "failed");
 
     // A rerun does not try the refused address again.
@@ -145,7 +128,7 @@ async fn a_4xx_is_retried_in_the_run_and_deferred_ones_by_the_next(b: Backend) {
     assert_eq!(s["sent"], all.len() - 1);
     assert_eq!(s["pending"], 1);
     let key = s["campaign"].as_str().unwrap().to_string();
-    let states = sent_states(&env, &key).await;
+    let states = env.states(&key).await;
     assert_eq!(states[busy], "sent");
     assert_eq!(states[stuck], "deferred");
     let got = count_by_rcpt(
@@ -196,7 +179,7 @@ async fn a_server_that_dies_mid_run_loses_nothing(b: Backend) {
     server.stop().await;
     let store = env.store().await;
     let key = store_key(&env).await;
-    let states = sent_states(&env, &key).await;
+    let states = env.states(&key).await;
     let sent: Vec<&String> = states
         .iter()
         .filter(|(_, s)| *s == "sent")
@@ -255,7 +238,7 @@ async fn smtps_to_a_private_ca_relay_needs_its_ca_trusted(b: Backend) {
     assert_eq!(server.accepted_count(), 0);
     let today = chrono::Utc::now().with_timezone(&chrono_tz::America::Chicago);
     let key = format!("maintenance-end/{}", today.format("%Y-%m-%d"));
-    let states = sent_states(&env, &key).await;
+    let states = env.states(&key).await;
     assert!(states.values().all(|s| s != "sent"), "{states:?}");
 
     let bad = env.path().join("not-a-ca.pem");

@@ -163,6 +163,35 @@ impl Env {
             .expect("open store")
     }
 
+    /// Every send of campaign `key`: address -> (state, last error); empty for no campaign.
+    pub async fn sends(
+        &self,
+        key: &str,
+    ) -> std::collections::BTreeMap<String, (String, Option<String>)> {
+        let store = self.store().await;
+        let out = match store.find_campaign(key).await.expect("read campaign") {
+            Some(c) => store
+                .sends(&c)
+                .await
+                .expect("read sends")
+                .into_iter()
+                .map(|s| (s.email, (s.state, s.last_error)))
+                .collect(),
+            None => Default::default(),
+        };
+        store.close().await;
+        out
+    }
+
+    /// The state of every send of campaign `key`, by address.
+    pub async fn states(&self, key: &str) -> std::collections::BTreeMap<String, String> {
+        self.sends(key)
+            .await
+            .into_iter()
+            .map(|(email, (state, _))| (email, state))
+            .collect()
+    }
+
     /// Drop the PostgreSQL database (SQLite files go with the temp dir).
     pub async fn cleanup(self) {
         if let Some(name) = &self.pg_name {

@@ -16,22 +16,6 @@ fn users() -> Vec<String> {
     audience_of(&csv, Audience::Users)
 }
 
-async fn states(env: &Env, key: &str) -> BTreeMap<String, String> {
-    let store = env.store().await;
-    let out = match store.find_campaign(key).await.unwrap() {
-        Some(c) => store
-            .sends(&c)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|s| (s.email, s.state))
-            .collect(),
-        None => BTreeMap::new(),
-    };
-    store.close().await;
-    out
-}
-
 /// How many messages each recipient got over these servers.
 fn received_by(servers: &[&SmtpServer]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
@@ -79,7 +63,7 @@ async fn stops_and_marks_nobody(b: Backend, command: &str, reply: &str, expect: 
     );
     assert!(refusing.received().is_empty());
     let key = run.summary()["campaign"].as_str().unwrap().to_string();
-    let before = states(&env, &key).await;
+    let before = env.states(&key).await;
     assert_eq!(before.len(), all.len());
     assert!(
         before.values().all(|s| s == "pending"),
@@ -159,7 +143,7 @@ async fn refusals_with_deliveries_between_them_are_each_recipients(b: Backend) {
     assert_eq!(run.summary()["failed"], 2);
     assert_eq!(run.summary()["sent"], all.len() - 2);
     let key = run.summary()["campaign"].as_str().unwrap().to_string();
-    let st = states(&e, &key).await;
+    let st = e.states(&key).await;
     assert_eq!((st[one].as_str(), st[two].as_str()), ("failed", "failed"));
     server.stop().await;
     e.cleanup().await;

@@ -20,22 +20,6 @@ fn certificate() -> (String, String) {
     (cert.cert.pem(), cert.key_pair.serialize_pem())
 }
 
-async fn states(env: &Env, key: &str) -> BTreeMap<String, (String, Option<String>)> {
-    let store = env.store().await;
-    let out = match store.find_campaign(key).await.unwrap() {
-        Some(c) => store
-            .sends(&c)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|s| (s.email, (s.state, s.last_error)))
-            .collect(),
-        None => BTreeMap::new(),
-    };
-    store.close().await;
-    out
-}
-
 fn today_key() -> String {
     let today = chrono::Utc::now().with_timezone(&chrono_tz::America::Chicago);
     format!("maintenance-end/{}", today.format("%Y-%m-%d"))
@@ -90,7 +74,7 @@ async fn a_server_that_offers_starttls_never_sees_auth_before_it(b: Backend) {
     );
     assert!(auth_lines(&server.log()).is_empty(), "{:?}", server.log());
     assert_eq!(server.accepted_count(), 0);
-    let before = states(&env, &today_key()).await;
+    let before = env.sends(&today_key()).await;
     assert!(before.values().all(|(s, _)| s != "sent"), "{before:?}");
 
     let ca = env.path().join("relay-ca.pem");
@@ -164,7 +148,7 @@ async fn credentials_to_a_server_without_starttls_are_refused_before_auth(b: Bac
     assert!(auth_lines(&log).is_empty(), "{log:?}");
     assert!(!log.iter().any(|s| s.line.starts_with("MAIL")), "{log:?}");
     assert_eq!(server.accepted_count(), 0);
-    let after = states(&env, &today_key()).await;
+    let after = env.sends(&today_key()).await;
     assert!(after.values().all(|(s, _)| s != "sent"), "{after:?}");
     server.stop().await;
     env.cleanup().await;
@@ -263,7 +247,7 @@ async fn a_non_ascii_address_fails_alone_without_smtputf8(b: Backend) {
         !server.log().iter().any(|l| l.line.contains(&address)),
         "nothing was sent for it"
     );
-    let st = states(&env, s["campaign"].as_str().unwrap()).await;
+    let st = env.sends(s["campaign"].as_str().unwrap()).await;
     let (state, reason) = &st[&address];
     assert_eq!(state, "failed");
     let reason = reason.clone().unwrap_or_default();
