@@ -1,6 +1,6 @@
 //! notify: the Moped team's release and maintenance notices, rendered from Markdown templates,
-//! delivered one message per person with a record of every send, and (next) the bounces that
-//! come back.
+//! delivered one message per person with a record of every send, and the bounces that come
+//! back, tied to the person and the notice and reviewed by an admin.
 //!
 //! Data flows one way: contacts + release notes -> render -> journal (store) -> send (mail).
 //! `cli` parses arguments and `commands` orchestrates; the other modules each own one capability.

@@ -1,7 +1,9 @@
 //! Sending a notice: check the templates and contacts, record the campaign and one journal row per
 //! recipient, then deliver with `concurrency` workers at `rate`, marking each row `sent` right
 //! after the server accepts it. Reruns continue where the last run stopped; nobody gets a notice
-//! twice unless `--resend` says so.
+//! twice unless `--resend` says so. A refusal about one recipient marks that send failed; a
+//! refusal about the sender stops the run and marks nobody; throttling slows the run down; the
+//! daily recipient limit is kept over every notice.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
