@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::contacts::{self, Audience, Contact};
 use crate::intake::{Found, Incoming};
 use crate::mail::message::{new_message_id, Letterhead};
-use crate::mail::refusal::{self, Blame, SenderTrouble};
+use crate::mail::refusal::{self, Blame};
 use crate::mail::sender::{backoff, retry_after, GroupCommit, RateLimiter, Ticket};
 use crate::mail::transport::{safe_file_name, write_eml, Session};
 use crate::mail::{self, verp, Delivery, Outgoing, SendError};
@@ -584,7 +584,7 @@ async fn deliver(
     if let Some((e, streak)) = stopped {
         return Err(Incomplete(format!(
             "{}\n{} recipient(s) left to send.",
-            sender_refusal_advice(&e, streak, cfg, &summary.target),
+            refusal::advice(&e, streak, cfg, &summary.target),
             summary.pending
         ))
         .into());
@@ -645,11 +645,6 @@ struct RunStats {
     /// The daily recipient limit stopped the feeder.
     budget_spent: AtomicBool,
 }
-
-/// The same refusal (same step, enhanced status and words, the recipient's address taken out)
-/// for this many recipients in a row is taken as a refusal of the sender: every recipient would
-/// get it.
-const STREAK: usize = 3;
 
 /// Throttling answers ("slow down") a message may get in one run before it is left deferred.
 /// They do not count as attempts.
@@ -963,7 +958,7 @@ impl Worker {
                     let wait = backoff(base, throttled, retry_after(&e.message));
                     let rate = self.rate.slow_down(wait).await;
                     tracing::warn!(error = %e, ?wait, rate, "the server asks to slow down");
-                    if is_connection_limit(&e) {
+                    if refusal::is_connection_limit(&e) {
                         self.leave_if_others_remain();
                     }
                     wait
@@ -1037,7 +1032,7 @@ impl Worker {
             let mut stop = None;
             if key.is_some() {
                 streak.held.push((message, e.clone()));
-                if streak.held.len() >= STREAK {
+                if streak.held.len() >= refusal::STREAK {
                     stop = Some(e);
                 }
             } else {
@@ -1132,44 +1127,6 @@ async fn record_failed(
 
 fn poisoned() -> anyhow::Error {
     anyhow::anyhow!("a delivery worker stopped in the middle of recording a refusal")
-}
-
-/// A throttling answer about connections (Exchange's `4.3.2` concurrent connection or sender
-/// thread limit): one connection fewer helps.
-fn is_connection_limit(e: &SendError) -> bool {
-    let lower = e.message.to_ascii_lowercase();
-    lower.contains("concurrent")
-        || lower.contains("thread limit")
-        || lower.contains("too many connections")
-        || refusal::enhanced_status(&e.message) == Some((4, 3, 2))
-}
-
-/// What to tell the admin when the server refused the sender, not a recipient.
-fn sender_refusal_advice(e: &SendError, streak: bool, cfg: &Config, target: &str) -> String {
-    let said = crate::inert::line(&e.message).into_owned();
-    let what = if streak {
-        format!(
-            "the SMTP server at {target} gave the same refusal for {STREAK} recipients in a row, so it is about the sending setup, not those people: {said}"
-        )
-    } else {
-        format!("the SMTP server at {target} refused the sender, not a recipient: {said}")
-    };
-    let todo = match refusal::sender_trouble(e) {
-        SenderTrouble::Quota => format!(
-            "The sending mailbox has used up its sending quota{}. Run the same command again once the quota has recovered (Exchange Online counts recipients over the last 24 hours).",
-            match cfg.provider {
-                Some(p) => format!(" ({}: {} recipients in 24 hours)", p.name, p.daily_recipients),
-                None => String::new(),
-            }
-        ),
-        SenderTrouble::SendAs => format!(
-            "Check that the account notify signs in with may send as the envelope sender ({}, with a +token per message) and as the From address ({}), then run the same command again.",
-            cfg.bounce_address, cfg.from
-        ),
-        SenderTrouble::Login => "Check the SMTP credentials and that SMTP AUTH (client submission) is allowed for the mailbox, then run the same command again.".to_string(),
-        SenderTrouble::Other => "Check the sending account, the relay and the message with the server's administrator, then run the same command again.".to_string(),
-    };
-    format!("{what}\nNobody was marked failed. {todo}")
 }
 
 fn progress_bar(len: u64) -> indicatif::ProgressBar {

@@ -22,6 +22,12 @@
 //!    `5.7.x` policy, `5.6.x` content, no enhanced status) would refuse everyone alike.
 
 use super::transport::{SendError, Stage};
+use crate::config::Config;
+
+/// The same refusal (same step, enhanced status and words, the recipient's address taken out)
+/// for this many recipients in a row is taken as a refusal of the sender: every recipient would
+/// get it.
+pub const STREAK: usize = 3;
 
 /// Who a refusal is about, and so what the run does with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +209,46 @@ pub fn streak_key(e: &SendError, recipient: &str) -> Option<String> {
     Some(format!("{:?} {}", e.stage, words.join(" ")))
 }
 
+/// A throttling answer about connections (Exchange's `4.3.2` concurrent connection or sender
+/// thread limit): one connection fewer helps.
+pub fn is_connection_limit(e: &SendError) -> bool {
+    let lower = e.message.to_ascii_lowercase();
+    lower.contains("concurrent")
+        || lower.contains("thread limit")
+        || lower.contains("too many connections")
+        || enhanced_status(&e.message) == Some((4, 3, 2))
+}
+
+/// What to tell the admin when the server at `target` refused the sender, not a recipient
+/// (`streak`: seen as the same refusal for [`STREAK`] recipients in a row): what it said and
+/// what to check.
+pub fn advice(e: &SendError, streak: bool, cfg: &Config, target: &str) -> String {
+    let said = crate::inert::line(&e.message).into_owned();
+    let what = if streak {
+        format!(
+            "the SMTP server at {target} gave the same refusal for {STREAK} recipients in a row, so it is about the sending setup, not those people: {said}"
+        )
+    } else {
+        format!("the SMTP server at {target} refused the sender, not a recipient: {said}")
+    };
+    let todo = match sender_trouble(e) {
+        SenderTrouble::Quota => format!(
+            "The sending mailbox has used up its sending quota{}. Run the same command again once the quota has recovered (Exchange Online counts recipients over the last 24 hours).",
+            match cfg.provider {
+                Some(p) => format!(" ({}: {} recipients in 24 hours)", p.name, p.daily_recipients),
+                None => String::new(),
+            }
+        ),
+        SenderTrouble::SendAs => format!(
+            "Check that the account notify signs in with may send as the envelope sender ({}, with a +token per message) and as the From address ({}), then run the same command again.",
+            cfg.bounce_address, cfg.from
+        ),
+        SenderTrouble::Login => "Check the SMTP credentials and that SMTP AUTH (client submission) is allowed for the mailbox, then run the same command again.".to_string(),
+        SenderTrouble::Other => "Check the sending account, the relay and the message with the server's administrator, then run the same command again.".to_string(),
+    };
+    format!("{what}\nNobody was marked failed. {todo}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,6 +365,55 @@ mod tests {
         assert_eq!(sender_trouble(&e), SenderTrouble::Login);
         let e = err(Stage::Message, "554 5.7.1 spam");
         assert_eq!(sender_trouble(&e), SenderTrouble::Other);
+    }
+
+    #[test]
+    fn advice_says_what_the_server_said_and_what_to_check() {
+        let env = [(
+            "NOTIFY_SMTP_URL".to_string(),
+            "smtp://smtp.office365.com:587".to_string(),
+        )]
+        .into();
+        let cfg = Config::load(
+            std::path::Path::new("/nonexistent/notify.toml"),
+            false,
+            &env,
+            &crate::config::Overrides::default(),
+        )
+        .unwrap();
+        let quota = err(
+            Stage::Message,
+            "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException\x1b[2J",
+        );
+        let text = advice(&quota, false, &cfg, "smtp://smtp.office365.com:587");
+        assert!(
+            text.contains("refused the sender, not a recipient"),
+            "{text}"
+        );
+        assert!(
+            text.contains("office365: 10000 recipients in 24 hours"),
+            "{text}"
+        );
+        assert!(text.contains("Nobody was marked failed"), "{text}");
+        assert!(
+            !text.contains('\x1b'),
+            "the server's words are made inert: {text}"
+        );
+        let send_as = err(
+            Stage::MailFrom,
+            "550 5.7.60 SMTP; Client does not have permissions to send as this sender",
+        );
+        let text = advice(&send_as, false, &cfg, "x");
+        assert!(
+            text.contains("moped-bounces@austintexas.gov, with a +token"),
+            "{text}"
+        );
+        let relay = err(Stage::RcptTo, "554 5.7.1 Relay access denied");
+        let text = advice(&relay, true, &cfg, "x");
+        assert!(
+            text.contains("same refusal for 3 recipients in a row"),
+            "{text}"
+        );
     }
 
     #[test]
