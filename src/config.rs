@@ -62,6 +62,7 @@ struct FileConfig {
     provider: Option<String>,
     daily_recipient_limit: Option<u64>,
     max_removal_percent: Option<u64>,
+    verp: Option<bool>,
 }
 
 /// Where a value came from, for error messages.
@@ -141,6 +142,11 @@ pub struct Config {
     /// A contacts import that would mark more than this share (percent) of the active contacts
     /// inactive is refused unless `--allow-removals`.
     pub max_removal_percent: u8,
+    /// VERP: each message's envelope sender is `bounce_address` with a `+TOKEN` naming its send.
+    /// Off: the envelope sender is `bounce_address` itself and bounces are tied to sends by the
+    /// returned Message-ID. Default on, off under the office365 profile unless `verp` is given
+    /// (Exchange Online may refuse a plus-addressed sender the mailbox may not send as).
+    pub verp: bool,
 }
 
 /// A mail provider's documented sending limits for one mailbox.
@@ -447,6 +453,22 @@ impl Config {
             None => (concurrency, rate, daily_recipient_limit),
         };
 
+        let (verp, verp_origin) = r.string("verp", file.verp.map(|v| v.to_string()), None, None);
+        let verp = match verp {
+            None => provider != Some(OFFICE365),
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" | "1" => true,
+                "false" | "no" | "off" | "0" => false,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "verp",
+                        origin: verp_origin.to_string(),
+                        message: format!("`{v}` is not true or false"),
+                    })
+                }
+            },
+        };
+
         let audience = |key: &'static str, v: Option<String>, d: &str| {
             let (v, origin) = r.string(key, v, None, Some(d));
             let v = v.unwrap_or_default();
@@ -501,6 +523,7 @@ impl Config {
             provider,
             daily_recipient_limit,
             max_removal_percent,
+            verp,
         })
     }
 }
@@ -799,6 +822,28 @@ mod tests {
             !shown.contains("s3cret") && !shown.contains("alice"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn verp_is_on_unless_off_or_the_office365_profile_without_the_key() {
+        assert!(load("", &[]).unwrap().verp);
+        assert!(!load("verp = false\n", &[]).unwrap().verp);
+        let o365 = "smtp_url = \"smtp://smtp.office365.com:587?tls=required\"\n";
+        assert!(!load(o365, &[]).unwrap().verp, "the profile turns it off");
+        assert!(!load("provider = \"office365\"\n", &[]).unwrap().verp);
+        // Given explicitly, the key wins over the profile, from the file or the environment.
+        assert!(load(&format!("{o365}verp = true\n"), &[]).unwrap().verp);
+        assert!(load(o365, &[("NOTIFY_VERP", "true")]).unwrap().verp);
+        assert!(!load("verp = true\n", &[("NOTIFY_VERP", "0")]).unwrap().verp);
+        let e = load("", &[("NOTIFY_VERP", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("verp") && e.contains("NOTIFY_VERP") && e.contains("maybe"),
+            "{e}"
+        );
+        let e = load("verp = \"yes\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("verp"), "{e}");
     }
 
     #[test]

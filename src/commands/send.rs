@@ -739,7 +739,8 @@ impl Feeder {
 
     async fn prepare(&self, claim: Claim) -> anyhow::Result<Prepared> {
         let cfg = &self.job.cfg;
-        let envelope_from = verp::address(&cfg.bounce_address, &self.secret, claim.send_id);
+        let envelope_from =
+            verp::envelope_sender(&cfg.bounce_address, &self.secret, claim.send_id, cfg.verp);
         let c = &claim.contact.contact;
         let (rendered, out) = match self.job.build(c, &envelope_from, &claim.message_id) {
             Ok(b) => b,

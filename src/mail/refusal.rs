@@ -239,8 +239,16 @@ pub fn advice(e: &SendError, streak: bool, cfg: &Config, target: &str) -> String
                 None => String::new(),
             }
         ),
+        SenderTrouble::SendAs if cfg.verp => format!(
+            "Check that the account notify signs in with may send as the envelope sender ({}, with a +token per message) and as the From address ({}). \
+             Exchange Online accepts a MAIL FROM only for addresses the mailbox may send as and may refuse the +token (VERP) address: \
+             set `verp = false` in notify.toml (or NOTIFY_VERP=false) to send with {} itself as the envelope sender. \
+             What that costs: bounces are then tied to their send only by the Message-ID they return, so a bounce that does not return the original headers is kept as unverified and flags nobody. \
+             Then run the same command again.",
+            cfg.bounce_address, cfg.from, cfg.bounce_address
+        ),
         SenderTrouble::SendAs => format!(
-            "Check that the account notify signs in with may send as the envelope sender ({}, with a +token per message) and as the From address ({}), then run the same command again.",
+            "Check that the account notify signs in with may send as the envelope sender ({}, verp = false) and as the From address ({}), then run the same command again.",
             cfg.bounce_address, cfg.from
         ),
         SenderTrouble::Login => "Check the SMTP credentials and that SMTP AUTH (client submission) is allowed for the mailbox, then run the same command again.".to_string(),
@@ -403,11 +411,35 @@ mod tests {
             Stage::MailFrom,
             "550 5.7.60 SMTP; Client does not have permissions to send as this sender",
         );
+        // The office365 profile has VERP off: no `verp = false` to suggest.
+        assert!(!cfg.verp);
         let text = advice(&send_as, false, &cfg, "x");
         assert!(
-            text.contains("moped-bounces@austintexas.gov, with a +token"),
+            text.contains("envelope sender (moped-bounces@austintexas.gov, verp = false)"),
             "{text}"
         );
+        assert!(!text.contains("set `verp = false`"), "{text}");
+        // With VERP on, a refused sender is a +token address: the advice says to turn it off,
+        // and what that costs.
+        let verp_on = Config {
+            verp: true,
+            ..cfg.clone()
+        };
+        for e in [
+            &send_as,
+            &err(Stage::Data, "550 5.7.60 SMTP; Client does not have permissions to send as this sender"),
+            &err(Stage::Message, "554 5.2.252 SendAsDenied; moped@austintexas.gov not allowed to send as moped-bounces+1-ab@austintexas.gov"),
+        ] {
+            let text = advice(e, false, &verp_on, "x");
+            assert!(
+                text.contains("moped-bounces@austintexas.gov, with a +token"),
+                "{text}"
+            );
+            assert!(text.contains("set `verp = false`"), "{text}");
+            assert!(text.contains("tied to their send only by the Message-ID"), "{text}");
+        }
+        // Other sender-side trouble says nothing about VERP.
+        assert!(!advice(&quota, false, &verp_on, "x").contains("verp"));
         let relay = err(Stage::RcptTo, "554 5.7.1 Relay access denied");
         let text = advice(&relay, true, &cfg, "x");
         assert!(

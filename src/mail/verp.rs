@@ -1,6 +1,9 @@
-//! VERP: the envelope sender of each message is `local+TOKEN@domain`, where TOKEN names the send
-//! (its journal row id) and carries an HMAC so that a bounce cannot be forged to flag somebody.
-//! Tokens are lower-case hex so that mail servers that fold case keep them intact.
+//! The envelope sender of each message. With VERP (`verp = true`, the default) it is
+//! `local+TOKEN@domain`, where TOKEN names the send (its journal row id) and carries an HMAC so
+//! that a bounce cannot be forged to flag somebody; tokens are lower-case hex so that mail servers
+//! that fold case keep them intact. Without VERP (`verp = false`, for servers such as Exchange
+//! Online that refuse a plus-addressed sender) it is the bounce address itself, and bounces are
+//! tied to sends by the Message-ID they return instead. Pure: no I/O.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -29,6 +32,16 @@ pub fn address(bounce_address: &str, secret: &[u8], send_id: i64) -> String {
     match bounce_address.rsplit_once('@') {
         Some((local, domain)) => format!("{local}+{}@{domain}", token(secret, send_id)),
         None => bounce_address.to_string(),
+    }
+}
+
+/// The envelope sender for `send_id`: its VERP address when `verp` is on, the bounce address
+/// itself when it is off.
+pub fn envelope_sender(bounce_address: &str, secret: &[u8], send_id: i64, verp: bool) -> String {
+    if verp {
+        address(bounce_address, secret, send_id)
+    } else {
+        bounce_address.to_string()
     }
 }
 
@@ -73,5 +86,15 @@ mod tests {
         assert_eq!(verify(b"other", t), None);
         assert_eq!(verify(secret, "1093-0000000000"), None);
         assert_eq!(verify(secret, "garbage"), None);
+    }
+
+    #[test]
+    fn without_verp_the_envelope_sender_is_the_bounce_address() {
+        let on = envelope_sender("moped-bounces@austintexas.gov", b"k", 31, true);
+        assert_eq!(on, address("moped-bounces@austintexas.gov", b"k", 31));
+        assert!(token_in(&on).is_some());
+        let off = envelope_sender("moped-bounces@austintexas.gov", b"k", 31, false);
+        assert_eq!(off, "moped-bounces@austintexas.gov");
+        assert_eq!(token_in(&off), None);
     }
 }
