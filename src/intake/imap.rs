@@ -2,14 +2,20 @@
 //! TLS, STARTTLS, or plain TCP only when the URL says `?tls=none`), log in, read every message
 //! without marking it `\Seen`, and move handled messages to another folder.
 //!
-//! The password goes only over TLS: `imap://` asks the server's capabilities before anything
-//! else, upgrades with STARTTLS when offered and refuses (before LOGIN is sent) when not, unless
-//! `?tls=none` was written, in which case LOGIN goes in clear with a warning.
+//! It signs in either with `LOGIN` and a password ([`ImapMailbox::open`]) or with SASL
+//! `AUTHENTICATE XOAUTH2` and an OAuth 2.0 access token ([`ImapMailbox::open_xoauth2`]: the
+//! initial response `user=<user>\x01auth=Bearer <token>\x01\x01` in base64, on the command line
+//! when the server offers `SASL-IR`, else after the server's continuation; sent only to a server
+//! that offers `AUTH=XOAUTH2`). Exchange Online accepts only the latter.
+//!
+//! The password or token goes only over TLS: `imap://` asks the server's capabilities before
+//! anything else, upgrades with STARTTLS when offered and refuses (before signing in) when not,
+//! unless `?tls=none` was written, in which case it goes in clear with a warning.
 //!
 //! This module owns the network conversation only. It does not parse or classify the messages it
 //! fetches (that is `bounce`'s job), decide which messages are handled (the caller's), or read the
-//! password from the environment (the caller passes it in). It must never put the password in an
-//! error, a log line or a `Display`/`Debug` output.
+//! password from the environment or obtain a token (the caller passes them in). It must never put
+//! the password or token in an error, a log line or a `Display`/`Debug` output.
 //!
 //! TLS is rustls with the `ring` provider and the Mozilla roots from `webpki-roots`, the same
 //! rustls the SMTP transport uses. After any error the session may be out of step with the
@@ -23,6 +29,7 @@ use std::time::Duration;
 
 use async_imap::imap_proto::{AttributeValue, MailboxDatum, Outcome, Response, Status};
 use async_imap::{Client, Session};
+use base64::Engine as _;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 use tokio::net::TcpStream;
 
@@ -305,6 +312,29 @@ pub enum ImapError {
         address: String,
         reason: String,
     },
+    /// The server does not offer SASL XOAUTH2: the token was not sent.
+    #[error(
+        "IMAP server {address} does not offer AUTH=XOAUTH2 (its capabilities: {offered}), so \
+         it cannot take an OAuth token; the token was not sent. With smtp_auth = \"xoauth2\" \
+         the bounce mailbox must be on a server that signs in with OAuth 2.0 (Exchange Online: \
+         outlook.office365.com)"
+    )]
+    NoXOAuth2 { address: String, offered: String },
+    /// The server refused the OAuth token (`AUTHENTICATE XOAUTH2` answered NO or BAD).
+    #[error(
+        "IMAP server {address} refused the OAuth token for `{user}` (AUTHENTICATE XOAUTH2): \
+         {reason}. Check that the app registration has the Office 365 Exchange Online \
+         application permission IMAP.AccessAsApp with admin consent, that the app's service \
+         principal is registered in Exchange (New-ServicePrincipal) and granted this mailbox \
+         (Add-MailboxPermission -Identity {user} -User <service principal id> -AccessRights \
+         FullAccess), that oauth_scope is https://outlook.office365.com/.default, and that the \
+         user in the --imap URL is the mailbox's address"
+    )]
+    TokenRefused {
+        user: String,
+        address: String,
+        reason: String,
+    },
     /// The mailbox could not be selected (missing, or no permission).
     #[error("cannot open IMAP mailbox `{mailbox}` at {address}: {reason}")]
     Select {
@@ -366,6 +396,28 @@ impl ImapMailbox {
         password: &str,
         extra_roots: Option<&[u8]>,
     ) -> Result<ImapMailbox, ImapError> {
+        ImapMailbox::open_with(url, Credentials::Password(password), extra_roots).await
+    }
+
+    /// Connect as [`ImapMailbox::open`] does, but sign in with SASL `AUTHENTICATE XOAUTH2` and
+    /// this OAuth 2.0 access token for the URL's user (Exchange Online, Gmail; Dovecot's
+    /// `oauth2` passdb), trusting the certificates in `extra_roots` (PEM) besides the public
+    /// roots. The token goes only over TLS (unless the URL says `?tls=none`), only to a server
+    /// that offers `AUTH=XOAUTH2`, and on the command line itself when the server has
+    /// `SASL-IR`. A refusal is [`ImapError::TokenRefused`], which says what to check.
+    pub async fn open_xoauth2(
+        url: &ImapUrl,
+        token: &str,
+        extra_roots: Option<&[u8]>,
+    ) -> Result<ImapMailbox, ImapError> {
+        ImapMailbox::open_with(url, Credentials::XOAuth2(token), extra_roots).await
+    }
+
+    async fn open_with(
+        url: &ImapUrl,
+        credentials: Credentials<'_>,
+        extra_roots: Option<&[u8]>,
+    ) -> Result<ImapMailbox, ImapError> {
         let address = url.address();
         let connect_err = |reason: String| ImapError::Connect {
             address: address.clone(),
@@ -383,7 +435,7 @@ impl ImapMailbox {
         // Responses are small and commands are sent whole: no need to wait for ACKs.
         let _ = tcp.set_nodelay(true);
 
-        let client = if url.tls == ImapTls::Implicit {
+        let mut client = if url.tls == ImapTls::Implicit {
             let tls = tls_connect(&url.host, tcp, extra_roots)
                 .await
                 .map_err(tls_err)?;
@@ -394,7 +446,7 @@ impl ImapMailbox {
             let mut client = Client::new(Stream::Plain(tcp));
             read_greeting(&mut client).await.map_err(connect_err)?;
             if url.tls == ImapTls::None {
-                warn_cleartext_login(url);
+                warn_cleartext_login(url, credentials.what());
                 client
             } else {
                 let offered = capabilities_before_login(&mut client)
@@ -431,20 +483,76 @@ impl ImapMailbox {
             }
         };
 
-        let login_err = |reason: String| ImapError::Login {
+        let mut session = match credentials {
+            Credentials::Password(password) => {
+                let login_err = |reason: String| ImapError::Login {
+                    user: url.user.clone(),
+                    address: address.clone(),
+                    reason: scrub(&reason, password),
+                };
+                timed(client.login(&url.user, password))
+                    .await
+                    .map_err(login_err)?
+                    .map_err(|(e, _client)| login_err(describe(&e)))?
+            }
+            Credentials::XOAuth2(token) => {
+                // Capabilities may change with TLS (RFC 3501, 6.2.1): ask again, over TLS.
+                let offered = capabilities_before_login(&mut client)
+                    .await
+                    .map_err(connect_err)?;
+                let has = |name: &str| offered.iter().any(|c| c.eq_ignore_ascii_case(name));
+                if !has("AUTH=XOAUTH2") {
+                    return Err(ImapError::NoXOAuth2 {
+                        address: address.clone(),
+                        offered: crate::inert::line(&offered.join(" ")).into_owned(),
+                    });
+                }
+                let raw = xoauth2_response(&url.user, token);
+                let encoded = base64::engine::general_purpose::STANDARD.encode(&raw);
+                let refusal = Arc::new(std::sync::Mutex::new(None));
+                let authenticator = XOAuth2 {
+                    initial: None,
+                    refusal: Arc::clone(&refusal),
+                };
+                let attempt = if has("SASL-IR") {
+                    // The initial response on the command line: one round trip.
+                    timed(client.authenticate(format!("XOAUTH2 {encoded}"), authenticator)).await
+                } else {
+                    let authenticator = XOAuth2 {
+                        initial: Some(raw),
+                        ..authenticator
+                    };
+                    timed(client.authenticate("XOAUTH2", authenticator)).await
+                };
+                let refused = |reason: String| {
+                    let said = refusal
+                        .lock()
+                        .ok()
+                        .and_then(|mut r| r.take())
+                        .map(|r| format!("; its XOAUTH2 error: {r}"))
+                        .unwrap_or_default();
+                    let reason = format!("{reason}{said}");
+                    ImapError::TokenRefused {
+                        user: url.user.clone(),
+                        address: address.clone(),
+                        reason: scrub(&scrub(&reason, &encoded), token),
+                    }
+                };
+                attempt
+                    .map_err(&refused)?
+                    .map_err(|(e, _client)| refused(describe(&e)))?
+            }
+        };
+
+        let after_login = |reason: String| ImapError::Login {
             user: url.user.clone(),
             address: address.clone(),
-            reason: scrub(&reason, password),
+            reason,
         };
-        let mut session = timed(client.login(&url.user, password))
-            .await
-            .map_err(login_err)?
-            .map_err(|(e, _client)| login_err(describe(&e)))?;
-
         let capabilities = timed(session.capabilities())
             .await
-            .map_err(login_err)?
-            .map_err(|e| login_err(format!("CAPABILITY failed: {}", describe(&e))))?;
+            .map_err(after_login)?
+            .map_err(|e| after_login(format!("CAPABILITY failed: {}", describe(&e))))?;
         let has_move = capabilities.has_str("MOVE");
         let has_uidplus = capabilities.has_str("UIDPLUS");
 
@@ -834,15 +942,69 @@ async fn capabilities_before_login(client: &mut Client<Stream>) -> Result<Vec<St
 }
 
 /// Say once, on stderr, that LOGIN goes in clear because `?tls=none` says so.
-fn warn_cleartext_login(url: &ImapUrl) {
+fn warn_cleartext_login(url: &ImapUrl, what: &str) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         tracing::warn!(
-            "logging in to the IMAP server at {} without TLS, as ?tls=none asks: the password \
+            "logging in to the IMAP server at {} without TLS, as ?tls=none asks: the {what} \
              goes in clear",
             url.address()
         )
     });
+}
+
+/// What the client signs in with. `Debug` never shows the secret.
+#[derive(Clone, Copy)]
+enum Credentials<'a> {
+    /// `LOGIN user password`.
+    Password(&'a str),
+    /// `AUTHENTICATE XOAUTH2` with this OAuth 2.0 access token.
+    XOAuth2(&'a str),
+}
+
+impl Credentials<'_> {
+    fn what(&self) -> &'static str {
+        match self {
+            Credentials::Password(_) => "password",
+            Credentials::XOAuth2(_) => "OAuth token",
+        }
+    }
+}
+
+impl fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.what())
+    }
+}
+
+/// The SASL XOAUTH2 initial response, before base64:
+/// `user=<user>\x01auth=Bearer <token>\x01\x01`.
+fn xoauth2_response(user: &str, token: &str) -> Vec<u8> {
+    format!("user={user}\x01auth=Bearer {token}\x01\x01").into_bytes()
+}
+
+/// async-imap's side of `AUTHENTICATE XOAUTH2`. Without SASL-IR the first (empty) challenge is
+/// answered with the initial response. A challenge after that is the server's error (a JSON
+/// object, RFC 7628 / Google's XOAUTH2): it is kept for the error message and answered with
+/// the empty response that ends the exchange with NO.
+struct XOAuth2 {
+    initial: Option<Vec<u8>>,
+    refusal: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl async_imap::Authenticator for XOAuth2 {
+    type Response = Vec<u8>;
+
+    fn process(&mut self, challenge: &[u8]) -> Vec<u8> {
+        if let Some(initial) = self.initial.take() {
+            return initial;
+        }
+        if let Ok(mut refusal) = self.refusal.lock() {
+            let text = String::from_utf8_lossy(challenge);
+            *refusal = Some(crate::inert::line(text.trim()).into_owned());
+        }
+        Vec::new()
+    }
 }
 
 async fn tls_connect(

@@ -11,6 +11,12 @@
 //! Messages given to `start` are put in the user's `Maildir/new` before the server starts.
 //! Dropping the value stops the server (SIGTERM, then SIGKILL) and removes the directory.
 //!
+//! [`Dovecot::start_oauth2`] is the STARTTLS server signing in only with SASL XOAUTH2 and
+//! OAUTHBEARER through Dovecot's `oauth2` passdb (in `dovecot-core`), which checks each bearer
+//! token by POSTing `token=<token>` to an introspection endpoint (the test OAuth server's
+//! `introspect_url()`) and accepts it when the answer has `"active": true` and a `username`
+//! equal to the user signing in. LOGIN and PLAIN are not offered.
+//!
 //! Needs Debian's `dovecot-imapd` (`apt-get install -y dovecot-imapd`); without it `start`
 //! panics saying so: tests that need a real IMAP server must fail, not skip. Works as root (mail
 //! is owned by `nobody`, Dovecot's own processes run as `dovecot`/`dovenull`) and as an ordinary
@@ -61,7 +67,36 @@ impl Dovecot {
         cert_pem: &str,
         key_pem: &str,
     ) -> Dovecot {
-        Dovecot::launch(user, password, messages, "", Some((cert_pem, key_pem)))
+        Dovecot::launch(
+            user,
+            password,
+            messages,
+            "",
+            Some((cert_pem, key_pem)),
+            None,
+        )
+    }
+
+    /// [`Dovecot::start_starttls`] where the only way in is `AUTHENTICATE XOAUTH2` (or
+    /// OAUTHBEARER) with a bearer token that the introspection endpoint at `introspect_url`
+    /// (`http://127.0.0.1:PORT/...`, form POST `token=...`) calls active for `user`. `extra`
+    /// is appended to the configuration (e.g. an `imap_capability` without `SASL-IR`).
+    pub fn start_oauth2(
+        user: &str,
+        messages: &[(&str, &[u8])],
+        cert_pem: &str,
+        key_pem: &str,
+        introspect_url: &str,
+        extra: &str,
+    ) -> Dovecot {
+        Dovecot::launch(
+            user,
+            "no-password-login",
+            messages,
+            extra,
+            Some((cert_pem, key_pem)),
+            Some(introspect_url),
+        )
     }
 
     /// [`Dovecot::start`] with `extra` appended to the configuration (e.g.
@@ -72,7 +107,7 @@ impl Dovecot {
         messages: &[(&str, &[u8])],
         extra: &str,
     ) -> Dovecot {
-        Dovecot::launch(user, password, messages, extra, None)
+        Dovecot::launch(user, password, messages, extra, None, None)
     }
 
     fn launch(
@@ -81,6 +116,7 @@ impl Dovecot {
         messages: &[(&str, &[u8])],
         extra: &str,
         tls: Option<(&str, &str)>,
+        oauth2: Option<&str>,
     ) -> Dovecot {
         for needed in [DOVECOT, IMAP_BINARY] {
             assert!(
@@ -132,6 +168,37 @@ impl Dovecot {
                 )
             }
         };
+        let d = dir.path().display();
+        let passdb = match oauth2 {
+            None => format!(
+                "auth_mechanisms = plain login\n\
+                 passdb {{\n  driver = passwd-file\n  \
+                 args = scheme=PLAIN username_format=%u {d}/users\n}}\n"
+            ),
+            Some(introspect_url) => {
+                let ext = dir.path().join("dovecot-oauth2.conf.ext");
+                fs::write(
+                    &ext,
+                    format!(
+                        "introspection_url = {introspect_url}\n\
+                         introspection_mode = post\n\
+                         force_introspection = yes\n\
+                         username_attribute = username\n\
+                         active_attribute = active\n\
+                         active_value = true\n\
+                         timeout_msecs = 10000\n\
+                         debug = yes\n"
+                    ),
+                )
+                .expect("write dovecot-oauth2.conf.ext");
+                format!(
+                    "auth_mechanisms = xoauth2 oauthbearer\n\
+                     passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  \
+                     args = {}\n}}\n",
+                    ext.display()
+                )
+            }
+        };
 
         let mut last_failure = String::new();
         // A free port can be taken between choosing and binding it: try a few.
@@ -140,7 +207,7 @@ impl Dovecot {
             let conf = dir.path().join("dovecot.conf");
             fs::write(
                 &conf,
-                config(dir.path(), host, port, &ids) + &tls_settings + extra + "\n",
+                config(dir.path(), host, port, &ids) + &passdb + &tls_settings + extra + "\n",
             )
             .expect("write dovecot.conf");
             let stderr = fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
@@ -369,7 +436,7 @@ fn free_port(host: &str) -> u16 {
         .expect("find a free port")
 }
 
-/// Dovecot 2.3 settings (2.4 renamed several: `disable_plaintext_auth` became
+/// Dovecot 2.3 settings, without the passdb and TLS parts (appended by the caller; 2.4 renamed several: `disable_plaintext_auth` became
 /// `auth_allow_cleartext`, `mail_location` became `mail_driver`/`mail_path`).
 fn config(dir: &Path, host: &str, port: u16, ids: &Ids) -> String {
     let d = dir.display();
@@ -382,7 +449,6 @@ state_dir = {d}/state
 log_path = {d}/dovecot.log
 info_log_path = {d}/dovecot.log
 auth_verbose = yes
-auth_mechanisms = plain login
 default_internal_user = {internal_user}
 default_internal_group = {internal_group}
 default_login_user = {login_user}
@@ -392,10 +458,6 @@ mail_location = maildir:{d}/%u/Maildir
 namespace inbox {{
   inbox = yes
   separator = .
-}}
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {d}/users
 }}
 userdb {{
   driver = passwd-file
