@@ -38,6 +38,13 @@ struct FileConfig {
     database_url: Option<String>,
     smtp_url: Option<String>,
     smtp_ca_file: Option<String>,
+    smtp_auth: Option<String>,
+    oauth_tenant: Option<String>,
+    oauth_client_id: Option<String>,
+    oauth_scope: Option<String>,
+    oauth_token_url: Option<String>,
+    /// Never read from the file: present only to refuse it with a clear message.
+    oauth_client_secret: Option<toml::Value>,
     outbox: Option<String>,
     contacts: Option<String>,
     templates: Option<String>,
@@ -111,6 +118,11 @@ pub struct Config {
     /// The certificates (PEM) of `smtp_ca_file`, trusted for the SMTP server's TLS besides the
     /// public roots; read and checked when the configuration is loaded.
     pub smtp_ca: Option<Vec<u8>>,
+    /// How notify logs in to the SMTP server (`smtp_auth`).
+    pub smtp_auth: SmtpAuth,
+    /// The OAuth 2.0 client credentials for XOAUTH2: always set with `smtp_auth = "xoauth2"`,
+    /// and also with `password` when every key is given (for the bounce mailbox over IMAP).
+    pub oauth: Option<OAuthSettings>,
     pub outbox: PathBuf,
     pub contacts: PathBuf,
     pub templates: PathBuf,
@@ -190,6 +202,67 @@ impl Provider {
     }
 }
 
+/// How notify logs in to the SMTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpAuth {
+    /// AUTH PLAIN or LOGIN with `NOTIFY_SMTP_USER` and `NOTIFY_SMTP_PASSWORD`.
+    Password,
+    /// SASL XOAUTH2 with an OAuth 2.0 token from the client credentials grant (Exchange Online).
+    Xoauth2,
+}
+
+/// The default `oauth_scope`: Exchange Online's SMTP and IMAP as the app's own permissions.
+pub const DEFAULT_OAUTH_SCOPE: &str = "https://outlook.office365.com/.default";
+/// The default `oauth_token_url`; `{tenant}` is replaced with `oauth_tenant`.
+pub const DEFAULT_OAUTH_TOKEN_URL: &str =
+    "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token";
+
+/// An app's OAuth 2.0 client credentials and where to exchange them for tokens. The secret comes
+/// only from `NOTIFY_OAUTH_CLIENT_SECRET` and `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OAuthSettings {
+    /// The token endpoint, checked by [`check_token_url`].
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub scope: String,
+}
+
+impl fmt::Debug for OAuthSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthSettings")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<set>")
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// A token endpoint URL notify will send a client secret to: https, or plain http only to a
+/// loopback address (127.0.0.0/8, ::1, localhost) for tests; no user name or password in it.
+pub fn check_token_url(raw: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL ({e})"))?;
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err("the token URL must not carry a user name or password".into());
+    }
+    let loopback = match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    match u.scheme() {
+        "https" if u.host().is_some() => Ok(u),
+        "http" if loopback => Ok(u),
+        "http" => Err(format!(
+            "`{raw}` is plain http: the client secret would go in clear; use https (plain http is \
+             allowed only to a loopback address, for tests)"
+        )),
+        other => Err(format!("`{raw}`: scheme `{other}` is not https")),
+    }
+}
+
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
@@ -200,6 +273,8 @@ impl fmt::Debug for Config {
                 "smtp_password",
                 &self.smtp_password.as_ref().map(|_| "<set>"),
             )
+            .field("smtp_auth", &self.smtp_auth)
+            .field("oauth", &self.oauth)
             .field("outbox", &self.outbox)
             .field("contacts", &self.contacts)
             .field("from", &self.from)
@@ -287,6 +362,16 @@ impl Config {
                 }
             })?;
         }
+
+        let oauth_keys = OAuthKeys {
+            smtp_auth: file.smtp_auth,
+            tenant: file.oauth_tenant,
+            client_id: file.oauth_client_id,
+            scope: file.oauth_scope,
+            token_url: file.oauth_token_url,
+            secret_in_file: file.oauth_client_secret.is_some(),
+        };
+        let (smtp_auth, oauth) = r.oauth(oauth_keys, env, smtp_url.as_deref())?;
 
         let (smtp_ca_file, ca_origin) = r.string("smtp_ca_file", file.smtp_ca_file, None, None);
         let smtp_ca = match smtp_ca_file.filter(|s| !s.trim().is_empty()) {
@@ -499,6 +584,8 @@ impl Config {
             smtp_user: env.get("NOTIFY_SMTP_USER").cloned(),
             smtp_password: env.get("NOTIFY_SMTP_PASSWORD").cloned(),
             smtp_ca,
+            smtp_auth,
+            oauth,
             outbox,
             contacts,
             templates,
@@ -526,6 +613,16 @@ impl Config {
             verp,
         })
     }
+}
+
+/// The file's values of `smtp_auth` and the `oauth_*` keys.
+struct OAuthKeys {
+    smtp_auth: Option<String>,
+    tenant: Option<String>,
+    client_id: Option<String>,
+    scope: Option<String>,
+    token_url: Option<String>,
+    secret_in_file: bool,
 }
 
 struct Resolver<'a> {
@@ -627,6 +724,140 @@ impl Resolver<'_> {
 }
 
 impl Resolver<'_> {
+    /// `smtp_auth` and the OAuth 2.0 keys, checked: XOAUTH2 needs the client id, a tenant or a
+    /// token URL, the secret (only from `NOTIFY_OAUTH_CLIENT_SECRET`) and the mailbox
+    /// (`NOTIFY_SMTP_USER`, or the user in `smtp_url`).
+    fn oauth(
+        &self,
+        file: OAuthKeys,
+        env: &BTreeMap<String, String>,
+        smtp_url: Option<&str>,
+    ) -> Result<(SmtpAuth, Option<OAuthSettings>), ConfigError> {
+        if file.secret_in_file {
+            return Err(ConfigError::Invalid {
+                key: "oauth_client_secret",
+                origin: Origin::File(self.file_path.to_path_buf()).to_string(),
+                message: "the client secret is read only from the environment variable \
+                          NOTIFY_OAUTH_CLIENT_SECRET; remove it from the file"
+                    .into(),
+            });
+        }
+        let (auth, auth_origin) = self.string("smtp_auth", file.smtp_auth, None, Some("password"));
+        let auth = auth.unwrap_or_default();
+        let smtp_auth = match auth.trim().to_ascii_lowercase().as_str() {
+            "password" | "" => SmtpAuth::Password,
+            "xoauth2" => SmtpAuth::Xoauth2,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "smtp_auth",
+                    origin: auth_origin.to_string(),
+                    message: format!("`{other}` is not one of \"password\", \"xoauth2\""),
+                })
+            }
+        };
+        let given = |v: Option<String>| {
+            v.filter(|s| !s.trim().is_empty())
+                .map(|s| s.trim().to_string())
+        };
+        let (tenant, tenant_origin) = self.string("oauth_tenant", file.tenant, None, None);
+        let tenant = given(tenant);
+        if let Some(t) = &tenant {
+            if !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            {
+                return Err(ConfigError::Invalid {
+                    key: "oauth_tenant",
+                    origin: tenant_origin.to_string(),
+                    message: format!(
+                        "`{}` is not a tenant id or domain (letters, digits, '-' and '.')",
+                        crate::inert::line(t)
+                    ),
+                });
+            }
+        }
+        let (client_id, id_origin) = self.string("oauth_client_id", file.client_id, None, None);
+        let client_id = given(client_id);
+        let (scope, _) = self.string("oauth_scope", file.scope, None, Some(DEFAULT_OAUTH_SCOPE));
+        let scope = given(scope).unwrap_or_else(|| DEFAULT_OAUTH_SCOPE.to_string());
+        let (url, url_origin) = self.string("oauth_token_url", file.token_url, None, None);
+        let url = given(url);
+        let secret = env
+            .get("NOTIFY_OAUTH_CLIENT_SECRET")
+            .filter(|s| !s.is_empty())
+            .cloned();
+        let xoauth2 = smtp_auth == SmtpAuth::Xoauth2;
+        let needed = |key: &'static str, origin: String, message: &str| ConfigError::Invalid {
+            key,
+            origin,
+            message: format!("smtp_auth = \"xoauth2\" needs {message}"),
+        };
+        if xoauth2 {
+            if client_id.is_none() {
+                return Err(needed(
+                    "oauth_client_id",
+                    id_origin.to_string(),
+                    "the app's client id (application id) in oauth_client_id",
+                ));
+            }
+            if tenant.is_none() && url.is_none() {
+                return Err(needed(
+                    "oauth_tenant",
+                    tenant_origin.to_string(),
+                    "the directory (tenant) id in oauth_tenant, or oauth_token_url",
+                ));
+            }
+            if secret.is_none() {
+                return Err(needed(
+                    "oauth_client_secret",
+                    "the environment".into(),
+                    "the app's client secret in the environment variable NOTIFY_OAUTH_CLIENT_SECRET",
+                ));
+            }
+            let url_user = smtp_url
+                .and_then(|u| url::Url::parse(u).ok())
+                .is_some_and(|u| !u.username().is_empty());
+            if !url_user
+                && env
+                    .get("NOTIFY_SMTP_USER")
+                    .is_none_or(|u| u.trim().is_empty())
+            {
+                return Err(needed(
+                    "smtp_user",
+                    "the environment".into(),
+                    "the mailbox to send as in NOTIFY_SMTP_USER (its address)",
+                ));
+            }
+        }
+        let (Some(client_id), Some(client_secret)) = (client_id, secret) else {
+            return Ok((smtp_auth, None));
+        };
+        let token_url = match (url, &tenant) {
+            (Some(u), Some(t)) => u.replace("{tenant}", t),
+            (Some(u), None) => u,
+            (None, Some(t)) => DEFAULT_OAUTH_TOKEN_URL.replace("{tenant}", t),
+            (None, None) => return Ok((smtp_auth, None)),
+        };
+        check_token_url(&token_url).map_err(|message| ConfigError::Invalid {
+            key: "oauth_token_url",
+            // The URL as written, or the default one the tenant was put into.
+            origin: match url_origin {
+                Origin::Default => tenant_origin.to_string(),
+                written => written.to_string(),
+            },
+            message,
+        })?;
+        Ok((
+            smtp_auth,
+            Some(OAuthSettings {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+            }),
+        ))
+    }
+
     /// A whole number in `min..=max` (an environment value like `2.5` is refused, not cut).
     fn whole(
         &self,
@@ -773,6 +1004,28 @@ mod tests {
     }
 
     #[test]
+    fn verp_is_on_unless_off_or_the_office365_profile_without_the_key() {
+        assert!(load("", &[]).unwrap().verp);
+        assert!(!load("verp = false\n", &[]).unwrap().verp);
+        let o365 = "smtp_url = \"smtp://smtp.office365.com:587?tls=required\"\n";
+        assert!(!load(o365, &[]).unwrap().verp, "the profile turns it off");
+        assert!(!load("provider = \"office365\"\n", &[]).unwrap().verp);
+        // Given explicitly, the key wins over the profile, from the file or the environment.
+        assert!(load(&format!("{o365}verp = true\n"), &[]).unwrap().verp);
+        assert!(load(o365, &[("NOTIFY_VERP", "true")]).unwrap().verp);
+        assert!(!load("verp = true\n", &[("NOTIFY_VERP", "0")]).unwrap().verp);
+        let e = load("", &[("NOTIFY_VERP", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("verp") && e.contains("NOTIFY_VERP") && e.contains("maybe"),
+            "{e}"
+        );
+        let e = load("verp = \"yes\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("verp"), "{e}");
+    }
+
+    #[test]
     fn environment_beats_file_and_flags_beat_environment() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify.toml");
@@ -822,28 +1075,6 @@ mod tests {
             !shown.contains("s3cret") && !shown.contains("alice"),
             "{shown}"
         );
-    }
-
-    #[test]
-    fn verp_is_on_unless_off_or_the_office365_profile_without_the_key() {
-        assert!(load("", &[]).unwrap().verp);
-        assert!(!load("verp = false\n", &[]).unwrap().verp);
-        let o365 = "smtp_url = \"smtp://smtp.office365.com:587?tls=required\"\n";
-        assert!(!load(o365, &[]).unwrap().verp, "the profile turns it off");
-        assert!(!load("provider = \"office365\"\n", &[]).unwrap().verp);
-        // Given explicitly, the key wins over the profile, from the file or the environment.
-        assert!(load(&format!("{o365}verp = true\n"), &[]).unwrap().verp);
-        assert!(load(o365, &[("NOTIFY_VERP", "true")]).unwrap().verp);
-        assert!(!load("verp = true\n", &[("NOTIFY_VERP", "0")]).unwrap().verp);
-        let e = load("", &[("NOTIFY_VERP", "maybe")])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("verp") && e.contains("NOTIFY_VERP") && e.contains("maybe"),
-            "{e}"
-        );
-        let e = load("verp = \"yes\"\n", &[]).unwrap_err().to_string();
-        assert!(e.contains("verp"), "{e}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod intake;
 pub mod mail;
 pub mod net;
 pub mod notice;
+pub mod oauth;
 pub mod policy;
 pub mod release;
 pub mod render;

@@ -242,6 +242,12 @@ pub async fn run(cfg: &Config, notice: Notice, args: SendArgs) -> anyhow::Result
             Some(pem) => target.trust(pem.clone()),
             None => target,
         };
+        let target = match (&cfg.smtp_auth, &cfg.oauth) {
+            (crate::config::SmtpAuth::Xoauth2, Some(settings)) => target.with_oauth(
+                crate::oauth::TokenSource::new(settings).map_err(|e| UsageError(e.to_string()))?,
+            ),
+            _ => target,
+        };
         Some(Delivery::Smtp { target })
     } else {
         Some(Delivery::Outbox {

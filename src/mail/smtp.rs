@@ -14,8 +14,9 @@
 //!
 //! The session is opened in steps the transport orders: [`Connection::greet`] (greeting and
 //! EHLO), [`Connection::starttls`] (the upgrade, then EHLO again and the extensions read anew),
-//! [`Connection::login`] (AUTH PLAIN or LOGIN). Whether a password may go over a connection is
-//! the transport's decision ([`Connection::is_tls`] tells it), not this client's. An address
+//! [`Connection::login`] (AUTH PLAIN or LOGIN with a password, or XOAUTH2 with an OAuth 2.0
+//! bearer token, RFC 4954's initial response on the AUTH line). Whether a credential may go over
+//! a connection is the transport's decision ([`Connection::is_tls`] tells it), not this client's. An address
 //! that is not ASCII is sent only when the server offers SMTPUTF8 (RFC 6531), with `MAIL FROM`'s
 //! `SMTPUTF8` parameter; otherwise the message is refused here ([`Failure::Unsupported`]) and
 //! the connection stays usable.
@@ -45,6 +46,24 @@ impl Reply {
         format!("{} {}", self.code, self.lines.join(" "))
             .trim_end()
             .to_string()
+    }
+}
+
+/// How to log in.
+#[derive(Clone, Copy)]
+pub enum Login<'a> {
+    /// AUTH PLAIN, or LOGIN.
+    Password { user: &'a str, password: &'a str },
+    /// AUTH XOAUTH2 with this initial response (base64 of the user and the bearer token).
+    Xoauth2 { response: &'a str },
+}
+
+impl std::fmt::Debug for Login<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Login::Password { .. } => "Login::Password(<redacted>)",
+            Login::Xoauth2 { .. } => "Login::Xoauth2(<redacted>)",
+        })
     }
 }
 
@@ -201,19 +220,72 @@ impl Connection {
         Ok(self)
     }
 
-    /// Log in with AUTH PLAIN (or LOGIN when the server offers only that).
-    pub async fn login(&mut self, user: &str, password: &str) -> Result<(), Failure> {
-        let mechanisms: Vec<String> = self
-            .extensions
+    /// Log in: with a password by AUTH PLAIN (or LOGIN when the server offers only that), or
+    /// by AUTH XOAUTH2.
+    pub async fn login(&mut self, login: Login<'_>) -> Result<(), Failure> {
+        match login {
+            Login::Password { user, password } => self.login_password(user, password).await,
+            Login::Xoauth2 { response } => self.login_xoauth2(response).await,
+        }
+    }
+
+    /// AUTH XOAUTH2 with `response` (base64, see `oauth::xoauth2`) on the AUTH line. A server
+    /// that answers `334` with nothing gets the response on the next line; one that answers
+    /// `334` with an error (base64 JSON: status, schemes, scope) gets an empty line, as the
+    /// mechanism asks, and then says its final word, whose text carries that error.
+    async fn login_xoauth2(&mut self, response: &str) -> Result<(), Failure> {
+        if !self.auth_mechanisms().iter().any(|m| m == "XOAUTH2") {
+            let offered = self
+                .extensions
+                .iter()
+                .find(|e| e.starts_with("AUTH"))
+                .map(|e| crate::inert::line(e).into_owned())
+                .unwrap_or_else(|| "no AUTH at all".into());
+            return Err(Failure::Unsupported {
+                what: "AUTH",
+                reason: format!("the server does not offer AUTH XOAUTH2 (it offered: {offered})"),
+            });
+        }
+        self.write(format!("AUTH XOAUTH2 {response}\r\n").as_bytes())
+            .await?;
+        let mut r = self.read_reply().await?;
+        if r.code == 334 && r.lines.concat().trim().is_empty() {
+            self.write(format!("{response}\r\n").as_bytes()).await?;
+            r = self.read_reply().await?;
+        }
+        if r.code == 334 {
+            use base64::Engine as _;
+            let said = base64::engine::general_purpose::STANDARD
+                .decode(r.lines.concat().trim())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_else(|_| r.lines.concat());
+            self.write(b"\r\n").await?;
+            let mut last = self.read_reply().await?;
+            if last.code != 235 {
+                last.lines
+                    .push(format!("({})", crate::inert::line(said.trim())));
+            }
+            r = last;
+        }
+        self.expect("AUTH", &r, 235)
+    }
+
+    /// The SASL mechanisms of the EHLO reply's AUTH line(s), upper-cased.
+    fn auth_mechanisms(&self) -> Vec<String> {
+        self.extensions
             .iter()
-            .filter_map(|e| e.strip_prefix("AUTH").map(str::to_string))
+            .filter_map(|e| e.strip_prefix("AUTH"))
             .flat_map(|m| {
                 m.split([' ', '='])
                     .filter(|w| !w.is_empty())
                     .map(str::to_string)
                     .collect::<Vec<_>>()
             })
-            .collect();
+            .collect()
+    }
+
+    async fn login_password(&mut self, user: &str, password: &str) -> Result<(), Failure> {
+        let mechanisms = self.auth_mechanisms();
         use base64::Engine as _;
         let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
         let has = |m: &str| mechanisms.iter().any(|x| x == m);
@@ -782,7 +854,12 @@ mod tests {
             .unwrap();
         assert!(c.is_tls() && !c.offers("STARTTLS") && c.offers("AUTH"));
         assert!(c.pipelining);
-        c.login("moped", "s3cret").await.unwrap();
+        c.login(Login::Password {
+            user: "moped",
+            password: "s3cret",
+        })
+        .await
+        .unwrap();
         c.begin("b@example.org", "ann@example.org", b"hi")
             .await
             .unwrap();
@@ -916,9 +993,83 @@ mod tests {
             .await
             .unwrap();
         if let Some((user, password)) = login {
-            c.login(user, password).await.unwrap();
+            c.login(Login::Password { user, password }).await.unwrap();
         }
         c
+    }
+
+    #[tokio::test]
+    async fn xoauth2_sends_the_response_on_the_auth_line_or_after_an_empty_challenge() {
+        let xoauth2 = Login::Xoauth2 {
+            response: "dXNlcj1t",
+        };
+        // On the AUTH line.
+        let (port, server) = scripted(vec![
+            ("EHLO", "250-fake\r\n250 AUTH LOGIN XOAUTH2\r\n"),
+            ("AUTH XOAUTH2", "235 2.7.0 Authentication successful\r\n"),
+            ("QUIT", "221 bye\r\n"),
+        ])
+        .await;
+        let mut c = connect(port, None).await;
+        c.login(xoauth2).await.unwrap();
+        c.quit().await;
+        assert_eq!(server.await.unwrap()[1], "AUTH XOAUTH2 dXNlcj1t");
+        // A server that asks again with an empty 334 gets it on the next line.
+        let (port, server) = scripted(vec![
+            ("EHLO", "250-fake\r\n250 AUTH XOAUTH2\r\n"),
+            ("AUTH XOAUTH2", "334 \r\n"),
+            ("dXNl", "235 2.7.0 ok\r\n"),
+            ("QUIT", "221 bye\r\n"),
+        ])
+        .await;
+        let mut c = connect(port, None).await;
+        c.login(xoauth2).await.unwrap();
+        c.quit().await;
+        assert_eq!(server.await.unwrap()[2], "dXNlcj1t");
+    }
+
+    #[tokio::test]
+    async fn a_refused_xoauth2_token_is_answered_with_an_empty_line_and_reported() {
+        // Exchange's way: 334 and a base64 JSON error, then 535 after the client's empty line.
+        let (port, server) = scripted(vec![
+            ("EHLO", "250-fake\r\n250 AUTH XOAUTH2\r\n"),
+            (
+                "AUTH XOAUTH2",
+                "334 eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=\r\n",
+            ),
+            ("", "535 5.7.3 Authentication unsuccessful\r\n"),
+        ])
+        .await;
+        let mut c = connect(port, None).await;
+        match c.login(Login::Xoauth2 { response: "dXNl" }).await {
+            Err(Failure::Refused { what, reply }) => {
+                assert_eq!((what, reply.code), ("AUTH", 535));
+                let text = reply.text();
+                assert!(text.contains("5.7.3") && text.contains("\"401\""), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(c);
+        assert_eq!(server.await.unwrap()[2], "");
+
+        // A server without XOAUTH2: refused here, nothing sent.
+        let (port, server) = scripted(vec![
+            ("EHLO", "250-fake\r\n250 AUTH PLAIN LOGIN\r\n"),
+            ("QUIT", "221 bye\r\n"),
+        ])
+        .await;
+        let mut c = connect(port, None).await;
+        let e = c
+            .login(Login::Xoauth2 { response: "dXNl" })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, Failure::Unsupported { what: "AUTH", reason } if reason.contains("AUTH PLAIN LOGIN")),
+            "{e:?}"
+        );
+        c.quit().await;
+        let seen = server.await.unwrap();
+        assert!(!seen.iter().any(|l| l.starts_with("AUTH")), "{seen:?}");
     }
 
     #[tokio::test]

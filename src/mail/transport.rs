@@ -5,16 +5,21 @@
 //! words. Credentials go only over TLS: with a user and password, a server that offers STARTTLS
 //! is always upgraded before AUTH, and one that does not is refused before AUTH is sent, unless
 //! `tls=none` was written in the URL (then the password goes in clear, with a warning).
+//! With a [`TokenSource`] (`smtp_auth = "xoauth2"`) the login is AUTH XOAUTH2 under the same
+//! rule: a token refused at AUTH is renewed once and tried on a fresh connection, and a session
+//! whose token is near its end is closed and opened anew with a renewed one before the next
+//! message, so tokens that expire during a run cost nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
 use super::{smtp, Outgoing};
+use crate::oauth::{self, TokenSource};
 
 /// How to talk TLS to the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +48,8 @@ pub struct SmtpTarget {
     password: Option<String>,
     /// Certificates (PEM) trusted besides the public roots: a relay with a private CA.
     extra_roots: Option<Vec<u8>>,
+    /// Tokens for AUTH XOAUTH2 instead of the password.
+    oauth: Option<TokenSource>,
     /// The TLS client configuration, built on first use and shared by every connection (and
     /// so its session cache).
     tls_config: Arc<OnceLock<Result<Arc<rustls::ClientConfig>, String>>>,
@@ -133,6 +140,7 @@ impl SmtpTarget {
             user: user.map(str::to_string).or(url_user),
             password: password.map(str::to_string).or(url_pass),
             extra_roots: None,
+            oauth: None,
             tls_config: Arc::default(),
         })
     }
@@ -145,16 +153,123 @@ impl SmtpTarget {
         self
     }
 
-    /// True when the session logs in (a user name was given).
-    pub fn has_credentials(&self) -> bool {
-        self.user.is_some()
+    /// Log in with AUTH XOAUTH2 as the user (the mailbox), with tokens from `source`, instead
+    /// of the password.
+    pub fn with_oauth(mut self, source: TokenSource) -> SmtpTarget {
+        self.oauth = Some(source);
+        self
     }
 
-    /// Open one SMTP session with notify's own client: TCP with Nagle's algorithm off, TLS
-    /// from the first byte for `smtps://`, the greeting and EHLO, STARTTLS as the URL asks (and
-    /// always before a login when the server offers it, unless `tls=none` was written), and
-    /// AUTH when there are credentials, never in clear unless `tls=none` was written.
-    async fn open(&self) -> Result<smtp::Connection, SendError> {
+    /// True when the session logs in (a user name was given).
+    pub fn has_credentials(&self) -> bool {
+        self.user.is_some() || self.oauth.is_some()
+    }
+
+    /// Open one SMTP session, logged in when there are credentials: [`SmtpTarget::connect`],
+    /// then AUTH. With XOAUTH2, a token the server refuses (535, or any 5.7.x) is renewed once
+    /// and tried on a fresh connection; refused again, the error names what to check on the
+    /// Exchange side. Returns the connection and, with XOAUTH2, when its token is due for renewal.
+    async fn open(&self) -> Result<(smtp::Connection, Option<Instant>), SendError> {
+        let Some(source) = &self.oauth else {
+            let mut conn = self.connect().await?;
+            if let Some(user) = &self.user {
+                let password = self.password.as_deref().unwrap_or("");
+                let login = smtp::Login::Password { user, password };
+                if let Err(e) = conn.login(login).await {
+                    return Err(self.login_error(e, ""));
+                }
+            }
+            return Ok((conn, None));
+        };
+        let Some(user) = self.user.as_deref().filter(|u| !u.is_empty()) else {
+            return Err(SendError {
+                kind: SendErrorKind::Connection,
+                code: None,
+                stage: Some(Stage::Session),
+                message: "smtp_auth = \"xoauth2\" needs the mailbox in NOTIFY_SMTP_USER".into(),
+            });
+        };
+        let token_error = |e: oauth::OAuthError| SendError {
+            kind: SendErrorKind::Connection,
+            code: None,
+            stage: Some(Stage::Session),
+            message: e.to_string(),
+        };
+        let mut token = source.token().await.map_err(token_error)?;
+        let mut renewed = false;
+        loop {
+            let mut conn = self.connect().await?;
+            let response = oauth::xoauth2(user, &token);
+            match conn
+                .login(smtp::Login::Xoauth2 {
+                    response: &response,
+                })
+                .await
+            {
+                Ok(()) => return Ok((conn, Some(token.renew_at()))),
+                Err(smtp::Failure::Refused { reply, .. })
+                    if !renewed && refuses_the_token(&reply) =>
+                {
+                    tracing::debug!("the SMTP server refused the OAuth token; renewing it");
+                    conn.quit().await;
+                    token = source.replace(&token).await.map_err(token_error)?;
+                    renewed = true;
+                }
+                Err(e) => {
+                    conn.quit().await;
+                    let advice = if renewed {
+                        format!(
+                            " (also with a newly issued token). Check, for the mailbox {}: that \
+                             the app has the Office 365 Exchange Online application permission \
+                             SMTP.SendAsApp with admin consent; that its service principal is \
+                             registered in Exchange (New-ServicePrincipal) and has FullAccess to \
+                             the mailbox (Add-MailboxPermission); that SMTP AUTH is enabled on \
+                             the mailbox (Set-CASMailbox -SmtpClientAuthenticationDisabled \
+                             $false); and that NOTIFY_SMTP_USER is that mailbox",
+                            crate::inert::line(user)
+                        )
+                    } else {
+                        String::new()
+                    };
+                    return Err(self.login_error(e, &advice));
+                }
+            }
+        }
+    }
+
+    /// A failed login as a send error that stops the run: the server's words, then `advice`.
+    fn login_error(&self, e: smtp::Failure, advice: &str) -> SendError {
+        match e {
+            smtp::Failure::Refused { reply, .. } => SendError {
+                kind: SendErrorKind::Connection,
+                code: Some(reply.code),
+                stage: Some(Stage::Session),
+                message: format!(
+                    "the SMTP server at {self} refused the login: {}{advice}",
+                    crate::inert::line(&reply.text())
+                ),
+            },
+            smtp::Failure::Unsupported { reason, .. } => SendError {
+                kind: SendErrorKind::Connection,
+                code: None,
+                stage: Some(Stage::Session),
+                message: format!("cannot log in to the SMTP server at {self}: {reason}"),
+            },
+            other => SendError {
+                kind: SendErrorKind::Connection,
+                code: None,
+                stage: None,
+                message: format!("cannot reach the SMTP server at {self}: {other}"),
+            },
+        }
+    }
+
+    /// Connect, with notify's own client: TCP with Nagle's algorithm off, TLS from the first
+    /// byte for `smtps://`, the greeting and EHLO, and STARTTLS as the URL asks (and always
+    /// before a login when the server offers it, unless `tls=none` was written). With
+    /// credentials, a connection that is not TLS is refused here, before any AUTH, unless
+    /// `tls=none` was written.
+    async fn connect(&self) -> Result<smtp::Connection, SendError> {
         let unreachable = |message: String| SendError {
             kind: SendErrorKind::Connection,
             code: None,
@@ -212,10 +327,15 @@ impl SmtpTarget {
             let (connector, name) = self.tls_connector().map_err(&unreachable)?;
             conn = conn.starttls(&connector, name).await.map_err(session_err)?;
         }
-        if let Some(user) = &self.user {
+        if self.has_credentials() {
             if !conn.is_tls() {
                 if !self.explicit_plain {
                     let offered = offered(&conn);
+                    let secret = if self.oauth.is_some() {
+                        "OAuth token"
+                    } else {
+                        "password"
+                    };
                     conn.quit().await;
                     return Err(SendError {
                         kind: SendErrorKind::Connection,
@@ -223,29 +343,14 @@ impl SmtpTarget {
                         stage: Some(Stage::Session),
                         message: format!(
                             "the SMTP server at {self} does not offer STARTTLS (it offered: \
-                             {offered}), so the password would go in clear; nothing was sent. \
+                             {offered}), so the {secret} would go in clear; nothing was sent. \
                              Use smtps:// (TLS from the first byte, usually port 465) if the \
-                             server has it, or write ?tls=none in smtp_url to send the password \
+                             server has it, or write ?tls=none in smtp_url to send the {secret} \
                              in clear anyway"
                         ),
                     });
                 }
                 warn_cleartext_login(self);
-            }
-            let password = self.password.as_deref().unwrap_or("");
-            if let Err(e) = conn.login(user, password).await {
-                return Err(match e {
-                    smtp::Failure::Refused { reply, .. } => SendError {
-                        kind: SendErrorKind::Connection,
-                        code: Some(reply.code),
-                        stage: Some(Stage::Session),
-                        message: format!(
-                            "the SMTP server at {self} refused the login: {}",
-                            reply.text()
-                        ),
-                    },
-                    other => unreachable(other.to_string()),
-                });
             }
         }
         Ok(conn)
@@ -271,6 +376,17 @@ impl SmtpTarget {
         })?;
         Ok((TlsConnector::from(config), name))
     }
+}
+
+/// True for a refusal at AUTH that says the token is not good (535, or a 5.7.x status), so a
+/// new token may help.
+fn refuses_the_token(reply: &smtp::Reply) -> bool {
+    reply.code == 535
+        || (reply.code >= 500
+            && reply
+                .lines
+                .first()
+                .is_some_and(|l| l.trim_start().starts_with("5.7.")))
 }
 
 /// What the server offered in its EHLO reply, for messages (`PIPELINING, AUTH PLAIN LOGIN`).
@@ -480,18 +596,28 @@ pub enum Delivery {
 /// One worker's open SMTP session, reused from message to message and reopened after any
 /// failure that leaves it unusable.
 #[derive(Default)]
-pub struct Session(Option<smtp::Connection>);
+pub struct Session {
+    conn: Option<smtp::Connection>,
+    /// When the connection's login token is due for renewal (XOAUTH2 only): from then on the
+    /// connection is closed before the next message and opened anew with a renewed token.
+    renew_at: Option<Instant>,
+}
 
 impl Session {
     /// Drop the connection at once, without QUIT: a message begun on it is never completed.
     pub fn abandon(&mut self) {
-        self.0 = None;
+        self.conn = None;
+    }
+
+    /// True when the connection's token is due for renewal: no new message goes on it.
+    fn token_due(&self) -> bool {
+        self.renew_at.is_some_and(|t| Instant::now() >= t)
     }
 
     /// Say QUIT, politely, if a session is open. A message left without its final dot is
     /// abandoned by closing the connection, so the server discards it.
     pub async fn close(&mut self) {
-        if let Some(c) = self.0.take() {
+        if let Some(c) = self.conn.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), c.quit()).await;
         }
     }
@@ -516,7 +642,11 @@ impl Delivery {
     pub async fn check(&self) -> Result<(), SendError> {
         match self {
             Delivery::Smtp { target } => {
-                let mut session = Session(Some(target.open().await?));
+                let (conn, renew_at) = target.open().await?;
+                let mut session = Session {
+                    conn: Some(conn),
+                    renew_at,
+                };
                 session.close().await;
                 Ok(())
             }
@@ -547,19 +677,24 @@ impl Delivery {
         };
         let mut second_try = false;
         loop {
-            let reused = session.0.as_ref().is_some_and(|c| !c.is_broken());
+            let reused =
+                session.conn.as_ref().is_some_and(|c| !c.is_broken()) && !session.token_due();
             if !reused {
                 session.close().await;
             }
-            let mut conn = match session.0.take() {
+            let mut conn = match session.conn.take() {
                 Some(conn) => conn,
-                None => target.open().await?,
+                None => {
+                    let (conn, renew_at) = target.open().await?;
+                    session.renew_at = renew_at;
+                    conn
+                }
             };
             let (from, to) = envelope_addresses(msg);
             let begun = conn.begin(&from, &to, &msg.bytes).await;
             // A connection that broke is dropped: a message begun on it is never completed.
             if !conn.is_broken() {
-                session.0 = Some(conn);
+                session.conn = Some(conn);
             }
             match begun {
                 Ok(()) => return Ok(()),
@@ -581,7 +716,7 @@ impl Delivery {
             Delivery::Outbox { dir } => return write_eml(dir, file_stem, msg).map(|_| ()),
             Delivery::Smtp { target } => target,
         };
-        let Some(mut conn) = session.0.take() else {
+        let Some(mut conn) = session.conn.take() else {
             return Err(SendError {
                 kind: SendErrorKind::Connection,
                 code: None,
@@ -591,7 +726,7 @@ impl Delivery {
         };
         let verdict = conn.finish().await;
         if !conn.is_broken() {
-            session.0 = Some(conn);
+            session.conn = Some(conn);
         }
         verdict
             .map(|_| ())
@@ -610,11 +745,13 @@ impl Delivery {
         file_stem: &str,
         next: &Outgoing,
     ) -> (Result<(), SendError>, Result<(), SendError>) {
-        let (target, mut conn) = match (self, session.0.take()) {
-            (Delivery::Smtp { target }, Some(conn)) => (target, conn),
+        let due = session.token_due();
+        let (target, mut conn) = match (self, session.conn.take()) {
+            (Delivery::Smtp { target }, Some(conn)) if !due => (target, conn),
             (_, other) => {
-                // The outbox, or no connection: one step after the other.
-                session.0 = other;
+                // The outbox, no connection, or one whose token is due for renewal (`begin`
+                // opens a new one for `next`): one step after the other.
+                session.conn = other;
                 let verdict = self.finish(session, msg, file_stem).await;
                 return (verdict, self.begin(session, next).await);
             }
@@ -623,7 +760,7 @@ impl Delivery {
         let (verdict, begun) = conn.finish_and_begin(&from, &to, &next.bytes).await;
         let lost = conn.is_broken();
         if !lost {
-            session.0 = Some(conn);
+            session.conn = Some(conn);
         }
         let verdict = verdict
             .map(|_| ())
