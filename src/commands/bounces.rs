@@ -428,9 +428,25 @@ async fn import_imap(
 ) -> anyhow::Result<()> {
     use intake::imap::{ImapMailbox, ImapUrl};
     let parsed = ImapUrl::parse(url).map_err(|e| UsageError(format!("--imap: {e}")))?;
-    let password = std::env::var("NOTIFY_IMAP_PASSWORD")
-        .map_err(|_| UsageError("--imap needs the password in NOTIFY_IMAP_PASSWORD".into()))?;
-    let mut mailbox = ImapMailbox::open(&parsed, &password).await?;
+    // NOTIFY_IMAP_PASSWORD means LOGIN with it; without it, the OAuth client credentials (the
+    // same app and tokens as smtp_auth = "xoauth2") sign in with XOAUTH2 as the URL's user.
+    let trusted = cfg.smtp_ca.as_deref();
+    let mut mailbox = match (std::env::var("NOTIFY_IMAP_PASSWORD"), &cfg.oauth) {
+        (Ok(password), _) => ImapMailbox::open_trusting(&parsed, &password, trusted).await?,
+        (Err(_), Some(settings)) => {
+            let token = crate::oauth::TokenSource::new(settings)?.token().await?;
+            ImapMailbox::open_xoauth2(&parsed, token.secret(), trusted).await?
+        }
+        (Err(_), None) => {
+            return Err(UsageError(
+                "--imap needs the password in NOTIFY_IMAP_PASSWORD, or the OAuth client \
+                 credentials for XOAUTH2 (oauth_tenant and oauth_client_id in notify.toml, \
+                 the secret in NOTIFY_OAUTH_CLIENT_SECRET)"
+                    .into(),
+            )
+            .into())
+        }
+    };
     let messages = mailbox.fetch_all(crate::bounce::MAX_MESSAGE_BYTES).await?;
     for (uid, size) in mailbox.oversized() {
         eprintln!(
