@@ -861,9 +861,20 @@ impl Worker {
             if again.is_empty() {
                 continue;
             }
-            // One transaction at a time on a connection: end the open message first.
+            // One transaction at a time on a connection: end the open message first. Unless
+            // the server has just refused the sender (a send-as refusal after the final dot):
+            // the open message would get the same answer, so it is not ended at all; the
+            // connection is dropped, the server discards it, and it stays to do.
             if let Some(cur) = open.take() {
-                self.end(cur, session, last, &mut again).await?;
+                if again
+                    .iter()
+                    .any(|(_, e)| refusal::blame(e) == Blame::Sender)
+                {
+                    session.abandon();
+                    drop(cur);
+                } else {
+                    self.end(cur, session, last, &mut again).await?;
+                }
             }
             for (message, failure) in again {
                 self.one(message, session, last, failure).await?;

@@ -18,3 +18,4 @@ mod load;
 mod rendering;
 mod sender;
 mod tls;
+mod verp;
