@@ -851,7 +851,12 @@ async fn starttls_rule_upgrades_and_the_log_tells_tls_from_clear() {
     let name = ServerName::try_from("127.0.0.1".to_string()).unwrap();
     let mut c = c.starttls(&connector, name).await.unwrap();
     assert!(c.is_tls() && !c.offers("STARTTLS") && c.offers("PIPELINING"));
-    c.login("moped", "s3cret").await.unwrap();
+    c.login(notify::mail::smtp::Login::Password {
+        user: "moped",
+        password: "s3cret",
+    })
+    .await
+    .unwrap();
     c.begin(
         "s@example.org",
         "r@example.org",
@@ -887,4 +892,153 @@ async fn starttls_rule_upgrades_and_the_log_tells_tls_from_clear() {
             .map(|(t, l)| (*t, l.to_string()))
             .collect::<Vec<_>>()
     );
+}
+
+/// TLS to the test server with notify's own client, trusting `cert_pem`: greeting, STARTTLS,
+/// EHLO again.
+async fn connect_starttls(port: u16, cert_pem: &str) -> notify::mail::smtp::Connection {
+    use notify::mail::smtp::{Connection, Stream};
+    use tokio_rustls::rustls::pki_types::ServerName;
+    let config = notify::net::client_config(Some(cert_pem.as_bytes())).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let c = Connection::greet(Stream::Plain(tcp), "me.example", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let name = ServerName::try_from("127.0.0.1".to_string()).unwrap();
+    c.starttls(&connector, name).await.unwrap()
+}
+
+/// `Rule::Xoauth2` with the test OAuth server and notify's own client and token source:
+/// AUTH XOAUTH2 offered only over TLS, a token the endpoint issued accepted, a forged one
+/// answered as Exchange does (334 + base64 JSON, then 535 5.7.3), LOGIN refused as basic
+/// authentication, and a session whose token expired not let start another message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xoauth2_rule_takes_only_tokens_the_endpoint_issued() {
+    use notify::mail::smtp::{Failure, Login};
+    use support::oauth_server::OAuthServer;
+    let oauth = OAuthServer::start(
+        "app-id",
+        "app-secret",
+        "moped@example.org",
+        Duration::from_secs(2),
+    );
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert_pem = cert.cert.pem();
+    let server = SmtpServer::start(vec![
+        Rule::Pipelining,
+        Rule::StartTls {
+            cert_pem: cert_pem.clone(),
+            key_pem: cert.key_pair.serialize_pem(),
+        },
+        Rule::Xoauth2 {
+            user: "moped@example.org".into(),
+            tokens: oauth.tokens(),
+        },
+    ])
+    .await;
+    // In clear: no AUTH offered, MAIL refused.
+    let (mut raw, _) = Client::connect(server.port()).await;
+    let ehlo = raw.cmd("EHLO me").await;
+    assert!(
+        ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"),
+        "{ehlo}"
+    );
+    assert_eq!(code(&raw.cmd("AUTH XOAUTH2 eA==").await), "504");
+    assert_eq!(code(&raw.cmd("MAIL FROM:<s@example.org>").await), "530");
+
+    let source = notify::oauth::TokenSource::new(&notify::config::OAuthSettings {
+        token_url: oauth.token_url(),
+        client_id: "app-id".into(),
+        client_secret: "app-secret".into(),
+        scope: "https://outlook.office365.com/.default".into(),
+    })
+    .unwrap();
+    let token = source.token().await.unwrap();
+    assert!(oauth.valid(token.secret()));
+
+    // A forged token: refused the Exchange way.
+    let mut c = connect_starttls(server.port(), &cert_pem).await;
+    assert!(c.offers("AUTH") && c.extensions().iter().any(|e| e.contains("XOAUTH2")));
+    let forged =
+        notify::oauth::Token::new("forged", std::time::Instant::now(), Duration::from_secs(60));
+    let response = notify::oauth::xoauth2("moped@example.org", &forged);
+    match c
+        .login(Login::Xoauth2 {
+            response: &response,
+        })
+        .await
+    {
+        Err(Failure::Refused { reply, .. }) => {
+            assert_eq!(reply.code, 535);
+            assert!(
+                reply.text().contains("5.7.3") && reply.text().contains("bearer"),
+                "{reply:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(c);
+    // The wrong mailbox with a good token: refused too.
+    let mut c = connect_starttls(server.port(), &cert_pem).await;
+    let response = notify::oauth::xoauth2("someone-else@example.org", &token);
+    assert!(c
+        .login(Login::Xoauth2 {
+            response: &response
+        })
+        .await
+        .is_err());
+    drop(c);
+    assert_eq!(server.refused_tokens(), 2);
+
+    // A good token: a message goes.
+    let mut c = connect_starttls(server.port(), &cert_pem).await;
+    let response = notify::oauth::xoauth2("moped@example.org", &token);
+    c.login(Login::Xoauth2 {
+        response: &response,
+    })
+    .await
+    .unwrap();
+    c.begin(
+        "s@example.org",
+        "r@example.org",
+        b"Subject: x\r\n\r\nhi\r\n",
+    )
+    .await
+    .unwrap();
+    c.finish().await.unwrap();
+    assert_eq!(server.accepted_count(), 1);
+    // Once the token has expired, the session may not start another message.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(!oauth.valid(token.secret()));
+    let e = c
+        .begin(
+            "s@example.org",
+            "r@example.org",
+            b"Subject: y\r\n\r\nhi\r\n",
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Failure::Refused { reply, .. } if reply.code == 421),
+        "{e:?}"
+    );
+    assert_eq!(server.expired_sessions(), 1);
+    assert_eq!(server.accepted_count(), 1);
+    // The endpoint saw the client credentials, form-encoded.
+    let seen = oauth.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        (
+            seen[0].client_id.as_str(),
+            seen[0].client_secret.as_str(),
+            seen[0].grant_type.as_str()
+        ),
+        ("app-id", "app-secret", "client_credentials")
+    );
+    assert!(seen[0]
+        .content_type
+        .starts_with("application/x-www-form-urlencoded"));
+    server.stop().await;
+    oauth.stop();
 }

@@ -6,7 +6,11 @@
 //! asks: PIPELINING ([`Rule::Pipelining`]), STARTTLS ([`Rule::StartTls`], RFC 3207: after the
 //! upgrade the session starts anew), AUTH PLAIN and LOGIN ([`Rule::Auth`]: one user, checked,
 //! and required before MAIL), SMTPUTF8 ([`Rule::SmtpUtf8`]: RFC 6531; without it, or without
-//! the `SMTPUTF8` parameter on MAIL, an address that is not ASCII is refused with 553 5.6.7).
+//! the `SMTPUTF8` parameter on MAIL, an address that is not ASCII is refused with 553 5.6.7),
+//! AUTH XOAUTH2 as Exchange Online speaks it ([`Rule::Xoauth2`]: offered only over TLS, only
+//! with a bearer token the test OAuth server issued and that has not expired; otherwise `334`
+//! and a base64 JSON error, then `535 5.7.3 Authentication unsuccessful` after the client's
+//! empty line; a session whose token has expired is not let start another message).
 //! Every command line the server reads, on every connection, is logged in order with whether
 //! the connection was TLS at that point ([`SmtpServer::log`]). Every message that is answered with
 //! `250` after the final dot is recorded and can be inspected with
@@ -166,6 +170,41 @@ pub enum Rule {
     Auth { user: String, password: String },
     /// Offer SMTPUTF8 (RFC 6531) and accept the `SMTPUTF8` parameter on MAIL.
     SmtpUtf8,
+    /// Exchange Online's client submission: over TLS offer `AUTH LOGIN XOAUTH2`, accept only
+    /// XOAUTH2 (LOGIN and PLAIN: `535 5.7.139` basic authentication is disabled) for `user`
+    /// with a token `tokens` says is good, answer MAIL with `530 5.7.57` until then, and
+    /// answer MAIL with `421 4.7.0` (and close) once the session's token has expired.
+    Xoauth2 { user: String, tokens: Tokens },
+}
+
+/// Which bearer tokens are good: when a token expires, or `None` for one that is not good (not
+/// issued, or expired). Compared by identity.
+#[derive(Clone)]
+pub struct Tokens(Arc<dyn Fn(&str) -> Option<Instant> + Send + Sync>);
+
+impl Tokens {
+    pub fn new(check: impl Fn(&str) -> Option<Instant> + Send + Sync + 'static) -> Tokens {
+        Tokens(Arc::new(check))
+    }
+
+    /// When `token` expires, if it is good now.
+    pub fn expiry(&self, token: &str) -> Option<Instant> {
+        (self.0)(token)
+    }
+}
+
+impl PartialEq for Tokens {
+    fn eq(&self, other: &Tokens) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Tokens {}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tokens(..)")
+    }
 }
 
 /// What a [`Rule::TempFailCommand`] / [`Rule::DropAfterCommand`] dictates.
@@ -185,6 +224,9 @@ struct State {
     /// Rule index -> how often the rule has fired (temp failures handed out,
     /// connections dropped) for rules with a `times` budget.
     fired: HashMap<usize, usize>,
+    /// XOAUTH2 logins refused, and sessions that tried MAIL after their token expired.
+    refused_tokens: usize,
+    expired_sessions: usize,
 }
 
 struct Shared {
@@ -195,6 +237,7 @@ struct Shared {
     pipelining: bool,
     starttls: Option<TlsAcceptor>,
     auth: Option<(String, String)>,
+    xoauth2: Option<(String, Tokens)>,
     smtputf8: bool,
     state: Mutex<State>,
 }
@@ -225,6 +268,10 @@ impl Shared {
             _ => None,
         });
         let smtputf8 = rules.contains(&Rule::SmtpUtf8);
+        let xoauth2 = rules.iter().find_map(|r| match r {
+            Rule::Xoauth2 { user, tokens } => Some((user.clone(), tokens.clone())),
+            _ => None,
+        });
         Shared {
             rules,
             die_after,
@@ -232,6 +279,7 @@ impl Shared {
             pipelining,
             starttls,
             auth,
+            xoauth2,
             smtputf8,
             state: Mutex::new(State::default()),
         }
@@ -249,6 +297,9 @@ impl Shared {
         }
         if self.auth.is_some() {
             lines.push("AUTH PLAIN LOGIN".into());
+        }
+        if self.xoauth2.is_some() && tls {
+            lines.push("AUTH LOGIN XOAUTH2".into());
         }
         if self.smtputf8 {
             lines.push("SMTPUTF8".into());
@@ -423,6 +474,17 @@ impl SmtpServer {
     /// Every command line read so far, on every connection, in order.
     pub fn log(&self) -> Vec<Seen> {
         self.shared.lock().log.clone()
+    }
+
+    /// AUTH XOAUTH2 attempts refused so far ([`Rule::Xoauth2`]).
+    pub fn refused_tokens(&self) -> usize {
+        self.shared.lock().refused_tokens
+    }
+
+    /// Sessions that tried to start a message after their token had expired
+    /// ([`Rule::Xoauth2`]; each was answered 421 and closed).
+    pub fn expired_sessions(&self) -> usize {
+        self.shared.lock().expired_sessions
     }
 
     /// TCP connections accepted so far (including ones dropped by `DieAfter`).
@@ -672,6 +734,75 @@ async fn authenticate(
     Ok(Some(given == Some((user, password))))
 }
 
+/// AUTH XOAUTH2 as Exchange Online answers it: `Ok(Some(Some(expiry)))` for a good token of
+/// the configured user, `Ok(Some(None))` when refused (the refusal already written),
+/// `Ok(None)` when the client closed the connection. Other mechanisms are refused as basic
+/// authentication.
+async fn authenticate_xoauth2(
+    arg: &str,
+    reader: &mut Reader,
+    writer: &mut Writer,
+    shared: &Shared,
+    id: usize,
+    tls: bool,
+) -> io::Result<Option<Option<Instant>>> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let Some((user, tokens)) = shared.xoauth2.clone() else {
+        return Ok(Some(None));
+    };
+    let (mechanism, initial) = arg.split_once(' ').unwrap_or((arg, ""));
+    if !mechanism.eq_ignore_ascii_case("XOAUTH2") {
+        reply(
+            writer,
+            "535 5.7.139 Authentication unsuccessful, basic authentication is disabled.",
+        )
+        .await?;
+        return Ok(Some(None));
+    }
+    let response = if initial.trim().is_empty() {
+        reply(writer, "334 ").await?;
+        match read_command(reader, shared, id, tls).await? {
+            Some(r) => r,
+            None => return Ok(None),
+        }
+    } else {
+        initial.to_string()
+    };
+    // user=<user>\x01auth=Bearer <token>\x01\x01
+    let decoded = b64
+        .decode(response.trim())
+        .ok()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .unwrap_or_default();
+    let mut given_user = None;
+    let mut given_token = None;
+    for part in decoded.split('\x01') {
+        if let Some(u) = part.strip_prefix("user=") {
+            given_user = Some(u.to_string());
+        } else if let Some(t) = part.strip_prefix("auth=Bearer ") {
+            given_token = Some(t.to_string());
+        }
+    }
+    let good = decoded.ends_with("\x01\x01")
+        && given_user.is_some_and(|u| u.eq_ignore_ascii_case(&user))
+        && given_token.is_some();
+    if let Some(expires) = given_token.filter(|_| good).and_then(|t| tokens.expiry(&t)) {
+        return Ok(Some(Some(expires)));
+    }
+    shared.lock().refused_tokens += 1;
+    let error = b64.encode(
+        r#"{"status":"401","schemes":"bearer","scope":"https://outlook.office365.com/.default"}"#,
+    );
+    reply(writer, &format!("334 {error}")).await?;
+    // The client answers the error challenge with an empty line.
+    if read_command(reader, shared, id, tls).await?.is_none() {
+        return Ok(None);
+    }
+    reply(writer, "535 5.7.3 Authentication unsuccessful").await?;
+    Ok(Some(None))
+}
+
 async fn serve_connection(
     stream: Box<dyn Io>,
     mut tls: bool,
@@ -684,6 +815,8 @@ async fn serve_connection(
 
     let mut tx = Transaction::default();
     let mut logged_in = false;
+    // With XOAUTH2: when the token the session logged in with expires.
+    let mut token_expires: Option<Instant> = None;
     loop {
         let Some(text) = read_command(&mut reader, shared, id, tls).await? else {
             return Ok(()); // client closed the connection
@@ -722,6 +855,25 @@ async fn serve_connection(
                 // RFC 3207: everything known before the upgrade is forgotten.
                 tx = Transaction::default();
                 logged_in = false;
+                token_expires = None;
+            }
+            "AUTH" if shared.xoauth2.is_some() && tls => {
+                if logged_in {
+                    reply(&mut writer, "503 5.5.1 Error: already authenticated").await?;
+                    continue;
+                }
+                match authenticate_xoauth2(arg, &mut reader, &mut writer, shared, id, tls).await? {
+                    None => return Ok(()),
+                    Some(Some(expires)) => {
+                        logged_in = true;
+                        token_expires = Some(expires);
+                        reply(&mut writer, "235 2.7.0 Authentication successful").await?;
+                    }
+                    Some(None) => {}
+                }
+            }
+            "AUTH" if shared.xoauth2.is_some() => {
+                reply(&mut writer, "504 5.7.4 Unrecognized authentication type").await?;
             }
             "AUTH" if shared.auth.is_some() => {
                 if logged_in {
@@ -749,6 +901,17 @@ async fn serve_connection(
                     reply(&mut writer, "503 5.5.1 Error: nested MAIL command").await?;
                 } else if shared.auth.is_some() && !logged_in {
                     reply(&mut writer, "530 5.7.0 Authentication required").await?;
+                } else if shared.xoauth2.is_some() && !logged_in {
+                    reply(
+                        &mut writer,
+                        "530 5.7.57 Client not authenticated to send mail",
+                    )
+                    .await?;
+                } else if token_expires.is_some_and(|t| Instant::now() >= t) {
+                    shared.lock().expired_sessions += 1;
+                    reply(&mut writer, "421 4.7.0 Session token expired, closing").await?;
+                    let _ = writer.shutdown().await;
+                    return Ok(());
                 } else if smtputf8 && !shared.smtputf8 {
                     reply(&mut writer, "555 5.5.4 Unsupported option: SMTPUTF8").await?;
                 } else if let Some(address) = parse_path(arg, "FROM:") {
