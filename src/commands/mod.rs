@@ -38,11 +38,15 @@ pub struct Incomplete(pub String);
 
 /// Entry point for the binary.
 pub fn main(cli: Cli) -> ExitCode {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("NOTIFY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // async-imap traces every command line it sends, the IMAP password (LOGIN) and the OAuth
+    // token (AUTHENTICATE XOAUTH2) included: never shown, whatever NOTIFY_LOG asks.
+    if let Ok(quiet) = "async_imap::imap_stream=off".parse() {
+        filter = filter.add_directive(quiet);
+    }
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NOTIFY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
