@@ -1292,3 +1292,163 @@ async fn a_database_from_before_verification_migrates_and_keeps_only_proven_flag
     env.cleanup().await;
 }
 both!(a_database_from_before_verification_migrates_and_keeps_only_proven_flags);
+
+/// `notify bounces import --imap` with no password configured signs in to Dovecot (its oauth2
+/// passdb asking the test OAuth server about the token) with XOAUTH2 over STARTTLS, and reads and
+/// moves the bounce. A wrong client secret, and a token the IMAP server's endpoint does not know,
+/// each stop the run with what to check and import nothing. No secret or token in any output,
+/// even with every log line on.
+async fn imap_import_signs_in_with_xoauth2(b: Backend) {
+    use crate::support::dovecot::Dovecot;
+    use crate::support::oauth_server::OAuthServer;
+    use base64::Engine as _;
+    const MAILBOX: &str = "moped-bounces";
+    const CLIENT: &str = "notify-test-app";
+    const SECRET: &str = "Right-Client-Secret-42";
+    let mut env = Env::new(b).await;
+    env.run(&["release-notes", "v3.12.0"]).await.ok();
+    let gone = "emily.sato@austintexas.gov";
+    let (verp, _) = outbox_envelope(&env.outbox(), gone);
+    let bounce = dsn(&verp, gone, "5.1.1", "550 5.1.1 User unknown", None);
+    let ooo = "From: Maria <maria.gonzalez@austintexas.gov>\r\nTo: moped@austintexas.gov\r\nSubject: Automatic reply\r\nAuto-Submitted: auto-replied\r\nDate: Thu, 03 Dec 2026 17:20:00 -0600\r\n\r\nOut of office.\r\n";
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.2".to_string()]).expect("rcgen");
+    let (cert_pem, key_pem) = (cert.cert.pem(), cert.key_pair.serialize_pem());
+    let ca = env.path().join("imap-ca.pem");
+    std::fs::write(&ca, &cert_pem).expect("write the CA file");
+    let messages: [(&str, &[u8]); 2] = [("1.bounce", bounce.as_bytes()), ("2.ooo", ooo.as_bytes())];
+
+    let oauth = OAuthServer::start(
+        CLIENT,
+        SECRET,
+        MAILBOX,
+        std::time::Duration::from_secs(3600),
+    );
+    let server = Dovecot::start_oauth2(
+        MAILBOX,
+        &messages,
+        &cert_pem,
+        &key_pem,
+        &oauth.introspect_url(),
+        "",
+    );
+    env.env("NOTIFY_OAUTH_TOKEN_URL", &oauth.token_url());
+    env.env("NOTIFY_OAUTH_CLIENT_ID", CLIENT);
+    env.env("NOTIFY_SMTP_CA_FILE", &ca.display().to_string());
+    env.env("NOTIFY_LOG", "trace");
+    let url = server.url("INBOX");
+    assert!(
+        url.starts_with("imap://") && !url.contains("tls=none"),
+        "{url}"
+    );
+    // The XOAUTH2 response's first bytes (`user=moped-bounces\x01au`), as any base64 of it starts.
+    let response_prefix =
+        base64::engine::general_purpose::STANDARD.encode(format!("user={MAILBOX}\x01au"));
+    let response_prefix = &response_prefix[..24];
+    let leaks = |run: &crate::harness::Run, tokens: Vec<String>| {
+        for out in [&run.stdout, &run.stderr] {
+            for secret in [SECRET, "Bearer", response_prefix] {
+                assert!(!out.contains(secret), "`{secret}` in the output:\n{out}");
+            }
+            for token in &tokens {
+                assert!(
+                    !out.contains(token.as_str()),
+                    "a token in the output:\n{out}"
+                );
+            }
+        }
+    };
+
+    // A wrong secret: the token endpoint refuses; IMAP is never reached, nothing is imported.
+    env.env("NOTIFY_OAUTH_CLIENT_SECRET", "Wrong-Client-Secret-00");
+    let run = env.import_bounces(&["--imap", &url]).await;
+    run.code(1);
+    assert!(
+        run.stderr.contains("refused notify's client credentials"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("Wrong-Client-Secret-00"),
+        "{}",
+        run.stderr
+    );
+    leaks(&run, oauth.issued_tokens());
+    assert_eq!(oauth.issued(), 0);
+    assert_eq!(oauth.introspections(), 0, "IMAP was not reached");
+
+    // A token from another endpoint, which this Dovecot's endpoint never issued: refused by the
+    // IMAP server, with what to check in Exchange.
+    let other = OAuthServer::start(
+        CLIENT,
+        SECRET,
+        MAILBOX,
+        std::time::Duration::from_secs(3600),
+    );
+    // (A later `env.env` of the same variable wins.)
+    env.env("NOTIFY_OAUTH_TOKEN_URL", &other.token_url());
+    env.env("NOTIFY_OAUTH_CLIENT_SECRET", SECRET);
+    let run = env.import_bounces(&["--imap", &url]).await;
+    run.code(1);
+    for says in [
+        "refused the OAuth token",
+        "IMAP.AccessAsApp",
+        "Add-MailboxPermission",
+        MAILBOX,
+    ] {
+        assert!(run.stderr.contains(says), "{says}: {}", run.stderr);
+    }
+    assert_eq!(other.issued(), 1);
+    assert!(
+        oauth.introspections() >= 1,
+        "Dovecot asked its endpoint about the token"
+    );
+    leaks(&run, other.issued_tokens());
+    assert_eq!(server.messages_on_disk(None).len(), 2, "nothing moved");
+
+    // The right endpoint and secret: XOAUTH2 over STARTTLS, the bounce recorded and moved.
+    env.env("NOTIFY_OAUTH_TOKEN_URL", &oauth.token_url());
+    let run = env.import_bounces(&["--imap", &url]).await;
+    run.ok();
+    let s = run.summary();
+    assert_eq!(s["bounces"], 1, "the refused runs imported nothing: {s}");
+    assert_eq!(s["already_imported"], 0, "{s}");
+    assert_eq!(s["not_bounces"], 1, "{s}");
+    assert_eq!(s["moved"], 1, "{s}");
+    assert_eq!(s["flagged"], serde_json::json!([gone]));
+    assert_eq!(
+        server.messages_on_disk(None).len(),
+        1,
+        "the out-of-office stays"
+    );
+    assert_eq!(server.messages_on_disk(Some("notify-processed")).len(), 1);
+    assert_eq!(oauth.issued(), 1, "one token for the run");
+    let sent = oauth.requests();
+    let last = sent.last().expect("a token request");
+    assert_eq!(
+        (last.client_id.as_str(), last.client_secret.as_str()),
+        (CLIENT, SECRET)
+    );
+    assert!(last.issued);
+    leaks(&run, oauth.issued_tokens());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let logins = loop {
+        let logs = server.logs();
+        let logins: Vec<String> = logs
+            .lines()
+            .filter(|l| l.contains("Login: user=<moped-bounces>"))
+            .map(str::to_string)
+            .collect();
+        if !logins.is_empty() || std::time::Instant::now() > deadline {
+            break logins;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(logins.len(), 1, "{}", server.logs());
+    assert!(
+        logins[0].contains("method=XOAUTH2") && logins[0].contains(", TLS"),
+        "{}",
+        logins[0]
+    );
+    env.cleanup().await;
+}
+both!(imap_import_signs_in_with_xoauth2);
