@@ -15,6 +15,7 @@ mod edges;
 mod faults;
 mod hostile;
 mod load;
+mod oauth;
 mod rendering;
 mod sender;
 mod tls;
