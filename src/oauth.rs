@@ -251,7 +251,7 @@ impl TokenSource {
                 status,
                 error: self.quote(&error),
                 description: description
-                    .map(|d| format!(": {}", self.quote(&d)))
+                    .map(|d| format!(": {}", self.quote(d.trim().trim_end_matches('.'))))
                     .unwrap_or_default(),
             },
             Problem::NotAToken(what) => OAuthError::NotAToken {

@@ -371,6 +371,55 @@ async fn a_token_the_server_refuses_stops_the_run_with_what_to_check(b: Backend)
 }
 both!(a_token_the_server_refuses_stops_the_run_with_what_to_check);
 
+/// A token revoked in the middle of a run (the server refuses it from the second login on):
+/// each connection refused renews it (one request to the endpoint for all of them, however
+/// many are refused at once) and logs in again on a fresh connection; everyone gets the
+/// notice once and nobody is marked.
+async fn a_token_refused_midway_is_renewed_once_and_the_run_goes_on(b: Backend) {
+    let csv = generated_contacts(12);
+    let all = audience_of(&csv, Audience::Mug);
+    let mut env = Env::with_contacts(b, &csv).await;
+    let oauth = OAuthServer::start(CLIENT_ID, SECRET, MAILBOX, Duration::from_secs(3600));
+    let (cert, key) = certificate();
+    let issued = oauth.tokens();
+    let first: std::sync::Arc<std::sync::Mutex<Option<String>>> = Default::default();
+    let revoked = {
+        let first = first.clone();
+        Tokens::new(move |token| {
+            let mut first = first.lock().unwrap();
+            match first.as_deref() {
+                // The first token is good for the first login only (notify's check).
+                None => *first = Some(token.to_string()),
+                Some(f) if f == token => return None,
+                Some(_) => {}
+            }
+            issued.expiry(token)
+        })
+    };
+    let server = exchange(revoked, &cert, &key).await;
+    configure(&mut env, &oauth, SECRET, &cert);
+
+    let run = env
+        .send_json(&["release-notes", "v3.12.0"], &server.url())
+        .await;
+    run.ok();
+    assert_eq!(run.summary()["sent"], all.len());
+    let got = received_by_rcpt(&server);
+    assert_eq!(got.keys().cloned().collect::<Vec<_>>(), all);
+    assert!(got.values().all(|&n| n == 1), "{got:?}");
+    assert!(env.states(KEY).await.values().all(|s| s == "sent"));
+    assert!(server.refused_tokens() >= 1);
+    assert_eq!(
+        oauth.requests().len(),
+        2,
+        "one renewal for every refused connection"
+    );
+    server.stop().await;
+    oauth.stop();
+    env.cleanup().await;
+}
+both!(a_token_refused_midway_is_renewed_once_and_the_run_goes_on);
+
 /// Configuration mistakes are bad input (exit 2) that name the key, before anything is asked
 /// of the endpoint: no secret, no mailbox, a token URL in plain http to another host, a secret
 /// written in the file.
