@@ -8,12 +8,21 @@
 //! password in it; bad URLs are refused clearly. The password goes only over TLS: `imap://`
 //! upgrades with STARTTLS before LOGIN (a Dovecot that refuses logins in clear lets it in, and
 //! logs the login as made over TLS), and a Dovecot without STARTTLS is refused with no login
-//! attempted (its log says so) unless the URL says `?tls=none`.
+//! attempted (its log says so) unless the URL says `?tls=none`. XOAUTH2 (Exchange Online's only
+//! way in) against Dovecot's `oauth2` passdb and the test OAuth server (`tests/support/
+//! oauth_server.rs`): a token from notify's `TokenSource` signs in over STARTTLS with and without
+//! SASL-IR; a token the server's endpoint never issued, or an expired one, is refused with what to
+//! check; a server without XOAUTH2 or without STARTTLS gets no token.
 
 mod support;
 
+use std::time::Duration;
+
+use notify::config::OAuthSettings;
 use notify::intake::imap::{ImapError, ImapMailbox, ImapTls, ImapUrl};
+use notify::oauth::TokenSource;
 use support::dovecot::Dovecot;
+use support::oauth_server::OAuthServer;
 
 const USER: &str = "bounces";
 const PASSWORD: &str = "s3cret-Bounce-Pa55";
@@ -453,4 +462,150 @@ fn bad_urls_are_refused_clearly() {
 
     let ok = ImapUrl::parse("imaps://bounces@mail.example.org").expect("valid");
     assert_eq!(ok.to_string(), "imaps://bounces@mail.example.org:993/INBOX");
+}
+
+/// A token from the test OAuth server through notify's own [`TokenSource`], as the command gets one.
+async fn token_from(oauth: &OAuthServer) -> notify::oauth::Token {
+    let settings = OAuthSettings {
+        token_url: oauth.token_url(),
+        client_id: OAUTH_CLIENT.to_string(),
+        client_secret: OAUTH_SECRET.to_string(),
+        scope: "https://outlook.office365.com/.default".to_string(),
+    };
+    TokenSource::new(&settings)
+        .expect("token source")
+        .token()
+        .await
+        .expect("a token from the test endpoint")
+}
+
+const OAUTH_CLIENT: &str = "notify-test-app";
+const OAUTH_SECRET: &str = "Client-Secret-For-Tests-7";
+
+/// The login lines Dovecot logged for `USER`, once there are `n` of them (or after 5 s).
+fn logins(server: &Dovecot, n: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let found: Vec<String> = server
+            .logs()
+            .lines()
+            .filter(|l| l.contains("Login: user=<bounces>"))
+            .map(str::to_string)
+            .collect();
+        if found.len() >= n || std::time::Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `AUTHENTICATE XOAUTH2` against Dovecot's `oauth2` passdb, which asks the test OAuth server's
+/// introspection endpoint about each token: an issued token opens the mailbox over STARTTLS, on
+/// the command line (SASL-IR) and, from a server without SASL-IR, after the continuation; Dovecot
+/// logs each login as XOAUTH2 over TLS.
+#[tokio::test(flavor = "multi_thread")]
+async fn xoauth2_signs_in_to_dovecot_with_an_issued_token() {
+    let oauth = OAuthServer::start(OAUTH_CLIENT, OAUTH_SECRET, USER, Duration::from_secs(3600));
+    let (cert, key) = certificate();
+    let bounce = fixture();
+    // Dovecot's default capabilities less SASL-IR.
+    const NO_SASL_IR: &str = "imap_capability = IMAP4rev1 LITERAL+ LOGIN-REFERRALS ID ENABLE IDLE";
+    for (extra, sasl_ir) in [("", true), (NO_SASL_IR, false)] {
+        let server = Dovecot::start_oauth2(
+            USER,
+            &[("1.M1P1.test", &bounce)],
+            &cert,
+            &key,
+            &oauth.introspect_url(),
+            extra,
+        );
+        let url = ImapUrl::parse(&server.url("INBOX")).expect("url");
+        assert_eq!(url.tls, ImapTls::Auto);
+        let before = oauth.introspections();
+        let token = token_from(&oauth).await;
+        let mut mailbox = ImapMailbox::open_xoauth2(&url, token.secret(), Some(cert.as_bytes()))
+            .await
+            .unwrap_or_else(|e| panic!("XOAUTH2 (SASL-IR {sasl_ir}): {e}\n{}", server.logs()));
+        let all = mailbox.fetch_all(1024 * 1024).await.expect("fetch_all");
+        assert_eq!(by_body(&all), vec![normalise(&bounce)]);
+        mailbox
+            .move_to(&[all[0].0], "Processed")
+            .await
+            .expect("move");
+        mailbox.logout().await.expect("logout");
+        assert_eq!(server.messages_on_disk(Some("Processed")).len(), 1);
+        assert!(
+            oauth.introspections() > before,
+            "Dovecot asked the endpoint"
+        );
+        let lines = logins(&server, 1);
+        assert_eq!(lines.len(), 1, "{}", server.logs());
+        assert!(
+            lines[0].contains("method=XOAUTH2") && lines[0].contains(", TLS"),
+            "{}",
+            lines[0]
+        );
+        assert!(!server.logs().contains(token.secret()));
+    }
+}
+
+/// Tokens the IMAP server does not accept (never issued by its endpoint, or expired) are refused
+/// with what to check in Exchange, and the token is in no error; a server that does not offer
+/// XOAUTH2, and one without STARTTLS, are refused before the token is sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn xoauth2_refusals_say_what_to_check_and_never_show_the_token() {
+    let oauth = OAuthServer::start(OAUTH_CLIENT, OAUTH_SECRET, USER, Duration::from_secs(1));
+    let (cert, key) = certificate();
+    let server = Dovecot::start_oauth2(USER, &[], &cert, &key, &oauth.introspect_url(), "");
+    let url = ImapUrl::parse(&server.url("INBOX")).expect("url");
+
+    // Issued by another endpoint: this server's endpoint calls it inactive.
+    let other = OAuthServer::start(OAUTH_CLIENT, OAUTH_SECRET, USER, Duration::from_secs(3600));
+    let stranger = token_from(&other).await;
+    // Issued by this server's endpoint, then left to expire.
+    let expired = token_from(&oauth).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(!oauth.valid(expired.secret()));
+    for token in [stranger.secret(), expired.secret()] {
+        let err = ImapMailbox::open_xoauth2(&url, token, Some(cert.as_bytes()))
+            .await
+            .expect_err("a token the server's endpoint does not call active");
+        let text = format!("{err} {err:?}");
+        assert!(matches!(err, ImapError::TokenRefused { .. }), "{text}");
+        for says in [
+            "refused the OAuth token",
+            "AUTHENTICATIONFAILED",
+            "IMAP.AccessAsApp",
+            "Add-MailboxPermission -Identity bounces",
+            "https://outlook.office365.com/.default",
+        ] {
+            assert!(text.contains(says), "{says}: {text}");
+        }
+        assert!(!text.contains(token), "the token leaked: {text}");
+        assert!(!text.contains("Bearer"), "{text}");
+    }
+    assert!(logins(&server, 0).is_empty(), "{}", server.logs());
+
+    // A server that signs in only with passwords: the token is not sent.
+    let password_only = Dovecot::start_starttls(USER, PASSWORD, &[], &cert, &key);
+    let url = ImapUrl::parse(&password_only.url("INBOX")).expect("url");
+    let err = ImapMailbox::open_xoauth2(&url, stranger.secret(), Some(cert.as_bytes()))
+        .await
+        .expect_err("no AUTH=XOAUTH2");
+    let text = format!("{err} {err:?}");
+    assert!(matches!(err, ImapError::NoXOAuth2 { .. }), "{text}");
+    assert!(text.contains("AUTH=PLAIN"), "{text}");
+    assert!(!text.contains(stranger.secret()), "{text}");
+    let logs = log_with(&password_only, "no auth attempts");
+    assert!(logs.contains("no auth attempts"), "{logs}");
+
+    // imap:// to a server without STARTTLS: refused before the token would go in clear.
+    let plain = Dovecot::start(USER, PASSWORD, &[]);
+    let url = ImapUrl::parse(&plain.bare_url("INBOX")).expect("url");
+    let err = ImapMailbox::open_xoauth2(&url, stranger.secret(), None)
+        .await
+        .expect_err("no STARTTLS");
+    assert!(matches!(err, ImapError::NoStartTls { .. }), "{err:?}");
+    let logs = log_with(&plain, "no auth attempts");
+    assert!(logs.contains("no auth attempts"), "{logs}");
 }

@@ -531,7 +531,7 @@ impl ImapMailbox {
                         .and_then(|mut r| r.take())
                         .map(|r| format!("; its XOAUTH2 error: {r}"))
                         .unwrap_or_default();
-                    let reason = format!("{reason}{said}");
+                    let reason = format!("{}{said}", reason.trim_end_matches('.'));
                     ImapError::TokenRefused {
                         user: url.user.clone(),
                         address: address.clone(),
