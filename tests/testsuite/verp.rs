@@ -63,8 +63,8 @@ fn ended_messages(server: &SmtpServer) -> usize {
 }
 
 /// Exchange Online refuses the plus-addressed envelope sender (`reply` at `command`) with VERP
-/// on: the run stops with exit 1 at the first messages (nothing delivered, no more MAIL
-/// commands than connections), says to set `verp = false` and what that costs, marks nobody
+/// on: the run stops with exit 1 at the first messages (nothing delivered, at most one message
+/// ended on each connection), says to set `verp = false` and what that costs, marks nobody
 /// failed or flagged; with `NOTIFY_VERP=false` the same command then delivers to everyone once,
 /// with the bounce address itself as the envelope sender.
 async fn refused_verp_sender(b: Backend, command: &str, reply: &str) {
