@@ -1075,6 +1075,121 @@ mod tests {
             !shown.contains("s3cret") && !shown.contains("alice"),
             "{shown}"
         );
+        let c = load(
+            "smtp_auth = \"xoauth2\"\noauth_tenant = \"contoso\"\noauth_client_id = \"app\"\n",
+            &[
+                ("NOTIFY_OAUTH_CLIENT_SECRET", "Oauth~S3cret"),
+                ("NOTIFY_SMTP_USER", "moped@austintexas.gov"),
+            ],
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("Oauth~S3cret") && shown.contains("Xoauth2"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn xoauth2_needs_its_keys_and_takes_each_from_the_environment_too() {
+        let secret = ("NOTIFY_OAUTH_CLIENT_SECRET", "s3cret");
+        let user = ("NOTIFY_SMTP_USER", "moped@austintexas.gov");
+        // Password is the default; no OAuth settings without their keys.
+        let c = load("", &[]).unwrap();
+        assert_eq!((c.smtp_auth, c.oauth.is_none()), (SmtpAuth::Password, true));
+        // The tenant goes into the default token URL; the scope has its default.
+        let c = load(
+            "smtp_auth = \"xoauth2\"\noauth_tenant = \"contoso.onmicrosoft.com\"\noauth_client_id = \"app\"\n",
+            &[secret, user],
+        )
+        .unwrap();
+        let o = c.oauth.unwrap();
+        assert_eq!(c.smtp_auth, SmtpAuth::Xoauth2);
+        assert_eq!(
+            o.token_url,
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        assert_eq!(
+            (o.client_id.as_str(), o.client_secret.as_str()),
+            ("app", "s3cret")
+        );
+        assert_eq!(o.scope, DEFAULT_OAUTH_SCOPE);
+        // Every key from the environment; a token URL on loopback may be plain http.
+        let c = load(
+            "",
+            &[
+                ("NOTIFY_SMTP_AUTH", "xoauth2"),
+                ("NOTIFY_OAUTH_CLIENT_ID", "env-app"),
+                ("NOTIFY_OAUTH_TENANT", "t1"),
+                ("NOTIFY_OAUTH_SCOPE", "https://example.org/.default"),
+                (
+                    "NOTIFY_OAUTH_TOKEN_URL",
+                    "http://127.0.0.1:8080/{tenant}/token",
+                ),
+                secret,
+                user,
+            ],
+        )
+        .unwrap();
+        let o = c.oauth.unwrap();
+        assert_eq!(o.token_url, "http://127.0.0.1:8080/t1/token");
+        assert_eq!(
+            (o.client_id.as_str(), o.scope.as_str()),
+            ("env-app", "https://example.org/.default")
+        );
+        // What is missing is named.
+        let xo = "smtp_auth = \"xoauth2\"\noauth_tenant = \"t\"\noauth_client_id = \"app\"\n";
+        let e = load(xo, &[user]).unwrap_err().to_string();
+        assert!(e.contains("NOTIFY_OAUTH_CLIENT_SECRET"), "{e}");
+        let e = load(xo, &[secret]).unwrap_err().to_string();
+        assert!(e.contains("NOTIFY_SMTP_USER"), "{e}");
+        let e = load(
+            "smtp_auth = \"xoauth2\"\noauth_tenant = \"t\"\n",
+            &[secret, user],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("oauth_client_id"), "{e}");
+        let e = load(
+            "smtp_auth = \"xoauth2\"\noauth_client_id = \"a\"\n",
+            &[secret, user],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("oauth_tenant"), "{e}");
+        // The mailbox may be the user in smtp_url.
+        let c = load(
+            &format!("{xo}smtp_url = \"smtp://moped%40austintexas.gov@smtp.office365.com:587\"\n"),
+            &[secret],
+        );
+        assert!(c.is_ok(), "{c:?}");
+        // Bad values.
+        let e = load("smtp_auth = \"oauth\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("smtp_auth") && e.contains("xoauth2"), "{e}");
+        let e = load(
+            &format!("{xo}oauth_token_url = \"http://login.example.org/t/token\"\n"),
+            &[secret, user],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("oauth_token_url") && e.contains("https"), "{e}");
+        let e = load(
+            "smtp_auth = \"xoauth2\"\noauth_tenant = \"t/../x\"\noauth_client_id = \"a\"\n",
+            &[secret, user],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("oauth_tenant"), "{e}");
+        // The secret is never read from the file.
+        let e = load("oauth_client_secret = \"in-file\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("NOTIFY_OAUTH_CLIENT_SECRET") && !e.contains("in-file"),
+            "{e}"
+        );
     }
 
     #[test]
