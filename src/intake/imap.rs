@@ -328,7 +328,8 @@ pub enum ImapError {
          principal is registered in Exchange (New-ServicePrincipal) and granted this mailbox \
          (Add-MailboxPermission -Identity {user} -User <service principal id> -AccessRights \
          FullAccess), that oauth_scope is https://outlook.office365.com/.default, and that the \
-         user in the --imap URL is the mailbox's address"
+         user in the --imap URL is the mailbox's full address, its @ written %40 \
+         (imaps://name%40domain@outlook.office365.com/INBOX)"
     )]
     TokenRefused {
         user: String,
@@ -1177,6 +1178,53 @@ fn encode_mailbox_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_xoauth2_response_names_the_full_address_and_the_bearer_token() {
+        let url =
+            ImapUrl::parse("imaps://moped-bounces%40austintexas.gov@outlook.office365.com/INBOX")
+                .expect("valid");
+        assert_eq!(url.user, "moped-bounces@austintexas.gov");
+        assert_eq!(
+            xoauth2_response(&url.user, "eyJ0.abc"),
+            b"user=moped-bounces@austintexas.gov\x01auth=Bearer eyJ0.abc\x01\x01".to_vec()
+        );
+        // The same bytes as the SMTP side's initial response, before base64.
+        let token = crate::oauth::Token::new(
+            "eyJ0.abc",
+            std::time::Instant::now(),
+            std::time::Duration::from_secs(60),
+        );
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .encode(xoauth2_response(&url.user, "eyJ0.abc")),
+            crate::oauth::xoauth2(&url.user, &token)
+        );
+        let shown = format!(
+            "{:?} {:?}",
+            Credentials::XOAuth2("eyJ0.abc"),
+            Credentials::Password("pw-123")
+        );
+        assert!(
+            !shown.contains("eyJ0") && !shown.contains("pw-123"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_server_error_after_the_response_is_kept_inert_and_answered_empty() {
+        use async_imap::Authenticator as _;
+        let refusal = Arc::new(std::sync::Mutex::new(None));
+        let mut auth = XOAuth2 {
+            initial: Some(b"first".to_vec()),
+            refusal: Arc::clone(&refusal),
+        };
+        assert_eq!(auth.process(b""), b"first".to_vec());
+        assert!(auth.process(b"{\"status\":\"401\"}\x1b[2J").is_empty());
+        let kept = refusal.lock().expect("lock").clone().expect("kept");
+        assert!(kept.starts_with("{\"status\":\"401\"}"), "{kept}");
+        assert!(!kept.contains('\x1b'), "{kept}");
+    }
 
     #[test]
     fn parses_urls_with_defaults() {
