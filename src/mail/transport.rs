@@ -327,31 +327,29 @@ impl SmtpTarget {
             let (connector, name) = self.tls_connector().map_err(&unreachable)?;
             conn = conn.starttls(&connector, name).await.map_err(session_err)?;
         }
-        if self.has_credentials() {
-            if !conn.is_tls() {
-                if !self.explicit_plain {
-                    let offered = offered(&conn);
-                    let secret = if self.oauth.is_some() {
-                        "OAuth token"
-                    } else {
-                        "password"
-                    };
-                    conn.quit().await;
-                    return Err(SendError {
-                        kind: SendErrorKind::Connection,
-                        code: None,
-                        stage: Some(Stage::Session),
-                        message: format!(
-                            "the SMTP server at {self} does not offer STARTTLS (it offered: \
-                             {offered}), so the {secret} would go in clear; nothing was sent. \
-                             Use smtps:// (TLS from the first byte, usually port 465) if the \
-                             server has it, or write ?tls=none in smtp_url to send the {secret} \
-                             in clear anyway"
-                        ),
-                    });
-                }
-                warn_cleartext_login(self);
+        if self.has_credentials() && !conn.is_tls() {
+            if !self.explicit_plain {
+                let offered = offered(&conn);
+                let secret = if self.oauth.is_some() {
+                    "OAuth token"
+                } else {
+                    "password"
+                };
+                conn.quit().await;
+                return Err(SendError {
+                    kind: SendErrorKind::Connection,
+                    code: None,
+                    stage: Some(Stage::Session),
+                    message: format!(
+                        "the SMTP server at {self} does not offer STARTTLS (it offered: \
+                         {offered}), so the {secret} would go in clear; nothing was sent. \
+                         Use smtps:// (TLS from the first byte, usually port 465) if the \
+                         server has it, or write ?tls=none in smtp_url to send the {secret} \
+                         in clear anyway"
+                    ),
+                });
             }
+            warn_cleartext_login(self);
         }
         Ok(conn)
     }

@@ -180,7 +180,10 @@ pub enum Rule {
 /// Which bearer tokens are good: when a token expires, or `None` for one that is not good (not
 /// issued, or expired). Compared by identity.
 #[derive(Clone)]
-pub struct Tokens(Arc<dyn Fn(&str) -> Option<Instant> + Send + Sync>);
+pub struct Tokens(Arc<TokenCheck>);
+
+/// When a token expires, if it is good.
+type TokenCheck = dyn Fn(&str) -> Option<Instant> + Send + Sync;
 
 impl Tokens {
     pub fn new(check: impl Fn(&str) -> Option<Instant> + Send + Sync + 'static) -> Tokens {
