@@ -147,7 +147,7 @@ fn files_under(dir: &std::path::Path) -> String {
 /// With `smtp_auth = "xoauth2"` and no password, `release-notes` delivers to every member
 /// over STARTTLS + AUTH XOAUTH2 with a token from the endpoint, which saw the client id and
 /// secret (form-encoded, client_secret_post). Neither the secret nor any token shows in the
-/// output (debug logging on), the outbox or any table.
+/// output (NOTIFY_LOG=trace), the outbox or any table.
 async fn xoauth2_delivers_to_everyone_with_no_password(b: Backend) {
     let sample = std::fs::read_to_string(
         std::path::Path::new(crate::harness::REPO).join("contacts/moped_users.csv"),
@@ -159,7 +159,7 @@ async fn xoauth2_delivers_to_everyone_with_no_password(b: Backend) {
     let (cert, key) = certificate();
     let server = exchange(oauth.tokens(), &cert, &key).await;
     configure(&mut env, &oauth, SECRET, &cert);
-    env.env("NOTIFY_LOG", "debug");
+    env.env("NOTIFY_LOG", "trace");
 
     let run = env
         .send_json(&["release-notes", "v3.12.0"], &server.url())
@@ -211,7 +211,7 @@ async fn xoauth2_delivers_to_everyone_with_no_password(b: Backend) {
     );
     assert_eq!(server.refused_tokens(), 0);
 
-    // Nowhere to be seen: not in the output with debug logging, not in a file, not in a table.
+    // Nowhere to be seen: not in the output with trace logging, not in a file, not in a table.
     assert!(
         run.stderr.contains("DEBUG"),
         "debug logging was on: {}",
