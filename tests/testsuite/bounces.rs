@@ -1358,6 +1358,17 @@ async fn imap_import_signs_in_with_xoauth2(b: Backend) {
         }
     };
 
+    // Neither a password nor the client secret: bad input (exit 2) saying what to give.
+    let run = env.import_bounces(&["--imap", &url]).await;
+    run.code(2);
+    for says in [
+        "NOTIFY_IMAP_PASSWORD",
+        "NOTIFY_OAUTH_CLIENT_SECRET",
+        "oauth_client_id",
+    ] {
+        assert!(run.stderr.contains(says), "{says}: {}", run.stderr);
+    }
+
     // A wrong secret: the token endpoint refuses; IMAP is never reached, nothing is imported.
     env.env("NOTIFY_OAUTH_CLIENT_SECRET", "Wrong-Client-Secret-00");
     let run = env.import_bounces(&["--imap", &url]).await;
