@@ -487,3 +487,61 @@ async fn xoauth2_configuration_mistakes_are_bad_input() {
     oauth.stop();
     env.cleanup().await;
 }
+
+/// The token source against the real endpoint: one request while the token is good, a new
+/// one once less than a tenth of a short token's life remains, a forced renewal, one request
+/// for many connections refused with the same token, and what an unreachable endpoint says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_source_caches_and_renews_before_expiry() {
+    use notify::oauth::TokenSource;
+    let oauth = OAuthServer::start(CLIENT_ID, SECRET, MAILBOX, Duration::from_secs(2));
+    let settings = notify::config::OAuthSettings {
+        token_url: oauth.token_url(),
+        client_id: CLIENT_ID.into(),
+        client_secret: SECRET.into(),
+        scope: notify::config::DEFAULT_OAUTH_SCOPE.into(),
+    };
+    let source = TokenSource::new(&settings).unwrap();
+    let first = source.token().await.unwrap();
+    let again = source.clone().token().await.unwrap();
+    assert_eq!(
+        first.secret(),
+        again.secret(),
+        "cached, and shared by clones"
+    );
+    assert_eq!(oauth.requests().len(), 1);
+    assert!(oauth.valid(first.secret()));
+    // 2 s tokens are renewed in their last 0.2 s, before the endpoint stops taking them.
+    tokio::time::sleep(Duration::from_millis(1850)).await;
+    assert!(oauth.valid(first.secret()), "not expired yet");
+    let second = source.token().await.unwrap();
+    assert_ne!(second.secret(), first.secret());
+    assert_eq!(oauth.requests().len(), 2);
+    // Four connections refused with the same token: one new token for all.
+    let replaced = futures::future::join_all((0..4).map(|_| source.replace(&second))).await;
+    let replaced: BTreeSet<String> = replaced
+        .into_iter()
+        .map(|t| t.unwrap().secret().to_string())
+        .collect();
+    assert_eq!(replaced.len(), 1);
+    assert!(!replaced.contains(second.secret()));
+    assert_eq!(oauth.requests().len(), 3);
+    // Forced.
+    source.renew().await.unwrap();
+    assert_eq!((oauth.requests().len(), source.fetched()), (4, 4));
+    oauth.stop();
+
+    // Nobody there: what to check, and not the secret.
+    let port = crate::harness::free_port();
+    let gone = TokenSource::new(&notify::config::OAuthSettings {
+        token_url: format!("http://127.0.0.1:{port}/t/oauth2/v2.0/token"),
+        ..settings
+    })
+    .unwrap();
+    let e = gone.token().await.unwrap_err().to_string();
+    assert!(
+        e.contains("cannot reach the OAuth token endpoint") && e.contains("oauth_token_url"),
+        "{e}"
+    );
+    assert!(!e.contains(SECRET), "{e}");
+}
