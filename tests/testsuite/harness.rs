@@ -192,6 +192,22 @@ impl Env {
             .collect()
     }
 
+    /// After a run stopped for a refusal about the sender: the `count` sends of campaign `key`
+    /// are all pending (nobody failed, nothing left claimed) and the review flags nobody.
+    pub async fn assert_all_pending_and_nobody_flagged(&self, key: &str, count: usize) {
+        let states = self.states(key).await;
+        assert_eq!(states.len(), count, "{states:?}");
+        assert!(
+            states.values().all(|s| s == "pending"),
+            "nobody failed, nobody left claimed: {states:?}"
+        );
+        let review = self.run(&["bounces", "report", "--format", "json"]).await;
+        review.ok();
+        let flagged: serde_json::Value =
+            serde_json::from_str(review.stdout.trim()).expect("the review is JSON");
+        assert_eq!(flagged, serde_json::json!([]), "nobody flagged");
+    }
+
     /// Drop the PostgreSQL database (SQLite files go with the temp dir).
     pub async fn cleanup(self) {
         if let Some(name) = &self.pg_name {

@@ -63,16 +63,8 @@ async fn stops_and_marks_nobody(b: Backend, command: &str, reply: &str, expect: 
     );
     assert!(refusing.received().is_empty());
     let key = run.summary()["campaign"].as_str().unwrap().to_string();
-    let before = env.states(&key).await;
-    assert_eq!(before.len(), all.len());
-    assert!(
-        before.values().all(|s| s == "pending"),
-        "nobody failed, nobody left claimed: {before:?}"
-    );
-    let review = env.run(&["bounces", "report", "--format", "json"]).await;
-    review.ok();
-    let flagged: serde_json::Value = serde_json::from_str(review.stdout.trim()).unwrap();
-    assert_eq!(flagged, serde_json::json!([]), "nobody flagged");
+    env.assert_all_pending_and_nobody_flagged(&key, all.len())
+        .await;
     refusing.stop().await;
 
     let accepting = SmtpServer::start(vec![Rule::Pipelining]).await;
