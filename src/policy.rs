@@ -26,6 +26,14 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// The policy notify.toml sets.
+    pub fn of(cfg: &crate::config::Config) -> Policy {
+        Policy {
+            soft_limit: cfg.soft_bounce_limit,
+            soft_days: cfg.soft_bounce_days,
+        }
+    }
+
     /// Should an account with these counted bounces be flagged, and why? A hard bounce flags at
     /// once; soft bounces flag once they reach `soft_limit` different notices within `soft_days`
     /// of `now`. Bounces not tied to a notice count as one notice each. Unverified bounces (not

@@ -6,7 +6,6 @@
 //! goes through `inert`.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -17,11 +16,11 @@ use crate::bounce::Bounce;
 use crate::cli::{BouncesCommand, ParseFormat, ReportFormat, SummaryFormat};
 use crate::config::Config;
 use crate::inert;
-use crate::intake::{self, Found, Incoming};
-use crate::mail::verp;
+use crate::intake::{self, Incoming};
+use crate::ledger::{self, ImportSummary};
 use crate::policy::Policy;
 use crate::review;
-use crate::store::{MatchedBy, NewBounce, SendRef, Store};
+use crate::store::Store;
 
 pub async fn run(cfg: &Config, cmd: BouncesCommand) -> anyhow::Result<()> {
     match cmd {
@@ -79,9 +78,9 @@ fn print_parsed(item: &Incoming, format: ParseFormat) -> anyhow::Result<()> {
                 say!(
                     "{origin}: {} {} {} {}{}",
                     inert::line(&b.address),
-                    enum_text(b.kind),
+                    ledger::enum_text(b.kind),
                     inert::line(b.status.as_deref().unwrap_or("-")),
-                    enum_text(b.reason),
+                    ledger::enum_text(b.reason),
                     b.diagnostic
                         .as_deref()
                         .map(|d| format!("  ({})", inert::line(d)))
@@ -139,211 +138,6 @@ fn parse(inputs: &[String], format: ParseFormat) -> anyhow::Result<()> {
     }
 }
 
-/// What an import did.
-#[derive(Debug, Default, Serialize)]
-pub struct ImportSummary {
-    /// Inputs read (messages, notifications, CSV rows).
-    pub read: usize,
-    /// Bounced addresses recorded.
-    pub bounces: usize,
-    pub hard: usize,
-    pub soft: usize,
-    /// Inputs seen before: nothing recorded again.
-    pub already_imported: usize,
-    /// Out-of-office replies, ordinary mail, read receipts, deliveries.
-    pub not_bounces: usize,
-    /// Inputs over the size limit or unreadable.
-    pub skipped: usize,
-    /// Bounces tied to no contact (kept for review).
-    pub unmatched: usize,
-    /// Bounces recorded as unverified (no valid VERP token, no Message-ID of ours): kept for
-    /// review, never counted toward a flag.
-    pub unverified: usize,
-    /// Contacts newly flagged as needing an update.
-    pub flagged: Vec<String>,
-    /// IMAP messages moved to the processed folder.
-    pub moved: usize,
-}
-
-/// Record every bounce in `items`, tie it to contacts and notices, and apply the policy. Only
-/// verified bounces (see [`attribute`]) can flag a contact; the others are kept as unverified.
-pub async fn record(
-    store: &Store,
-    cfg: &Config,
-    items: &[Incoming],
-    summary: &mut ImportSummary,
-) -> anyhow::Result<()> {
-    let secret = super::send::verp_secret(store).await?;
-    let mut touched: BTreeSet<i64> = BTreeSet::new();
-    for item in items {
-        summary.read += 1;
-        let found = match &item.found {
-            Ok(f) => f,
-            Err(why) => {
-                eprintln!(
-                    "skipped {}: {}",
-                    inert::line(&item.origin),
-                    inert::line(why)
-                );
-                summary.skipped += 1;
-                continue;
-            }
-        };
-        if found.bounces.is_empty() {
-            summary.not_bounces += 1;
-            continue;
-        }
-        let Some(source_id) = store
-            .add_bounce_source(&item.source_key, &item.origin, &item.raw)
-            .await?
-        else {
-            summary.already_imported += 1;
-            continue;
-        };
-        for b in &found.bounces {
-            let nb = attribute(store, &secret, item.vouched_for(), found, b).await?;
-            match nb.contact_id {
-                Some(c) if nb.verified => {
-                    touched.insert(c);
-                }
-                Some(_) => {}
-                None => summary.unmatched += 1,
-            }
-            if !nb.verified {
-                summary.unverified += 1;
-            }
-            match b.kind {
-                crate::bounce::BounceKind::Hard => summary.hard += 1,
-                crate::bounce::BounceKind::Soft => summary.soft += 1,
-            }
-            summary.bounces += 1;
-            store.add_bounce(source_id, &nb).await?;
-        }
-    }
-    let policy = Policy {
-        soft_limit: cfg.soft_bounce_limit,
-        soft_days: cfg.soft_bounce_days,
-    };
-    for contact_id in touched {
-        let counted = store.counted_bounces(contact_id).await?;
-        if let Some(why) = policy.verdict(&counted, Utc::now()) {
-            if store.flag_contact(contact_id, &why).await? {
-                if let Some(c) = store.contact_by_id(contact_id).await? {
-                    summary.flagged.push(c.contact.email);
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Tie one bounce to a send and decide whether it is verified.
-///
-/// Verified: its VERP token passes the HMAC check and names a send in the journal, or its
-/// returned Message-ID is one of ours; the bounce is then tied to that send's contact. Also
-/// verified: what came through a channel we trust (`vouched`: an admin's CSV, a refusal seen at
-/// send time), tied by address. Anything else is tied to a contact by address only and recorded
-/// as unverified with why: anybody can mail the bounce address, so such a bounce never flags or
-/// skips anybody by itself.
-async fn attribute(
-    store: &Store,
-    secret: &[u8],
-    vouched: bool,
-    found: &Found,
-    b: &Bounce,
-) -> anyhow::Result<NewBounce> {
-    let mut nb = NewBounce {
-        address: b.address.clone(),
-        kind: enum_text(b.kind),
-        status: b.status.clone(),
-        reason: enum_text(b.reason),
-        diagnostic: b.diagnostic.clone(),
-        remote_mta: b.remote_mta.clone(),
-        contact_id: None,
-        send_id: None,
-        campaign_id: None,
-        matched_by: MatchedBy::Unmatched,
-        occurred_at: found.occurred_at.unwrap_or_else(Utc::now),
-        verified: false,
-        unverified_reason: None,
-    };
-    let token = match found.verp_recipient.as_deref().and_then(verp::token_in) {
-        None => Token::Absent,
-        Some(t) => match verp::verify(secret, t) {
-            None => Token::Failed,
-            Some(send_id) => match store.send_by_id(send_id).await? {
-                Some(s) => Token::Valid(s),
-                None => Token::NoSend,
-            },
-        },
-    };
-    let (send, how) = match token {
-        Token::Valid(s) => (Some(s), MatchedBy::Verp),
-        _ => match &found.original_message_id {
-            Some(mid) => (store.send_by_message_id(mid).await?, MatchedBy::MessageId),
-            None => (None, MatchedBy::Unmatched),
-        },
-    };
-    if let Some(s) = send {
-        nb.contact_id = Some(s.contact_id);
-        nb.send_id = Some(s.send_id);
-        nb.campaign_id = Some(s.campaign_id);
-        nb.matched_by = how;
-        nb.verified = true;
-        return Ok(nb);
-    }
-    if let Some(c) = store.contact_by_email(&b.address).await? {
-        nb.contact_id = Some(c.id);
-        nb.matched_by = MatchedBy::Address;
-    }
-    nb.verified = vouched;
-    if !vouched {
-        nb.unverified_reason = Some(unverified_reason(
-            &token,
-            found.original_message_id.is_some(),
-        ));
-    }
-    Ok(nb)
-}
-
-/// What became of a bounce's VERP token.
-enum Token {
-    /// The address it came back to carries none.
-    Absent,
-    /// It does not pass the HMAC check (forged, mangled, or made with another secret).
-    Failed,
-    /// It passes, but names no send in the journal.
-    NoSend,
-    /// It passes and names this send.
-    Valid(SendRef),
-}
-
-/// Why a bounce could not be verified, for the review.
-fn unverified_reason(token: &Token, had_message_id: bool) -> String {
-    let mid = if had_message_id {
-        "the returned Message-ID is not one of ours"
-    } else {
-        "no Message-ID of ours"
-    };
-    match (token, had_message_id) {
-        (Token::Absent, false) => "no token and no Message-ID of ours".to_string(),
-        (Token::Absent, true) => format!("no token, and {mid}"),
-        (Token::Failed, false) => "VERP token failed its check".to_string(),
-        (Token::Failed, true) => format!("VERP token failed its check, and {mid}"),
-        (Token::NoSend | Token::Valid(_), _) => {
-            format!("VERP token names no send in the journal, and {mid}")
-        }
-    }
-}
-
-/// The serde name of a bounce enum (`hard`, `user-unknown`).
-fn enum_text<T: Serialize>(v: T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 /// Messages of an mbox recorded at a time by `bounces import`.
 const MBOX_BATCH: usize = 64;
 
@@ -364,20 +158,23 @@ async fn import(
         sources.extend(intake::open(p)?);
     }
     let store = Store::open(&cfg.database_url).await?;
+    let policy = Policy::of(cfg);
     let mut summary = ImportSummary::default();
     for source in sources {
         match source {
-            intake::Source::Items(items) => record(&store, cfg, &items, &mut summary).await?,
+            intake::Source::Items(items) => {
+                ledger::record(&store, &policy, &items, &mut summary).await?
+            }
             intake::Source::Mbox(mbox) => {
                 let mut batch = Vec::with_capacity(MBOX_BATCH);
                 for item in mbox {
                     batch.push(item?);
                     if batch.len() == MBOX_BATCH {
-                        record(&store, cfg, &batch, &mut summary).await?;
+                        ledger::record(&store, &policy, &batch, &mut summary).await?;
                         batch.clear();
                     }
                 }
-                record(&store, cfg, &batch, &mut summary).await?;
+                ledger::record(&store, &policy, &batch, &mut summary).await?;
             }
         }
     }
@@ -465,7 +262,7 @@ async fn import_imap(
         }
         items.push(item);
     }
-    record(store, cfg, &items, summary).await?;
+    ledger::record(store, &Policy::of(cfg), &items, summary).await?;
     // Only after the bounces are safely recorded are they moved out of the way.
     if !recognised.is_empty() {
         mailbox.move_to(&recognised, move_to).await?;
@@ -749,19 +546,5 @@ mod tests {
         assert_eq!(back, value);
         let plain = serde_json::to_string(&serde_json::json!({"a": "b"})).unwrap();
         assert_eq!(inert_json(plain.clone()), plain);
-    }
-
-    #[test]
-    fn unverified_reasons_say_what_was_missing() {
-        assert_eq!(
-            unverified_reason(&Token::Absent, false),
-            "no token and no Message-ID of ours"
-        );
-        assert_eq!(
-            unverified_reason(&Token::Failed, false),
-            "VERP token failed its check"
-        );
-        assert!(unverified_reason(&Token::Failed, true).contains("Message-ID is not one of ours"));
-        assert!(unverified_reason(&Token::NoSend, false).contains("names no send"));
     }
 }
