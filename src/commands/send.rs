@@ -68,17 +68,7 @@ pub struct Summary {
     pub in_progress_elsewhere: i64,
 }
 
-/// Secret for VERP tokens, made once per database.
-pub async fn verp_secret(store: &Store) -> anyhow::Result<Vec<u8>> {
-    let s = store
-        .setting_or_init("verp_secret", || {
-            use rand::Rng;
-            let bytes: [u8; 32] = rand::thread_rng().gen();
-            hex::encode(bytes)
-        })
-        .await?;
-    Ok(s.into_bytes())
-}
+pub use crate::ledger::verp_secret;
 
 struct Job {
     cfg: Config,
@@ -1139,8 +1129,9 @@ async fn record_failed(
             occurred_at: Some(Utc::now()),
         }),
     };
-    let mut summary = super::bounces::ImportSummary::default();
-    super::bounces::record(store, cfg, &[item], &mut summary).await
+    let mut summary = crate::ledger::ImportSummary::default();
+    let policy = crate::policy::Policy::of(cfg);
+    crate::ledger::record(store, &policy, &[item], &mut summary).await
 }
 
 fn poisoned() -> anyhow::Error {
