@@ -111,10 +111,11 @@ pub struct Config {
     /// Directory of the config file; relative paths in it are taken from here.
     pub base_dir: PathBuf,
     pub database_url: String,
-    /// SMTP server URL, `None` to write messages to the outbox instead.
+    /// SMTP server URL as written, `None` to write messages to the outbox instead.
     pub smtp_url: Option<String>,
-    pub smtp_user: Option<String>,
-    pub smtp_password: Option<String>,
+    /// The SMTP server of `smtp_url`, parsed at load, with the credentials of the URL or of
+    /// `NOTIFY_SMTP_USER` / `NOTIFY_SMTP_PASSWORD` (which win).
+    pub smtp: Option<SmtpSettings>,
     /// The certificates (PEM) of `smtp_ca_file`, trusted for the SMTP server's TLS besides the
     /// public roots; read and checked when the configuration is loaded.
     pub smtp_ca: Option<Vec<u8>>,
@@ -127,8 +128,8 @@ pub struct Config {
     pub contacts: PathBuf,
     pub templates: PathBuf,
     pub releases: PathBuf,
-    pub from: String,
-    pub reply_to: Option<String>,
+    pub from: ConfiguredMailbox,
+    pub reply_to: Option<ConfiguredMailbox>,
     pub bounce_address: String,
     pub app_url: String,
     pub timezone: chrono_tz::Tz,
@@ -268,10 +269,17 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("database_url", &redact_url(&self.database_url))
             .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
-            .field("smtp_user", &self.smtp_user.as_ref().map(|_| "<set>"))
+            .field(
+                "smtp_user",
+                &self.smtp.as_ref().and_then(|s| s.user.as_ref()).map(|_| "<set>"),
+            )
             .field(
                 "smtp_password",
-                &self.smtp_password.as_ref().map(|_| "<set>"),
+                &self
+                    .smtp
+                    .as_ref()
+                    .and_then(|s| s.password.as_ref())
+                    .map(|_| "<set>"),
             )
             .field("smtp_auth", &self.smtp_auth)
             .field("oauth", &self.oauth)
@@ -283,6 +291,204 @@ impl fmt::Debug for Config {
             .field("rate", &self.rate)
             .finish_non_exhaustive()
     }
+}
+
+/// How to talk TLS to the SMTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain SMTP (`smtp://`, the default, and `?tls=none`); with credentials, STARTTLS
+    /// whenever offered unless `?tls=none` was written.
+    None,
+    /// STARTTLS when offered (`?tls=opportunistic`).
+    Opportunistic,
+    /// STARTTLS or fail (`?tls=required`).
+    Required,
+    /// TLS from the first byte (`smtps://`).
+    Implicit,
+}
+
+/// The SMTP server of `smtp_url`, parsed once when the configuration is loaded, with the
+/// credentials (`NOTIFY_SMTP_USER` / `NOTIFY_SMTP_PASSWORD` win over the URL's). Plain data:
+/// `mail::transport` opens connections from it. `Display` and `Debug` never show a credential.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    /// `tls=none` (or `tls=off`) was written in the URL: the one way to let a password go in
+    /// clear.
+    pub explicit_plain: bool,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl fmt::Display for SmtpSettings {
+    /// The URL without credentials, safe to print.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls == TlsMode::Implicit {
+            "smtps"
+        } else {
+            "smtp"
+        };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)?;
+        match self.tls {
+            TlsMode::Required => write!(f, "?tls=required"),
+            TlsMode::Opportunistic => write!(f, "?tls=opportunistic"),
+            TlsMode::None if self.explicit_plain => write!(f, "?tls=none"),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl SmtpSettings {
+    /// Parse `smtp://[user[:pass]@]host[:port][?tls=required|opportunistic|none]` or `smtps://…`.
+    /// Credentials in `user`/`password` (from the environment) win over the URL's.
+    pub fn parse(
+        raw: &str,
+        user: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<SmtpSettings, String> {
+        let u = url::Url::parse(raw)
+            .map_err(|e| format!("`{}` is not a URL ({e})", redact_url(raw)))?;
+        let implicit = match u.scheme() {
+            "smtp" => false,
+            "smtps" => true,
+            other => {
+                return Err(format!(
+                    "scheme `{other}` is not supported; use smtp:// or smtps://"
+                ))
+            }
+        };
+        let host = u
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or("the URL has no host")?
+            .trim_matches(['[', ']'])
+            .to_string();
+        let mut tls = if implicit {
+            TlsMode::Implicit
+        } else {
+            TlsMode::None
+        };
+        let mut explicit_plain = false;
+        for (k, v) in u.query_pairs() {
+            match (k.as_ref(), v.as_ref()) {
+                ("tls", "required" | "starttls") if !implicit => tls = TlsMode::Required,
+                ("tls", "opportunistic") if !implicit => tls = TlsMode::Opportunistic,
+                ("tls", "none" | "off") if !implicit => {
+                    tls = TlsMode::None;
+                    explicit_plain = true;
+                }
+                ("tls", other) => {
+                    return Err(format!(
+                        "tls={other} is not supported here; use tls=required, tls=opportunistic or tls=none with smtp://"
+                    ))
+                }
+                (other, _) => return Err(format!("unknown URL parameter `{other}`")),
+            }
+        }
+        if tls != TlsMode::None {
+            explicit_plain = false;
+        }
+        let port = u.port().unwrap_or(if implicit { 465 } else { 25 });
+        let url_user = (!u.username().is_empty()).then(|| percent_decode(u.username()));
+        let url_pass = u.password().map(percent_decode);
+        Ok(SmtpSettings {
+            host,
+            port,
+            tls,
+            explicit_plain,
+            user: user.map(str::to_string).or(url_user),
+            password: password.map(str::to_string).or(url_pass),
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// The PEM certificates in `path`, checked: readable, and at least one certificate in it.
+pub fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut count = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        cert.map_err(|e| format!("{}: not a PEM certificate file ({e})", path.display()))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(format!(
+            "{}: no certificate in it (expected -----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(pem)
+}
+
+/// A mailbox from the configuration (`from`, `reply_to`): parsed once at load, and shown as it
+/// was written.
+#[derive(Clone, Debug)]
+pub struct ConfiguredMailbox {
+    mailbox: lettre::message::Mailbox,
+    written: String,
+}
+
+impl ConfiguredMailbox {
+    fn parse(key: &'static str, value: &str, origin: &Origin) -> Result<Self, ConfigError> {
+        let mailbox = value
+            .parse::<lettre::message::Mailbox>()
+            .map_err(|e| ConfigError::Invalid {
+                key,
+                origin: origin.to_string(),
+                message: format!("`{value}` is not a mail address: {e}"),
+            })?;
+        Ok(ConfiguredMailbox {
+            mailbox,
+            written: value.to_string(),
+        })
+    }
+
+    /// The parsed mailbox, for the message headers.
+    pub fn mailbox(&self) -> &lettre::message::Mailbox {
+        &self.mailbox
+    }
+}
+
+impl fmt::Display for ConfiguredMailbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.written)
+    }
+}
+
+/// The longest VERP token notify adds to the bounce address's local part (`mail::verp` checks
+/// at compile time that its tokens fit).
+pub const VERP_TOKEN_MAX_LEN: usize = 27;
+
+/// Check that the configured bounce address can carry a VERP token (`local+TOKEN@domain`).
+pub fn check_bounce_address(addr: &str) -> Result<(), String> {
+    let parsed: lettre::Address = addr
+        .parse()
+        .map_err(|e| format!("`{addr}` is not a mail address ({e})"))?;
+    if parsed.user().contains('+') {
+        return Err(format!(
+            "`{addr}` already has a '+' in it; notify adds `+TOKEN` to the local part itself"
+        ));
+    }
+    if parsed.user().len() + 1 + VERP_TOKEN_MAX_LEN > 64 {
+        return Err(format!(
+            "the local part of `{addr}` is too long to carry a VERP token (64 characters at most)"
+        ));
+    }
+    Ok(())
 }
 
 /// A URL with any user name and password removed, safe to print.
@@ -353,15 +559,17 @@ impl Config {
         let (smtp_url, smtp_origin) =
             r.string("smtp_url", file.smtp_url, overrides.smtp_url.clone(), None);
         let smtp_url = smtp_url.filter(|s| !s.trim().is_empty());
-        if let Some(u) = &smtp_url {
-            crate::mail::SmtpTarget::parse(u, None, None).map_err(|message| {
+        // Parsed here once, with the URL's own credentials; the environment's win below.
+        let mut smtp = match &smtp_url {
+            Some(u) => Some(SmtpSettings::parse(u, None, None).map_err(|message| {
                 ConfigError::Invalid {
                     key: "smtp_url",
                     origin: smtp_origin.to_string(),
                     message,
                 }
-            })?;
-        }
+            })?),
+            None => None,
+        };
 
         let oauth_keys = OAuthKeys {
             smtp_auth: file.smtp_auth,
@@ -371,12 +579,21 @@ impl Config {
             token_url: file.oauth_token_url,
             secret_in_file: file.oauth_client_secret.is_some(),
         };
-        let (smtp_auth, oauth) = r.oauth(oauth_keys, env, smtp_url.as_deref())?;
+        let url_user = smtp.as_ref().is_some_and(|s| s.user.is_some());
+        let (smtp_auth, oauth) = r.oauth(oauth_keys, env, url_user)?;
+        if let Some(s) = &mut smtp {
+            if let Some(user) = env.get("NOTIFY_SMTP_USER") {
+                s.user = Some(user.clone());
+            }
+            if let Some(password) = env.get("NOTIFY_SMTP_PASSWORD") {
+                s.password = Some(password.clone());
+            }
+        }
 
         let (smtp_ca_file, ca_origin) = r.string("smtp_ca_file", file.smtp_ca_file, None, None);
         let smtp_ca = match smtp_ca_file.filter(|s| !s.trim().is_empty()) {
             Some(p) => Some(
-                crate::mail::transport::read_ca_file(&base_dir.join(p)).map_err(|message| {
+                read_ca_file(&base_dir.join(p)).map_err(|message| {
                     ConfigError::Invalid {
                         key: "smtp_ca_file",
                         origin: ca_origin.to_string(),
@@ -407,13 +624,12 @@ impl Config {
             overrides.from.clone(),
             Some("Moped Team <moped@austintexas.gov>"),
         );
-        let from = from.unwrap_or_default();
-        check_mailbox("from", &from, &from_origin)?;
+        let from = ConfiguredMailbox::parse("from", &from.unwrap_or_default(), &from_origin)?;
         let (reply_to, reply_origin) = r.string("reply_to", file.reply_to, None, None);
-        let reply_to = reply_to.filter(|s| !s.trim().is_empty());
-        if let Some(rt) = &reply_to {
-            check_mailbox("reply_to", rt, &reply_origin)?;
-        }
+        let reply_to = match reply_to.filter(|s| !s.trim().is_empty()) {
+            Some(rt) => Some(ConfiguredMailbox::parse("reply_to", &rt, &reply_origin)?),
+            None => None,
+        };
         let (bounce, bounce_origin) = r.string(
             "bounce_address",
             file.bounce_address,
@@ -421,7 +637,7 @@ impl Config {
             Some("moped-bounces@austintexas.gov"),
         );
         let bounce_address = bounce.unwrap_or_default();
-        crate::mail::check_bounce_address(&bounce_address).map_err(|message| {
+        check_bounce_address(&bounce_address).map_err(|message| {
             ConfigError::Invalid {
                 key: "bounce_address",
                 origin: bounce_origin.to_string(),
@@ -507,10 +723,7 @@ impl Config {
                 origin: provider_origin.to_string(),
                 message: format!("unknown provider `{name}`; known: office365 (or \"none\")"),
             })?),
-            None => smtp_url
-                .as_deref()
-                .and_then(|u| url::Url::parse(u).ok())
-                .and_then(|u| u.host_str().and_then(Provider::for_host)),
+            None => smtp.as_ref().and_then(|s| Provider::for_host(&s.host)),
         };
         let daily_recipient_limit = r.whole(
             "daily_recipient_limit",
@@ -581,8 +794,7 @@ impl Config {
             base_dir,
             database_url,
             smtp_url,
-            smtp_user: env.get("NOTIFY_SMTP_USER").cloned(),
-            smtp_password: env.get("NOTIFY_SMTP_PASSWORD").cloned(),
+            smtp,
             smtp_ca,
             smtp_auth,
             oauth,
@@ -731,7 +943,7 @@ impl Resolver<'_> {
         &self,
         file: OAuthKeys,
         env: &BTreeMap<String, String>,
-        smtp_url: Option<&str>,
+        url_user: bool,
     ) -> Result<(SmtpAuth, Option<OAuthSettings>), ConfigError> {
         if file.secret_in_file {
             return Err(ConfigError::Invalid {
@@ -814,9 +1026,6 @@ impl Resolver<'_> {
                     "the app's client secret in the environment variable NOTIFY_OAUTH_CLIENT_SECRET",
                 ));
             }
-            let url_user = smtp_url
-                .and_then(|u| url::Url::parse(u).ok())
-                .is_some_and(|u| !u.username().is_empty());
             if !url_user
                 && env
                     .get("NOTIFY_SMTP_USER")
@@ -886,17 +1095,6 @@ impl Resolver<'_> {
         }
         Ok(v as u64)
     }
-}
-
-fn check_mailbox(key: &'static str, value: &str, origin: &Origin) -> Result<(), ConfigError> {
-    value
-        .parse::<lettre::message::Mailbox>()
-        .map(|_| ())
-        .map_err(|e| ConfigError::Invalid {
-            key,
-            origin: origin.to_string(),
-            message: format!("`{value}` is not a mail address: {e}"),
-        })
 }
 
 /// Make a relative SQLite path relative to the config file's directory and ask SQLite to create

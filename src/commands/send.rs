@@ -176,16 +176,8 @@ pub async fn run(cfg: &Config, notice: Notice, args: SendArgs) -> anyhow::Result
     // The templates are rendered once with a stand-in contact before the database is even
     // opened: a bad template changes nothing, not even by creating a database.
     templates.render(&contact_context(&shared, &probe_contact()))?;
-    let from: Mailbox = cfg
-        .from
-        .parse()
-        .map_err(|e| UsageError(format!("from: {e}")))?;
-    let reply_to = cfg
-        .reply_to
-        .as_deref()
-        .map(str::parse::<Mailbox>)
-        .transpose()
-        .map_err(|e| UsageError(format!("reply_to: {e}")))?;
+    let from: Mailbox = cfg.from.mailbox().clone();
+    let reply_to = cfg.reply_to.as_ref().map(|m| m.mailbox().clone());
     let to_addr = match &args.to {
         Some(a) => Some(contacts::check_address(a).map_err(|e| UsageError(format!("--to: {e}")))?),
         None => None,
@@ -224,10 +216,8 @@ pub async fn run(cfg: &Config, notice: Notice, args: SendArgs) -> anyhow::Result
 
     let delivery = if args.dry_run {
         None
-    } else if let Some(url) = &cfg.smtp_url {
-        let target =
-            mail::SmtpTarget::parse(url, cfg.smtp_user.as_deref(), cfg.smtp_password.as_deref())
-                .map_err(UsageError)?;
+    } else if let Some(server) = &cfg.smtp {
+        let target = mail::SmtpTarget::new(server.clone());
         let target = match &cfg.smtp_ca {
             Some(pem) => target.trust(pem.clone()),
             None => target,

@@ -21,31 +21,14 @@ use tokio_rustls::TlsConnector;
 use super::{smtp, Outgoing};
 use crate::oauth::{self, TokenSource};
 
-/// How to talk TLS to the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    /// Plain SMTP (`smtp://`, the default, and `?tls=none`); with credentials, STARTTLS
-    /// whenever offered unless `?tls=none` was written.
-    None,
-    /// STARTTLS when offered (`?tls=opportunistic`).
-    Opportunistic,
-    /// STARTTLS or fail (`?tls=required`).
-    Required,
-    /// TLS from the first byte (`smtps://`).
-    Implicit,
-}
+pub use crate::config::{SmtpSettings, TlsMode};
 
-/// A parsed `smtp_url`.
+/// The SMTP server to deliver to: the settings [`crate::config::Config`] parsed from
+/// `smtp_url` at load, the extra trusted certificates, the token source for XOAUTH2, and the
+/// TLS client configuration shared by every connection. Derefs to its [`SmtpSettings`].
 #[derive(Clone)]
 pub struct SmtpTarget {
-    pub host: String,
-    pub port: u16,
-    pub tls: TlsMode,
-    /// `tls=none` (or `tls=off`) was written in the URL: the one way to let a password go in
-    /// clear.
-    explicit_plain: bool,
-    user: Option<String>,
-    password: Option<String>,
+    server: SmtpSettings,
     /// Certificates (PEM) trusted besides the public roots: a relay with a private CA.
     extra_roots: Option<Vec<u8>>,
     /// Tokens for AUTH XOAUTH2 instead of the password.
@@ -55,97 +38,50 @@ pub struct SmtpTarget {
     tls_config: Arc<OnceLock<Result<Arc<rustls::ClientConfig>, String>>>,
 }
 
+impl std::ops::Deref for SmtpTarget {
+    type Target = SmtpSettings;
+    fn deref(&self) -> &SmtpSettings {
+        &self.server
+    }
+}
+
 impl std::fmt::Debug for SmtpTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self)
+        write!(f, "{}", self.server)
     }
 }
 
 impl std::fmt::Display for SmtpTarget {
     /// The URL without credentials, safe to print.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = if self.tls == TlsMode::Implicit {
-            "smtps"
-        } else {
-            "smtp"
-        };
-        write!(f, "{scheme}://{}:{}", self.host, self.port)?;
-        match self.tls {
-            TlsMode::Required => write!(f, "?tls=required"),
-            TlsMode::Opportunistic => write!(f, "?tls=opportunistic"),
-            TlsMode::None if self.explicit_plain => write!(f, "?tls=none"),
-            _ => Ok(()),
-        }
+        write!(f, "{}", self.server)
     }
 }
 
+#[cfg(test)]
 impl SmtpTarget {
-    /// Parse `smtp://[user[:pass]@]host[:port][?tls=required|opportunistic|none]` or `smtps://…`.
-    /// Credentials in `user`/`password` (from the environment) win over the URL's.
-    pub fn parse(
+    /// For the tests: a target straight from a URL, as the configuration parses it.
+    fn parse(
         raw: &str,
         user: Option<&str>,
         password: Option<&str>,
     ) -> Result<SmtpTarget, String> {
-        let u = url::Url::parse(raw)
-            .map_err(|e| format!("`{}` is not a URL ({e})", crate::config::redact_url(raw)))?;
-        let implicit = match u.scheme() {
-            "smtp" => false,
-            "smtps" => true,
-            other => {
-                return Err(format!(
-                    "scheme `{other}` is not supported; use smtp:// or smtps://"
-                ))
-            }
-        };
-        let host = u
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or("the URL has no host")?
-            .trim_matches(['[', ']'])
-            .to_string();
-        let mut tls = if implicit {
-            TlsMode::Implicit
-        } else {
-            TlsMode::None
-        };
-        let mut explicit_plain = false;
-        for (k, v) in u.query_pairs() {
-            match (k.as_ref(), v.as_ref()) {
-                ("tls", "required" | "starttls") if !implicit => tls = TlsMode::Required,
-                ("tls", "opportunistic") if !implicit => tls = TlsMode::Opportunistic,
-                ("tls", "none" | "off") if !implicit => {
-                    tls = TlsMode::None;
-                    explicit_plain = true;
-                }
-                ("tls", other) => {
-                    return Err(format!(
-                        "tls={other} is not supported here; use tls=required, tls=opportunistic or tls=none with smtp://"
-                    ))
-                }
-                (other, _) => return Err(format!("unknown URL parameter `{other}`")),
-            }
-        }
-        if tls != TlsMode::None {
-            explicit_plain = false;
-        }
-        let port = u.port().unwrap_or(if implicit { 465 } else { 25 });
-        let url_user = (!u.username().is_empty()).then(|| percent_decode(u.username()));
-        let url_pass = u.password().map(percent_decode);
-        Ok(SmtpTarget {
-            host,
-            port,
-            tls,
-            explicit_plain,
-            user: user.map(str::to_string).or(url_user),
-            password: password.map(str::to_string).or(url_pass),
+        SmtpSettings::parse(raw, user, password).map(SmtpTarget::new)
+    }
+}
+
+impl SmtpTarget {
+    /// A target for the server the configuration names (no extra roots, password login).
+    pub fn new(server: SmtpSettings) -> SmtpTarget {
+        SmtpTarget {
+            server,
             extra_roots: None,
             oauth: None,
             tls_config: Arc::default(),
-        })
+        }
     }
 
-    /// Trust these certificates (PEM, as [`read_ca_file`] checked them) too, for a relay whose
+    /// Trust these certificates (PEM, as [`crate::config::read_ca_file`] checked them) too, for a relay whose
     /// certificate a private CA signed (`smtp_ca_file`).
     pub fn trust(mut self, pem: Vec<u8>) -> SmtpTarget {
         self.extra_roots = Some(pem);
@@ -428,33 +364,9 @@ fn client_name() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// The PEM certificates in `path`, checked: readable, and at least one certificate in it.
-pub fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
-    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut count = 0;
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        cert.map_err(|e| format!("{}: not a PEM certificate file ({e})", path.display()))?;
-        count += 1;
-    }
-    if count == 0 {
-        return Err(format!(
-            "{}: no certificate in it (expected -----BEGIN CERTIFICATE-----)",
-            path.display()
-        ));
-    }
-    Ok(pem)
-}
-
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest wait for any one reply, including the one after the message's final dot.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn percent_decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8_lossy()
-        .into_owned()
-}
 
 /// Why a message was not delivered.
 #[derive(Debug, Clone, thiserror::Error)]
