@@ -26,15 +26,7 @@ use crate::cli::{Cli, Command};
 use crate::config::{Config, ConfigError, Overrides};
 use crate::notice::{check_not_past, parse_time, Notice};
 
-/// Bad input given on the command line (a time, an address, a flag combination).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
-/// The run ended without finishing its work; the message says what is left.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Incomplete(pub String);
+pub use crate::errors::{Incomplete, UsageError};
 
 /// Entry point for the binary.
 pub fn main(cli: Cli) -> ExitCode {

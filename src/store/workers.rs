@@ -1,5 +1,5 @@
 //! Runs at work on a campaign (`workers`), and the campaign status report. Part of `store`: SQL
-//! only. The rules (who may run, when a run is dead) are in `commands::send`.
+//! only. The rules (who may run, when a run is dead) are in `delivery::registry`.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
