@@ -172,7 +172,10 @@ fn attribution_fields() {
     }
 }
 
-/// Parses `raw`, failing if it takes longer than `limit`.
+/// Parses `raw`, failing if it takes longer than `limit`. The limits catch a parser that
+/// stalls (backtracking, work that grows with the square of the input), not speed: they are
+/// several times what a debug build needs even on a loaded two-core machine. Speed is measured
+/// in `examples/bench_bounce_parse.rs`.
 fn parse_quickly(raw: &[u8], limit: Duration, what: &str) -> Report {
     let start = Instant::now();
     let report = bounce::parse(raw).unwrap_or_default();
@@ -196,7 +199,7 @@ fn deep_multipart_nesting() {
     );
     parse_quickly(
         s.as_bytes(),
-        Duration::from_secs(2),
+        Duration::from_secs(10),
         "2000 nested multiparts",
     );
 }
@@ -208,7 +211,7 @@ fn deep_message_nesting() {
         s.push_str("Content-Type: message/rfc822\r\n\r\nFrom: x@y.example\r\n");
     }
     s.push_str("\r\nbody\r\n");
-    parse_quickly(s.as_bytes(), Duration::from_secs(2), "2000 nested messages");
+    parse_quickly(s.as_bytes(), Duration::from_secs(10), "2000 nested messages");
 }
 
 #[test]
@@ -268,7 +271,7 @@ fn hostile_shapes_do_not_panic_or_hang() {
     ];
     for (what, raw) in cases {
         let start = Instant::now();
-        let report = parse_quickly(&raw, Duration::from_secs(3), what);
+        let report = parse_quickly(&raw, Duration::from_secs(10), what);
         println!(
             "{what}: {} bytes, {} bounces, {:?}",
             raw.len(),
@@ -379,7 +382,7 @@ fn mutated_fixtures_never_panic_or_stall() {
         let took = start.elapsed();
         slowest = slowest.max(took);
         assert!(
-            took < Duration::from_millis(50),
+            took < Duration::from_millis(500),
             "round {round}: parse took {took:?}"
         );
     }
