@@ -211,7 +211,11 @@ fn deep_message_nesting() {
         s.push_str("Content-Type: message/rfc822\r\n\r\nFrom: x@y.example\r\n");
     }
     s.push_str("\r\nbody\r\n");
-    parse_quickly(s.as_bytes(), Duration::from_secs(10), "2000 nested messages");
+    parse_quickly(
+        s.as_bytes(),
+        Duration::from_secs(10),
+        "2000 nested messages",
+    );
 }
 
 #[test]
