@@ -303,15 +303,6 @@ pub const REQUIRED_COLUMNS: &[&str] = &[
     "is_user_group_member",
 ];
 
-/// Read and check a contacts CSV file.
-pub fn read_file(path: &Path) -> Result<Vec<Contact>, ContactsError> {
-    let bytes = read_bytes(path)?;
-    parse(&bytes).map_err(|errors| ContactsError::Invalid {
-        path: path.to_path_buf(),
-        errors,
-    })
-}
-
 /// The bytes of a contacts file.
 pub fn read_bytes(path: &Path) -> Result<Vec<u8>, ContactsError> {
     std::fs::read(path).map_err(|source| ContactsError::Read {

@@ -1,16 +1,15 @@
-//! `notify contacts import|list`, and the contacts sync every notice command runs first: which
-//! file the contacts come from (the configured one, or the one last imported by hand while the
-//! configuration is unchanged), the check against mass removals, the dry run that writes
-//! nothing, and the line that says what a sync changed and from which file.
+//! `notify contacts import|list`: read the arguments, check the file, run the sync
+//! ([`crate::sync`] owns it, the same one every notice run does first), print the summary or
+//! the list (JSON, CSV with formula-inert cells, or a table).
 
 use std::io::Write;
-use std::path::Path;
 
 use crate::cli::{ContactsCommand, ListFormat, SummaryFormat};
 use crate::config::Config;
-use crate::contacts::{self, Contact, ImportedSource, Source, IMPORTED_SOURCE_SETTING};
+use crate::contacts::{self, Contact, ImportedSource, IMPORTED_SOURCE_SETTING};
 use crate::inert;
-use crate::store::{self, Store, StoredContact, SyncReport};
+use crate::store::{self, Store, StoredContact};
+use crate::sync::SyncRequest;
 
 pub async fn run(cfg: &Config, cmd: ContactsCommand) -> anyhow::Result<()> {
     match cmd {
@@ -112,173 +111,6 @@ pub async fn run(cfg: &Config, cmd: ContactsCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-    }
-}
-
-/// One sync from a checked contacts file: written (or, for a dry run, only worked out), unless
-/// it would remove too many contacts.
-struct SyncRequest<'a> {
-    path: &'a Path,
-    bytes: &'a [u8],
-    /// Contacts in the file.
-    rows: usize,
-    dry_run: bool,
-    allow_removals: bool,
-    max_percent: u8,
-    /// A dry run also returns the contacts as the sync would leave them.
-    keep_contacts: bool,
-    /// Settings to set (`Some`) or clear (`None`) with the sync: the hand import to record or
-    /// to forget. Empty when there is nothing to change, so that a sync that changes nothing
-    /// writes nothing.
-    settings: Vec<(&'static str, Option<String>)>,
-}
-
-impl SyncRequest<'_> {
-    /// What changed (or would change), and for a dry run the contacts as they would be stored.
-    async fn run(self, store: &Store) -> anyhow::Result<(SyncReport, Option<Vec<StoredContact>>)> {
-        let check = |r: &SyncReport| {
-            contacts::check_removals(
-                self.path,
-                self.rows,
-                r.removed,
-                r.active_before,
-                self.max_percent,
-                self.allow_removals,
-            )
-        };
-        if self.dry_run {
-            let plan = store
-                .plan_contacts_sync(contacts::valid_rows(self.bytes), self.keep_contacts)
-                .await?;
-            check(&plan.report)?;
-            return Ok((plan.report, Some(plan.contacts)));
-        }
-        let report = store
-            .sync_contacts(|| contacts::valid_rows(self.bytes), &self.settings, check)
-            .await??;
-        Ok((report, None))
-    }
-}
-
-/// The contacts a notice run is about to use: their source found, read and checked; nothing
-/// written yet.
-pub struct NoticeContacts {
-    source: Source,
-    /// A hand import is recorded in the store (whether or not it still applies).
-    recorded: bool,
-    bytes: Vec<u8>,
-    rows: usize,
-    first: Option<Contact>,
-}
-
-impl NoticeContacts {
-    /// Find the source ([`contacts::choose_source`]), read it and check every row.
-    pub async fn read(cfg: &Config, store: &Store) -> anyhow::Result<NoticeContacts> {
-        let setting = store.setting(IMPORTED_SOURCE_SETTING).await?;
-        let recorded = setting.is_some();
-        // A value that does not parse is no source; the next sync clears it.
-        let source = contacts::choose_source(
-            &cfg.contacts,
-            &contacts::config_fingerprint(&cfg.contacts),
-            setting.and_then(|v| serde_json::from_str::<ImportedSource>(&v).ok()),
-        );
-        let path = source.path().to_path_buf();
-        let read = contacts::read_bytes(&path).and_then(|bytes| {
-            let (rows, first) = contacts::validate(&path, &bytes)?;
-            Ok((bytes, rows, first))
-        });
-        let (bytes, rows, first) = match (read, &source) {
-            (Ok(r), _) => r,
-            (Err(e), Source::Imported(i)) => {
-                return Err(anyhow::Error::new(e).context(format!(
-                    "the contacts come from {}, imported by hand at {}, until the configured {} changes; import a file again with `notify contacts import FILE`",
-                    inert::line(&i.file.to_string_lossy()),
-                    i.imported_at,
-                    inert::line(&cfg.contacts.to_string_lossy())
-                )))
-            }
-            (Err(e), _) => return Err(e.into()),
-        };
-        Ok(NoticeContacts {
-            source,
-            recorded,
-            bytes,
-            rows,
-            first,
-        })
-    }
-
-    /// The first contact of the file, if any (to check the templates with real values).
-    pub fn first(&self) -> Option<&Contact> {
-        self.first.as_ref()
-    }
-
-    /// Sync the store from the source, or for a dry run work out what the sync would change
-    /// without writing, and print one line saying so and which file the contacts came from
-    /// (on standard error with `--format json`, so that standard output stays one JSON
-    /// object). A dry run returns the contacts as the sync would leave them.
-    pub async fn sync(
-        self,
-        cfg: &Config,
-        store: &Store,
-        dry_run: bool,
-        allow_removals: bool,
-        format: SummaryFormat,
-    ) -> anyhow::Result<Option<Vec<StoredContact>>> {
-        // The configured file is the source again: forget the hand import.
-        let settings = match &self.source {
-            Source::Configured { .. } if self.recorded => vec![(IMPORTED_SOURCE_SETTING, None)],
-            _ => Vec::new(),
-        };
-        let request = SyncRequest {
-            path: self.source.path(),
-            bytes: &self.bytes,
-            rows: self.rows,
-            dry_run,
-            allow_removals,
-            max_percent: cfg.max_removal_percent,
-            keep_contacts: true,
-            settings,
-        };
-        let (report, after) = request.run(store).await?;
-        let from = match &self.source {
-            Source::Configured {
-                path,
-                superseded: None,
-            } => format!("from {}", inert::line(&path.to_string_lossy())),
-            Source::Configured {
-                path,
-                superseded: Some(i),
-            } => format!(
-                "from {}: it changed after {} was imported by hand, so it is the source again",
-                inert::line(&path.to_string_lossy()),
-                inert::line(&i.file.to_string_lossy())
-            ),
-            Source::Imported(i) => format!(
-                "from {}, imported by hand at {}; the configured {} has not changed since",
-                inert::line(&i.file.to_string_lossy()),
-                i.imported_at,
-                inert::line(&cfg.contacts.to_string_lossy())
-            ),
-        };
-        let line = format!(
-            "contacts{}: {} added, {} updated, {} reactivated, {} marked inactive, {} unchanged ({from})",
-            if dry_run {
-                " (dry run, nothing written)"
-            } else {
-                ""
-            },
-            report.added,
-            report.updated,
-            report.reactivated,
-            report.removed,
-            report.unchanged,
-        );
-        match format {
-            SummaryFormat::Text => say!("{line}"),
-            SummaryFormat::Json => eprintln!("{line}"),
-        }
-        Ok(after)
     }
 }
 

@@ -1,8 +1,8 @@
 //! `notify status [CAMPAIGN]`: where each notice stands.
 
-use super::UsageError;
 use crate::cli::SummaryFormat;
 use crate::config::Config;
+use crate::errors::UsageError;
 use crate::store::{CampaignStatus, Store};
 
 pub async fn run(

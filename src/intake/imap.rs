@@ -658,11 +658,6 @@ impl ImapMailbox {
         &self.oversized
     }
 
-    /// The URL this mailbox was opened with.
-    pub fn url(&self) -> &ImapUrl {
-        &self.url
-    }
-
     /// Move the messages with these UIDs to `folder`, creating it if it does not exist. Uses
     /// `UID MOVE` when the server has the MOVE capability; otherwise `UID COPY`, then
     /// `UID STORE +FLAGS (\Deleted)`, then `UID EXPUNGE` (UIDPLUS) or, failing that, `EXPUNGE`

@@ -173,11 +173,6 @@ impl Merge {
         })
     }
 
-    /// The number of fields `render` expects values for.
-    pub fn field_count(&self) -> usize {
-        self.fields
-    }
-
     /// The message for one recipient; `values` in the order of `fields`, as the strings Tera
     /// would print (an integer as its decimal digits). `None` when a value is not one the splice
     /// is proven to handle: the caller then uses `Templates::render` for that recipient.
