@@ -9,8 +9,6 @@ use crate::config::Config;
 use crate::delivery::{self, CopyOutcome, Event, Mode, Outcome, Request, Summary, SummaryMode};
 use crate::notice::Notice;
 
-pub use crate::ledger::verp_secret;
-
 /// Send `notice` as `args` says.
 pub async fn run(cfg: &Config, notice: Notice, args: SendArgs) -> anyhow::Result<()> {
     let format = args.format;

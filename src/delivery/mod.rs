@@ -34,8 +34,6 @@ use crate::render::{Rendered, Templates};
 use crate::store::{state, Store};
 use crate::sync::NoticeContacts;
 
-pub use crate::ledger::verp_secret;
-
 /// What a run is asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {

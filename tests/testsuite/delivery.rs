@@ -114,7 +114,7 @@ async fn every_recipient_once_with_verp_and_reruns_send_nothing(b: Backend) {
 
     // The journal knows each send; the envelope sender is the VERP address of that send.
     let store = env.store().await;
-    let secret = notify::commands::send::verp_secret(&store).await.unwrap();
+    let secret = notify::ledger::verp_secret(&store).await.unwrap();
     let key = serde_json::from_str::<serde_json::Value>(
         run.stdout.lines().find(|l| l.starts_with('{')).unwrap(),
     )
