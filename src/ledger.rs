@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::bounce::Bounce;
+use crate::bounce::{Bounce, BounceKind};
 use crate::inert;
 use crate::intake::{Found, Incoming};
 use crate::mail::verp;
@@ -102,8 +102,8 @@ pub async fn record(
                 summary.unverified += 1;
             }
             match b.kind {
-                crate::bounce::BounceKind::Hard => summary.hard += 1,
-                crate::bounce::BounceKind::Soft => summary.soft += 1,
+                BounceKind::Hard => summary.hard += 1,
+                BounceKind::Soft => summary.soft += 1,
             }
             summary.bounces += 1;
             store.add_bounce(source_id, &nb).await?;
@@ -139,9 +139,9 @@ async fn attribute(
 ) -> anyhow::Result<NewBounce> {
     let mut nb = NewBounce {
         address: b.address.clone(),
-        kind: enum_text(b.kind),
+        kind: b.kind,
         status: b.status.clone(),
-        reason: enum_text(b.reason),
+        reason: b.reason,
         diagnostic: b.diagnostic.clone(),
         remote_mta: b.remote_mta.clone(),
         contact_id: None,
@@ -219,14 +219,6 @@ fn unverified_reason(token: &Token, had_message_id: bool) -> String {
             format!("VERP token names no send in the journal, and {mid}")
         }
     }
-}
-
-/// The serde name of a bounce enum (`hard`, `user-unknown`).
-pub(crate) fn enum_text<T: Serialize>(v: T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

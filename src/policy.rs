@@ -1,10 +1,11 @@
 //! Bounce policy: when bounces mean an account needs an admin's attention (only verified bounces
 //! count), and what the admin should do about it. Pure: it reads bounce rows and returns
-//! decisions; `store` keeps the flag and `commands` applies it. It never deactivates anybody:
+//! decisions; `store` keeps the flag and `ledger` applies it. It never deactivates anybody:
 //! Moped's admins do that.
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::bounce::{BounceKind, Reason};
 use crate::store::BounceRow;
 
 /// The two numbers of the policy (`soft_bounce_limit`, `soft_bounce_days` in notify.toml).
@@ -40,10 +41,10 @@ impl Policy {
     /// proven to be about one of our messages) never count, not even toward the soft limit.
     pub fn verdict(&self, bounces: &[BounceRow], now: DateTime<Utc>) -> Option<String> {
         let bounces: Vec<&BounceRow> = bounces.iter().filter(|b| b.verified).collect();
-        if let Some(hard) = bounces.iter().rev().find(|b| b.kind == "hard") {
+        if let Some(hard) = bounces.iter().rev().find(|b| b.kind == BounceKind::Hard) {
             return Some(format!(
                 "hard bounce ({}{}){}",
-                hard.reason,
+                hard.reason.as_str(),
                 hard.status
                     .as_deref()
                     .map(|s| format!(", {s}"))
@@ -57,7 +58,7 @@ impl Policy {
         let since = now - Duration::days(i64::from(self.soft_days));
         let mut notices: Vec<String> = bounces
             .iter()
-            .filter(|b| b.kind == "soft")
+            .filter(|b| b.kind == BounceKind::Soft)
             .filter(|b| {
                 DateTime::parse_from_rfc3339(&b.occurred_at)
                     .map(|t| t.with_timezone(&Utc) >= since)
@@ -83,15 +84,15 @@ impl Policy {
 }
 
 /// What the admin should do about an account, from its latest bounce.
-pub fn suggested_action(kind: &str, reason: &str, status: Option<&str>) -> &'static str {
+pub fn suggested_action(kind: BounceKind, reason: Reason, status: Option<&str>) -> &'static str {
     let moved = status.is_some_and(|s| s == "5.1.6");
     match (kind, reason) {
         _ if moved => "fix the address in Moped (mailbox moved)",
-        ("hard", "user-unknown") => "deactivate in Moped, or fix the address",
-        ("hard", "host-unknown") => "fix the address in Moped (no such domain)",
-        ("hard", "expired") => "check the address; deactivate if unused",
-        ("hard", _) => "check the address; deactivate if they left",
-        _ => "wait and retry; contact them if it persists",
+        (BounceKind::Hard, Reason::UserUnknown) => "deactivate in Moped, or fix the address",
+        (BounceKind::Hard, Reason::HostUnknown) => "fix the address in Moped (no such domain)",
+        (BounceKind::Hard, Reason::Expired) => "check the address; deactivate if unused",
+        (BounceKind::Hard, _) => "check the address; deactivate if they left",
+        (BounceKind::Soft, _) => "wait and retry; contact them if it persists",
     }
 }
 
@@ -101,7 +102,7 @@ mod tests {
 
     fn b(
         id: i64,
-        kind: &str,
+        kind: BounceKind,
         campaign: Option<&str>,
         days_ago: i64,
         now: DateTime<Utc>,
@@ -109,14 +110,15 @@ mod tests {
         BounceRow {
             id,
             address: "a@austintexas.gov".into(),
-            kind: kind.into(),
-            status: Some(if kind == "hard" { "5.1.1" } else { "4.2.2" }.into()),
-            reason: if kind == "hard" {
-                "user-unknown"
-            } else {
-                "mailbox-full"
-            }
-            .into(),
+            kind,
+            status: Some(match kind {
+                BounceKind::Hard => "5.1.1".into(),
+                BounceKind::Soft => "4.2.2".into(),
+            }),
+            reason: match kind {
+                BounceKind::Hard => Reason::UserUnknown,
+                BounceKind::Soft => Reason::MailboxFull,
+            },
             diagnostic: None,
             remote_mta: None,
             contact_id: Some(1),
@@ -133,7 +135,16 @@ mod tests {
     fn a_hard_bounce_flags_at_once() {
         let now = Utc::now();
         let why = Policy::default()
-            .verdict(&[b(1, "hard", Some("release-notes/v3.12.0"), 0, now)], now)
+            .verdict(
+                &[b(
+                    1,
+                    BounceKind::Hard,
+                    Some("release-notes/v3.12.0"),
+                    0,
+                    now,
+                )],
+                now,
+            )
             .unwrap();
         assert!(
             why.contains("hard bounce (user-unknown, 5.1.1) on release-notes/v3.12.0"),
@@ -146,21 +157,21 @@ mod tests {
         let now = Utc::now();
         let p = Policy::default();
         let two = [
-            b(1, "soft", Some("a"), 1, now),
-            b(2, "soft", Some("b"), 2, now),
+            b(1, BounceKind::Soft, Some("a"), 1, now),
+            b(2, BounceKind::Soft, Some("b"), 2, now),
         ];
         assert_eq!(p.verdict(&two, now), None);
         // The same notice twice is one notice.
         let same = [
             two[0].clone(),
             two[1].clone(),
-            b(3, "soft", Some("b"), 3, now),
+            b(3, BounceKind::Soft, Some("b"), 3, now),
         ];
         assert_eq!(p.verdict(&same, now), None);
         let three = [
             two[0].clone(),
             two[1].clone(),
-            b(3, "soft", Some("c"), 3, now),
+            b(3, BounceKind::Soft, Some("c"), 3, now),
         ];
         assert!(p
             .verdict(&three, now)
@@ -170,7 +181,7 @@ mod tests {
         let old = [
             two[0].clone(),
             two[1].clone(),
-            b(3, "soft", Some("c"), 45, now),
+            b(3, BounceKind::Soft, Some("c"), 45, now),
         ];
         assert_eq!(p.verdict(&old, now), None);
     }
@@ -184,13 +195,13 @@ mod tests {
             r.unverified_reason = Some("no token and no Message-ID of ours".into());
             r
         };
-        let hard = unverified(b(1, "hard", None, 0, now));
+        let hard = unverified(b(1, BounceKind::Hard, None, 0, now));
         assert_eq!(p.verdict(std::slice::from_ref(&hard), now), None);
         // Two verified soft bounces and an unverified one on a third notice: not enough.
         let soft = [
-            b(2, "soft", Some("a"), 1, now),
-            b(3, "soft", Some("b"), 1, now),
-            unverified(b(4, "soft", Some("c"), 1, now)),
+            b(2, BounceKind::Soft, Some("a"), 1, now),
+            b(3, BounceKind::Soft, Some("b"), 1, now),
+            unverified(b(4, BounceKind::Soft, Some("c"), 1, now)),
             hard,
         ];
         assert_eq!(p.verdict(&soft, now), None);
@@ -203,10 +214,17 @@ mod tests {
 
     #[test]
     fn actions_follow_the_reason() {
-        assert!(suggested_action("hard", "user-unknown", Some("5.1.1")).starts_with("deactivate"));
         assert!(
-            suggested_action("hard", "user-unknown", Some("5.1.6")).starts_with("fix the address")
+            suggested_action(BounceKind::Hard, Reason::UserUnknown, Some("5.1.1"))
+                .starts_with("deactivate")
         );
-        assert!(suggested_action("soft", "mailbox-full", None).starts_with("wait and retry"));
+        assert!(
+            suggested_action(BounceKind::Hard, Reason::UserUnknown, Some("5.1.6"))
+                .starts_with("fix the address")
+        );
+        assert!(
+            suggested_action(BounceKind::Soft, Reason::MailboxFull, None)
+                .starts_with("wait and retry")
+        );
     }
 }

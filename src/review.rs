@@ -7,6 +7,7 @@
 
 use serde::Serialize;
 
+use crate::bounce::{BounceKind, Reason};
 use crate::inert;
 use crate::policy::suggested_action;
 use crate::store::{BounceRow, StoredContact};
@@ -19,9 +20,9 @@ pub struct ReviewRow {
     pub user_id: i64,
     pub workgroup: String,
     /// Reason of the latest bounce (user-unknown, mailbox-full, ...).
-    pub reason: String,
+    pub reason: Reason,
     /// hard or soft (of the latest bounce).
-    pub kind: String,
+    pub kind: BounceKind,
     pub status: Option<String>,
     /// Bounces counted since the account was last resolved.
     pub bounces: usize,
@@ -47,22 +48,22 @@ pub fn row(contact: &StoredContact, bounces: &[BounceRow]) -> Option<ReviewRow> 
     let decisive = bounces
         .iter()
         .rev()
-        .find(|b| b.kind == "hard")
+        .find(|b| b.kind == BounceKind::Hard)
         .unwrap_or(last);
     Some(ReviewRow {
         email: contact.contact.email.clone(),
         name: contact.contact.full_name(),
         user_id: contact.contact.user_id,
         workgroup: contact.contact.workgroup.clone(),
-        reason: decisive.reason.clone(),
-        kind: decisive.kind.clone(),
+        reason: decisive.reason,
+        kind: decisive.kind,
         status: decisive.status.clone(),
         bounces: bounces.len(),
         first_seen: first.occurred_at.clone(),
         last_seen: last.occurred_at.clone(),
         notices,
         last_diagnostic: bounces.iter().rev().find_map(|b| b.diagnostic.clone()),
-        action: suggested_action(&decisive.kind, &decisive.reason, decisive.status.as_deref())
+        action: suggested_action(decisive.kind, decisive.reason, decisive.status.as_deref())
             .to_string(),
         in_export: contact.in_export,
     })
@@ -78,8 +79,8 @@ pub struct UnverifiedRow {
     pub workgroup: String,
     /// The address the bounce names.
     pub address: String,
-    pub kind: String,
-    pub reason: String,
+    pub kind: BounceKind,
+    pub reason: Reason,
     pub status: Option<String>,
     pub diagnostic: Option<String>,
     pub occurred_at: String,
@@ -97,8 +98,8 @@ pub fn unverified_row(contact: &StoredContact, b: &BounceRow) -> UnverifiedRow {
         user_id: contact.contact.user_id,
         workgroup: contact.contact.workgroup.clone(),
         address: b.address.clone(),
-        kind: b.kind.clone(),
-        reason: b.reason.clone(),
+        kind: b.kind,
+        reason: b.reason,
         status: b.status.clone(),
         diagnostic: b.diagnostic.clone(),
         occurred_at: b.occurred_at.clone(),
@@ -198,8 +199,8 @@ pub fn table(
                 r.email.clone(),
                 r.name.clone(),
                 r.user_id.to_string(),
-                r.reason.clone(),
-                r.kind.clone(),
+                r.reason.as_str().to_string(),
+                r.kind.as_str().to_string(),
                 r.bounces.to_string(),
                 day(&r.last_seen).to_string(),
                 r.action.clone(),
@@ -252,8 +253,8 @@ pub fn unverified_table(unverified: &[UnverifiedRow], width: usize) -> String {
             [
                 u.email.clone(),
                 u.name.clone(),
-                u.reason.clone(),
-                u.kind.clone(),
+                u.reason.as_str().to_string(),
+                u.kind.as_str().to_string(),
                 day(&u.occurred_at).to_string(),
                 u.why.clone(),
                 u.origin.clone(),
@@ -319,8 +320,8 @@ fn unverified_record(u: &UnverifiedRow, width: usize) -> Vec<String> {
             u.user_id.to_string(),
             u.workgroup.clone(),
             u.address.clone(),
-            u.kind.clone(),
-            u.reason.clone(),
+            u.kind.as_str().to_string(),
+            u.reason.as_str().to_string(),
             u.status.clone().unwrap_or_default(),
             u.occurred_at.clone(),
             u.origin.clone(),
@@ -346,8 +347,8 @@ pub fn csv(rows: &[ReviewRow], unverified: &[UnverifiedRow]) -> Result<String, c
                 r.name.clone(),
                 r.user_id.to_string(),
                 r.workgroup.clone(),
-                r.reason.clone(),
-                r.kind.clone(),
+                r.reason.as_str().to_string(),
+                r.kind.as_str().to_string(),
                 r.status.clone().unwrap_or_default(),
                 r.bounces.to_string(),
                 r.first_seen.clone(),
@@ -418,8 +419,8 @@ fn unverified_section(unverified: &[UnverifiedRow]) -> String {
             name = escape_html(&u.name),
             id = u.user_id,
             address = escape_html(&u.address),
-            reason = escape_html(&u.reason),
-            kind = escape_html(&u.kind),
+            reason = escape_html(u.reason.as_str()),
+            kind = escape_html(u.kind.as_str()),
             status = u
                 .status
                 .as_deref()
@@ -472,12 +473,12 @@ pub fn html(
             "<tr class=\"{kind}\"><td><a href=\"mailto:{email}\">{email}</a></td><td>{name}</td><td>{id}</td><td>{wg}</td>\
              <td><span class=\"tag\">{reason}</span> {kind}{status}</td><td class=\"n\">{n}</td><td class=\"d\">{first}</td><td class=\"d\">{last}</td>\
              <td>{notices}</td><td class=\"diag\">{diag}</td><td><strong>{action}</strong>{gone}</td></tr>\n",
-            kind = escape_html(&r.kind),
+            kind = escape_html(r.kind.as_str()),
             email = escape_html(&r.email),
             name = escape_html(&r.name),
             id = r.user_id,
             wg = escape_html(&r.workgroup),
-            reason = escape_html(&r.reason),
+            reason = escape_html(r.reason.as_str()),
             status = r
                 .status
                 .as_deref()

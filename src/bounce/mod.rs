@@ -69,6 +69,56 @@ pub enum Reason {
     Other,
 }
 
+impl BounceKind {
+    /// The name stored and shown (`hard`, `soft`), the same as its serde name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BounceKind::Hard => "hard",
+            BounceKind::Soft => "soft",
+        }
+    }
+
+    /// The kind [`as_str`](Self::as_str) names; `None` for any other text.
+    pub fn from_name(name: &str) -> Option<BounceKind> {
+        [BounceKind::Hard, BounceKind::Soft]
+            .into_iter()
+            .find(|k| k.as_str() == name)
+    }
+}
+
+impl Reason {
+    /// Every reason, in the taxonomy's order.
+    pub const ALL: [Reason; 8] = [
+        Reason::UserUnknown,
+        Reason::MailboxFull,
+        Reason::HostUnknown,
+        Reason::Policy,
+        Reason::MessageTooLarge,
+        Reason::Delayed,
+        Reason::Expired,
+        Reason::Other,
+    ];
+
+    /// The name stored and shown (`user-unknown`), the same as its serde name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::UserUnknown => "user-unknown",
+            Reason::MailboxFull => "mailbox-full",
+            Reason::HostUnknown => "host-unknown",
+            Reason::Policy => "policy",
+            Reason::MessageTooLarge => "message-too-large",
+            Reason::Delayed => "delayed",
+            Reason::Expired => "expired",
+            Reason::Other => "other",
+        }
+    }
+
+    /// The reason [`as_str`](Self::as_str) names; `None` for any other text.
+    pub fn from_name(name: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
 /// One failed (or delayed) recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Bounce {
@@ -765,6 +815,20 @@ fn dedupe(bounces: Vec<Bounce>) -> Vec<Bounce> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_the_serde_names_and_read_back() {
+        for k in [BounceKind::Hard, BounceKind::Soft] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+            assert_eq!(BounceKind::from_name(k.as_str()), Some(k));
+        }
+        for r in Reason::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+            assert_eq!(Reason::from_name(r.as_str()), Some(r));
+        }
+        assert_eq!(BounceKind::from_name("Hard"), None);
+        assert_eq!(Reason::from_name("unknown"), None);
+    }
 
     #[test]
     fn tidy_drops_repeated_reply_prefixes() {

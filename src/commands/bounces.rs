@@ -78,9 +78,9 @@ fn print_parsed(item: &Incoming, format: ParseFormat) -> anyhow::Result<()> {
                 say!(
                     "{origin}: {} {} {} {}{}",
                     inert::line(&b.address),
-                    ledger::enum_text(b.kind),
+                    b.kind.as_str(),
                     inert::line(b.status.as_deref().unwrap_or("-")),
-                    ledger::enum_text(b.reason),
+                    b.reason.as_str(),
                     b.diagnostic
                         .as_deref()
                         .map(|d| format!("  ({})", inert::line(d)))
@@ -494,8 +494,8 @@ async fn show(cfg: &Config, email: &str, raw: bool) -> anyhow::Result<()> {
         say!(
             "  {}  {} {} {}  {}  notice {}  matched by {}  from {}{}",
             l(&b.occurred_at),
-            l(&b.kind),
-            l(&b.reason),
+            b.kind.as_str(),
+            b.reason.as_str(),
             l(b.status.as_deref().unwrap_or("-")),
             l(&b.address),
             l(b.campaign.as_deref().unwrap_or("-")),

@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
 
+use crate::bounce::{BounceKind, Reason};
+
 use super::{account_event, now_text, q, ts, Result, Store, StoredContact, CONTACT_COLUMNS};
 
 /// How a bounce was tied to a contact.
@@ -38,9 +40,9 @@ impl MatchedBy {
 #[derive(Debug, Clone)]
 pub struct NewBounce {
     pub address: String,
-    pub kind: String,
+    pub kind: BounceKind,
     pub status: Option<String>,
-    pub reason: String,
+    pub reason: Reason,
     pub diagnostic: Option<String>,
     pub remote_mta: Option<String>,
     pub contact_id: Option<i64>,
@@ -59,9 +61,9 @@ pub struct NewBounce {
 pub struct BounceRow {
     pub id: i64,
     pub address: String,
-    pub kind: String,
+    pub kind: BounceKind,
     pub status: Option<String>,
-    pub reason: String,
+    pub reason: Reason,
     pub diagnostic: Option<String>,
     pub remote_mta: Option<String>,
     pub contact_id: Option<i64>,
@@ -93,13 +95,26 @@ pub struct SendRef {
 
 const BOUNCE_COLUMNS: &str = "b.id, b.address, b.kind, b.status, b.reason, b.diagnostic, b.remote_mta, b.contact_id, cp.key, b.matched_by, src.origin, b.occurred_at, b.verified, b.unverified_reason";
 
+fn decode_error(message: String) -> sqlx::Error {
+    sqlx::Error::Decode(message.into())
+}
+
+/// A bounce row; its kind and reason are read from their stored names.
 fn bounce_from_row(r: &sqlx::any::AnyRow) -> std::result::Result<BounceRow, sqlx::Error> {
     Ok(BounceRow {
         id: r.try_get(0)?,
         address: r.try_get(1)?,
-        kind: r.try_get(2)?,
+        kind: {
+            let name: String = r.try_get(2)?;
+            BounceKind::from_name(&name)
+                .ok_or_else(|| decode_error(format!("unknown bounce kind `{name}`")))?
+        },
         status: r.try_get(3)?,
-        reason: r.try_get(4)?,
+        reason: {
+            let name: String = r.try_get(4)?;
+            Reason::from_name(&name)
+                .ok_or_else(|| decode_error(format!("unknown bounce reason `{name}`")))?
+        },
         diagnostic: r.try_get(5)?,
         remote_mta: r.try_get(6)?,
         contact_id: r.try_get(7)?,
@@ -144,9 +159,9 @@ impl Store {
         )
         .bind(source_id)
         .bind(&b.address)
-        .bind(&b.kind)
+        .bind(b.kind.as_str())
         .bind(&b.status)
-        .bind(&b.reason)
+        .bind(b.reason.as_str())
         .bind(&b.diagnostic)
         .bind(&b.remote_mta)
         .bind(b.contact_id)
