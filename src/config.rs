@@ -1,6 +1,10 @@
 //! Configuration: `notify.toml`, overridden by `NOTIFY_<KEY>` environment variables, overridden by
-//! command-line flags. Owns defaults and validation of values; it does no I/O beyond reading the
-//! file and never prints a credential (see the `Debug` impl).
+//! command-line flags. Owns defaults and validation of values, and holds them typed, parsed once
+//! at load: the SMTP server ([`SmtpSettings`]: host, port, TLS mode, whether `tls=none` was
+//! written, credentials), its CA certificates, the From and Reply-To mailboxes
+//! ([`ConfiguredMailbox`]). Plain data: `mail::transport` builds its connections from it, and
+//! this module imports nothing from `mail`. It does no I/O beyond reading the file and the CA
+//! certificate file, and never prints a credential (see the `Debug` impls).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -271,7 +275,11 @@ impl fmt::Debug for Config {
             .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
             .field(
                 "smtp_user",
-                &self.smtp.as_ref().and_then(|s| s.user.as_ref()).map(|_| "<set>"),
+                &self
+                    .smtp
+                    .as_ref()
+                    .and_then(|s| s.user.as_ref())
+                    .map(|_| "<set>"),
             )
             .field(
                 "smtp_password",
@@ -444,13 +452,14 @@ pub struct ConfiguredMailbox {
 
 impl ConfiguredMailbox {
     fn parse(key: &'static str, value: &str, origin: &Origin) -> Result<Self, ConfigError> {
-        let mailbox = value
-            .parse::<lettre::message::Mailbox>()
-            .map_err(|e| ConfigError::Invalid {
-                key,
-                origin: origin.to_string(),
-                message: format!("`{value}` is not a mail address: {e}"),
-            })?;
+        let mailbox =
+            value
+                .parse::<lettre::message::Mailbox>()
+                .map_err(|e| ConfigError::Invalid {
+                    key,
+                    origin: origin.to_string(),
+                    message: format!("`{value}` is not a mail address: {e}"),
+                })?;
         Ok(ConfiguredMailbox {
             mailbox,
             written: value.to_string(),
@@ -591,18 +600,17 @@ impl Config {
         }
 
         let (smtp_ca_file, ca_origin) = r.string("smtp_ca_file", file.smtp_ca_file, None, None);
-        let smtp_ca = match smtp_ca_file.filter(|s| !s.trim().is_empty()) {
-            Some(p) => Some(
-                read_ca_file(&base_dir.join(p)).map_err(|message| {
+        let smtp_ca =
+            match smtp_ca_file.filter(|s| !s.trim().is_empty()) {
+                Some(p) => Some(read_ca_file(&base_dir.join(p)).map_err(|message| {
                     ConfigError::Invalid {
                         key: "smtp_ca_file",
                         origin: ca_origin.to_string(),
                         message,
                     }
-                })?,
-            ),
-            None => None,
-        };
+                })?),
+                None => None,
+            };
 
         let path_key = |key: &'static str, v: Option<String>, o: Option<String>, d: &str| {
             let (v, _) = r.string(key, v, o, Some(d));
@@ -637,12 +645,10 @@ impl Config {
             Some("moped-bounces@austintexas.gov"),
         );
         let bounce_address = bounce.unwrap_or_default();
-        check_bounce_address(&bounce_address).map_err(|message| {
-            ConfigError::Invalid {
-                key: "bounce_address",
-                origin: bounce_origin.to_string(),
-                message,
-            }
+        check_bounce_address(&bounce_address).map_err(|message| ConfigError::Invalid {
+            key: "bounce_address",
+            origin: bounce_origin.to_string(),
+            message,
         })?;
 
         let (app_url, app_origin) = r.string(

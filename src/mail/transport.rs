@@ -61,11 +61,7 @@ impl std::fmt::Display for SmtpTarget {
 #[cfg(test)]
 impl SmtpTarget {
     /// For the tests: a target straight from a URL, as the configuration parses it.
-    fn parse(
-        raw: &str,
-        user: Option<&str>,
-        password: Option<&str>,
-    ) -> Result<SmtpTarget, String> {
+    fn parse(raw: &str, user: Option<&str>, password: Option<&str>) -> Result<SmtpTarget, String> {
         SmtpSettings::parse(raw, user, password).map(SmtpTarget::new)
     }
 }
