@@ -1,8 +1,8 @@
 //! The delivery service: everything needed to deliver one notice to an audience. It checks the
 //! templates and contacts, syncs the contacts, records the campaign and one journal row per
 //! recipient, then delivers with `concurrency` workers at `rate`, marking each row `sent` right
-//! after the server accepts it ([`engine`]: the run, the daily budget and the group commit;
-//! [`worker`]: the feeder, the connections, streaks and throttling; [`registry`]: the run
+//! after the server accepts it (`engine`: the run, the daily budget and the group commit;
+//! `worker`: the feeder, the connections, streaks and throttling; `registry`: the run
 //! registry and its heartbeat). Reruns continue where the last run stopped; nobody gets a notice
 //! twice unless the request says so.
 //!
