@@ -1419,4 +1419,39 @@ mod tests {
         let e = load("rate = nan\n", &[]).unwrap_err().to_string();
         assert!(e.contains("`rate`"), "{e}");
     }
+
+    #[test]
+    fn the_smtp_server_and_mailboxes_are_parsed_once_at_load() {
+        let c = load(
+            "smtp_url = \"smtp://url-user:url-pw@mail.example:2525?tls=required\"\n\
+             from = \"Moped Team <moped@austintexas.gov>\"\nreply_to = \"help@austintexas.gov\"\n",
+            &[("NOTIFY_SMTP_PASSWORD", "env-pw")],
+        )
+        .unwrap();
+        let smtp = c.smtp.as_ref().expect("smtp_url is set");
+        assert_eq!(
+            (smtp.host.as_str(), smtp.port, smtp.tls),
+            ("mail.example", 2525, TlsMode::Required)
+        );
+        // The environment's credentials win over the URL's, each on its own.
+        assert_eq!(smtp.user.as_deref(), Some("url-user"));
+        assert_eq!(smtp.password.as_deref(), Some("env-pw"));
+        assert_eq!(smtp.to_string(), "smtp://mail.example:2525?tls=required");
+        // Shown as written; parsed for the headers.
+        assert_eq!(c.from.to_string(), "Moped Team <moped@austintexas.gov>");
+        assert_eq!(c.from.mailbox().email.to_string(), "moped@austintexas.gov");
+        assert_eq!(
+            c.reply_to.as_ref().map(|m| m.mailbox().email.to_string()),
+            Some("help@austintexas.gov".to_string())
+        );
+        let c = load("", &[]).unwrap();
+        assert!(c.smtp.is_none() && c.reply_to.is_none());
+        let e = load("reply_to = \"not an address\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("reply_to") && e.contains("not an address"),
+            "{e}"
+        );
+    }
 }
