@@ -1,20 +1,24 @@
 //! The bounce ledger: records bounces (with their raw source, once per source), ties each to a
 //! contact and a notice (VERP token, then the returned Message-ID, then the address), decides
 //! whether it is verified (only verified bounces count toward a flag), and applies the flag
-//! [`Policy`]. Also owns the VERP secret. Used by `bounces import` and by a send that meets a
-//! refusal; the commands only read arguments and print.
+//! [`Policy`]; builds the review rows and the history of an address, and resolves a contact.
+//! Also owns the VERP secret. Used by `bounces` (import, report, resolve, show) and by the
+//! delivery of a notice that meets a refusal; callers only read arguments and print. Calls the
+//! store, the policy and the review's row builders; prints nothing but the inputs it skips.
 
 use std::collections::BTreeSet;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::bounce::{Bounce, BounceKind};
+use crate::bounce::{Bounce, BounceKind, MAX_MESSAGE_BYTES};
 use crate::inert;
-use crate::intake::{Found, Incoming};
+use crate::intake::imap::ImapMailbox;
+use crate::intake::{self, Found, Incoming};
 use crate::mail::verp;
 use crate::policy::Policy;
-use crate::store::{MatchedBy, NewBounce, SendRef, Store};
+use crate::review;
+use crate::store::{AccountEvent, BounceRow, MatchedBy, NewBounce, SendRef, Store, StoredContact};
 
 /// Secret for VERP tokens, made once per database.
 pub async fn verp_secret(store: &Store) -> anyhow::Result<Vec<u8>> {
@@ -52,6 +56,40 @@ pub struct ImportSummary {
     pub flagged: Vec<String>,
     /// IMAP messages moved to the processed folder.
     pub moved: usize,
+}
+
+impl ImportSummary {
+    /// What `bounces import` prints (lines, no final newline); `move_to` names the IMAP folder
+    /// moved to.
+    pub fn text(&self, move_to: &str) -> String {
+        let mut lines = vec![format!(
+            "read {}: {} bounce(s) recorded ({} hard, {} soft), {} already imported, {} not bounces, {} skipped, {} unmatched",
+            self.read,
+            self.bounces,
+            self.hard,
+            self.soft,
+            self.already_imported,
+            self.not_bounces,
+            self.skipped,
+            self.unmatched
+        )];
+        if self.moved > 0 {
+            lines.push(format!("moved {} message(s) to {move_to}", self.moved));
+        }
+        if self.unverified > 0 {
+            lines.push(format!(
+                "{} bounce(s) unverified (no valid VERP token, no Message-ID of ours): kept, never counted toward a flag; those of contacts are listed by `notify bounces report --unverified`",
+                self.unverified
+            ));
+        }
+        if !self.flagged.is_empty() {
+            lines.push(format!(
+                "flagged for review: {} (see `notify bounces report`)",
+                inert::line(&self.flagged.join(", "))
+            ));
+        }
+        lines.join("\n")
+    }
 }
 
 /// Record every bounce in `items`, tie it to contacts and notices, and apply the policy. Only
@@ -118,6 +156,71 @@ pub async fn record(
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Messages of an mbox recorded at a time by `bounces import`.
+const MBOX_BATCH: usize = 64;
+
+/// Record every input of `sources`: a list at once, an mbox read one message at a time and
+/// recorded in batches, so its size does not matter.
+pub async fn record_sources(
+    store: &Store,
+    policy: &Policy,
+    sources: Vec<intake::Source>,
+    summary: &mut ImportSummary,
+) -> anyhow::Result<()> {
+    for source in sources {
+        match source {
+            intake::Source::Items(items) => record(store, policy, &items, summary).await?,
+            intake::Source::Mbox(mbox) => {
+                let mut batch = Vec::with_capacity(MBOX_BATCH);
+                for item in mbox {
+                    batch.push(item?);
+                    if batch.len() == MBOX_BATCH {
+                        record(store, policy, &batch, summary).await?;
+                        batch.clear();
+                    }
+                }
+                record(store, policy, &batch, summary).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Record every message of an open IMAP mailbox (named `folder` in the origins), then move the
+/// bounces among them to `move_to`: only after they are safely recorded. Messages over the size
+/// limit are left in the mailbox and counted as skipped.
+pub async fn record_mailbox(
+    store: &Store,
+    policy: &Policy,
+    mailbox: &mut ImapMailbox,
+    folder: &str,
+    move_to: &str,
+    summary: &mut ImportSummary,
+) -> anyhow::Result<()> {
+    let messages = mailbox.fetch_all(MAX_MESSAGE_BYTES).await?;
+    for (uid, size) in mailbox.oversized() {
+        eprintln!(
+            "skipped imap:{folder}/{uid}: message of {size} bytes is over the {MAX_MESSAGE_BYTES}-byte limit for bounce parsing; left in the mailbox",
+        );
+        summary.skipped += 1;
+    }
+    let mut recognised = Vec::new();
+    let mut items = Vec::new();
+    for (uid, raw) in messages {
+        let item = intake::message(&format!("imap:{folder}/{uid}"), raw);
+        if item.found.as_ref().is_ok_and(|f| !f.bounces.is_empty()) {
+            recognised.push(uid);
+        }
+        items.push(item);
+    }
+    record(store, policy, &items, summary).await?;
+    if !recognised.is_empty() {
+        mailbox.move_to(&recognised, move_to).await?;
+        summary.moved = recognised.len();
     }
     Ok(())
 }
@@ -219,6 +322,147 @@ fn unverified_reason(token: &Token, had_message_id: bool) -> String {
             format!("VERP token names no send in the journal, and {mid}")
         }
     }
+}
+
+/// The review rows, optionally only with bounces since a date.
+pub async fn review_rows(
+    store: &Store,
+    since: Option<DateTime<Utc>>,
+) -> anyhow::Result<Vec<review::ReviewRow>> {
+    let mut rows = Vec::new();
+    for c in store.flagged_contacts().await? {
+        let mut bounces = store.counted_bounces(c.id).await?;
+        if let Some(since) = since {
+            let since = crate::store::ts(since);
+            bounces.retain(|b| b.occurred_at >= since);
+        }
+        if let Some(r) = review::row(&c, &bounces) {
+            rows.push(r);
+        }
+    }
+    Ok(rows)
+}
+
+/// The unverified bounces tied to contacts (since their last resolution), optionally only those
+/// since a date.
+pub async fn unverified_rows(
+    store: &Store,
+    since: Option<DateTime<Utc>>,
+) -> anyhow::Result<Vec<review::UnverifiedRow>> {
+    let since = since.map(crate::store::ts);
+    let mut rows = Vec::new();
+    let mut contacts = std::collections::HashMap::new();
+    for b in store.unverified_bounces().await? {
+        if since.as_ref().is_some_and(|s| &b.occurred_at < s) {
+            continue;
+        }
+        let Some(id) = b.contact_id else { continue };
+        let contact = match contacts.get(&id) {
+            Some(c) => c,
+            None => {
+                let c = store.contact_by_id(id).await?;
+                contacts.entry(id).or_insert(c)
+            }
+        };
+        if let Some(c) = contact {
+            rows.push(review::unverified_row(c, &b));
+        }
+    }
+    Ok(rows)
+}
+
+/// What `bounces report` shows.
+pub struct Review {
+    /// Flagged accounts (empty when only the unverified bounces were asked for).
+    pub rows: Vec<review::ReviewRow>,
+    /// Unverified bounces tied to contacts.
+    pub unverified: Vec<review::UnverifiedRow>,
+    /// Bounces tied to nobody.
+    pub unmatched: usize,
+}
+
+/// The review, optionally only with bounces since a date, optionally only the unverified part.
+pub async fn review(
+    store: &Store,
+    since: Option<DateTime<Utc>>,
+    only_unverified: bool,
+) -> anyhow::Result<Review> {
+    let rows = if only_unverified {
+        Vec::new()
+    } else {
+        review_rows(store, since).await?
+    };
+    let unverified = unverified_rows(store, since).await?;
+    let unmatched = store.unmatched_count().await? as usize;
+    Ok(Review {
+        rows,
+        unverified,
+        unmatched,
+    })
+}
+
+/// What resolving a contact did.
+pub struct Resolved {
+    /// The contact's address as stored.
+    pub email: String,
+    /// It was flagged before.
+    pub was_flagged: bool,
+    /// Bounces that counted before and no longer do.
+    pub counted: usize,
+}
+
+/// Lift a contact's flag (if any) with a note: its earlier bounces stop counting. `None` when no
+/// contact has the address.
+pub async fn resolve(
+    store: &Store,
+    email: &str,
+    note: Option<&str>,
+) -> anyhow::Result<Option<Resolved>> {
+    let Some(c) = store.contact_by_email(email).await? else {
+        return Ok(None);
+    };
+    let counted = store.counted_bounces(c.id).await?.len();
+    store
+        .resolve_contact(c.id, "resolved", note.unwrap_or(""))
+        .await?;
+    Ok(Some(Resolved {
+        email: c.contact.email,
+        was_flagged: c.needs_update,
+        counted,
+    }))
+}
+
+/// A contact's flag history and every bounce of it or its address (`bounces show`).
+pub struct History {
+    /// The contact with the address, if any.
+    pub contact: Option<StoredContact>,
+    /// Its flag history (empty without a contact).
+    pub events: Vec<AccountEvent>,
+    /// Every bounce of the contact or the address, oldest first.
+    pub bounces: Vec<BounceRow>,
+}
+
+/// The history of an address (trimmed and lower-cased here).
+pub async fn history(store: &Store, address: &str) -> anyhow::Result<History> {
+    let address = address.trim().to_lowercase();
+    let contact = store.contact_by_email(&address).await?;
+    let bounces = store
+        .bounce_history(contact.as_ref().map(|c| c.id), &address)
+        .await?;
+    let events = match &contact {
+        Some(c) => store.account_events(c.id).await?,
+        None => Vec::new(),
+    };
+    Ok(History {
+        contact,
+        events,
+        bounces,
+    })
+}
+
+/// The raw source a recorded bounce came from.
+pub async fn raw_source(store: &Store, bounce_id: i64) -> anyhow::Result<Vec<u8>> {
+    Ok(store.bounce_raw(bounce_id).await?)
 }
 
 #[cfg(test)]

@@ -1,16 +1,20 @@
 //! The review of staff accounts to update: one row per flagged contact, built from its counted
 //! bounces, plus the unverified bounces (tied to a contact by address only, never counted) under
 //! their own heading, and the four ways to show it (a table that fits a terminal, JSON, CSV, and
-//! one standalone HTML file a person can send round). Pure: rows in, text out. Text taken from
+//! one standalone HTML file a person can send round), and the lines of `bounces show`. Pure: rows
+//! in, text out. Text taken from
 //! mail or exports is made inert here: escaped for terminals (`inert::line`), neutralised for
-//! spreadsheets (`inert::csv_cell`), escaped for HTML (`escape_html`).
+//! spreadsheets (`inert::csv_cell`), escaped for HTML (`escape_html`), and JSON with what a
+//! terminal would act on written as `\uXXXX` (`json_text`).
+
+use std::borrow::Cow;
 
 use serde::Serialize;
 
 use crate::bounce::{BounceKind, Reason};
 use crate::inert;
 use crate::policy::suggested_action;
-use crate::store::{BounceRow, StoredContact};
+use crate::store::{AccountEvent, BounceRow, StoredContact};
 
 /// One account that needs an admin's attention.
 #[derive(Debug, Clone, Serialize)]
@@ -557,4 +561,137 @@ table.unverified td:first-child {{ border-left: 4px solid #9ca3af; }}
 "#,
         title = escape_html(title),
     )
+}
+
+/// `bounces show`: the first line, about the contact with `address` (or that there is none).
+pub fn show_contact(contact: Option<&StoredContact>, address: &str) -> String {
+    let l = |s: &str| inert::line(s).into_owned();
+    match contact {
+        Some(c) => format!(
+            "{} <{}>  user_id {}  {}  {}",
+            l(&c.contact.full_name()),
+            l(&c.contact.email),
+            c.contact.user_id,
+            l(&c.contact.workgroup),
+            if c.needs_update {
+                "NEEDS UPDATE"
+            } else if !c.in_export {
+                "not in the contacts export"
+            } else {
+                "ok"
+            }
+        ),
+        None => format!("{}: not a contact (bounces kept as unmatched)", l(address)),
+    }
+}
+
+/// `bounces show`: one line of a contact's flag history.
+pub fn show_event(e: &AccountEvent) -> String {
+    let l = |s: &str| inert::line(s).into_owned();
+    format!(
+        "  {}  {}{}",
+        l(&e.at),
+        l(&e.event),
+        if e.note.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", l(&e.note))
+        }
+    )
+}
+
+/// `bounces show`: the lines of one bounce (no final newline).
+pub fn show_bounce(b: &BounceRow) -> String {
+    let l = |s: &str| inert::line(s).into_owned();
+    let mut out = format!(
+        "  {}  {} {} {}  {}  notice {}  matched by {}  from {}{}",
+        l(&b.occurred_at),
+        b.kind.as_str(),
+        b.reason.as_str(),
+        l(b.status.as_deref().unwrap_or("-")),
+        l(&b.address),
+        l(b.campaign.as_deref().unwrap_or("-")),
+        l(&b.matched_by),
+        l(&b.origin),
+        if b.verified { "" } else { "  UNVERIFIED" }
+    );
+    if let Some(why) = &b.unverified_reason {
+        out.push_str(&format!("\n      unverified (not counted): {}", l(why)));
+    }
+    if let Some(d) = &b.diagnostic {
+        out.push_str(&format!("\n      diagnostic: {}", l(d)));
+    }
+    if let Some(m) = &b.remote_mta {
+        out.push_str(&format!("\n      remote MTA: {}", l(m)));
+    }
+    out
+}
+
+/// `bounces show --raw`: a raw source, indented between markers, each line kept but made inert
+/// (no final newline).
+pub fn show_raw(bytes: &[u8]) -> String {
+    let mut out = String::from("      ---- raw source ----\n");
+    for line in String::from_utf8_lossy(bytes).lines() {
+        out.push_str(&format!("      {}\n", inert::text(line)));
+    }
+    out.push_str("      ---- end ----");
+    out
+}
+
+/// Pretty JSON with a final newline, and with the characters JSON does not escape by itself but
+/// a terminal may act on (DEL, C1 controls, bidi overrides) written as `\uXXXX`: the same JSON
+/// value, inert on a terminal.
+pub fn json_text<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
+    let mut s = inert_json(serde_json::to_string_pretty(value)?);
+    s.push('\n');
+    Ok(s)
+}
+
+/// Serialized JSON with DEL, C1 controls and bidi overrides escaped. JSON escapes C0 controls
+/// itself, so those below U+0020 outside strings are only its own whitespace; the others can only
+/// occur inside strings, where `\uXXXX` means the same character.
+pub fn inert_json(json: String) -> String {
+    let risky = |c: char| {
+        let mut buf = [0; 4];
+        (c as u32) >= 0x20 && matches!(inert::line(c.encode_utf8(&mut buf)), Cow::Owned(_))
+    };
+    if !json.chars().any(risky) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if risky(c) {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_output_escapes_what_a_terminal_would_act_on_and_means_the_same() {
+        let value =
+            serde_json::json!({"d": "a\u{1b}[2J b\u{9b}c \u{202e}txt\u{7f}", "n": "plain é"});
+        let pretty = json_text(&value).unwrap();
+        assert!(pretty.ends_with('\n'));
+        assert!(
+            !pretty
+                .chars()
+                .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+            "{pretty:?}"
+        );
+        assert!(pretty.contains("\\u202e") && pretty.contains("\\u009b") && pretty.contains("é"));
+        let back: serde_json::Value = serde_json::from_str(&pretty).unwrap();
+        assert_eq!(back, value);
+        let plain = serde_json::to_string(&serde_json::json!({"a": "b"})).unwrap();
+        assert_eq!(inert_json(plain.clone()), plain);
+    }
 }

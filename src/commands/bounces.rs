@@ -1,11 +1,8 @@
-//! `notify bounces parse|import|report|resolve|show`: read bounces (an mbox as a stream, one
-//! message at a time), tie each to a contact and a notice (VERP token, then the returned
-//! Message-ID, then the address), decide whether it is verified (only verified bounces count
-//! toward a flag), record them with their raw source, apply the flag policy, and show the admin
-//! which accounts to fix and which bounces could not be verified. Output text taken from mail
-//! goes through `inert`.
+//! `notify bounces parse|import|report|resolve|show`: reads the arguments, opens the inputs
+//! (files, an mbox as a stream, an IMAP mailbox with its credentials), calls the bounce ledger
+//! ([`crate::ledger`]) to record, review and resolve, and prints what it returns, formatted by
+//! [`crate::review`]. Output text taken from mail goes through `inert`.
 
-use std::borrow::Cow;
 use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -63,7 +60,7 @@ fn print_parsed(item: &Incoming, format: ParseFormat) -> anyhow::Result<()> {
     };
     match format {
         ParseFormat::Json => {
-            let line = inert_json(serde_json::to_string(&ParsedLine {
+            let line = review::inert_json(serde_json::to_string(&ParsedLine {
                 source: &item.origin,
                 bounces,
             })?);
@@ -138,9 +135,6 @@ fn parse(inputs: &[String], format: ParseFormat) -> anyhow::Result<()> {
     }
 }
 
-/// Messages of an mbox recorded at a time by `bounces import`.
-const MBOX_BATCH: usize = 64;
-
 async fn import(
     cfg: &Config,
     paths: &[std::path::PathBuf],
@@ -160,58 +154,14 @@ async fn import(
     let store = Store::open(&cfg.database_url).await?;
     let policy = Policy::of(cfg);
     let mut summary = ImportSummary::default();
-    for source in sources {
-        match source {
-            intake::Source::Items(items) => {
-                ledger::record(&store, &policy, &items, &mut summary).await?
-            }
-            intake::Source::Mbox(mbox) => {
-                let mut batch = Vec::with_capacity(MBOX_BATCH);
-                for item in mbox {
-                    batch.push(item?);
-                    if batch.len() == MBOX_BATCH {
-                        ledger::record(&store, &policy, &batch, &mut summary).await?;
-                        batch.clear();
-                    }
-                }
-                ledger::record(&store, &policy, &batch, &mut summary).await?;
-            }
-        }
-    }
+    ledger::record_sources(&store, &policy, sources, &mut summary).await?;
     if let Some(url) = imap {
-        import_imap(&store, cfg, url, move_to, &mut summary).await?;
+        import_imap(&store, cfg, &policy, url, move_to, &mut summary).await?;
     }
     store.close().await;
     match format {
         SummaryFormat::Json => say!("{}", serde_json::to_string(&summary)?),
-        SummaryFormat::Text => {
-            say!(
-                "read {}: {} bounce(s) recorded ({} hard, {} soft), {} already imported, {} not bounces, {} skipped, {} unmatched",
-                summary.read,
-                summary.bounces,
-                summary.hard,
-                summary.soft,
-                summary.already_imported,
-                summary.not_bounces,
-                summary.skipped,
-                summary.unmatched
-            );
-            if summary.moved > 0 {
-                say!("moved {} message(s) to {move_to}", summary.moved);
-            }
-            if summary.unverified > 0 {
-                say!(
-                    "{} bounce(s) unverified (no valid VERP token, no Message-ID of ours): kept, never counted toward a flag; those of contacts are listed by `notify bounces report --unverified`",
-                    summary.unverified
-                );
-            }
-            if !summary.flagged.is_empty() {
-                say!(
-                    "flagged for review: {} (see `notify bounces report`)",
-                    inert::line(&summary.flagged.join(", "))
-                );
-            }
-        }
+        SummaryFormat::Text => say!("{}", summary.text(move_to)),
     }
     Ok(())
 }
@@ -219,6 +169,7 @@ async fn import(
 async fn import_imap(
     store: &Store,
     cfg: &Config,
+    policy: &Policy,
     url: &str,
     move_to: &str,
     summary: &mut ImportSummary,
@@ -244,30 +195,15 @@ async fn import_imap(
             .into())
         }
     };
-    let messages = mailbox.fetch_all(crate::bounce::MAX_MESSAGE_BYTES).await?;
-    for (uid, size) in mailbox.oversized() {
-        eprintln!(
-            "skipped imap:{}/{uid}: message of {size} bytes is over the {}-byte limit for bounce parsing; left in the mailbox",
-            parsed.mailbox,
-            crate::bounce::MAX_MESSAGE_BYTES
-        );
-        summary.skipped += 1;
-    }
-    let mut recognised = Vec::new();
-    let mut items = Vec::new();
-    for (uid, raw) in messages {
-        let item = intake::message(&format!("imap:{}/{uid}", parsed.mailbox), raw);
-        if item.found.as_ref().is_ok_and(|f| !f.bounces.is_empty()) {
-            recognised.push(uid);
-        }
-        items.push(item);
-    }
-    ledger::record(store, &Policy::of(cfg), &items, summary).await?;
-    // Only after the bounces are safely recorded are they moved out of the way.
-    if !recognised.is_empty() {
-        mailbox.move_to(&recognised, move_to).await?;
-        summary.moved = recognised.len();
-    }
+    ledger::record_mailbox(
+        store,
+        policy,
+        &mut mailbox,
+        &parsed.mailbox,
+        move_to,
+        summary,
+    )
+    .await?;
     mailbox.logout().await?;
     Ok(())
 }
@@ -283,53 +219,6 @@ fn parse_since(s: &str) -> Result<DateTime<Utc>, UsageError> {
         .ok_or_else(|| UsageError(format!("--since `{s}` is not a date like 2026-12-01")))
 }
 
-/// The review rows, optionally only with bounces since a date.
-pub async fn review_rows(
-    store: &Store,
-    since: Option<DateTime<Utc>>,
-) -> anyhow::Result<Vec<review::ReviewRow>> {
-    let mut rows = Vec::new();
-    for c in store.flagged_contacts().await? {
-        let mut bounces = store.counted_bounces(c.id).await?;
-        if let Some(since) = since {
-            let since = crate::store::ts(since);
-            bounces.retain(|b| b.occurred_at >= since);
-        }
-        if let Some(r) = review::row(&c, &bounces) {
-            rows.push(r);
-        }
-    }
-    Ok(rows)
-}
-
-/// The unverified bounces tied to contacts (since their last resolution), optionally only those
-/// since a date.
-pub async fn unverified_rows(
-    store: &Store,
-    since: Option<DateTime<Utc>>,
-) -> anyhow::Result<Vec<review::UnverifiedRow>> {
-    let since = since.map(crate::store::ts);
-    let mut rows = Vec::new();
-    let mut contacts = std::collections::HashMap::new();
-    for b in store.unverified_bounces().await? {
-        if since.as_ref().is_some_and(|s| &b.occurred_at < s) {
-            continue;
-        }
-        let Some(id) = b.contact_id else { continue };
-        let contact = match contacts.get(&id) {
-            Some(c) => c,
-            None => {
-                let c = store.contact_by_id(id).await?;
-                contacts.entry(id).or_insert(c)
-            }
-        };
-        if let Some(c) = contact {
-            rows.push(review::unverified_row(c, &b));
-        }
-    }
-    Ok(rows)
-}
-
 async fn report(
     cfg: &Config,
     format: ReportFormat,
@@ -338,13 +227,11 @@ async fn report(
 ) -> anyhow::Result<()> {
     let since = since.map(parse_since).transpose()?;
     let store = Store::open(&cfg.database_url).await?;
-    let rows = if only_unverified {
-        Vec::new()
-    } else {
-        review_rows(&store, since).await?
-    };
-    let unverified = unverified_rows(&store, since).await?;
-    let unmatched = store.unmatched_count().await? as usize;
+    let ledger::Review {
+        rows,
+        unverified,
+        unmatched,
+    } = ledger::review(&store, since, only_unverified).await?;
     store.close().await;
     let generated = || {
         Utc::now()
@@ -362,8 +249,8 @@ async fn report(
             .unwrap_or(usize::MAX / 4)
     };
     let out = match (format, only_unverified) {
-        (ReportFormat::Json, false) => json_text(&rows)?,
-        (ReportFormat::Json, true) => json_text(&unverified)?,
+        (ReportFormat::Json, false) => review::json_text(&rows)?,
+        (ReportFormat::Json, true) => review::json_text(&unverified)?,
         (ReportFormat::Csv, false) => review::csv(&rows, &unverified)?,
         (ReportFormat::Csv, true) => review::unverified_csv(&unverified)?,
         (ReportFormat::Html, false) => review::html(&rows, unmatched, &unverified, &generated()),
@@ -376,56 +263,18 @@ async fn report(
     Ok(())
 }
 
-/// Pretty JSON with a final newline, and with the characters JSON does not escape by itself but
-/// a terminal may act on (DEL, C1 controls, bidi overrides) written as `\uXXXX`: the same JSON
-/// value, inert on a terminal.
-fn json_text<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
-    let mut s = inert_json(serde_json::to_string_pretty(value)?);
-    s.push('\n');
-    Ok(s)
-}
-
-/// Serialized JSON with DEL, C1 controls and bidi overrides escaped. JSON escapes C0 controls
-/// itself, so those below U+0020 outside strings are only its own whitespace; the others can only
-/// occur inside strings, where `\uXXXX` means the same character.
-fn inert_json(json: String) -> String {
-    let risky = |c: char| {
-        let mut buf = [0; 4];
-        (c as u32) >= 0x20 && matches!(inert::line(c.encode_utf8(&mut buf)), Cow::Owned(_))
-    };
-    if !json.chars().any(risky) {
-        return json;
-    }
-    let mut out = String::with_capacity(json.len() + 16);
-    for c in json.chars() {
-        if risky(c) {
-            let mut units = [0u16; 2];
-            for u in c.encode_utf16(&mut units) {
-                out.push_str(&format!("\\u{u:04x}"));
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 async fn resolve(cfg: &Config, email: &str, note: Option<&str>) -> anyhow::Result<()> {
     let store = Store::open(&cfg.database_url).await?;
-    let Some(c) = store.contact_by_email(email).await? else {
-        store.close().await;
+    let resolved = ledger::resolve(&store, email, note).await?;
+    store.close().await;
+    let Some(r) = resolved else {
         return Err(UsageError(format!("no contact has the address {email}")).into());
     };
-    let was_flagged = c.needs_update;
-    let counted = store.counted_bounces(c.id).await?.len();
-    store
-        .resolve_contact(c.id, "resolved", note.unwrap_or(""))
-        .await?;
-    store.close().await;
-    let email = inert::line(&c.contact.email);
-    if was_flagged {
+    let email = inert::line(&r.email);
+    if r.was_flagged {
         say!(
-            "{email}: flag lifted; {counted} earlier bounce(s) no longer count. The next notice will be sent to this address."
+            "{email}: flag lifted; {} earlier bounce(s) no longer count. The next notice will be sent to this address.",
+            r.counted
         );
     } else {
         say!("{email}: was not flagged; note recorded and earlier bounces no longer count.");
@@ -438,113 +287,36 @@ async fn resolve(cfg: &Config, email: &str, note: Option<&str>) -> anyhow::Resul
 /// `inert` (one-line fields escaped whole; raw sources keep their lines and tabs), so no escape
 /// sequence taken from a bounce reaches a terminal, a pipe or a file.
 async fn show(cfg: &Config, email: &str, raw: bool) -> anyhow::Result<()> {
-    let address = email.trim().to_lowercase();
     let store = Store::open(&cfg.database_url).await?;
-    let contact = store.contact_by_email(&address).await?;
-    let history = store
-        .bounce_history(contact.as_ref().map(|c| c.id), &address)
-        .await?;
-    let events = match &contact {
-        Some(c) => store.account_events(c.id).await?,
-        None => Vec::new(),
-    };
+    let ledger::History {
+        contact,
+        events,
+        bounces: history,
+    } = ledger::history(&store, email).await?;
     if contact.is_none() && history.is_empty() {
         store.close().await;
         return Err(UsageError(format!(
             "no contact and no bounce for {}",
-            inert::line(&address)
+            inert::line(&email.trim().to_lowercase())
         ))
         .into());
     }
-    let l = |s: &str| inert::line(s).into_owned();
-    match &contact {
-        Some(c) => say!(
-            "{} <{}>  user_id {}  {}  {}",
-            l(&c.contact.full_name()),
-            l(&c.contact.email),
-            c.contact.user_id,
-            l(&c.contact.workgroup),
-            if c.needs_update {
-                "NEEDS UPDATE"
-            } else if !c.in_export {
-                "not in the contacts export"
-            } else {
-                "ok"
-            }
-        ),
-        None => say!("{}: not a contact (bounces kept as unmatched)", l(&address)),
-    }
+    let address = email.trim().to_lowercase();
+    say!("{}", review::show_contact(contact.as_ref(), &address));
     if !events.is_empty() {
         say!("\nhistory:");
         for e in &events {
-            say!(
-                "  {}  {}{}",
-                l(&e.at),
-                l(&e.event),
-                if e.note.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", l(&e.note))
-                }
-            );
+            say!("{}", review::show_event(e));
         }
     }
     say!("\nbounces ({}):", history.len());
     for b in &history {
-        say!(
-            "  {}  {} {} {}  {}  notice {}  matched by {}  from {}{}",
-            l(&b.occurred_at),
-            b.kind.as_str(),
-            b.reason.as_str(),
-            l(b.status.as_deref().unwrap_or("-")),
-            l(&b.address),
-            l(b.campaign.as_deref().unwrap_or("-")),
-            l(&b.matched_by),
-            l(&b.origin),
-            if b.verified { "" } else { "  UNVERIFIED" }
-        );
-        if let Some(why) = &b.unverified_reason {
-            say!("      unverified (not counted): {}", l(why));
-        }
-        if let Some(d) = &b.diagnostic {
-            say!("      diagnostic: {}", l(d));
-        }
-        if let Some(m) = &b.remote_mta {
-            say!("      remote MTA: {}", l(m));
-        }
+        say!("{}", review::show_bounce(b));
         if raw {
-            let bytes = store.bounce_raw(b.id).await?;
-            say!("      ---- raw source ----");
-            for line in String::from_utf8_lossy(&bytes).lines() {
-                say!("      {}", inert::text(line));
-            }
-            say!("      ---- end ----");
+            let bytes = ledger::raw_source(&store, b.id).await?;
+            say!("{}", review::show_raw(&bytes));
         }
     }
     store.close().await;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_output_escapes_what_a_terminal_would_act_on_and_means_the_same() {
-        let value =
-            serde_json::json!({"d": "a\u{1b}[2J b\u{9b}c \u{202e}txt\u{7f}", "n": "plain é"});
-        let pretty = json_text(&value).unwrap();
-        assert!(pretty.ends_with('\n'));
-        assert!(
-            !pretty
-                .chars()
-                .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
-            "{pretty:?}"
-        );
-        assert!(pretty.contains("\\u202e") && pretty.contains("\\u009b") && pretty.contains("é"));
-        let back: serde_json::Value = serde_json::from_str(&pretty).unwrap();
-        assert_eq!(back, value);
-        let plain = serde_json::to_string(&serde_json::json!({"a": "b"})).unwrap();
-        assert_eq!(inert_json(plain.clone()), plain);
-    }
 }
