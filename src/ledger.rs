@@ -482,4 +482,32 @@ mod tests {
         assert!(unverified_reason(&Token::Failed, true).contains("Message-ID is not one of ours"));
         assert!(unverified_reason(&Token::NoSend, false).contains("names no send"));
     }
+    #[test]
+    fn the_import_summary_says_only_what_happened() {
+        let mut s = ImportSummary {
+            read: 3,
+            bounces: 2,
+            hard: 1,
+            soft: 1,
+            not_bounces: 1,
+            ..ImportSummary::default()
+        };
+        assert_eq!(
+            s.text("Processed"),
+            "read 3: 2 bounce(s) recorded (1 hard, 1 soft), 0 already imported, 1 not bounces, 0 skipped, 0 unmatched"
+        );
+        s.moved = 2;
+        s.unverified = 1;
+        s.flagged = vec![
+            "a@austintexas.gov".into(),
+            "b\u{202e}@austintexas.gov".into(),
+        ];
+        let text = s.text("Processed");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines[1], "moved 2 message(s) to Processed");
+        assert!(lines[2].starts_with("1 bounce(s) unverified"));
+        assert!(lines[3].starts_with("flagged for review: a@austintexas.gov, b"));
+        assert!(!text.contains('\u{202e}'), "{text:?}");
+    }
 }

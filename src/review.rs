@@ -694,4 +694,91 @@ mod tests {
         let plain = serde_json::to_string(&serde_json::json!({"a": "b"})).unwrap();
         assert_eq!(inert_json(plain.clone()), plain);
     }
+    fn bounce(id: i64, kind: BounceKind, reason: Reason, status: &str) -> BounceRow {
+        BounceRow {
+            id,
+            address: "ana@austintexas.gov".into(),
+            kind,
+            status: Some(status.into()),
+            reason,
+            diagnostic: Some(format!("diagnostic {id}")),
+            remote_mta: None,
+            contact_id: Some(1),
+            campaign: Some(format!("notice-{id}")),
+            matched_by: "verp".into(),
+            origin: "file.eml".into(),
+            occurred_at: format!("2026-11-0{id}T10:00:00Z"),
+            verified: true,
+            unverified_reason: None,
+        }
+    }
+
+    fn ana() -> StoredContact {
+        StoredContact {
+            id: 1,
+            contact: crate::contacts::Contact {
+                user_id: 7,
+                first_name: "Ana".into(),
+                last_name: "Ruiz".into(),
+                email: "ana@austintexas.gov".into(),
+                title: String::new(),
+                workgroup: "Transportation".into(),
+                roles: Vec::new(),
+                is_coa_staff: true,
+                is_deleted: false,
+                is_user_group_member: true,
+                note: String::new(),
+                date_added: String::new(),
+                last_seen_date: String::new(),
+            },
+            in_export: true,
+            needs_update: true,
+        }
+    }
+
+    #[test]
+    fn a_hard_bounce_decides_the_row_over_a_later_soft_one() {
+        let bounces = [
+            bounce(1, BounceKind::Hard, Reason::UserUnknown, "5.1.1"),
+            bounce(2, BounceKind::Soft, Reason::MailboxFull, "4.2.2"),
+        ];
+        let r = row(&ana(), &bounces).unwrap();
+        assert_eq!((r.kind, r.reason), (BounceKind::Hard, Reason::UserUnknown));
+        assert_eq!(r.action, "deactivate in Moped, or fix the address");
+        assert_eq!(r.bounces, 2);
+        assert_eq!(r.last_diagnostic.as_deref(), Some("diagnostic 2"));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["kind"], "hard");
+        assert_eq!(json["reason"], "user-unknown");
+        let soft = row(&ana(), &bounces[1..]).unwrap();
+        assert_eq!(soft.kind, BounceKind::Soft);
+        assert!(soft.action.starts_with("wait and retry"));
+        assert!(row(&ana(), &[]).is_none());
+    }
+
+    #[test]
+    fn show_lines_name_kind_and_reason_and_escape_what_came_from_mail() {
+        let mut b = bounce(3, BounceKind::Soft, Reason::Policy, "5.7.1");
+        b.verified = false;
+        b.unverified_reason = Some("no token".into());
+        b.diagnostic = Some("550 \u{1b}[2J blocked".into());
+        let text = show_bounce(&b);
+        assert!(
+            text.starts_with("  2026-11-03T10:00:00Z  soft policy 5.7.1  ana@austintexas.gov"),
+            "{text}"
+        );
+        assert!(text.contains("  UNVERIFIED\n      unverified (not counted): no token"));
+        assert!(!text.contains('\u{1b}'), "{text:?}");
+        let raw = show_raw(b"Subject: x\r\n\tfolded \x1b]0;t\x07\r\n");
+        assert!(raw.starts_with("      ---- raw source ----\n      Subject: x\n      \tfolded "));
+        assert!(raw.ends_with("\n      ---- end ----"));
+        assert!(!raw.contains('\u{1b}') && !raw.contains('\u{7}'), "{raw:?}");
+        assert_eq!(
+            show_contact(Some(&ana()), "ana@austintexas.gov"),
+            "Ana Ruiz <ana@austintexas.gov>  user_id 7  Transportation  NEEDS UPDATE"
+        );
+        let none = show_contact(None, "x\u{1b}@example.com");
+        assert!(!none.contains('\u{1b}'), "{none:?}");
+        assert!(none.ends_with("@example.com: not a contact (bounces kept as unmatched)"));
+    }
 }
