@@ -123,7 +123,7 @@ mod tests {
             remote_mta: None,
             contact_id: Some(1),
             campaign: campaign.map(str::to_string),
-            matched_by: "verp".into(),
+            matched_by: crate::store::MatchedBy::Verp,
             origin: "test".into(),
             occurred_at: crate::store::ts(now - Duration::days(days_ago)),
             verified: true,

@@ -611,7 +611,7 @@ pub fn show_bounce(b: &BounceRow) -> String {
         l(b.status.as_deref().unwrap_or("-")),
         l(&b.address),
         l(b.campaign.as_deref().unwrap_or("-")),
-        l(&b.matched_by),
+        b.matched_by.as_str(),
         l(&b.origin),
         if b.verified { "" } else { "  UNVERIFIED" }
     );
@@ -705,7 +705,7 @@ mod tests {
             remote_mta: None,
             contact_id: Some(1),
             campaign: Some(format!("notice-{id}")),
-            matched_by: "verp".into(),
+            matched_by: crate::store::MatchedBy::Verp,
             origin: "file.eml".into(),
             occurred_at: format!("2026-11-0{id}T10:00:00Z"),
             verified: true,

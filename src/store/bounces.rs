@@ -34,6 +34,18 @@ impl MatchedBy {
             MatchedBy::Unmatched => "unmatched",
         }
     }
+
+    /// The value [`as_str`](Self::as_str) names; `None` for any other text.
+    pub fn from_name(name: &str) -> Option<MatchedBy> {
+        [
+            MatchedBy::Verp,
+            MatchedBy::MessageId,
+            MatchedBy::Address,
+            MatchedBy::Unmatched,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == name)
+    }
 }
 
 /// A bounce to record.
@@ -68,7 +80,7 @@ pub struct BounceRow {
     pub remote_mta: Option<String>,
     pub contact_id: Option<i64>,
     pub campaign: Option<String>,
-    pub matched_by: String,
+    pub matched_by: MatchedBy,
     pub origin: String,
     pub occurred_at: String,
     /// Counted toward flags only when true.
@@ -99,7 +111,7 @@ fn decode_error(message: String) -> sqlx::Error {
     sqlx::Error::Decode(message.into())
 }
 
-/// A bounce row; its kind and reason are read from their stored names.
+/// A bounce row; its kind, reason and how it was matched are read from their stored names.
 fn bounce_from_row(r: &sqlx::any::AnyRow) -> std::result::Result<BounceRow, sqlx::Error> {
     Ok(BounceRow {
         id: r.try_get(0)?,
@@ -119,7 +131,11 @@ fn bounce_from_row(r: &sqlx::any::AnyRow) -> std::result::Result<BounceRow, sqlx
         remote_mta: r.try_get(6)?,
         contact_id: r.try_get(7)?,
         campaign: r.try_get(8)?,
-        matched_by: r.try_get(9)?,
+        matched_by: {
+            let name: String = r.try_get(9)?;
+            MatchedBy::from_name(&name)
+                .ok_or_else(|| decode_error(format!("unknown way a bounce was matched `{name}`")))?
+        },
         origin: r.try_get(10)?,
         occurred_at: r.try_get(11)?,
         verified: r.try_get::<i64, _>(12)? != 0,
@@ -408,5 +424,24 @@ impl Store {
         rows.iter()
             .map(|r| super::contact_from_row(r).map_err(q("listing flagged contacts")))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matched_by_names_are_the_serde_names_and_read_back() {
+        for m in [
+            MatchedBy::Verp,
+            MatchedBy::MessageId,
+            MatchedBy::Address,
+            MatchedBy::Unmatched,
+        ] {
+            assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
+            assert_eq!(MatchedBy::from_name(m.as_str()), Some(m));
+        }
+        assert_eq!(MatchedBy::from_name("VERP"), None);
     }
 }
