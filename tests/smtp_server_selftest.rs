@@ -812,8 +812,7 @@ async fn auth_and_smtputf8_rules_offer_check_and_log() {
 #[tokio::test]
 async fn starttls_rule_upgrades_and_the_log_tells_tls_from_clear() {
     use notify::mail::smtp::{Connection, Stream};
-    use tokio_rustls::rustls;
-    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    use tokio_rustls::rustls::pki_types::ServerName;
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
     let cert_pem = cert.cert.pem();
     let server = SmtpServer::start(vec![
@@ -828,17 +827,7 @@ async fn starttls_rule_upgrades_and_the_log_tells_tls_from_clear() {
         },
     ])
     .await;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(cert_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = notify::net::client_config(Some(cert_pem.as_bytes())).unwrap();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
 
     let tcp = TcpStream::connect(("127.0.0.1", server.port()))

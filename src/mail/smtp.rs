@@ -801,19 +801,7 @@ mod tests {
     }
 
     fn connector_trusting(pem: &str) -> TlsConnector {
-        use tokio_rustls::rustls;
-        use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let config = crate::net::client_config(Some(pem.as_bytes())).unwrap();
         TlsConnector::from(std::sync::Arc::new(config))
     }
 
