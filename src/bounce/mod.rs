@@ -167,6 +167,12 @@ pub struct TooLarge {
     pub limit: usize,
 }
 
+/// The first RFC 3463 enhanced status code in `text` (`5.7.1` in `550 5.7.1 <x@y>: Relay
+/// denied`) as its class, subject and detail; also what the sender uses to judge an SMTP reply.
+pub fn first_enhanced_status(text: &str) -> Option<(u16, u16, u16)> {
+    status::find_enhanced(text).map(|(s, _)| (u16::from(s.class), s.subject, s.detail))
+}
+
 /// Parses one message (RFC 5322 bytes, or anything else: unreadable input is read as plain text)
 /// with the [`MAX_MESSAGE_BYTES`] limit. Never panics.
 ///

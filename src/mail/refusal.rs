@@ -58,25 +58,10 @@ pub enum SenderTrouble {
 /// An enhanced status code (RFC 3463) as its three numbers.
 pub type Enhanced = (u16, u16, u16);
 
-/// The first enhanced status code in `text`, e.g. `5.7.1` in `550 5.7.1 <x@y>: Relay denied`.
+/// The first enhanced status code in `text`, e.g. `5.7.1` in `550 5.7.1 <x@y>: Relay denied`,
+/// found as the bounce parser finds them.
 pub fn enhanced_status(text: &str) -> Option<Enhanced> {
-    text.split(|c: char| c.is_whitespace() || matches!(c, ';' | ',' | '(' | ')' | '[' | ']'))
-        .find_map(|word| {
-            let mut parts = word.split('.');
-            let class = parts.next()?.parse::<u16>().ok()?;
-            let subject = parts.next()?;
-            let detail = parts.next()?;
-            if parts.next().is_some()
-                || !matches!(class, 2 | 4 | 5)
-                || subject.is_empty()
-                || subject.len() > 3
-                || detail.is_empty()
-                || detail.len() > 3
-            {
-                return None;
-            }
-            Some((class, subject.parse().ok()?, detail.parse().ok()?))
-        })
+    crate::bounce::first_enhanced_status(text)
 }
 
 fn has(text: &str, needles: &[&str]) -> bool {
