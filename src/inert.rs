@@ -32,7 +32,9 @@ pub fn text(s: &str) -> Cow<'_, str> {
     escape(s, true)
 }
 
-fn is_unsafe(c: char) -> bool {
+/// A character [`line`] escapes: a control character (C0, DEL, C1) or a bidirectional mark or
+/// override.
+pub fn is_unsafe(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }

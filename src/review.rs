@@ -7,8 +7,6 @@
 //! spreadsheets (`inert::csv_cell`), escaped for HTML (`escape_html`), and JSON with what a
 //! terminal would act on written as `\uXXXX` (`json_text`).
 
-use std::borrow::Cow;
-
 use serde::Serialize;
 
 use crate::bounce::{BounceKind, Reason};
@@ -651,10 +649,8 @@ pub fn json_text<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
 /// itself, so those below U+0020 outside strings are only its own whitespace; the others can only
 /// occur inside strings, where `\uXXXX` means the same character.
 pub fn inert_json(json: String) -> String {
-    let risky = |c: char| {
-        let mut buf = [0; 4];
-        (c as u32) >= 0x20 && matches!(inert::line(c.encode_utf8(&mut buf)), Cow::Owned(_))
-    };
+    // JSON escapes C0 controls itself; the rest a terminal would act on is escaped here.
+    let risky = |c: char| (c as u32) >= 0x20 && inert::is_unsafe(c);
     if !json.chars().any(risky) {
         return json;
     }
