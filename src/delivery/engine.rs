@@ -18,7 +18,7 @@ use crate::mail::refusal;
 use crate::mail::sender::{GroupCommit, RateLimiter};
 use crate::mail::{Delivery, SendError};
 use crate::notice::Notice;
-use crate::store::{state, Store};
+use crate::store::{SendState, Store};
 
 /// Deliver to the audience; the summary, and what is left when the run could not finish.
 #[allow(clippy::too_many_arguments)]
@@ -46,19 +46,19 @@ pub(super) async fn deliver(
     store.add_recipients(&campaign, audience).await?;
     let outbox = delivery.is_outbox();
     let before = store.counts(&campaign, audience).await?;
-    let already = before.get(state::SENT)
+    let already = before.get(SendState::Sent)
         + if outbox {
-            before.get(state::WRITTEN)
+            before.get(SendState::Written)
         } else {
             0
         };
-    let to_do = before.get(state::PENDING)
-        + before.get(state::DEFERRED)
-        + before.get(state::SENDING)
+    let to_do = before.get(SendState::Pending)
+        + before.get(SendState::Deferred)
+        + before.get(SendState::Sending)
         + if outbox {
             0
         } else {
-            before.get(state::WRITTEN)
+            before.get(SendState::Written)
         };
 
     let mut summary = Summary {
@@ -218,11 +218,15 @@ pub(super) async fn deliver(
     }
     summary.already_sent = already;
     summary.skipped = after.flagged;
-    summary.failed = after.get(state::FAILED);
-    summary.pending = after.get(state::PENDING)
-        + after.get(state::DEFERRED)
-        + after.get(state::SENDING)
-        + if outbox { 0 } else { after.get(state::WRITTEN) };
+    summary.failed = after.get(SendState::Failed);
+    summary.pending = after.get(SendState::Pending)
+        + after.get(SendState::Deferred)
+        + after.get(SendState::Sending)
+        + if outbox {
+            0
+        } else {
+            after.get(SendState::Written)
+        };
     summary.recipients = after.by_state.values().sum::<i64>() + after.flagged;
     if let Some(me) = &worker {
         // Sharing the notice with other runs: what they hold is not left undone.

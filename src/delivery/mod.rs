@@ -31,7 +31,7 @@ use crate::mail::{self, Delivery, Outgoing};
 use crate::notice::{contact_context, contact_values, Notice, CONTACT_FIELDS};
 use crate::render::merge::Merge;
 use crate::render::{Rendered, Templates};
-use crate::store::{state, Store};
+use crate::store::{SendState, Store};
 use crate::sync::NoticeContacts;
 
 /// What a run is asked to do.
@@ -439,7 +439,8 @@ async fn dry_run(
                 .await?
                 .into_iter()
                 .filter(|s| {
-                    s.state == state::SENT || (s.state == state::FAILED && !request.retry_failed)
+                    s.state == SendState::Sent
+                        || (s.state == SendState::Failed && !request.retry_failed)
                 })
                 .map(|s| s.email)
                 .collect(),

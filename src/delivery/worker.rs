@@ -20,7 +20,7 @@ use crate::mail::refusal::{self, Blame};
 use crate::mail::sender::{backoff, retry_after, GroupCommit, RateLimiter, Ticket};
 use crate::mail::transport::Session;
 use crate::mail::{verp, Delivery, Outgoing, SendError};
-use crate::store::{state, Campaign, Claim, Store};
+use crate::store::{Campaign, Claim, SendState, Store};
 
 /// The most sends a run's feeder claims at a time. Fewer when the notice is small (a quarter of
 /// an even split over the connections), so that runs sharing a notice on PostgreSQL each get
@@ -152,7 +152,7 @@ impl Feeder {
             Err(e) => {
                 // Put the row back so a fixed template can send it later.
                 self.store
-                    .mark_undelivered(claim.send_id, state::DEFERRED, &format!("{e:#}"))
+                    .mark_undelivered(claim.send_id, SendState::Deferred, &format!("{e:#}"))
                     .await?;
                 return Err(e.context(format!("rendering the message for {}", c.email)));
             }
@@ -469,7 +469,7 @@ impl Worker {
     /// No more attempts in this run: `deferred` with the reason. A lost server stops the run.
     async fn give_up(&self, message: &Prepared, e: SendError) -> anyhow::Result<()> {
         self.store
-            .mark_undelivered(message.claim.send_id, state::DEFERRED, &e.message)
+            .mark_undelivered(message.claim.send_id, SendState::Deferred, &e.message)
             .await?;
         if e.is_connection() {
             // Lost the server for good in this run: stop claiming more.
@@ -507,7 +507,7 @@ pub(super) async fn record_failed(
 ) -> anyhow::Result<()> {
     let reply = e.message.as_str();
     store
-        .mark_undelivered(message.claim.send_id, state::FAILED, reply)
+        .mark_undelivered(message.claim.send_id, SendState::Failed, reply)
         .await?;
     if e.is_unsupported() {
         // notify would not send it to this server (no SMTPUTF8): the send failed, but the

@@ -13,8 +13,10 @@ use crate::contacts::{Audience, Contact, NON_LOGIN_ROLE};
 
 mod bounces;
 mod open;
+mod state;
 mod workers;
 pub use bounces::{AccountEvent, BounceRow, MatchedBy, NewBounce, SendRef};
+pub use state::SendState;
 pub use workers::{CampaignStatus, WorkerRow};
 
 /// A database problem, with what was being done.
@@ -63,14 +65,12 @@ pub enum Backend {
     Postgres,
 }
 
-/// The journal states of a send.
-pub mod state {
-    pub const PENDING: &str = "pending";
-    pub const SENDING: &str = "sending";
-    pub const WRITTEN: &str = "written";
-    pub const SENT: &str = "sent";
-    pub const FAILED: &str = "failed";
-    pub const DEFERRED: &str = "deferred";
+/// The state stored as `name`; any other text is a damaged row.
+fn send_state(name: String) -> Result<SendState> {
+    SendState::parse(&name).ok_or_else(|| StoreError::Query {
+        doing: "reading a send's state",
+        source: sqlx::Error::Decode(format!("unknown send state `{name}`").into()),
+    })
 }
 
 /// Now, as stored.
@@ -153,14 +153,14 @@ pub struct Claim {
 /// Counts of a campaign's sends by state, for the given audience.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StateCounts {
-    pub by_state: HashMap<String, i64>,
+    pub by_state: HashMap<SendState, i64>,
     /// Audience contacts flagged `needs_update` whose send is not done.
     pub flagged: i64,
 }
 
 impl StateCounts {
-    pub fn get(&self, state: &str) -> i64 {
-        self.by_state.get(state).copied().unwrap_or(0)
+    pub fn get(&self, state: SendState) -> i64 {
+        self.by_state.get(&state).copied().unwrap_or(0)
     }
 }
 
@@ -587,11 +587,14 @@ impl Store {
                 .bind(campaign.id)
                 .bind(worker)
                 .bind(&now)
-                .bind(if deliver_written {
-                    state::WRITTEN
-                } else {
-                    state::PENDING
-                })
+                .bind(
+                    if deliver_written {
+                        SendState::Written
+                    } else {
+                        SendState::Pending
+                    }
+                    .as_str(),
+                )
                 .bind(ts(lease_until))
                 .bind(ts(run_started))
                 .bind(id_domain)
@@ -691,12 +694,17 @@ impl Store {
 
     /// Not delivered: `failed` (refused for good) or `deferred` (try again), with the reason. A
     /// deferred send that had been written to the outbox goes back to `written`.
-    pub async fn mark_undelivered(&self, send_id: i64, new_state: &str, error: &str) -> Result<()> {
+    pub async fn mark_undelivered(
+        &self,
+        send_id: i64,
+        new_state: SendState,
+        error: &str,
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE sends SET state = CASE WHEN $1 = 'deferred' AND written_at IS NOT NULL THEN 'written' ELSE $1 END, \
              last_error = $2, updated_at = $3, lease_owner = NULL, lease_until = NULL WHERE id = $4",
         )
-        .bind(new_state)
+        .bind(new_state.as_str())
         .bind(error)
         .bind(now_text())
         .bind(send_id)
@@ -720,10 +728,10 @@ impl Store {
             .map_err(q("counting sends"))?;
         let mut counts = StateCounts::default();
         for r in rows {
-            let st: String = r.try_get(0).map_err(q("counting sends"))?;
+            let st = send_state(r.try_get(0).map_err(q("counting sends"))?)?;
             let flagged: i64 = r.try_get(1).map_err(q("counting sends"))?;
             let n: i64 = r.try_get(2).map_err(q("counting sends"))?;
-            if flagged != 0 && st != state::SENT && st != state::FAILED {
+            if flagged != 0 && !st.is_final() {
                 counts.flagged += n;
             } else {
                 *counts.by_state.entry(st).or_default() += n;
@@ -743,17 +751,17 @@ impl Store {
         .map_err(q("listing sends"))?;
         rows.iter()
             .map(|r| {
+                let state: String = r.try_get(2).map_err(q("listing sends"))?;
                 Ok(SendRow {
-                    id: r.try_get(0)?,
-                    email: r.try_get(1)?,
-                    state: r.try_get(2)?,
-                    message_id: r.try_get(3)?,
-                    attempts: r.try_get(4)?,
-                    last_error: r.try_get(5)?,
+                    id: r.try_get(0).map_err(q("listing sends"))?,
+                    email: r.try_get(1).map_err(q("listing sends"))?,
+                    state: send_state(state)?,
+                    message_id: r.try_get(3).map_err(q("listing sends"))?,
+                    attempts: r.try_get(4).map_err(q("listing sends"))?,
+                    last_error: r.try_get(5).map_err(q("listing sends"))?,
                 })
             })
-            .collect::<std::result::Result<_, sqlx::Error>>()
-            .map_err(q("listing sends"))
+            .collect()
     }
 }
 
@@ -762,7 +770,7 @@ impl Store {
 pub struct SendRow {
     pub id: i64,
     pub email: String,
-    pub state: String,
+    pub state: SendState,
     pub message_id: Option<String>,
     pub attempts: i64,
     pub last_error: Option<String>,

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{now_text, q, ts, Campaign, Result, Store};
+use super::{now_text, q, ts, Campaign, Result, SendState, Store};
 
 /// A registered run.
 #[derive(Debug, Clone, Serialize)]
@@ -25,7 +25,7 @@ pub struct CampaignStatus {
     pub subject: String,
     pub created_at: String,
     /// Sends by state (pending, sending, written, sent, failed, deferred).
-    pub states: std::collections::BTreeMap<String, i64>,
+    pub states: std::collections::BTreeMap<SendState, i64>,
     pub total: i64,
     pub first_sent_at: Option<String>,
     pub last_sent_at: Option<String>,
@@ -157,11 +157,14 @@ impl Store {
         let row = sqlx::query(&sql)
             .bind(campaign.id)
             .bind(me)
-            .bind(if deliver_written {
-                "written"
-            } else {
-                "pending"
-            })
+            .bind(
+                if deliver_written {
+                    SendState::Written
+                } else {
+                    SendState::Pending
+                }
+                .as_str(),
+            )
             .fetch_one(&self.pool)
             .await
             .map_err(q("counting what is left"))?;
@@ -199,7 +202,7 @@ impl Store {
         let mut states = std::collections::BTreeMap::new();
         let (mut first, mut last): (Option<String>, Option<String>) = (None, None);
         for r in &states_rows {
-            let st: String = r.try_get(0).map_err(q("counting sends"))?;
+            let st = super::send_state(r.try_get(0).map_err(q("counting sends"))?)?;
             let n: i64 = r.try_get(1).map_err(q("counting sends"))?;
             let lo: Option<String> = r.try_get(2).map_err(q("counting sends"))?;
             let hi: Option<String> = r.try_get(3).map_err(q("counting sends"))?;
@@ -211,13 +214,13 @@ impl Store {
             }
             states.insert(st, n);
         }
-        let reasons = |state: &'static str| async move {
+        let reasons = |state: SendState| async move {
             let rows = sqlx::query(
                 "SELECT COALESCE(last_error, ''), COUNT(*) FROM sends WHERE campaign_id = $1 AND state = $2 \
                  GROUP BY COALESCE(last_error, '') ORDER BY COUNT(*) DESC",
             )
             .bind(campaign.id)
-            .bind(state)
+            .bind(state.as_str())
             .fetch_all(&self.pool)
             .await
             .map_err(q("reading reasons"))?;
@@ -226,8 +229,8 @@ impl Store {
                 .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
                 .map_err(q("reading reasons"))
         };
-        let deferred_reasons = reasons("deferred").await?;
-        let failed_reasons = reasons("failed").await?;
+        let deferred_reasons = reasons(SendState::Deferred).await?;
+        let failed_reasons = reasons(SendState::Failed).await?;
         Ok(CampaignStatus {
             campaign: campaign.key.clone(),
             notice: head.try_get(0).map_err(q("reading the campaign"))?,

@@ -175,7 +175,7 @@ impl Env {
                 .await
                 .expect("read sends")
                 .into_iter()
-                .map(|s| (s.email, (s.state, s.last_error)))
+                .map(|s| (s.email, (s.state.to_string(), s.last_error)))
                 .collect(),
             None => Default::default(),
         };
