@@ -187,16 +187,6 @@ async fn reads_and_moves_messages_in_a_real_dovecot() {
         .fetch_all(1024 * 1024)
         .await
         .expect("fetch Processed");
-    eprintln!(
-        "DEBUG moved={} oversized={:?} disk={:?}",
-        moved.len(),
-        processed.oversized(),
-        server
-            .messages_on_disk(Some("Processed"))
-            .iter()
-            .map(|x| x.0.clone())
-            .collect::<Vec<_>>()
-    );
     let mut expected = vec![normalise(&bounce), normalise(&plain)];
     expected.sort();
     assert_eq!(by_body(&moved), expected);
@@ -243,6 +233,66 @@ async fn moves_without_the_move_capability() {
         assert_eq!(normalise(&moved[0].1), normalise(&bounce));
         // Nothing left behind flagged \Deleted in INBOX.
         assert_eq!(server.messages_on_disk(None).len(), 1);
+        mailbox.logout().await.expect("logout");
+    }
+}
+
+/// CREATE, UID MOVE and UID COPY go through async-imap's typed calls: Dovecot's refusals come
+/// back as errors with its text, and the message stays where it was. Dovecot refuses to create
+/// `a..b` (adjacent hierarchy separators: this Dovecot's separator is `.`); `trail.` it creates
+/// as the parent `trail` (RFC 3501, 6.3.3), then refuses as a MOVE or COPY destination.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_of_create_move_and_copy_are_errors() {
+    const WITHOUT_MOVE: &str =
+        "imap_capability = IMAP4rev1 LITERAL+ SASL-IR LOGIN-REFERRALS ID ENABLE IDLE UIDPLUS";
+    for config in ["", WITHOUT_MOVE] {
+        let plain = ordinary();
+        let server = Dovecot::start_with(USER, PASSWORD, &[("1.M1P1.test", &plain)], config);
+        let mut mailbox = ImapMailbox::open(&url(&server, "INBOX"), PASSWORD)
+            .await
+            .unwrap_or_else(|e| panic!("open: {e}\n{}", server.logs()));
+        let uid = uid_of(
+            &mailbox.fetch_all(1024 * 1024).await.expect("fetch_all"),
+            &plain,
+        );
+
+        let err = mailbox
+            .move_to(&[uid], "a..b")
+            .await
+            .expect_err("a name Dovecot will not create");
+        assert!(matches!(err, ImapError::CreateFolder { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("server answered NO: [CANNOT] Invalid mailbox name"),
+            "{err}"
+        );
+
+        let step = if config.is_empty() {
+            "UID MOVE"
+        } else {
+            "UID COPY"
+        };
+        let err = mailbox
+            .move_to(&[uid], "trail.")
+            .await
+            .expect_err("a destination Dovecot refuses");
+        let text = err.to_string();
+        assert!(matches!(err, ImapError::Move { count: 1, .. }), "{err:?}");
+        assert!(
+            text.contains(&format!(
+                "`{step} {uid} \"trail.\"` failed: server answered NO"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("hierarchy separator"), "{text}");
+
+        // Still there, and (without MOVE) not flagged \Deleted: the STORE was never sent.
+        let left = mailbox.fetch_all(1024 * 1024).await.expect("fetch_all");
+        assert_eq!(by_body(&left), vec![normalise(&plain)], "{config:?}");
+        for (name, _) in server.messages_on_disk(None) {
+            let flags = name.split_once(":2,").map(|(_, f)| f).unwrap_or("");
+            assert!(!flags.contains('T'), "{name} was flagged \\Deleted");
+        }
         mailbox.logout().await.expect("logout");
     }
 }

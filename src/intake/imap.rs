@@ -17,6 +17,11 @@
 //! password from the environment or obtain a token (the caller passes them in). It must never put
 //! the password or token in an error, a log line or a `Display`/`Debug` output.
 //!
+//! Commands go through async-imap's typed calls where those report a NO, BAD or BYE as an error
+//! (`login`, `authenticate`, `select`, `uid_mv`, `uid_copy`, `create`, `subscribe`, `logout`),
+//! and through [`ImapMailbox`]'s own `exchange` where the typed call would take a failure for an
+//! empty answer (UID SEARCH, UID FETCH, UID STORE, EXPUNGE, LIST; why is written on `exchange`).
+//!
 //! TLS is rustls with the `ring` provider and the Mozilla roots from `webpki-roots`, the same
 //! rustls the SMTP transport uses. After any error the session may be out of step with the
 //! server: drop the [`ImapMailbox`] and open a new one.
@@ -28,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_imap::imap_proto::{AttributeValue, MailboxDatum, Outcome, Response, Status};
+use async_imap::types::UnsolicitedResponse;
 use async_imap::{Client, Session};
 use base64::Engine as _;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
@@ -101,13 +107,51 @@ pub struct ImapUrl {
 impl ImapUrl {
     /// Parse an `imaps://` or `imap://` URL. Errors say what is wrong and how to write it; they
     /// never repeat a password, even when one was (wrongly) put in the URL.
+    ///
+    /// The URL is read by the `url` crate. `imap` and `imaps` are not schemes it knows, so the
+    /// host is kept as written (no lower-casing, no IDNA: international names must be written in
+    /// their `xn--` form), and an explicit port is kept even when it is the default. Two things
+    /// it does that a mailbox name never needs: `.` and `..` path segments are resolved (also when
+    /// written `%2E`), and tabs and line breaks are dropped, which is why control characters are
+    /// refused before it sees the text.
     pub fn parse(s: &str) -> Result<ImapUrl, String> {
         const SHAPE: &str = "expected imaps://USER@HOST[:PORT]/MAILBOX";
         let s = s.trim();
-        let (scheme, rest) = s
-            .split_once("://")
-            .ok_or_else(|| format!("not an IMAP URL: {SHAPE}"))?;
-        let implicit_tls = match scheme.to_ascii_lowercase().as_str() {
+        if s.chars().any(char::is_control) {
+            return Err("IMAP URL contains control characters".to_string());
+        }
+        // `url` drops an empty `USER@` without a trace, except for this report: it tells
+        // `imaps://@host` (an empty user name) from `imaps://host` (none at all).
+        let has_at = std::cell::Cell::new(false);
+        let note = |v: url::SyntaxViolation| {
+            if v == url::SyntaxViolation::EmbeddedCredentials {
+                has_at.set(true);
+            }
+        };
+        let url = url::Url::options()
+            .syntax_violation_callback(Some(&note))
+            .parse(s)
+            .map_err(|e| match e {
+                url::ParseError::EmptyHost => format!("IMAP URL has no host: {SHAPE}"),
+                url::ParseError::InvalidPort => {
+                    "IMAP URL port is not a port number (1 to 65535)".to_string()
+                }
+                url::ParseError::InvalidIpv6Address => {
+                    "IMAP URL host is not a valid IPv6 address (write it in brackets: [::1])"
+                        .to_string()
+                }
+                url::ParseError::InvalidDomainCharacter
+                | url::ParseError::InvalidIpv4Address
+                | url::ParseError::IdnaError => "IMAP URL host is not a valid host name (write \
+                                                 international names in their xn-- form)"
+                    .to_string(),
+                _ => format!("not an IMAP URL: {SHAPE}"),
+            })?;
+        if !url.has_authority() {
+            // `mailto:x`, `imaps:host`, `localhost:993`: no `//HOST` part.
+            return Err(format!("not an IMAP URL: {SHAPE}"));
+        }
+        let implicit_tls = match url.scheme() {
             "imaps" => true,
             "imap" => false,
             other => {
@@ -117,30 +161,23 @@ impl ImapUrl {
                 ))
             }
         };
-        if rest.contains('#') {
+        if url.fragment().is_some() {
             return Err("an IMAP URL cannot have a #fragment".to_string());
         }
-        let (rest, query) = match rest.split_once('?') {
-            Some((r, q)) => (r, Some(q)),
-            None => (rest, None),
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i + 1..]),
-            None => (rest, ""),
-        };
-        let Some((userinfo, hostport)) = authority.rsplit_once('@') else {
-            return Err(format!("IMAP URL has no user name: {SHAPE}"));
-        };
-        if userinfo.contains(':') {
+        if url.password().is_some() {
             return Err(
                 "IMAP URL contains a password: remove it from the URL and pass it in \
                         NOTIFY_IMAP_PASSWORD instead"
                     .to_string(),
             );
         }
-        let user = decode("user name", userinfo)?;
+        let user = decode("user name", url.username())?;
         if user.is_empty() {
-            return Err(format!("IMAP URL has an empty user name: {SHAPE}"));
+            return Err(if has_at.get() {
+                format!("IMAP URL has an empty user name: {SHAPE}")
+            } else {
+                format!("IMAP URL has no user name: {SHAPE}")
+            });
         }
         if user.chars().any(char::is_control) {
             return Err("IMAP user name contains control characters".to_string());
@@ -151,7 +188,12 @@ impl ImapUrl {
         } else {
             ImapTls::Auto
         };
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        for pair in url
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
             let lower = pair.to_ascii_lowercase();
             match lower.as_str() {
                 "tls=starttls" | "tls=none" if implicit_tls => {
@@ -171,13 +213,39 @@ impl ImapUrl {
             }
         }
 
-        let (host, port) = split_host_port(hostport)?;
-        let port = match port {
+        let host = match url.host() {
+            None => return Err(format!("IMAP URL has no host: {SHAPE}")),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            // `url` keeps the host of a scheme it does not know as written, only percent-encoding
+            // what is not ASCII: check that it is a plain host name.
+            Some(url::Host::Domain(name)) => {
+                if name.is_empty() {
+                    return Err(format!("IMAP URL has no host: {SHAPE}"));
+                }
+                if !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+                {
+                    let shown = percent_decode_str(name).decode_utf8_lossy();
+                    return Err(format!(
+                        "IMAP host `{}` is not a valid host name (write international names in \
+                         their xn-- form)",
+                        crate::inert::line(&shown)
+                    ));
+                }
+                name.to_string()
+            }
+        };
+        let port = match url.port() {
+            Some(0) => return Err("IMAP URL port `0` is not a port number (1 to 65535)".into()),
             Some(p) => p,
             None if implicit_tls => IMAPS_PORT,
             None => IMAP_PORT,
         };
 
+        let path = url.path();
+        let path = path.strip_prefix('/').unwrap_or(path);
         let mailbox = decode("mailbox", path.trim_end_matches('/'))?;
         let mailbox = if mailbox.is_empty() {
             "INBOX".to_string()
@@ -234,56 +302,6 @@ fn decode(what: &str, s: &str) -> Result<String, String> {
         .decode_utf8()
         .map(|c| c.into_owned())
         .map_err(|_| format!("IMAP URL {what} is not UTF-8 after percent-decoding"))
-}
-
-fn split_host_port(hostport: &str) -> Result<(String, Option<u16>), String> {
-    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
-        let (v6, after) = rest
-            .split_once(']')
-            .ok_or_else(|| "IMAP URL has an unclosed `[` in the host".to_string())?;
-        let port = match after {
-            "" => None,
-            p => Some(
-                p.strip_prefix(':')
-                    .ok_or_else(|| format!("unexpected `{p}` after the IPv6 address"))?,
-            ),
-        };
-        (v6.to_string(), port)
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p)),
-            None => (hostport.to_string(), None),
-        }
-    };
-    if host.contains(':') && !hostport.starts_with('[') {
-        return Err(format!(
-            "IMAP URL host `{hostport}` is not HOST[:PORT] (write IPv6 addresses as [::1])"
-        ));
-    }
-    if host.is_empty() {
-        return Err("IMAP URL has no host: expected imaps://USER@HOST[:PORT]/MAILBOX".to_string());
-    }
-    if !host
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
-    {
-        return Err(format!(
-            "IMAP host `{host}` is not a valid host name (write international names in their \
-             xn-- form)"
-        ));
-    }
-    let port = match port {
-        None | Some("") => None,
-        Some(p) => match p.parse::<u16>() {
-            Ok(0) | Err(_) => {
-                return Err(format!(
-                    "IMAP URL port `{p}` is not a port number (1 to 65535)"
-                ))
-            }
-            Ok(n) => Some(n),
-        },
-    };
-    Ok((host, port))
 }
 
 /// What went wrong talking to the IMAP server, and at which step. The `reason` is the server's
@@ -696,22 +714,32 @@ impl ImapMailbox {
         }
         self.ensure_folder(folder, &target).await?;
 
-        let target = quote(&target);
+        // The typed calls quote the name themselves (as `quote` does); `quoted` is for messages.
+        let quoted = quote(&target);
         for set in sets {
-            let steps: Vec<String> = if self.has_move {
-                vec![format!("UID MOVE {set} {target}")]
+            // EXPUNGE responses pile up in async-imap's queue: empty it, so that a BYE read
+            // during the next step is still there to be quoted.
+            drain_unsolicited(&self.session);
+            if self.has_move {
+                let done = timed(self.session.uid_mv(&set, &target)).await;
+                self.completed(done)
+                    .map_err(|r| move_err(format!("`UID MOVE {set} {quoted}` failed: {r}")))?;
+                continue;
+            }
+            let done = timed(self.session.uid_copy(&set, &target)).await;
+            self.completed(done)
+                .map_err(|r| move_err(format!("`UID COPY {set} {quoted}` failed: {r}")))?;
+            // UID STORE and (UID) EXPUNGE stay on `exchange`: their typed calls would end a
+            // refused command as if it had succeeded (see `exchange`).
+            let expunge = if self.has_uidplus {
+                format!("UID EXPUNGE {set}")
             } else {
-                vec![
-                    format!("UID COPY {set} {target}"),
-                    format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"),
-                    if self.has_uidplus {
-                        format!("UID EXPUNGE {set}")
-                    } else {
-                        "EXPUNGE".to_string()
-                    },
-                ]
+                "EXPUNGE".to_string()
             };
-            for step in steps {
+            for step in [
+                format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"),
+                expunge,
+            ] {
                 self.exchange(&step, |_| {})
                     .await
                     .map_err(|r| move_err(format!("`{step}` failed: {r}")))?;
@@ -741,6 +769,7 @@ impl ImapMailbox {
         };
         let quoted = quote(target);
         let mut exists = false;
+        // LIST stays on `exchange`: async-imap's `list` ends a refused LIST as an empty one.
         self.exchange(&format!("LIST \"\" {quoted}"), |r| {
             if let Response::MailboxData(MailboxDatum::List(data)) = r {
                 let name = data.name.as_ref();
@@ -753,21 +782,53 @@ impl ImapMailbox {
         if exists {
             return Ok(());
         }
-        self.exchange(&format!("CREATE {quoted}"), |_| {})
-            .await
-            .map_err(folder_err)?;
+        let done = timed(self.session.create(target)).await;
+        self.completed(done).map_err(folder_err)?;
         // So that mail clients show it; the folder works without.
-        if let Err(e) = self.exchange(&format!("SUBSCRIBE {quoted}"), |_| {}).await {
+        let done = timed(self.session.subscribe(target)).await;
+        if let Err(e) = self.completed(done) {
             tracing::debug!(folder, error = %e, "IMAP SUBSCRIBE failed");
         }
         Ok(())
     }
 
+    /// The result of a typed async-imap call wrapped in [`timed`], as a reason: the timeout, or
+    /// the server's NO/BAD text, or, when the server closed the connection, the BYE it said
+    /// first (async-imap queues a BYE with the unsolicited responses and reports only
+    /// `ConnectionLost`).
+    fn completed<T>(
+        &self,
+        done: Result<async_imap::error::Result<T>, String>,
+    ) -> Result<T, String> {
+        match done? {
+            Ok(value) => Ok(value),
+            Err(async_imap::error::Error::ConnectionLost) => Err(match bye_text(&self.session) {
+                Some(said) => format!("the server closed the connection: {said}"),
+                None => "the server closed the connection".to_string(),
+            }),
+            Err(e) => Err(describe(&e)),
+        }
+    }
+
     /// Send `command` and read up to its tagged completion, handing every untagged response to
     /// `each`. A NO or BAD completion, a BYE, a closed connection or a silent server is an error.
     ///
-    /// (async-imap's own streaming commands end their stream at the completion without checking
-    /// whether it was OK, and end quietly on BYE, so a failed FETCH would look like an empty one.)
+    /// This is for the commands whose typed calls in async-imap 0.12 cannot report a failure:
+    /// `uid_search` (read by `parse::parse_ids`), `uid_fetch` and `uid_store`
+    /// (`parse::parse_fetches`), `uid_expunge` and `expunge` (`parse::parse_expunge`) and `list`
+    /// (`parse::parse_names`). Each reads the answer through
+    /// `take_while(|r| parse::filter(r, &tag))`, which stops at the response carrying the
+    /// command's tag and drops it unread: a NO or BAD completion ends the stream (or the search)
+    /// exactly as OK does. A BYE goes to the unsolicited queue (`parse::handle_unilateral`) and
+    /// the close after it ends the stream with `None`, again as success does; only an I/O error
+    /// comes out as an `Err`. So a refused or aborted UID SEARCH or UID FETCH would read as an
+    /// empty mailbox (Dovecot answers a FETCH it cannot serve with BYE), a refused UID STORE or
+    /// EXPUNGE as done, a refused LIST as "no such folder". The typed calls that end in
+    /// `Connection::check_done_ok_from` (`uid_mv`, `uid_copy`, `create`, `subscribe`, `logout`)
+    /// do turn NO/BAD into `Error::No`/`Error::Bad` and a close into `Error::ConnectionLost`
+    /// (as `select` does in `parse::parse_mailbox`), and are used. The unit test
+    /// `async_imap_typed_reads_hide_a_failed_completion` pins this: when async-imap starts
+    /// reporting these failures it fails, and these commands can move to the typed calls.
     async fn exchange(
         &mut self,
         command: &str,
@@ -870,6 +931,23 @@ async fn timed<F: Future>(f: F) -> Result<F::Output, String> {
 /// empty the queue so it never fills.
 fn drain_unsolicited(session: &Session<Stream>) {
     while session.unsolicited_responses.try_recv().is_ok() {}
+}
+
+/// The text of the last BYE in async-imap's unsolicited queue, which is emptied.
+fn bye_text(session: &Session<Stream>) -> Option<String> {
+    let mut text = None;
+    while let Ok(response) = session.unsolicited_responses.try_recv() {
+        if let UnsolicitedResponse::Other(data) = response {
+            if let Response::Data {
+                status: Status::Bye,
+                outcome,
+            } = data.parsed()
+            {
+                text = Some(said(outcome));
+            }
+        }
+    }
+    text
 }
 
 async fn read_greeting(client: &mut Client<Stream>) -> Result<(), String> {
@@ -1271,6 +1349,428 @@ mod tests {
         assert!(err("imap://u@h/INBOX?foo=1").contains("unknown IMAP URL parameter"));
         let e = err("imaps://u:hunter2secret@h/INBOX");
         assert!(e.contains("NOTIFY_IMAP_PASSWORD") && !e.contains("hunter2secret"));
+    }
+
+    #[test]
+    fn url_edges_read_by_the_url_crate() {
+        let ok = |s: &str| ImapUrl::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+        let err = |s: &str| ImapUrl::parse(s).expect_err(s);
+
+        // `imap`/`imaps` are not schemes `url` knows: the host is kept as written.
+        let u = ok("imaps://user@HOST/x");
+        assert_eq!((u.host.as_str(), u.mailbox.as_str()), ("HOST", "x"));
+        assert_eq!(u.to_string(), "imaps://user@HOST:993/x");
+        let u = ok("IMAP://user@Mail.Example.org/x?TLS=None");
+        assert_eq!(
+            (u.host.as_str(), u.tls),
+            ("Mail.Example.org", ImapTls::None)
+        );
+
+        // IPv6 is stored without brackets, in its short form.
+        let u = ok("imap://u@[0:0:0:0:0:0:0:1]/INBOX");
+        assert_eq!((u.host.as_str(), u.port), ("::1", 143));
+        assert_eq!(u.address(), "[::1]:143");
+
+        // An unencoded `@` in the user name: the last one ends it.
+        assert_eq!(ok("imaps://a@b.org@h/INBOX").user, "a@b.org");
+        // `/` stays hierarchy and a trailing one goes; no path, or a bare `/`, is INBOX.
+        assert_eq!(ok("imaps://u@h/Bounces/2024/").mailbox, "Bounces/2024");
+        assert_eq!(ok("imaps://u@h/").mailbox, "INBOX");
+        assert_eq!(ok("imaps://u@h").mailbox, "INBOX");
+        assert_eq!(ok("imaps://u@h/%E6%97%A5%E6%9C%AC").mailbox, "日本");
+        assert_eq!(ok("imaps://u@h/日本 x").mailbox, "日本 x");
+        // `url` resolves dot segments, also written `%2E`: harmless for mailbox names.
+        assert_eq!(ok("imaps://u@h/a/../b").mailbox, "b");
+        assert_eq!(ok("imaps://u@h/a/%2e/b").mailbox, "a/b");
+        // An empty password is dropped by `url`: there is no secret to refuse.
+        assert_eq!(ok("imaps://u:@h/INBOX").user, "u");
+        assert_eq!(ok("imaps://u@h:/INBOX").port, 993);
+
+        assert!(err("imaps://@h/INBOX").contains("empty user name"));
+        assert!(err("imaps:///INBOX").contains("no user name"));
+        assert!(err("imaps://h/a@b").contains("no user name"));
+        assert!(err("imaps:u@h/INBOX").contains("not an IMAP URL"));
+        assert!(err("imaps:/u@h/INBOX").contains("not an IMAP URL"));
+        assert!(err("localhost:993").contains("not an IMAP URL"));
+        assert!(err("mailto:bounces@example.org").contains("not an IMAP URL"));
+        assert!(err("imaps://u@h/INBOX#").contains("#fragment"));
+        assert!(err("imap://u@h/INBOX?tls=none#x").contains("#fragment"));
+        assert!(err("imaps://u@[::1/INBOX").contains("IPv6"));
+        assert!(err("imaps://u@h|x/INBOX").contains("not a valid host name"));
+        let e = err("imaps://u@bücher.de/INBOX");
+        assert!(e.contains("`bücher.de`") && e.contains("xn--"), "{e}");
+        assert!(err("imaps://u@h%20x/INBOX").contains("not a valid host name"));
+        // `url` would drop a tab or a line break without a word: refused before it reads.
+        assert!(err("imaps://u@h/IN\tBOX").contains("control characters"));
+        assert!(err("imaps://u@h/IN\nBOX").contains("control characters"));
+        assert!(err("imaps://u@h/IN%09BOX").contains("mailbox name contains control"));
+        assert!(err("imaps://u%0A@h/INBOX").contains("user name contains control"));
+        assert!(err("imaps://u@h/%FF").contains("not UTF-8"));
+        for (url, secret) in [
+            ("imaps://u:p%40ss@h/INBOX", "p%40ss"),
+            ("imaps://:hunter2secret@h/INBOX", "hunter2secret"),
+            ("imap://u:hunter2secret@h/INBOX?tls=none", "hunter2secret"),
+        ] {
+            let e = err(url);
+            assert!(
+                e.contains("NOTIFY_IMAP_PASSWORD") && !e.contains(secret) && !e.contains("p@ss"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn display_parses_back_to_the_same_url() {
+        for s in [
+            "imaps://bounces@mail.example.org/INBOX",
+            "imaps://b%40example.org@HOST:9993/Bounces/Old%20ones",
+            "imap://x@h/a%3Fb%23c%25d%22e?tls=starttls",
+            "imap://we%3Aird%2Fuser%20name@127.0.0.1:1143/INBOX?tls=none",
+            "imaps://u@[fe80::1]:993/~peter/mail/日本語",
+            "imaps://u@h/%26-%3C%3E%60%7B%7D%5C",
+        ] {
+            let first = ImapUrl::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            let shown = first.to_string();
+            let again = ImapUrl::parse(&shown).unwrap_or_else(|e| panic!("{shown}: {e}"));
+            assert_eq!(first, again, "{s} -> {shown}");
+        }
+    }
+
+    /// Rules for [`scripted`]: the ones given first, then a login, a CAPABILITY with
+    /// `capabilities`, a SELECT and a LOGOUT that all succeed.
+    fn session_rules(
+        capabilities: &'static str,
+        first: &[(&'static str, String)],
+    ) -> Vec<(&'static str, String)> {
+        let mut rules = first.to_vec();
+        rules.extend([
+            ("LOGIN", "{tag} OK logged in\r\n".to_string()),
+            (
+                "CAPABILITY",
+                format!("* CAPABILITY {capabilities}\r\n{{tag}} OK done\r\n"),
+            ),
+            (
+                "SELECT",
+                "* 2 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n{tag} OK [READ-WRITE] done\r\n"
+                    .to_string(),
+            ),
+            (
+                "LOGOUT",
+                "* BYE bye\r\n{tag} OK done\r\n<close>".to_string(),
+            ),
+        ]);
+        rules
+    }
+
+    /// A scripted IMAP server on 127.0.0.1 for one connection: a greeting, then for each
+    /// command line the reply of the first rule whose key the command (without its tag)
+    /// contains, `{tag}` replaced by the command's tag; `<close>` at the end of a reply closes
+    /// the connection after the text before it. Returns its port and the commands it received.
+    async fn scripted(
+        rules: Vec<(&'static str, String)>,
+    ) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::clone(&received);
+        tokio::spawn(async move {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            let (read, mut write) = socket.into_split();
+            let mut lines = tokio::io::BufReader::new(read).lines();
+            if write.write_all(b"* OK scripted IMAP\r\n").await.is_err() {
+                return;
+            }
+            while let Ok(Some(line)) = lines.next_line().await {
+                let (tag, command) = line.split_once(' ').unwrap_or((&line, ""));
+                log.lock().expect("log").push(command.to_string());
+                let upper = command.to_ascii_uppercase();
+                let reply = rules
+                    .iter()
+                    .find(|(key, _)| upper.contains(key))
+                    .map_or("{tag} BAD not scripted\r\n", |(_, reply)| reply.as_str())
+                    .replace("{tag}", tag);
+                let (text, close) = match reply.strip_suffix("<close>") {
+                    Some(text) => (text, true),
+                    None => (reply.as_str(), false),
+                };
+                if write.write_all(text.as_bytes()).await.is_err() || close {
+                    return;
+                }
+            }
+        });
+        (port, received)
+    }
+
+    async fn open_scripted(
+        capabilities: &'static str,
+        first: &[(&'static str, String)],
+    ) -> (ImapMailbox, Arc<std::sync::Mutex<Vec<String>>>) {
+        let (port, received) = scripted(session_rules(capabilities, first)).await;
+        let url =
+            ImapUrl::parse(&format!("imap://u@127.0.0.1:{port}/INBOX?tls=none")).expect("url");
+        let mailbox = ImapMailbox::open(&url, "pw").await.expect("open");
+        (mailbox, received)
+    }
+
+    /// Why SEARCH, FETCH, STORE, EXPUNGE and LIST go through `exchange`: async-imap 0.12's
+    /// typed calls for them end on a NO or BAD completion (or a BYE and a close) exactly as on
+    /// OK. If this test fails, async-imap now reports those failures: switch to the typed calls.
+    #[tokio::test]
+    async fn async_imap_typed_reads_hide_a_failed_completion() {
+        use futures::StreamExt as _;
+        let refused = "{tag} NO [SERVERBUG] refused\r\n".to_string();
+        let (port, _) = scripted(session_rules(
+            "IMAP4rev1",
+            &[
+                ("SEARCH", refused.clone()),
+                ("FETCH", refused.clone()),
+                ("STORE", refused.clone()),
+                ("EXPUNGE", refused.clone()),
+                ("LIST", refused.clone()),
+                ("MOVE", refused.clone()),
+                ("COPY", refused.clone()),
+                ("CREATE", refused.clone()),
+                ("SUBSCRIBE", refused.clone()),
+                ("NOOP", "* BYE going away\r\n<close>".to_string()),
+            ],
+        ))
+        .await;
+        let tcp = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let mut client = Client::new(tcp);
+        client.read_response().await.expect("greeting");
+        let mut session = client
+            .login("u", "pw")
+            .await
+            .map_err(|e| e.0)
+            .expect("login");
+
+        let found = session
+            .uid_search("ALL")
+            .await
+            .expect("a refused search is Ok");
+        assert!(found.is_empty());
+        let fetched: Vec<_> = session
+            .uid_fetch("1:2", "(UID BODY.PEEK[])")
+            .await
+            .expect("sent")
+            .collect()
+            .await;
+        assert!(fetched.is_empty(), "a refused FETCH is an empty stream");
+        let stored: Vec<_> = session
+            .uid_store("1", "+FLAGS.SILENT (\\Deleted)")
+            .await
+            .expect("sent")
+            .collect()
+            .await;
+        assert!(stored.is_empty(), "a refused STORE is an empty stream");
+        let expunged: Vec<_> = session
+            .uid_expunge("1")
+            .await
+            .expect("sent")
+            .collect()
+            .await;
+        assert!(expunged.is_empty(), "a refused EXPUNGE is an empty stream");
+        let listed: Vec<_> = session
+            .list(Some(""), Some("\"Handled\""))
+            .await
+            .expect("sent")
+            .collect()
+            .await;
+        assert!(listed.is_empty(), "a refused LIST is an empty stream");
+
+        // The calls that end in `check_done_ok_from` do report the refusal.
+        for refusal in [
+            session.uid_mv("1", "Handled").await,
+            session.uid_copy("1", "Handled").await,
+            session.create("Handled").await,
+            session.subscribe("Handled").await,
+        ] {
+            assert!(
+                matches!(refusal, Err(async_imap::error::Error::No(_))),
+                "{refusal:?}"
+            );
+        }
+        // And a BYE with the close after it ends a NOOP quietly too.
+        assert!(session.noop().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn refused_or_aborted_reads_are_errors_not_an_empty_mailbox() {
+        for (rules, says) in [
+            (
+                vec![("SEARCH", "{tag} NO [SERVERBUG] no search\r\n".to_string())],
+                "UID SEARCH failed: server answered NO: [SERVERBUG] no search",
+            ),
+            (
+                vec![
+                    ("SEARCH", "* SEARCH 1 2\r\n{tag} OK done\r\n".to_string()),
+                    ("RFC822.SIZE", "{tag} BAD no sizes\r\n".to_string()),
+                ],
+                "UID FETCH (sizes) failed: server answered BAD: no sizes",
+            ),
+            (
+                vec![
+                    ("SEARCH", "* SEARCH 1\r\n{tag} OK done\r\n".to_string()),
+                    (
+                        "RFC822.SIZE",
+                        "* 1 FETCH (UID 1 RFC822.SIZE 5)\r\n{tag} OK done\r\n".to_string(),
+                    ),
+                    ("BODY.PEEK", "* BYE Internal error\r\n<close>".to_string()),
+                ],
+                "UID FETCH failed: the server closed the connection: Internal error",
+            ),
+        ] {
+            let (mut mailbox, _) = open_scripted("IMAP4rev1", &rules).await;
+            let err = mailbox.fetch_all(1024).await.expect_err(says);
+            assert!(matches!(err, ImapError::Fetch { .. }), "{err:?}");
+            assert!(err.to_string().contains(says), "{err}");
+        }
+
+        // And the same server answering OK gives the messages, by UID, without `\Seen`.
+        let (mut mailbox, received) = open_scripted(
+            "IMAP4rev1",
+            &[
+                ("SEARCH", "* SEARCH 2 1\r\n{tag} OK done\r\n".to_string()),
+                (
+                    "RFC822.SIZE",
+                    "* 1 FETCH (UID 1 RFC822.SIZE 5)\r\n* 2 FETCH (UID 2 RFC822.SIZE 5)\r\n\
+                     {tag} OK done\r\n"
+                        .to_string(),
+                ),
+                (
+                    "BODY.PEEK",
+                    "* 2 FETCH (UID 2 BODY[] {5}\r\nworld)\r\n\
+                     * 1 FETCH (UID 1 BODY[] {5}\r\nhello)\r\n{tag} OK done\r\n"
+                        .to_string(),
+                ),
+            ],
+        )
+        .await;
+        let all = mailbox.fetch_all(1024).await.expect("fetch_all");
+        assert_eq!(all, vec![(1, b"hello".to_vec()), (2, b"world".to_vec())]);
+        mailbox.logout().await.expect("logout");
+        let received = received.lock().expect("log").clone();
+        assert!(
+            received.contains(&"UID FETCH 1:2 (UID BODY.PEEK[])".to_string()),
+            "{received:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn refused_moves_say_which_step_and_why() {
+        let exists = "* LIST () \"/\" \"Handled\"\r\n{tag} OK done\r\n".to_string();
+        for (capabilities, rules, says) in [
+            (
+                "IMAP4rev1 MOVE",
+                vec![
+                    ("LIST", exists.clone()),
+                    ("UID MOVE", "{tag} NO [OVERQUOTA] full\r\n".to_string()),
+                ],
+                "`UID MOVE 3 \"Handled\"` failed: server answered NO: [OVERQUOTA] full",
+            ),
+            (
+                "IMAP4rev1 MOVE",
+                vec![
+                    ("LIST", exists.clone()),
+                    ("UID MOVE", "* BYE shutting down\r\n<close>".to_string()),
+                ],
+                "`UID MOVE 3 \"Handled\"` failed: the server closed the connection: \
+                 shutting down",
+            ),
+            (
+                "IMAP4rev1 UIDPLUS",
+                vec![
+                    ("LIST", exists.clone()),
+                    ("UID COPY", "{tag} OK copied\r\n".to_string()),
+                    ("UID STORE", "{tag} OK stored\r\n".to_string()),
+                    ("EXPUNGE", "{tag} NO expunge refused\r\n".to_string()),
+                ],
+                "`UID EXPUNGE 3` failed: server answered NO: expunge refused",
+            ),
+            (
+                "IMAP4rev1",
+                vec![
+                    ("LIST", exists.clone()),
+                    ("UID COPY", "{tag} OK copied\r\n".to_string()),
+                    ("UID STORE", "{tag} NO read-only\r\n".to_string()),
+                ],
+                "`UID STORE 3 +FLAGS.SILENT (\\Deleted)` failed: server answered NO: read-only",
+            ),
+            (
+                "IMAP4rev1",
+                vec![
+                    ("LIST", exists.clone()),
+                    ("UID COPY", "{tag} NO [TRYCREATE] gone\r\n".to_string()),
+                ],
+                "`UID COPY 3 \"Handled\"` failed: server answered NO: [TryCreate] gone",
+            ),
+        ] {
+            let (mut mailbox, _) = open_scripted(capabilities, &rules).await;
+            let err = mailbox.move_to(&[3], "Handled").await.expect_err(says);
+            assert!(matches!(err, ImapError::Move { count: 1, .. }), "{err:?}");
+            assert!(err.to_string().contains(says), "{err}");
+        }
+
+        // A folder the server will not create.
+        let (mut mailbox, _) = open_scripted(
+            "IMAP4rev1 MOVE",
+            &[
+                ("LIST", "{tag} OK nothing\r\n".to_string()),
+                ("CREATE", "{tag} NO [CANNOT] bad name\r\n".to_string()),
+            ],
+        )
+        .await;
+        let err = mailbox.move_to(&[3], "Entwürfe").await.expect_err("CREATE");
+        assert!(matches!(err, ImapError::CreateFolder { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("server answered NO: [CANNOT] bad name"),
+            "{err}"
+        );
+
+        // Without MOVE or UIDPLUS: COPY, STORE \Deleted, EXPUNGE, in that order, the folder
+        // created (modified UTF-7, quoted) and subscribed first.
+        let (mut mailbox, received) = open_scripted(
+            "IMAP4rev1",
+            &[
+                ("LIST", "{tag} OK nothing\r\n".to_string()),
+                ("CREATE", "{tag} OK created\r\n".to_string()),
+                ("SUBSCRIBE", "{tag} NO not today\r\n".to_string()),
+                ("UID COPY", "{tag} OK copied\r\n".to_string()),
+                ("UID STORE", "{tag} OK stored\r\n".to_string()),
+                (
+                    "EXPUNGE",
+                    "* 1 EXPUNGE\r\n{tag} OK expunged\r\n".to_string(),
+                ),
+            ],
+        )
+        .await;
+        mailbox
+            .move_to(&[4, 3, 9], "Entwürfe \"x\"")
+            .await
+            .expect("move_to");
+        mailbox.logout().await.expect("logout");
+        let received = received.lock().expect("log").clone();
+        let after_select = &received[3..];
+        assert_eq!(
+            after_select,
+            [
+                "LIST \"\" \"Entw&APw-rfe \\\"x\\\"\"",
+                "CREATE \"Entw&APw-rfe \\\"x\\\"\"",
+                "SUBSCRIBE \"Entw&APw-rfe \\\"x\\\"\"",
+                "UID COPY 3:4,9 \"Entw&APw-rfe \\\"x\\\"\"",
+                "UID STORE 3:4,9 +FLAGS.SILENT (\\Deleted)",
+                "EXPUNGE",
+                "LOGOUT",
+            ]
+        );
     }
 
     #[test]
