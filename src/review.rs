@@ -4,8 +4,10 @@
 //! one standalone HTML file a person can send round), and the lines of `bounces show`. Pure: rows
 //! in, text out. Text taken from
 //! mail or exports is made inert here: escaped for terminals (`inert::line`), neutralised for
-//! spreadsheets (`inert::csv_cell`), escaped for HTML (`escape_html`), and JSON with what a
+//! spreadsheets (`inert::csv_cell`), escaped for HTML by the page template's autoescape (`templates/review.html`), and JSON with what a
 //! terminal would act on written as `\uXXXX` (`json_text`).
+
+use std::borrow::Cow;
 
 use serde::Serialize;
 
@@ -389,10 +391,83 @@ pub fn unverified_csv(unverified: &[UnverifiedRow]) -> Result<String, csv::Error
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Escape text for HTML element content and attribute values (control characters and bidi
-/// overrides become visible escapes first, as in every other output).
-pub fn escape_html(s: &str) -> String {
-    let s = inert::line(s);
+/// The review page template (`templates/review.html`), built into the binary.
+const PAGE_TEMPLATE: &str = include_str!("../templates/review.html");
+
+/// One flagged account as the page shows it: text from mail or exports made inert for the
+/// screen first; the template's autoescape then escapes it for HTML.
+#[derive(Serialize)]
+struct PageRow<'a> {
+    kind: &'static str,
+    email: Cow<'a, str>,
+    name: Cow<'a, str>,
+    user_id: i64,
+    workgroup: Cow<'a, str>,
+    reason: &'static str,
+    status: Option<Cow<'a, str>>,
+    bounces: usize,
+    first_seen: Cow<'a, str>,
+    last_seen: Cow<'a, str>,
+    notices: Vec<Cow<'a, str>>,
+    diagnostic: Cow<'a, str>,
+    action: Cow<'a, str>,
+    in_export: bool,
+}
+
+/// One unverified bounce as the page shows it.
+#[derive(Serialize)]
+struct PageUnverified<'a> {
+    email: Cow<'a, str>,
+    name: Cow<'a, str>,
+    user_id: i64,
+    address: Cow<'a, str>,
+    reason: &'static str,
+    kind: &'static str,
+    status: Option<Cow<'a, str>>,
+    seen: Cow<'a, str>,
+    why: Cow<'a, str>,
+    diagnostic: Cow<'a, str>,
+    origin: Cow<'a, str>,
+}
+
+fn page_row(r: &ReviewRow) -> PageRow<'_> {
+    PageRow {
+        kind: r.kind.as_str(),
+        email: inert::line(&r.email),
+        name: inert::line(&r.name),
+        user_id: r.user_id,
+        workgroup: inert::line(&r.workgroup),
+        reason: r.reason.as_str(),
+        status: r.status.as_deref().map(inert::line),
+        bounces: r.bounces,
+        first_seen: inert::line(day(&r.first_seen)),
+        last_seen: inert::line(day(&r.last_seen)),
+        notices: r.notices.iter().map(|n| inert::line(n)).collect(),
+        diagnostic: inert::line(r.last_diagnostic.as_deref().unwrap_or("")),
+        action: inert::line(&r.action),
+        in_export: r.in_export,
+    }
+}
+
+fn page_unverified(u: &UnverifiedRow) -> PageUnverified<'_> {
+    PageUnverified {
+        email: inert::line(&u.email),
+        name: inert::line(&u.name),
+        user_id: u.user_id,
+        address: inert::line(&u.address),
+        reason: u.reason.as_str(),
+        kind: u.kind.as_str(),
+        status: u.status.as_deref().map(inert::line),
+        seen: inert::line(day(&u.occurred_at)),
+        why: inert::line(&u.why),
+        diagnostic: inert::line(u.diagnostic.as_deref().unwrap_or("")),
+        origin: inert::line(&u.origin),
+    }
+}
+
+/// The page's escaping of every value: the five characters that matter in element content and
+/// quoted attributes (Tera's default also rewrites `/`, which HTML does not need).
+fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -407,57 +482,38 @@ pub fn escape_html(s: &str) -> String {
     out
 }
 
-/// The unverified bounces as an HTML section: a heading, a line saying what they are, a table.
-fn unverified_section(unverified: &[UnverifiedRow]) -> String {
-    if unverified.is_empty() {
-        return String::new();
-    }
-    let mut body = String::new();
-    for u in unverified {
-        body.push_str(&format!(
-            "<tr><td>{email}</td><td>{name}</td><td>{id}</td><td>{address}</td><td><span class=\"tag\">{reason}</span> {kind}{status}</td>\
-             <td class=\"d\">{seen}</td><td>{why}</td><td class=\"diag\">{diag}</td><td>{origin}</td></tr>\n",
-            email = escape_html(&u.email),
-            name = escape_html(&u.name),
-            id = u.user_id,
-            address = escape_html(&u.address),
-            reason = escape_html(u.reason.as_str()),
-            kind = escape_html(u.kind.as_str()),
-            status = u
-                .status
-                .as_deref()
-                .map(|s| format!(" ({})", escape_html(s)))
-                .unwrap_or_default(),
-            seen = escape_html(day(&u.occurred_at)),
-            why = escape_html(&u.why),
-            diag = escape_html(u.diagnostic.as_deref().unwrap_or("")),
-            origin = escape_html(&u.origin),
-        ));
-    }
-    format!(
-        "<h2>{heading}</h2>\n<p>{n} bounce{s} matched only by address: no valid VERP token and no Message-ID of ours, so anybody could have sent {them}. Check before acting on {them}.</p>\n\
-         <table class=\"unverified\">\n<thead><tr><th>Email</th><th>Name</th><th>User ID</th><th>Bounced address</th><th>Reason</th><th>Seen</th><th>Why unverified</th><th>Diagnostic</th><th>From</th></tr></thead>\n<tbody>\n{body}</tbody>\n</table>\n",
-        heading = escape_html(UNVERIFIED_HEADING),
-        n = unverified.len(),
-        s = if unverified.len() == 1 { "" } else { "s" },
-        them = if unverified.len() == 1 { "it" } else { "them" },
-    )
+/// Render the page template with autoescape (the template's name ends in `.html`).
+fn page(
+    title: &str,
+    rows: &[ReviewRow],
+    unmatched: usize,
+    unverified: &[UnverifiedRow],
+    generated: &str,
+    only_unverified: bool,
+) -> Result<String, tera::Error> {
+    let mut tera = tera::Tera::default();
+    tera.add_raw_template("review.html", PAGE_TEMPLATE)?;
+    tera.set_escape_fn(escape_html);
+    let mut context = tera::Context::new();
+    context.insert("title", title);
+    context.insert("generated", &inert::line(generated));
+    context.insert("rows", &rows.iter().map(page_row).collect::<Vec<_>>());
+    context.insert("unmatched", &unmatched);
+    context.insert(
+        "unverified",
+        &unverified.iter().map(page_unverified).collect::<Vec<_>>(),
+    );
+    context.insert("unverified_heading", UNVERIFIED_HEADING);
+    context.insert("only_unverified", &only_unverified);
+    tera.render("review.html", &context)
 }
 
 /// The unverified bounces alone as a standalone HTML page (`bounces report --unverified`).
-pub fn unverified_html(unverified: &[UnverifiedRow], generated: &str) -> String {
-    let section = if unverified.is_empty() {
-        "<p>No unverified bounces.</p>\n".to_string()
-    } else {
-        unverified_section(unverified)
-    };
-    page(
-        "Unverified bounces",
-        &format!(
-            "<p>Generated {}. These bounces are kept for review and counted toward nothing.</p>\n{section}",
-            escape_html(generated)
-        ),
-    )
+pub fn unverified_html(
+    unverified: &[UnverifiedRow],
+    generated: &str,
+) -> Result<String, tera::Error> {
+    page("Unverified bounces", &[], 0, unverified, generated, true)
 }
 
 /// One standalone HTML page (styles inline in a `<style>` block, no scripts, no external
@@ -468,96 +524,14 @@ pub fn html(
     unmatched: usize,
     unverified: &[UnverifiedRow],
     generated: &str,
-) -> String {
-    let mut body = String::new();
-    for r in rows {
-        body.push_str(&format!(
-            "<tr class=\"{kind}\"><td><a href=\"mailto:{email}\">{email}</a></td><td>{name}</td><td>{id}</td><td>{wg}</td>\
-             <td><span class=\"tag\">{reason}</span> {kind}{status}</td><td class=\"n\">{n}</td><td class=\"d\">{first}</td><td class=\"d\">{last}</td>\
-             <td>{notices}</td><td class=\"diag\">{diag}</td><td><strong>{action}</strong>{gone}</td></tr>\n",
-            kind = escape_html(r.kind.as_str()),
-            email = escape_html(&r.email),
-            name = escape_html(&r.name),
-            id = r.user_id,
-            wg = escape_html(&r.workgroup),
-            reason = escape_html(r.reason.as_str()),
-            status = r
-                .status
-                .as_deref()
-                .map(|s| format!(" ({})", escape_html(s)))
-                .unwrap_or_default(),
-            n = r.bounces,
-            first = escape_html(day(&r.first_seen)),
-            last = escape_html(day(&r.last_seen)),
-            notices = r
-                .notices
-                .iter()
-                .map(|n| escape_html(n))
-                .collect::<Vec<_>>()
-                .join("<br>"),
-            diag = escape_html(r.last_diagnostic.as_deref().unwrap_or("")),
-            action = escape_html(&r.action),
-            gone = if r.in_export {
-                ""
-            } else {
-                "<br><em>no longer in the contacts export</em>"
-            },
-        ));
-    }
-    let summary = if rows.is_empty() {
-        "No accounts need an update.".to_string()
-    } else {
-        format!(
-            "{} account{} to update in Moped.",
-            rows.len(),
-            if rows.len() == 1 { "" } else { "s" }
-        )
-    };
-    let unmatched_line = if unmatched > 0 {
-        format!("<p>{unmatched} bounce(s) matched no contact.</p>")
-    } else {
-        String::new()
-    };
-    let content = format!(
-        "<p>Generated {generated}. {summary} Nothing has been changed in Moped: an admin decides for each account.</p>\n\
-         {unmatched_line}\n<table>\n<thead><tr><th>Email</th><th>Name</th><th>User ID</th><th>Workgroup</th><th>Reason</th><th>Bounces</th><th>First seen</th><th>Last seen</th><th>Notices</th><th>Last diagnostic</th><th>Suggested action</th></tr></thead>\n<tbody>\n{body}</tbody>\n</table>\n{unverified}",
-        generated = escape_html(generated),
-        unverified = unverified_section(unverified),
-    );
-    page("Moped accounts to update after bounced mail", &content)
-}
-
-/// The page around `content`, titled `title`.
-fn page(title: &str, content: &str) -> String {
-    format!(
-        r#"<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{title}</title>
-<style>
-body {{ font-family: "Segoe UI", Arial, sans-serif; color: #1f2937; margin: 24px; }}
-h1 {{ font-size: 22px; margin: 0 0 4px 0; }}
-h2 {{ font-size: 18px; margin: 24px 0 4px 0; }}
-p {{ margin: 4px 0 12px 0; }}
-table {{ border-collapse: collapse; width: 100%; font-size: 13px; }}
-th, td {{ border: 1px solid #d1d5db; padding: 4px 6px; text-align: left; vertical-align: top; }}
-th {{ background: #f3f4f6; }}
-tr.hard td:first-child {{ border-left: 4px solid #b91c1c; }}
-tr.soft td:first-child {{ border-left: 4px solid #d97706; }}
-table.unverified td:first-child {{ border-left: 4px solid #9ca3af; }}
-.tag {{ font-weight: bold; }}
-.n {{ text-align: right; }}
-.d {{ white-space: nowrap; }}
-.diag {{ font-family: Consolas, monospace; font-size: 12px; color: #4b5563; max-width: 420px; }}
-</style>
-</head>
-<body>
-<h1>{title}</h1>
-{content}</body>
-</html>
-"#,
-        title = escape_html(title),
+) -> Result<String, tera::Error> {
+    page(
+        "Moped accounts to update after bounced mail",
+        rows,
+        unmatched,
+        unverified,
+        generated,
+        false,
     )
 }
 
@@ -750,6 +724,48 @@ mod tests {
         assert_eq!(soft.kind, BounceKind::Soft);
         assert!(soft.action.starts_with("wait and retry"));
         assert!(row(&ana(), &[]).is_none());
+    }
+
+    #[test]
+    fn the_html_page_escapes_every_value_and_keeps_its_shape() {
+        let mut evil = ana();
+        evil.contact.first_name = "<script>alert(1)</script>".into();
+        evil.contact.workgroup = "Signals & \"Markings\" \u{1b}[31m".into();
+        let mut b = bounce(1, BounceKind::Hard, Reason::UserUnknown, "5.1.1");
+        b.diagnostic = Some("550 <img src=x onerror=alert(2)> 'x'".into());
+        let mut r = row(&evil, &[b.clone()]).unwrap();
+        r.in_export = false;
+        let mut u = unverified_row(&evil, &b);
+        u.why = "no token </td>".into();
+        let page = html(&[r], 2, &[u], "2026-11-30 09:00").unwrap();
+        assert!(
+            page.starts_with("<!DOCTYPE html>\n<html lang=\"en\">"),
+            "{page}"
+        );
+        assert!(page.ends_with("</body>\n</html>\n"), "{page}");
+        for escaped in [
+            "&lt;script&gt;alert(1)&lt;/script&gt;",
+            "Signals &amp; &quot;Markings&quot; \\x1b[31m",
+            "550 &lt;img src=x onerror=alert(2)&gt; &#39;x&#39;",
+            "no token &lt;/td&gt;",
+        ] {
+            assert!(page.contains(escaped), "{escaped} in {page}");
+        }
+        assert!(!page.contains("<script") && !page.contains("<img") && !page.contains('\u{1b}'));
+        assert!(page.contains("<p>Generated 2026-11-30 09:00. 1 account to update in Moped."));
+        assert!(page.contains("<p>2 bounce(s) matched no contact.</p>"));
+        assert!(page.contains("<tr class=\"hard\"><td><a href=\"mailto:ana@austintexas.gov\">"));
+        assert!(page.contains("<br><em>no longer in the contacts export</em>"));
+        assert!(page.contains(&format!("<h2>{UNVERIFIED_HEADING}</h2>")));
+        assert!(page.contains("<p>1 bounce matched only by address"));
+        assert_eq!(page.matches("<tr>").count(), 3, "{page}");
+
+        let none = html(&[], 0, &[], "today").unwrap();
+        assert!(none.contains("No accounts need an update.") && !none.contains("<h2>"));
+        assert!(!none.contains("matched no contact"));
+        let alone = unverified_html(&[], "today").unwrap();
+        assert!(alone.contains("<h1>Unverified bounces</h1>"));
+        assert!(alone.contains("<p>No unverified bounces.</p>") && !alone.contains("<table"));
     }
 
     #[test]

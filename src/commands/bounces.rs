@@ -253,8 +253,8 @@ async fn report(
         (ReportFormat::Json, true) => review::json_text(&unverified)?,
         (ReportFormat::Csv, false) => review::csv(&rows, &unverified)?,
         (ReportFormat::Csv, true) => review::unverified_csv(&unverified)?,
-        (ReportFormat::Html, false) => review::html(&rows, unmatched, &unverified, &generated()),
-        (ReportFormat::Html, true) => review::unverified_html(&unverified, &generated()),
+        (ReportFormat::Html, false) => review::html(&rows, unmatched, &unverified, &generated())?,
+        (ReportFormat::Html, true) => review::unverified_html(&unverified, &generated())?,
         (ReportFormat::Table, false) => review::table(&rows, unmatched, &unverified, width()),
         (ReportFormat::Table, true) => review::unverified_table(&unverified, width()),
     };
