@@ -6,6 +6,7 @@
 //! `cli` parses arguments and `commands` orchestrates; the other modules each own one capability.
 
 pub mod bounce;
+pub mod calendar;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod mail;
 pub mod net;
 pub mod notice;
 pub mod oauth;
+pub mod party;
 pub mod policy;
 pub mod release;
 pub mod render;

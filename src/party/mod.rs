@@ -1,0 +1,4 @@
+//! The release party service: a release's maintenance window (recorded, moved, cancelled), which
+//! release a maintenance notice belongs to, and the facts the checklist and the timeline show.
+
+pub mod facts;
