@@ -1,9 +1,10 @@
-//! One message for one recipient: `To:` that person only, multipart/alternative text + HTML, a
-//! Message-ID, a Date, the headers that keep auto-replies away, and the VERP envelope. Values are
-//! set through lettre's typed headers, which encode them; names are collapsed to one line first,
-//! so no contact data can add or change a header. Every header built from data is folded (RFC
-//! 5322 §2.2.3) to lines of at most 78 characters: lettre folds at spaces and encodes non-ASCII
-//! as RFC 2047 encoded words; a word too long to fold (a 10,000-character name without a space)
+//! One message for one recipient: `To:` that person only, multipart/alternative text + HTML
+//! (and a `text/calendar` event last when the notice carries one), a Message-ID, a Date, the
+//! headers that keep auto-replies away, and the VERP envelope. Values are set through lettre's
+//! typed headers, which encode them; names are collapsed to one line first, so no contact data
+//! can add or change a header. Every header built from data is folded (RFC 5322 §2.2.3) to
+//! lines of at most 78 characters: lettre folds at spaces and encodes non-ASCII as RFC 2047
+//! encoded words; a word too long to fold (a 10,000-character name without a space)
 //! is written as encoded words instead, which can be cut anywhere. No header line passes 998.
 
 use std::time::SystemTime;
@@ -165,6 +166,14 @@ pub struct Letterhead<'a> {
     pub campaign: &'a str,
 }
 
+/// A calendar event sent with a notice (iMIP, RFC 6047): the `VCALENDAR` text from
+/// [`crate::calendar::ics`] and its METHOD, which the MIME part's `method=` must match.
+#[derive(Debug, Clone)]
+pub struct CalendarPart {
+    pub method: crate::calendar::Method,
+    pub text: String,
+}
+
 /// Build the message for one recipient. The headers go through lettre's typed headers (which
 /// encode non-ASCII names and subjects and cannot be split by a line break in a value); the two
 /// parts are encoded here in one pass each: 7bit when the text is short-lined ASCII, otherwise
@@ -177,6 +186,35 @@ pub fn build(
     message_id: &str,
     date: SystemTime,
     rendered: &Rendered,
+) -> Result<Outgoing, String> {
+    build_with(
+        head,
+        to_name,
+        to_addr,
+        envelope_from,
+        message_id,
+        date,
+        rendered,
+        None,
+    )
+}
+
+/// [`build`], with a calendar event as a third alternative after the text and the HTML when
+/// `calendar` is given: `text/calendar; charset=utf-8; method=…`, 7bit when the text is
+/// short-lined ASCII (as [`crate::calendar::ics`] writes it), otherwise base64 in lines of 76.
+/// This is how Outlook itself sends an invitation: clients show the HTML and the event, and the
+/// calendar text is never shown as the body. Without a calendar the message is what `build`
+/// has always written.
+#[allow(clippy::too_many_arguments)] // `build`'s arguments and the one optional part.
+pub fn build_with(
+    head: &Letterhead<'_>,
+    to_name: &str,
+    to_addr: &str,
+    envelope_from: &str,
+    message_id: &str,
+    date: SystemTime,
+    rendered: &Rendered,
+    calendar: Option<&CalendarPart>,
 ) -> Result<Outgoing, String> {
     use lettre::message::header::{self, Headers};
     use lettre::message::Mailboxes;
@@ -238,8 +276,10 @@ pub fn build(
     let envelope = Envelope::new(Some(env_from), vec![to]).map_err(|e| e.to_string())?;
 
     let boundary = format!("=_notify_{:016x}", rand::random::<u64>());
-    let mut bytes =
-        Vec::with_capacity(1024 + (rendered.text.len() + rendered.html.len()) * 11 / 10);
+    let calendar_len = calendar.map_or(0, |c| c.text.len() * 4 / 3 + 256);
+    let mut bytes = Vec::with_capacity(
+        1024 + (rendered.text.len() + rendered.html.len()) * 11 / 10 + calendar_len,
+    );
     bytes.extend_from_slice(head_text.as_bytes());
     bytes.extend_from_slice(
         format!("Content-Type: multipart/alternative;\r\n boundary=\"{boundary}\"\r\n\r\n")
@@ -254,6 +294,24 @@ pub fn build(
         } else {
             bytes.extend_from_slice(b"Content-Transfer-Encoding: quoted-printable\r\n\r\n");
             quoted_printable(content, &mut bytes);
+        }
+        bytes.extend_from_slice(b"\r\n");
+    }
+    if let Some(cal) = calendar {
+        bytes.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        bytes.extend_from_slice(
+            format!(
+                "Content-Type: text/calendar; charset=utf-8; method={}\r\n",
+                cal.method.as_str()
+            )
+            .as_bytes(),
+        );
+        if is_7bit(&cal.text) {
+            bytes.extend_from_slice(b"Content-Transfer-Encoding: 7bit\r\n\r\n");
+            crlf_lines(&cal.text, &mut bytes);
+        } else {
+            bytes.extend_from_slice(b"Content-Transfer-Encoding: base64\r\n\r\n");
+            base64_lines(&cal.text, &mut bytes);
         }
         bytes.extend_from_slice(b"\r\n");
     }
@@ -286,6 +344,21 @@ fn crlf_lines(s: &str, out: &mut Vec<u8>) {
         if lines.peek().is_some() {
             out.extend_from_slice(b"\r\n");
         }
+    }
+}
+
+/// Base64 (RFC 2045 6.8) of `s` with its line breaks made CRLF (a text type's canonical form),
+/// in lines of 76 characters joined by CRLF, with no CRLF after the last.
+fn base64_lines(s: &str, out: &mut Vec<u8>) {
+    use base64::Engine as _;
+    let mut canonical = Vec::with_capacity(s.len() + s.len() / 32);
+    crlf_lines(s, &mut canonical);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&canonical);
+    for (i, line) in encoded.as_bytes().chunks(76).enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(line);
     }
 }
 
@@ -595,6 +668,187 @@ mod tests {
             headers.starts_with("From: \"Moped Team\" <moped@austintexas.gov>\r\n"),
             "{headers}"
         );
+    }
+
+    /// The message with its random boundary replaced by a fixed one.
+    fn without_boundary(bytes: &[u8]) -> String {
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let start = text.find("boundary=\"").unwrap() + "boundary=\"".len();
+        let boundary = &text[start..start + text[start..].find('"').unwrap()];
+        assert!(boundary.starts_with("=_notify_"), "{boundary}");
+        text.replace(boundary, "BOUNDARY")
+    }
+
+    fn calendar_message(calendar: Option<&CalendarPart>, name: &str) -> Outgoing {
+        let from: Mailbox = "Moped Team <moped@austintexas.gov>".parse().unwrap();
+        let head = Letterhead {
+            from: &from,
+            reply_to: Some(&from),
+            campaign: "maintenance-scheduled/v3.12.0",
+        };
+        let rendered = Rendered {
+            subject: "Moped maintenance on Dec 3, 5–7 pm".into(),
+            text: "Hi Zoë,\n\nMoped will be down.\n".into(),
+            html: "<p>Hi Zoë,</p><p>Moped will be down.</p>".into(),
+        };
+        build_with(
+            &head,
+            name,
+            "zoe.ng@austintexas.gov",
+            "moped-bounces+t@austintexas.gov",
+            "<id.notify@austintexas.gov>",
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_796_000_000),
+            &rendered,
+            calendar,
+        )
+        .unwrap()
+    }
+
+    fn window(method: crate::calendar::Method, attendee_name: &str) -> CalendarPart {
+        use chrono::TimeZone;
+        let at = |h| chrono::Utc.with_ymd_and_hms(2026, 12, 3, h, 0, 0).unwrap();
+        let text = crate::calendar::ics(&crate::calendar::Invitation {
+            method,
+            uid: "moped-maintenance-v3-12-0@austintexas.gov",
+            sequence: 1,
+            stamp: at(12),
+            start: at(23),
+            end: at(23) + chrono::Duration::hours(2),
+            summary: "Moped maintenance",
+            description: "Moped will be down.",
+            url: "https://moped.austinmobility.io",
+            organizer_name: "Moped Team",
+            organizer_email: "moped@austintexas.gov",
+            attendee_name,
+            attendee_email: "zoe.ng@austintexas.gov",
+        });
+        CalendarPart { method, text }
+    }
+
+    #[test]
+    fn a_calendar_goes_last_among_the_alternatives() {
+        use crate::calendar::Method;
+        use mail_parser::MimeHeaders;
+        // An ASCII calendar goes as 7bit; a name with `ë` makes it base64.
+        for (method, name, encoding) in [
+            (Method::Request, "Zoe Ng", "7bit"),
+            (Method::Cancel, "Zoë Ng", "base64"),
+        ] {
+            let cal = window(method, name);
+            let out = calendar_message(Some(&cal), name);
+            let text = String::from_utf8(out.bytes.clone()).unwrap();
+            assert!(
+                text.split("\r\n")
+                    .all(|l| l.len() <= 78 && !l.contains('\n')),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!(
+                    "\r\nContent-Type: text/calendar; charset=utf-8; method={}\r\n\
+                     Content-Transfer-Encoding: {encoding}\r\n\r\n",
+                    method.as_str()
+                )),
+                "{text}"
+            );
+            let msg = mail_parser::MessageParser::default()
+                .parse(&out.bytes)
+                .unwrap();
+            let root = msg.root_part();
+            let ct = root.content_type().unwrap();
+            assert_eq!(
+                (ct.ctype(), ct.subtype()),
+                ("multipart", Some("alternative"))
+            );
+            let children = root.sub_parts().unwrap();
+            assert_eq!(children.len(), 3);
+            let types: Vec<(String, Option<String>)> = children
+                .iter()
+                .map(|&i| {
+                    let ct = msg.parts[i as usize].content_type().unwrap();
+                    (ct.ctype().to_string(), ct.subtype().map(str::to_string))
+                })
+                .collect();
+            assert_eq!(
+                types,
+                [
+                    ("text".to_string(), Some("plain".to_string())),
+                    ("text".to_string(), Some("html".to_string())),
+                    ("text".to_string(), Some("calendar".to_string())),
+                ]
+            );
+            let part = &msg.parts[children[2] as usize];
+            let ct = part.content_type().unwrap();
+            assert_eq!(ct.attribute("method"), Some(method.as_str()));
+            assert_eq!(ct.attribute("charset"), Some("utf-8"));
+            assert_eq!(part.text_contents(), Some(cal.text.as_str()));
+            assert!(cal
+                .text
+                .contains(&format!("\r\nMETHOD:{}\r\n", method.as_str())));
+            // The text and HTML are what a client shows, as before.
+            assert_eq!(
+                msg.body_text(0).unwrap(),
+                "Hi Zoë,\r\n\r\nMoped will be down.\r\n"
+            );
+            assert_eq!(
+                msg.body_html(0).unwrap(),
+                "<p>Hi Zoë,</p><p>Moped will be down.</p>"
+            );
+        }
+    }
+
+    #[test]
+    fn base64_lines_are_76_and_decode_to_crlf_text() {
+        use base64::Engine as _;
+        let text = format!("é{}\nline two\r\nend\r\n", "x".repeat(300));
+        let mut out = Vec::new();
+        base64_lines(&text, &mut out);
+        let encoded = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = encoded.split("\r\n").collect();
+        assert!(lines.iter().all(|l| l.len() <= 76 && !l.is_empty()));
+        assert!(lines[..lines.len() - 1].iter().all(|l| l.len() == 76));
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(lines.concat())
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(decoded).unwrap(),
+            text.replace("\r\n", "\n").replace('\n', "\r\n")
+        );
+    }
+
+    #[test]
+    fn without_a_calendar_the_message_is_what_build_writes() {
+        let from: Mailbox = "Moped Team <moped@austintexas.gov>".parse().unwrap();
+        let head = Letterhead {
+            from: &from,
+            reply_to: Some(&from),
+            campaign: "release-notes/v3.12.0",
+        };
+        let rendered = Rendered {
+            subject: "Moped v3.12.0 “Goliad”: release notes".into(),
+            text: format!("Hi Zoë,\n{}\n", "long ".repeat(40)),
+            html: "<p>Hi Zoë</p>".into(),
+        };
+        let date = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_796_000_000);
+        let args = (
+            "Zoë Ng",
+            "zoe.ng@austintexas.gov",
+            "moped-bounces+t@austintexas.gov",
+            "<id.notify@austintexas.gov>",
+        );
+        let old = build(&head, args.0, args.1, args.2, args.3, date, &rendered).unwrap();
+        let new = build_with(&head, args.0, args.1, args.2, args.3, date, &rendered, None).unwrap();
+        assert_eq!(without_boundary(&old.bytes), without_boundary(&new.bytes));
+        assert_eq!(old.bytes.len(), new.bytes.len());
+        assert_eq!(old.envelope, new.envelope);
+        assert_eq!((old.to, old.message_id), (new.to, new.message_id));
+        assert!(!without_boundary(&new.bytes).contains("text/calendar"));
+        // With a calendar, everything before the third part is the same too.
+        let cal = window(crate::calendar::Method::Request, "Zoe Ng");
+        let plain = without_boundary(&calendar_message(None, "Zoe Ng").bytes);
+        let with = without_boundary(&calendar_message(Some(&cal), "Zoe Ng").bytes);
+        let closing = "--BOUNDARY--\r\n";
+        assert!(plain.ends_with(closing));
+        assert!(with.starts_with(&plain[..plain.len() - closing.len()]));
     }
 
     #[test]
