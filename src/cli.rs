@@ -57,14 +57,22 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Warn users of a maintenance window ahead of time.
+    /// Warn users of a release's maintenance window ahead of time, with a calendar event. Again
+    /// with other times: everyone warned gets the update. With --cancel: everyone warned gets
+    /// the cancel.
     MaintenanceScheduled {
+        /// The release (v3.12, 3.12.0 or v3.12.0). Default: the upcoming release.
+        #[arg(long)]
+        release: Option<String>,
         /// When it starts, e.g. "2026-12-03 17:00" (in the configured time zone).
-        #[arg(long)]
-        start: String,
+        #[arg(long, required_unless_present = "cancel", conflicts_with = "cancel")]
+        start: Option<String>,
         /// When it is expected to end.
+        #[arg(long, required_unless_present = "cancel", conflicts_with = "cancel")]
+        end: Option<String>,
+        /// Call the window off: METHOD:CANCEL to everyone who was warned.
         #[arg(long)]
-        end: String,
+        cancel: bool,
         /// Send even though the window starts or ends in the past.
         #[arg(long)]
         allow_past: bool,
@@ -73,7 +81,10 @@ pub enum Command {
     },
     /// Tell users maintenance is starting now.
     MaintenanceStart {
-        /// Expected end (default: now + maintenance_minutes from the config).
+        /// The release (v3.12, 3.12.0 or v3.12.0). Default: the upcoming release.
+        #[arg(long)]
+        release: Option<String>,
+        /// Expected end (default: the scheduled window's end, else now + maintenance_minutes).
         #[arg(long)]
         until: Option<String>,
         /// Start time if not now.
@@ -87,6 +98,9 @@ pub enum Command {
     },
     /// Tell users maintenance is over (with the reminder to refresh the page).
     MaintenanceEnd {
+        /// The release (v3.12, 3.12.0 or v3.12.0). Default: the upcoming release.
+        #[arg(long)]
+        release: Option<String>,
         /// When it ended, if not now.
         #[arg(long)]
         at: Option<String>,
@@ -116,6 +130,30 @@ pub enum Command {
     /// Read bounced mail, tie it to contacts and notices, and review the accounts to fix.
     #[command(subcommand)]
     Bounces(BouncesCommand),
+    /// Print the release checklist of VERSION as GitHub task items, ticking what notify did.
+    Checklist {
+        version: String,
+        /// graphql-engine version for staging (default: graphql_engine_staging in notify.toml).
+        #[arg(long)]
+        graphql_engine_staging: Option<String>,
+        /// graphql-engine version for production (default: graphql_engine_production).
+        #[arg(long)]
+        graphql_engine_production: Option<String>,
+    },
+    /// A release's party: its maintenance window and notices.
+    #[command(subcommand)]
+    Release(ReleaseCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCommand {
+    /// The timeline of VERSION: the window and its changes, each notice with its counts and the
+    /// bounces it drew, how long maintenance took.
+    Status {
+        version: String,
+        #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
+        format: SummaryFormat,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -68,6 +68,9 @@ struct FileConfig {
     maintenance_audience: Option<String>,
     refresh_reminder: Option<String>,
     team_name: Option<String>,
+    archive_url: Option<String>,
+    graphql_engine_staging: Option<String>,
+    graphql_engine_production: Option<String>,
     soft_bounce_limit: Option<u64>,
     soft_bounce_days: Option<u64>,
     provider: Option<String>,
@@ -148,6 +151,12 @@ pub struct Config {
     pub maintenance_audience: Audience,
     pub refresh_reminder: String,
     pub team_name: String,
+    /// Where the release-notes archive is published (its index); a release's page is
+    /// `<archive_url>/<version>`. Empty: notices link to no archive.
+    pub archive_url: String,
+    /// graphql-engine versions for the release checklist (staging runs the newer one).
+    pub graphql_engine_staging: String,
+    pub graphql_engine_production: String,
     /// Soft bounces on this many different notices within `soft_bounce_days` flag an account.
     pub soft_bounce_limit: u32,
     pub soft_bounce_days: u32,
@@ -795,6 +804,32 @@ impl Config {
             Some(DEFAULT_REFRESH_REMINDER),
         );
         let (team_name, _) = r.string("team_name", file.team_name, None, Some("The Moped team"));
+        let (archive_url, archive_origin) = r.string("archive_url", file.archive_url, None, None);
+        let archive_url = archive_url.unwrap_or_default();
+        if !archive_url.is_empty() {
+            match url::Url::parse(&archive_url) {
+                Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "archive_url",
+                        origin: archive_origin.to_string(),
+                        message: format!("`{archive_url}` is not an http(s) URL"),
+                    })
+                }
+            }
+        }
+        let (gql_staging, _) = r.string(
+            "graphql_engine_staging",
+            file.graphql_engine_staging,
+            None,
+            None,
+        );
+        let (gql_production, _) = r.string(
+            "graphql_engine_production",
+            file.graphql_engine_production,
+            None,
+            None,
+        );
 
         Ok(Config {
             base_dir,
@@ -823,6 +858,9 @@ impl Config {
             maintenance_audience,
             refresh_reminder: refresh_reminder.unwrap_or_default(),
             team_name: team_name.unwrap_or_default(),
+            archive_url: archive_url.trim_end_matches('/').to_string(),
+            graphql_engine_staging: gql_staging.unwrap_or_default(),
+            graphql_engine_production: gql_production.unwrap_or_default(),
             soft_bounce_limit,
             soft_bounce_days,
             provider,

@@ -9,23 +9,71 @@ use chrono_tz::Tz;
 
 use crate::config::Config;
 use crate::contacts::{Audience, Contact};
+use crate::party::facts::WindowChange;
 use crate::release::Release;
+
+/// The release a maintenance notice is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseRef {
+    /// Canonical version, `v3.12.0`.
+    pub version: String,
+    /// The voted name from the notes' front matter; empty when there are no notes yet.
+    pub name: String,
+    /// The notes' page in the archive, when `archive_url` is set.
+    pub notes_url: Option<String>,
+}
+
+impl ReleaseRef {
+    /// `v3.12.0 Goliad`, or `v3.12.0`.
+    pub fn title(&self) -> String {
+        if self.name.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{} {}", self.version, self.name)
+        }
+    }
+}
+
+/// The calendar event a window notice carries (iMIP, RFC 6047).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowEvent {
+    /// Stable for the release's window: every update and the cancel carry it.
+    pub uid: String,
+    /// 0 for the first warning, then one more for each move or cancel.
+    pub sequence: u32,
+    /// When this version of the window was recorded (DTSTAMP).
+    pub stamp: DateTime<Utc>,
+}
 
 /// One notice to send.
 #[derive(Debug, Clone)]
 pub enum Notice {
-    /// Advance warning of a maintenance window.
+    /// A maintenance window, as a calendar event: the advance warning, a move, or a cancel.
     MaintenanceScheduled {
+        release: ReleaseRef,
         start: DateTime<Tz>,
         end: DateTime<Tz>,
+        change: WindowChange,
+        event: WindowEvent,
+        /// The window before a move.
+        previous: Option<(DateTime<Tz>, DateTime<Tz>)>,
+        /// A move or cancel goes only to who had a send (not refused) in these campaigns:
+        /// everyone told of the window before. Empty: the whole audience.
+        recipients_of: Vec<String>,
     },
     /// Maintenance is starting now; expected back by `until`.
     MaintenanceStart {
+        release: ReleaseRef,
         start: DateTime<Tz>,
         until: DateTime<Tz>,
     },
-    /// Maintenance is over (with the reminder to refresh the page).
-    MaintenanceEnd { at: DateTime<Tz> },
+    /// Maintenance is over (with the reminder to refresh the page); `started` when the start
+    /// notice recorded it, to say how long it took.
+    MaintenanceEnd {
+        release: ReleaseRef,
+        at: DateTime<Tz>,
+        started: Option<DateTime<Tz>>,
+    },
     /// The release notes to the MUG (with the reminder to refresh the page).
     ReleaseNotes { release: Release },
 }
@@ -34,7 +82,11 @@ impl Notice {
     /// The template file stem in `templates/`, also the first part of the campaign key.
     pub fn template(&self) -> &'static str {
         match self {
-            Notice::MaintenanceScheduled { .. } => "maintenance-scheduled",
+            Notice::MaintenanceScheduled { change, .. } => match change {
+                WindowChange::Scheduled => "maintenance-scheduled",
+                WindowChange::Moved => "maintenance-moved",
+                WindowChange::Cancelled => "maintenance-cancelled",
+            },
             Notice::MaintenanceStart { .. } => "maintenance-start",
             Notice::MaintenanceEnd { .. } => "maintenance-end",
             Notice::ReleaseNotes { .. } => "release-notes",
@@ -42,16 +94,54 @@ impl Notice {
     }
 
     /// The stable key that makes a rerun of the same notice a continuation, not a new send:
-    /// `release-notes/v3.12.0`, `maintenance-start/2026-12-03`,
-    /// `maintenance-scheduled/2026-12-03-1700`.
+    /// `release-notes/v3.12.0`, `maintenance-start/2026-12-03`, `maintenance-end/2026-12-03`,
+    /// and for a window `maintenance-scheduled/v3.12.0` (its first warning), then
+    /// `maintenance-moved/v3.12.0/1`, `maintenance-cancelled/v3.12.0/2` (by SEQUENCE).
     pub fn campaign_key(&self) -> String {
         let suffix = match self {
-            Notice::MaintenanceScheduled { start, .. } => start.format("%Y-%m-%d-%H%M").to_string(),
+            Notice::MaintenanceScheduled { release, event, .. } if event.sequence == 0 => {
+                release.version.clone()
+            }
+            Notice::MaintenanceScheduled { release, event, .. } => {
+                format!("{}/{}", release.version, event.sequence)
+            }
             Notice::MaintenanceStart { start, .. } => start.format("%Y-%m-%d").to_string(),
-            Notice::MaintenanceEnd { at } => at.format("%Y-%m-%d").to_string(),
+            Notice::MaintenanceEnd { at, .. } => at.format("%Y-%m-%d").to_string(),
             Notice::ReleaseNotes { release } => release.version.clone(),
         };
         format!("{}/{}", self.template(), suffix)
+    }
+
+    /// The release the notice is for.
+    pub fn release(&self) -> &str {
+        match self {
+            Notice::MaintenanceScheduled { release, .. }
+            | Notice::MaintenanceStart { release, .. }
+            | Notice::MaintenanceEnd { release, .. } => &release.version,
+            Notice::ReleaseNotes { release } => &release.version,
+        }
+    }
+
+    /// The times the notice announces, as recorded with its campaign: a window's start and
+    /// end, a start notice's start and expected end, an end notice's start (when known) and end.
+    pub fn announced(&self) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+        let utc = |t: &DateTime<Tz>| t.with_timezone(&Utc);
+        match self {
+            Notice::MaintenanceScheduled { start, end, .. } => (Some(utc(start)), Some(utc(end))),
+            Notice::MaintenanceStart { start, until, .. } => (Some(utc(start)), Some(utc(until))),
+            Notice::MaintenanceEnd { at, started, .. } => {
+                (started.as_ref().map(utc), Some(utc(at)))
+            }
+            Notice::ReleaseNotes { .. } => (None, None),
+        }
+    }
+
+    /// Only who had a send in these campaigns gets this notice (a window's move or cancel).
+    pub fn recipients_of(&self) -> &[String] {
+        match self {
+            Notice::MaintenanceScheduled { recipients_of, .. } => recipients_of,
+            _ => &[],
+        }
     }
 
     /// Who gets it unless `--audience` says otherwise.
@@ -68,23 +158,56 @@ impl Notice {
         c.insert("app_url", &cfg.app_url);
         c.insert("team_name", &cfg.team_name);
         c.insert("timezone", cfg.timezone.name());
+        let mut release_ref = |r: &ReleaseRef| {
+            c.insert("version", &r.version);
+            c.insert("release_name", &r.name);
+            c.insert("release_title", &r.title());
+            c.insert("notes_url", &r.notes_url.clone().unwrap_or_default());
+        };
         match self {
-            Notice::MaintenanceScheduled { start, end } => {
+            Notice::MaintenanceScheduled {
+                release,
+                start,
+                end,
+                previous,
+                ..
+            } => {
+                release_ref(release);
                 c.insert("window_start", &format_time(start));
                 c.insert("window_end", &format_time(end));
                 c.insert("window_date", &format_date(&start.date_naive()));
                 c.insert("window_start_time", &format_clock(start));
                 c.insert("window_end_time", &format_clock(end));
+                if let Some((ps, pe)) = previous {
+                    c.insert("previous_start", &format_time(ps));
+                    c.insert("previous_end", &format_time(pe));
+                }
             }
-            Notice::MaintenanceStart { start, until } => {
+            Notice::MaintenanceStart {
+                release,
+                start,
+                until,
+            } => {
+                release_ref(release);
                 c.insert("window_start", &format_time(start));
                 c.insert("window_end", &format_time(until));
                 c.insert("window_start_time", &format_clock(start));
                 c.insert("window_end_time", &format_clock(until));
             }
-            Notice::MaintenanceEnd { at } => {
+            Notice::MaintenanceEnd {
+                release,
+                at,
+                started,
+            } => {
+                release_ref(release);
                 c.insert("window_end", &format_time(at));
                 c.insert("window_end_time", &format_clock(at));
+                c.insert(
+                    "duration",
+                    &started
+                        .map(|s| format_duration(*at - s))
+                        .unwrap_or_default(),
+                );
                 c.insert("refresh_reminder", &cfg.refresh_reminder);
             }
             Notice::ReleaseNotes { release } => {
@@ -99,6 +222,18 @@ impl Notice {
             }
         }
         c
+    }
+}
+
+/// "1 hour 40 minutes", "45 minutes", "2 hours"; a negative span reads as 0 minutes.
+pub fn format_duration(d: Duration) -> String {
+    let minutes = d.num_minutes().max(0);
+    let (h, m) = (minutes / 60, minutes % 60);
+    let unit = |n: i64, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
+    match (h, m) {
+        (0, m) => unit(m, "minute"),
+        (h, 0) => unit(h, "hour"),
+        (h, m) => format!("{} {}", unit(h, "hour"), unit(m, "minute")),
     }
 }
 
@@ -397,12 +532,71 @@ mod tests {
     fn every_notice_makes_a_valid_key() {
         let t = parse_time("2026-12-03 17:00", Chicago, now(), false).unwrap();
         for n in [
-            Notice::MaintenanceScheduled { start: t, end: t },
-            Notice::MaintenanceStart { start: t, until: t },
-            Notice::MaintenanceEnd { at: t },
+            window(t, WindowChange::Scheduled, 0),
+            window(t, WindowChange::Moved, 1),
+            window(t, WindowChange::Cancelled, 2),
+            Notice::MaintenanceStart {
+                release: v3_12(),
+                start: t,
+                until: t,
+            },
+            Notice::MaintenanceEnd {
+                release: v3_12(),
+                at: t,
+                started: None,
+            },
         ] {
             assert_eq!(check_campaign_key(&n.campaign_key()), Ok(()));
         }
+        let keys: Vec<String> = [
+            window(t, WindowChange::Scheduled, 0),
+            window(t, WindowChange::Moved, 1),
+            window(t, WindowChange::Cancelled, 2),
+        ]
+        .iter()
+        .map(Notice::campaign_key)
+        .collect();
+        assert_eq!(
+            keys,
+            [
+                "maintenance-scheduled/v3.12.0",
+                "maintenance-moved/v3.12.0/1",
+                "maintenance-cancelled/v3.12.0/2"
+            ]
+        );
+    }
+
+    pub(crate) fn v3_12() -> ReleaseRef {
+        ReleaseRef {
+            version: "v3.12.0".into(),
+            name: "Goliad".into(),
+            notes_url: None,
+        }
+    }
+
+    fn window(t: DateTime<Tz>, change: WindowChange, sequence: u32) -> Notice {
+        Notice::MaintenanceScheduled {
+            release: v3_12(),
+            start: t,
+            end: t + Duration::hours(2),
+            change,
+            event: WindowEvent {
+                uid: "moped-maintenance-v3-12-0@austintexas.gov".into(),
+                sequence,
+                stamp: now(),
+            },
+            previous: None,
+            recipients_of: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(format_duration(Duration::minutes(100)), "1 hour 40 minutes");
+        assert_eq!(format_duration(Duration::minutes(45)), "45 minutes");
+        assert_eq!(format_duration(Duration::minutes(120)), "2 hours");
+        assert_eq!(format_duration(Duration::minutes(61)), "1 hour 1 minute");
+        assert_eq!(format_duration(Duration::minutes(-5)), "0 minutes");
     }
 
     #[test]

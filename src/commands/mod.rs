@@ -14,17 +14,18 @@ macro_rules! say {
 
 pub mod bounces;
 pub mod contacts;
+pub mod maintenance;
+pub mod party;
 pub mod send;
 pub mod status;
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use chrono::Utc;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ReleaseCommand};
 use crate::config::{Config, ConfigError, Overrides};
-use crate::notice::{check_not_past, parse_time, Notice};
+use crate::notice::Notice;
 
 pub use crate::errors::{Incomplete, UsageError};
 
@@ -106,11 +107,6 @@ fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = load_config(&cli)?;
-    let now = Utc::now();
-    let tz = cfg.timezone;
-    let time = |flag: &str, v: &str, next: bool| {
-        parse_time(v, tz, now, next).map_err(|e| UsageError(format!("--{flag}: {e}")))
-    };
     match cli.command {
         Command::Contacts(cmd) => contacts::run(&cfg, cmd).await,
         Command::Bounces(cmd) => bounces::run(&cfg, cmd).await,
@@ -118,67 +114,55 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             status::run(&cfg, campaign.as_deref(), format).await
         }
         Command::MaintenanceScheduled {
-            start: start_typed,
-            end: end_typed,
+            release,
+            start,
+            end,
+            cancel: _,
             allow_past,
             send,
         } => {
-            let start = time("start", &start_typed, false)?;
-            let end = time("end", &end_typed, false)?;
-            // An advance warning for a window that has begun (or is over) is a typo in the date
-            // or the zone far more often than a wish.
-            if !allow_past {
-                check_not_past(&format!("--end `{end_typed}`"), &end, now)
-                    .and_then(|()| check_not_past(&format!("--start `{start_typed}`"), &start, now))
-                    .map_err(UsageError)?;
-            }
-            if end <= start {
-                return Err(UsageError("--end must be after --start".into()).into());
-            }
-            send::run(&cfg, Notice::MaintenanceScheduled { start, end }, send).await
+            let times = start.as_deref().zip(end.as_deref());
+            let notice =
+                maintenance::scheduled(&cfg, release.as_deref(), times, allow_past, &send).await?;
+            send::run(&cfg, notice, send).await
         }
         Command::MaintenanceStart {
-            until: until_typed,
-            start: start_typed,
+            release,
+            until,
+            start,
             allow_past,
             send,
         } => {
-            let start = match &start_typed {
-                Some(s) => time("start", s, false)?,
-                None => now.with_timezone(&tz),
-            };
-            let until = match &until_typed {
-                Some(u) => time("until", u, true)?,
-                None => start + chrono::Duration::minutes(cfg.maintenance_minutes as i64),
-            };
-            // A start in the past is ordinary (the work began before the notice); an expected
-            // end in the past is not.
-            if !allow_past {
-                match (&until_typed, &start_typed) {
-                    (Some(u), _) => check_not_past(&format!("--until `{u}`"), &until, now),
-                    (None, Some(s)) => check_not_past(
-                        &format!(
-                            "the expected end (--start `{s}` + maintenance_minutes = {})",
-                            cfg.maintenance_minutes
-                        ),
-                        &until,
-                        now,
-                    ),
-                    (None, None) => Ok(()),
-                }
-                .map_err(UsageError)?;
-            }
-            if until <= start {
-                return Err(UsageError("--until must be after the start".into()).into());
-            }
-            send::run(&cfg, Notice::MaintenanceStart { start, until }, send).await
+            let notice = maintenance::start(
+                &cfg,
+                release.as_deref(),
+                start.as_deref(),
+                until.as_deref(),
+                allow_past,
+                &send,
+            )
+            .await?;
+            send::run(&cfg, notice, send).await
         }
-        Command::MaintenanceEnd { at, send } => {
-            let at = match at {
-                Some(a) => time("at", &a, false)?,
-                None => now.with_timezone(&tz),
-            };
-            send::run(&cfg, Notice::MaintenanceEnd { at }, send).await
+        Command::MaintenanceEnd { release, at, send } => {
+            let notice = maintenance::end(&cfg, release.as_deref(), at.as_deref(), &send).await?;
+            send::run(&cfg, notice, send).await
+        }
+        Command::Checklist {
+            version,
+            graphql_engine_staging,
+            graphql_engine_production,
+        } => {
+            party::checklist(
+                &cfg,
+                &version,
+                graphql_engine_staging,
+                graphql_engine_production,
+            )
+            .await
+        }
+        Command::Release(ReleaseCommand::Status { version, format }) => {
+            party::status(&cfg, &version, format).await
         }
         Command::ReleaseNotes {
             version,

@@ -18,7 +18,7 @@ use crate::mail::refusal;
 use crate::mail::sender::{GroupCommit, RateLimiter};
 use crate::mail::{Delivery, SendError};
 use crate::notice::Notice;
-use crate::store::{SendState, Store};
+use crate::store::{NewCampaign, SendState, Store};
 
 /// Deliver to the audience; the summary, and what is left when the run could not finish.
 #[allow(clippy::too_many_arguments)]
@@ -33,8 +33,16 @@ pub(super) async fn deliver(
     report: &Reporter,
 ) -> anyhow::Result<Outcome> {
     let cfg = &job.cfg;
+    let (starts_at, ends_at) = notice.announced();
     let campaign = store
-        .campaign(&job.campaign_key, notice.template(), subject)
+        .campaign_with(&NewCampaign {
+            key: &job.campaign_key,
+            notice: notice.template(),
+            subject,
+            release: Some(notice.release()),
+            starts_at,
+            ends_at,
+        })
         .await?;
     if request.resend {
         store.reset_for_resend(&campaign).await?;
@@ -43,7 +51,14 @@ pub(super) async fn deliver(
         let n = store.reset_failed(&campaign).await?;
         report(Event::Requeued(n));
     }
-    store.add_recipients(&campaign, audience).await?;
+    if notice.recipients_of().is_empty() {
+        store.add_recipients(&campaign, audience).await?;
+    } else {
+        // A window's move or cancel: only who was told of the window before.
+        store
+            .add_recipients_of(&campaign, audience, notice.recipients_of())
+            .await?;
+    }
     let outbox = delivery.is_outbox();
     let before = store.counts(&campaign, audience).await?;
     let already = before.get(SendState::Sent)

@@ -179,6 +179,71 @@ pub(crate) struct Job {
     reply_to: Option<Mailbox>,
     pub(crate) campaign_key: String,
     preview: Option<PathBuf>,
+    /// The window's calendar event, when the notice carries one (made per recipient).
+    calendar: Option<CalendarEvent>,
+}
+
+/// The parts of a window's calendar event that are the same for every recipient.
+struct CalendarEvent {
+    method: crate::calendar::Method,
+    uid: String,
+    sequence: u32,
+    stamp: chrono::DateTime<chrono::Utc>,
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+    summary: String,
+    description: String,
+}
+
+impl CalendarEvent {
+    /// The event of a window notice (`None` for other notices).
+    fn of(notice: &Notice, cfg: &Config) -> Option<CalendarEvent> {
+        use crate::party::facts::WindowChange;
+        let Notice::MaintenanceScheduled {
+            release,
+            start,
+            end,
+            change,
+            event,
+            ..
+        } = notice
+        else {
+            return None;
+        };
+        let title = release.title();
+        let (method, summary, description) = match change {
+            WindowChange::Cancelled => (
+                crate::calendar::Method::Cancel,
+                format!("Cancelled: Moped maintenance for {title}"),
+                format!(
+                    "The maintenance window for {title} ({} to {}) is cancelled: Moped stays available.\n\n{}",
+                    crate::notice::format_time(start),
+                    crate::notice::format_clock(end),
+                    cfg.team_name
+                ),
+            ),
+            _ => (
+                crate::calendar::Method::Request,
+                format!("Moped unavailable: maintenance for {title}"),
+                format!(
+                    "Moped will be down for maintenance while we release {title}, from {} to {}. Please save your work and sign out before it starts. This is a notice, not a meeting: there is nothing to attend.\n\n{}",
+                    crate::notice::format_time(start),
+                    crate::notice::format_clock(end),
+                    cfg.team_name
+                ),
+            ),
+        };
+        Some(CalendarEvent {
+            method,
+            uid: event.uid.clone(),
+            sequence: event.sequence,
+            stamp: event.stamp,
+            start: start.with_timezone(&chrono::Utc),
+            end: end.with_timezone(&chrono::Utc),
+            summary,
+            description,
+        })
+    }
 }
 
 impl Job {
@@ -206,7 +271,30 @@ impl Job {
             reply_to: self.reply_to.as_ref(),
             campaign: &self.campaign_key,
         };
-        let out = mail::build(
+        let calendar = self.calendar.as_ref().map(|e| {
+            let organizer = self.from.email.to_string();
+            let organizer_name = self.from.name.clone().unwrap_or_default();
+            let text = crate::calendar::ics(&crate::calendar::Invitation {
+                method: e.method,
+                uid: &e.uid,
+                sequence: e.sequence,
+                stamp: e.stamp,
+                start: e.start,
+                end: e.end,
+                summary: &e.summary,
+                description: &e.description,
+                url: &self.cfg.app_url,
+                organizer_name: &organizer_name,
+                organizer_email: &organizer,
+                attendee_name: &c.full_name(),
+                attendee_email: &c.email,
+            });
+            mail::message::CalendarPart {
+                method: e.method,
+                text,
+            }
+        });
+        let out = mail::message::build_with(
             &head,
             &c.full_name(),
             &c.email,
@@ -214,6 +302,7 @@ impl Job {
             message_id,
             SystemTime::now(),
             &rendered,
+            calendar.as_ref(),
         )
         .map_err(UsageError)?;
         Ok((rendered, out))
@@ -317,6 +406,7 @@ pub async fn run(
         reply_to,
         campaign_key: campaign_key.clone(),
         preview: request.preview.clone(),
+        calendar: CalendarEvent::of(&notice, cfg),
     });
 
     // 2. The database: contacts mirror their source (refused when too many would go); a dry run
@@ -355,6 +445,7 @@ pub async fn run(
             audience,
             &request,
             synced.contacts.unwrap_or_default(),
+            notice.recipients_of(),
         )
         .await
         .map(|summary| Outcome::Run {
@@ -427,10 +518,24 @@ async fn dry_run(
     audience: Audience,
     request: &Request,
     contacts: Vec<crate::store::StoredContact>,
+    recipients_of: &[String],
 ) -> anyhow::Result<Summary> {
+    // A window's move or cancel goes only to who was told of it before.
+    let told: Option<std::collections::HashSet<i64>> = if recipients_of.is_empty() {
+        None
+    } else {
+        Some(
+            store
+                .contacts_sent_in(recipients_of)
+                .await?
+                .into_iter()
+                .collect(),
+        )
+    };
     let members: Vec<_> = contacts
         .into_iter()
         .filter(|c| audience.includes(&c.contact))
+        .filter(|c| told.as_ref().is_none_or(|t| t.contains(&c.id)))
         .collect();
     let done: std::collections::HashSet<String> =
         match store.find_campaign(&job.campaign_key).await? {

@@ -205,8 +205,19 @@ fn sent_step(facts: &ReleaseFacts, kind: &str, tz: Tz, extra: Option<String>) ->
 /// window moves or is called off (the note says so).
 fn downtime(facts: &ReleaseFacts, tz: Tz) -> Step {
     let notices: Vec<&NoticeFacts> = facts.notices_of("maintenance-scheduled").collect();
+    // A move and a cancel are notices of their own (`maintenance-moved`, `maintenance-cancelled`).
+    let window_notices: Vec<&NoticeFacts> = facts
+        .notices
+        .iter()
+        .filter(|n| {
+            matches!(
+                n.notice.as_str(),
+                "maintenance-scheduled" | "maintenance-moved" | "maintenance-cancelled"
+            )
+        })
+        .collect();
     let of_campaign = |campaign: &str| -> Vec<&NoticeFacts> {
-        notices
+        window_notices
             .iter()
             .copied()
             .filter(|n| n.campaign == campaign)
@@ -547,12 +558,12 @@ mod tests {
             sequence: 1,
             change: WindowChange::Cancelled,
             recorded_at: utc(2026, 12, 1, 14, 0),
-            campaign: "maintenance-scheduled/2026-12-03-2300-cancel".into(),
+            campaign: "maintenance-cancelled/v3.12.0/1".into(),
             ..f.window[0].clone()
         });
         f.notices.push(notice(
-            "maintenance-scheduled/2026-12-03-2300-cancel",
-            "maintenance-scheduled",
+            "maintenance-cancelled/v3.12.0/1",
+            "maintenance-cancelled",
             utc(2026, 12, 1, 14, 0),
             210,
             2,

@@ -317,7 +317,7 @@ pub(crate) mod tests {
                     start: utc(2026, 12, 3, 23, 0),
                     end: utc(2026, 12, 4, 1, 0),
                     recorded_at: utc(2026, 11, 26, 15, 0),
-                    campaign: "maintenance-scheduled/2026-12-03-2300".into(),
+                    campaign: "maintenance-scheduled/v3.12.0".into(),
                 },
                 WindowVersion {
                     sequence: 1,
@@ -325,20 +325,20 @@ pub(crate) mod tests {
                     start: utc(2026, 12, 4, 0, 0),
                     end: utc(2026, 12, 4, 2, 0),
                     recorded_at: utc(2026, 11, 30, 16, 0),
-                    campaign: "maintenance-scheduled/2026-12-04-0000".into(),
+                    campaign: "maintenance-moved/v3.12.0/1".into(),
                 },
             ],
             notices: vec![
                 notice(
-                    "maintenance-scheduled/2026-12-03-2300",
+                    "maintenance-scheduled/v3.12.0",
                     "maintenance-scheduled",
                     utc(2026, 11, 26, 15, 0),
                     212,
                     1,
                 ),
                 notice(
-                    "maintenance-scheduled/2026-12-04-0000",
-                    "maintenance-scheduled",
+                    "maintenance-moved/v3.12.0/1",
+                    "maintenance-moved",
                     utc(2026, 11, 30, 16, 0),
                     211,
                     0,
@@ -418,12 +418,12 @@ pub(crate) mod tests {
             lines[1],
             "Window: Thu Dec 3, 6:00 PM–8:00 PM CST, moved (sequence 1)"
         );
-        assert!(lines[2].starts_with("  scheduled  Thu Dec 3, 5:00 PM–7:00 PM CST  recorded Thu Nov 26, 9:00 AM CST  sequence 0  maintenance-scheduled/2026-12-03-2300"), "{}", lines[2]);
+        assert!(lines[2].starts_with("  scheduled  Thu Dec 3, 5:00 PM–7:00 PM CST  recorded Thu Nov 26, 9:00 AM CST  sequence 0  maintenance-scheduled/v3.12.0"), "{}", lines[2]);
         assert!(lines[3].starts_with("  moved      Thu Dec 3, 6:00 PM–8:00 PM CST  recorded Mon Nov 30, 10:00 AM CST  sequence 1"), "{}", lines[3]);
         assert_eq!(lines[4], "Notices:");
         assert_eq!(
             lines[5],
-            "  maintenance-scheduled/2026-12-03-2300  maintenance-scheduled  \"Subject of maintenance-scheduled/2026-12-03-2300\""
+            "  maintenance-scheduled/v3.12.0  maintenance-scheduled  \"Subject of maintenance-scheduled/v3.12.0\""
         );
         assert_eq!(
             lines[6],
@@ -443,7 +443,7 @@ pub(crate) mod tests {
             order,
             [
                 "maintenance-scheduled",
-                "maintenance-scheduled",
+                "maintenance-moved",
                 "maintenance-start",
                 "maintenance-end",
                 "release-notes"
@@ -504,7 +504,7 @@ pub(crate) mod tests {
             sequence: 2,
             change: WindowChange::Cancelled,
             recorded_at: utc(2026, 12, 1, 14, 0),
-            campaign: "maintenance-scheduled/cancel".into(),
+            campaign: "maintenance-cancelled/v3.12.0/2".into(),
             ..f.window[1].clone()
         });
         assert!(is_cancel(&f.window[2]));
@@ -530,7 +530,7 @@ pub(crate) mod tests {
             j["window"]["history"][0],
             json!({"sequence": 0, "change": "scheduled", "start": "2026-12-03T23:00:00Z",
                    "end": "2026-12-04T01:00:00Z", "recorded_at": "2026-11-26T15:00:00Z",
-                   "campaign": "maintenance-scheduled/2026-12-03-2300"})
+                   "campaign": "maintenance-scheduled/v3.12.0"})
         );
         assert_eq!(j["notices"].as_array().map(Vec::len), Some(5));
         assert_eq!(

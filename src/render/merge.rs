@@ -700,10 +700,39 @@ mod tests {
         let start = tz.with_ymd_and_hms(2026, 12, 3, 17, 0, 0).unwrap();
         let end = start + Duration::hours(2);
         let release = crate::release::load(Path::new("releases/v3.12.0.md"), None).unwrap();
+        let r = crate::notice::ReleaseRef {
+            version: "v3.12.0".into(),
+            name: "Goliad".into(),
+            notes_url: Some("https://moped.austinmobility.io/releases/v3.12.0".into()),
+        };
+        let window = |change, sequence| Notice::MaintenanceScheduled {
+            release: r.clone(),
+            start,
+            end,
+            change,
+            event: crate::notice::WindowEvent {
+                uid: "moped-maintenance-v3-12-0@austintexas.gov".into(),
+                sequence,
+                stamp: start.with_timezone(&chrono::Utc),
+            },
+            previous: Some((start - Duration::days(1), end - Duration::days(1))),
+            recipients_of: Vec::new(),
+        };
+        use crate::party::facts::WindowChange;
         vec![
-            Notice::MaintenanceScheduled { start, end },
-            Notice::MaintenanceStart { start, until: end },
-            Notice::MaintenanceEnd { at: end },
+            window(WindowChange::Scheduled, 0),
+            window(WindowChange::Moved, 1),
+            window(WindowChange::Cancelled, 2),
+            Notice::MaintenanceStart {
+                release: r.clone(),
+                start,
+                until: end,
+            },
+            Notice::MaintenanceEnd {
+                release: r.clone(),
+                at: end,
+                started: Some(start),
+            },
             Notice::ReleaseNotes { release },
         ]
     }

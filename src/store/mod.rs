@@ -13,9 +13,11 @@ use crate::contacts::{Audience, Contact, NON_LOGIN_ROLE};
 
 mod bounces;
 mod open;
+mod party;
 mod state;
 mod workers;
 pub use bounces::{AccountEvent, BounceRow, MatchedBy, NewBounce, SendRef};
+pub use party::{FlagSince, NewCampaign};
 pub use state::SendState;
 pub use workers::{CampaignStatus, WorkerRow};
 
@@ -178,6 +180,11 @@ impl Store {
     /// database that is not notify's (see `open`).
     pub async fn open(url: &str) -> Result<Store> {
         open::open(url).await
+    }
+
+    /// The database at `url` if it exists and is notify's; `None` (creating nothing) if not.
+    pub async fn open_existing(url: &str) -> Result<Option<Store>> {
+        open::open_existing(url).await
     }
 
     /// A transaction that reads, then writes what it read: taken as a writer from the start, so

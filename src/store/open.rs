@@ -72,6 +72,49 @@ pub(super) async fn open(url: &str) -> Result<Store> {
     Ok(Store { pool, backend })
 }
 
+/// The database at `url` when it exists and notify has used it (SQLite: the file is there;
+/// PostgreSQL: it holds notify's migrations table); `None` otherwise, creating nothing.
+pub(super) async fn open_existing(url: &str) -> Result<Option<Store>> {
+    sqlx::any::install_default_drivers();
+    let shown = crate::config::redact_url(url);
+    if url.starts_with("sqlite:") {
+        let path = SqliteConnectOptions::from_str(url)
+            .map(|o| o.get_filename().to_path_buf())
+            .map_err(|source| StoreError::Open {
+                url: shown.clone(),
+                source,
+            })?;
+        if !path.exists() {
+            return Ok(None);
+        }
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let mut conn =
+            match tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect(url)).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(source)) => return Err(postgres_connect_error(source, &shown)),
+                Err(_) => {
+                    return Err(StoreError::Unreachable {
+                        url: shown,
+                        message: format!("no answer within {} seconds", CONNECT_TIMEOUT.as_secs()),
+                    })
+                }
+            };
+        let found = sqlx::query(&format!(
+            "SELECT COUNT(*) FROM pg_class WHERE relname = '{MIGRATIONS_TABLE}'"
+        ))
+        .fetch_one(&mut conn)
+        .await
+        .and_then(|r| r.try_get::<i64, _>(0));
+        let _ = conn.close().await;
+        match found {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(source) => return Err(StoreError::Open { url: shown, source }),
+        }
+    }
+    open(url).await.map(Some)
+}
+
 fn migrator(backend: Backend) -> Migrator {
     match backend {
         Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),

@@ -441,7 +441,7 @@ async fn a_5xx_at_send_time_is_a_bounce_and_the_next_notice_skips_it(b: Backend)
     assert_eq!(rows[0]["status"], "5.1.1");
     assert_eq!(
         rows[0]["notices"],
-        serde_json::json!(["maintenance-scheduled/2026-12-03-1700"])
+        serde_json::json!(["maintenance-scheduled/v3.12.0"])
     );
 
     let sink = SmtpSink::start();

@@ -366,7 +366,7 @@ async fn each_notice_has_its_content(b: Backend) {
         .collect();
     let ended: Vec<_> = parsed
         .iter()
-        .filter(|p| p.subject == "Moped is back: maintenance is over")
+        .filter(|p| p.subject == "Moped is back: maintenance is over (v3.12.0 Goliad)")
         .collect();
     assert_eq!(scheduled.len(), users);
     assert_eq!(ended.len(), users);

@@ -16,6 +16,7 @@ mod faults;
 mod hostile;
 mod load;
 mod oauth;
+mod party;
 mod rendering;
 mod sender;
 mod tls;

@@ -8,7 +8,8 @@ use std::path::Path;
 use chrono::TimeZone;
 use notify::config::{Config, Overrides};
 use notify::contacts::Contact;
-use notify::notice::{contact_context, Notice};
+use notify::notice::{contact_context, Notice, ReleaseRef, WindowEvent};
+use notify::party::facts::WindowChange;
 use notify::render::Templates;
 
 use crate::harness::REPO;
@@ -66,14 +67,66 @@ fn release_notes() {
     snap("release-notes", Notice::ReleaseNotes { release });
 }
 
+fn goliad() -> ReleaseRef {
+    ReleaseRef {
+        version: "v3.12.0".into(),
+        name: "Goliad".into(),
+        notes_url: Some("https://moped.austinmobility.io/releases/v3.12.0".into()),
+    }
+}
+
+fn window(change: WindowChange, sequence: u32, start: &str, end: &str) -> Notice {
+    Notice::MaintenanceScheduled {
+        release: goliad(),
+        start: at(start),
+        end: at(end),
+        change,
+        event: WindowEvent {
+            uid: "moped-maintenance-v3-12-0@austintexas.gov".into(),
+            sequence,
+            stamp: at("2026-11-30 09:00").with_timezone(&chrono::Utc),
+        },
+        previous: (sequence > 0).then(|| (at("2026-12-03 17:00"), at("2026-12-03 19:00"))),
+        recipients_of: Vec::new(),
+    }
+}
+
 #[test]
 fn maintenance_scheduled() {
     snap(
         "maintenance-scheduled",
-        Notice::MaintenanceScheduled {
-            start: at("2026-12-03 17:00"),
-            end: at("2026-12-03 19:00"),
-        },
+        window(
+            WindowChange::Scheduled,
+            0,
+            "2026-12-03 17:00",
+            "2026-12-03 19:00",
+        ),
+    );
+}
+
+#[test]
+fn maintenance_moved() {
+    snap(
+        "maintenance-moved",
+        window(
+            WindowChange::Moved,
+            1,
+            "2026-12-04 17:00",
+            "2026-12-04 19:30",
+        ),
+    );
+}
+
+#[test]
+fn maintenance_cancelled() {
+    snap(
+        "maintenance-cancelled",
+        window(
+            WindowChange::Cancelled,
+            2,
+            "2026-12-04 17:00",
+            "2026-12-04 19:30",
+        ),
     );
 }
 
@@ -82,6 +135,7 @@ fn maintenance_start() {
     snap(
         "maintenance-start",
         Notice::MaintenanceStart {
+            release: goliad(),
             start: at("2026-12-03 17:02"),
             until: at("2026-12-03 18:00"),
         },
@@ -93,7 +147,9 @@ fn maintenance_end() {
     snap(
         "maintenance-end",
         Notice::MaintenanceEnd {
+            release: goliad(),
             at: at("2026-12-03 17:48"),
+            started: Some(at("2026-12-03 17:02")),
         },
     );
 }
