@@ -94,7 +94,8 @@ impl Notice {
     }
 
     /// The stable key that makes a rerun of the same notice a continuation, not a new send:
-    /// `release-notes/v3.12.0`, `maintenance-start/2026-12-03`, `maintenance-end/2026-12-03`,
+    /// `release-notes/v3.12.0`, `maintenance-start/v3.12.0/2026-12-03`,
+    /// `maintenance-end/v3.12.0/2026-12-03`,
     /// and for a window `maintenance-scheduled/v3.12.0` (its first warning), then
     /// `maintenance-moved/v3.12.0/1`, `maintenance-cancelled/v3.12.0/2` (by SEQUENCE).
     pub fn campaign_key(&self) -> String {
@@ -105,8 +106,12 @@ impl Notice {
             Notice::MaintenanceScheduled { release, event, .. } => {
                 format!("{}/{}", release.version, event.sequence)
             }
-            Notice::MaintenanceStart { start, .. } => start.format("%Y-%m-%d").to_string(),
-            Notice::MaintenanceEnd { at, .. } => at.format("%Y-%m-%d").to_string(),
+            Notice::MaintenanceStart { release, start, .. } => {
+                format!("{}/{}", release.version, start.format("%Y-%m-%d"))
+            }
+            Notice::MaintenanceEnd { release, at, .. } => {
+                format!("{}/{}", release.version, at.format("%Y-%m-%d"))
+            }
             Notice::ReleaseNotes { release } => release.version.clone(),
         };
         format!("{}/{}", self.template(), suffix)

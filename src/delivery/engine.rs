@@ -78,6 +78,7 @@ pub(super) async fn deliver(
 
     let mut summary = Summary {
         campaign: campaign.key.clone(),
+        release: job.release.clone(),
         audience: audience.to_string(),
         mode: if outbox {
             SummaryMode::Outbox

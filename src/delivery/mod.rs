@@ -120,6 +120,8 @@ impl std::fmt::Display for SummaryMode {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     pub campaign: String,
+    /// The release the notice is for (`v3.12.0`).
+    pub release: String,
     pub audience: String,
     /// `smtp`, `outbox` or `dry-run`.
     pub mode: SummaryMode,
@@ -178,6 +180,8 @@ pub(crate) struct Job {
     pub(crate) from: Mailbox,
     reply_to: Option<Mailbox>,
     pub(crate) campaign_key: String,
+    /// The release the notice is for.
+    pub(crate) release: String,
     preview: Option<PathBuf>,
     /// The window's calendar event, when the notice carries one (made per recipient).
     calendar: Option<CalendarEvent>,
@@ -405,6 +409,7 @@ pub async fn run(
         from,
         reply_to,
         campaign_key: campaign_key.clone(),
+        release: notice.release().to_string(),
         preview: request.preview.clone(),
         calendar: CalendarEvent::of(&notice, cfg),
     });
@@ -553,6 +558,7 @@ async fn dry_run(
         };
     let mut summary = Summary {
         campaign: job.campaign_key.clone(),
+        release: job.release.clone(),
         audience: audience.to_string(),
         mode: SummaryMode::DryRun,
         target: String::new(),

@@ -46,7 +46,7 @@ pub struct WindowVersion {
 /// One notice sent (or being sent) for the release, with its journal counts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NoticeFacts {
-    /// Campaign key, e.g. `maintenance-start/2026-12-03`.
+    /// Campaign key, e.g. `maintenance-start/v3.12.0/2026-12-03`.
     pub campaign: String,
     /// Template name: `maintenance-scheduled`, `maintenance-start`, `maintenance-end`,
     /// `release-notes`.

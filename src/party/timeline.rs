@@ -344,14 +344,14 @@ pub(crate) mod tests {
                     0,
                 ),
                 notice(
-                    "maintenance-start/2026-12-04",
+                    "maintenance-start/v3.12.0/2026-12-04",
                     "maintenance-start",
                     utc(2026, 12, 4, 0, 2),
                     212,
                     0,
                 ),
                 notice(
-                    "maintenance-end/2026-12-04",
+                    "maintenance-end/v3.12.0/2026-12-04",
                     "maintenance-end",
                     utc(2026, 12, 4, 1, 49),
                     212,
@@ -462,7 +462,7 @@ pub(crate) mod tests {
         f.notices.push(NoticeFacts {
             pending: 200,
             ..notice(
-                "maintenance-start/2026-12-04",
+                "maintenance-start/v3.12.0/2026-12-04",
                 "maintenance-start",
                 utc(2026, 12, 4, 0, 2),
                 0,

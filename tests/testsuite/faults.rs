@@ -237,7 +237,7 @@ async fn smtps_to_a_private_ca_relay_needs_its_ca_trusted(b: Backend) {
     );
     assert_eq!(server.accepted_count(), 0);
     let today = chrono::Utc::now().with_timezone(&chrono_tz::America::Chicago);
-    let key = format!("maintenance-end/{}", today.format("%Y-%m-%d"));
+    let key = format!("maintenance-end/v3.12.0/{}", today.format("%Y-%m-%d"));
     let states = env.states(&key).await;
     assert!(states.values().all(|s| s != "sent"), "{states:?}");
 

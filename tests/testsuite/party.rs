@@ -298,7 +298,7 @@ async fn a_release_party_from_warning_to_checklist(b: Backend) {
         .with_timezone(&Chicago)
         .format("%Y-%m-%d")
         .to_string();
-    let starts = of_notice(&sink, &format!("maintenance-start/{day}"));
+    let starts = of_notice(&sink, &format!("maintenance-start/v3.12.0/{day}"));
     let start_msg = String::from_utf8_lossy(&starts[0].raw).to_string();
     assert!(start_msg.contains("7:30 PM"), "{start_msg}");
     assert_eq!(
@@ -319,7 +319,7 @@ async fn a_release_party_from_warning_to_checklist(b: Backend) {
         ])
         .await;
     run.ok();
-    let ends = of_notice(&sink, &format!("maintenance-end/{day}"));
+    let ends = of_notice(&sink, &format!("maintenance-end/v3.12.0/{day}"));
     let end_msg = String::from_utf8_lossy(&ends[0].raw).to_string();
     let end_msg = end_msg.replace("=\r\n", "");
     assert!(end_msg.contains("after 2 hours 5 minutes"), "{end_msg}");
@@ -536,6 +536,144 @@ async fn a_cancel_reaches_who_was_warned_and_ends_the_event(b: Backend) {
     )
     .unwrap();
     assert_eq!(t["window"]["current"]["status"], "cancelled", "{t}");
+
+    // With the window cancelled, a start works but warns; so does an end without a start.
+    let run = env
+        .send_json(&["maintenance-start", "--release", "v3.13"], &url)
+        .await;
+    run.ok();
+    assert!(
+        run.stderr
+            .contains("warning: no maintenance window is scheduled for v3.13.0"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.summary()["release"], "v3.13.0");
+    let mut other = env
+        .run(&["maintenance-end", "--release", "v3.14", "--smtp-url", &url])
+        .await;
+    other.ok();
+    assert!(
+        other
+            .stderr
+            .contains("no maintenance-start notice was sent for v3.14.0"),
+        "{}",
+        other.stderr
+    );
+    other = env
+        .run(&["maintenance-end", "--release", "v3.13", "--smtp-url", &url])
+        .await;
+    other.ok();
+    assert!(!other.stderr.contains("warning"), "{}", other.stderr);
     env.cleanup().await;
 }
 both!(a_cancel_reaches_who_was_warned_and_ends_the_event);
+
+/// Debian's chromium, headless: the DOM after the page loaded, or a screenshot. Required: a
+/// missing browser fails the test.
+fn chromium(args: &[&str]) -> String {
+    let bin = ["chromium", "chromium-browser", "chromium-headless-shell"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("Debian's chromium is required for this test (apt-get install chromium)");
+    let out = std::process::Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+        ])
+        .args(args)
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What a mail client shows of the warning: a client picks the HTML alternative (the calendar is
+/// an alternative it shows as an event, or not at all), never the calendar text. The page, loaded
+/// in a real browser, reads as the notice: the greeting, the release, both times, no iCalendar.
+#[tokio::test]
+async fn the_warning_reads_as_a_notice_in_a_browser_and_never_shows_the_calendar_text() {
+    let env = Env::new(Backend::Sqlite).await;
+    let (start, end) = (ahead(3, "17:00"), ahead(3, "19:00"));
+    env.run(&[
+        "maintenance-scheduled",
+        "--release",
+        "v3.12",
+        "--start",
+        &start,
+        "--end",
+        &end,
+    ])
+    .await
+    .ok();
+    let folder = env.outbox().join("maintenance-scheduled_v3.12.0");
+    let eml = std::fs::read_dir(&folder)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("james.obrien"))
+        .expect("James's message");
+    let raw = std::fs::read(&eml).unwrap();
+    // The file is the message as sent: CRLF throughout, the calendar among the alternatives.
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        !text.replace("\r\n", "").contains('\n'),
+        "bare LF in {text}"
+    );
+    let msg = MessageParser::default().parse(&raw).unwrap();
+    // What a client picks to show: the text and HTML bodies are the text and HTML parts, and
+    // the calendar is neither.
+    for (i, want) in [(msg.text_body[0], "plain"), (msg.html_body[0], "html")] {
+        let part = msg.part(i).unwrap();
+        assert_eq!(part.content_type().unwrap().subtype(), Some(want));
+    }
+    let html = msg.body_html(0).unwrap().into_owned();
+    let text_body = msg.body_text(0).unwrap().into_owned();
+    for shown in [&html, &text_body] {
+        assert!(!shown.contains("VCALENDAR") && !shown.contains("DTSTART"));
+    }
+    let page = env.path().join("warning.html");
+    std::fs::write(&page, &html).unwrap();
+    let url = format!("file://{}", page.display());
+    let dom = chromium(&["--dump-dom", &url]);
+    let when = |typed: &str| {
+        utc(typed)
+            .with_timezone(&Chicago)
+            .format("%A, %B %-d, %Y at %-I:%M %p")
+            .to_string()
+    };
+    for expected in [
+        "Hi James,",
+        "v3.12.0 Goliad",
+        &when(&start),
+        &when(&end),
+        "calendar event",
+    ] {
+        assert!(dom.contains(expected), "{expected} not shown:\n{dom}");
+    }
+    assert!(
+        !dom.contains("VCALENDAR") && !dom.contains("BEGIN:"),
+        "{dom}"
+    );
+    // A screenshot for people to look at (target/party-warning.png); it must render.
+    let shot = Path::new(REPO).join("target/party-warning.png");
+    chromium(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=800,700",
+        &url,
+    ]);
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    env.cleanup().await;
+}

@@ -22,7 +22,7 @@ fn certificate() -> (String, String) {
 
 fn today_key() -> String {
     let today = chrono::Utc::now().with_timezone(&chrono_tz::America::Chicago);
-    format!("maintenance-end/{}", today.format("%Y-%m-%d"))
+    format!("maintenance-end/v3.12.0/{}", today.format("%Y-%m-%d"))
 }
 
 /// The AUTH lines the server read (the first line of each AUTH exchange).
