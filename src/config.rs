@@ -667,16 +667,7 @@ impl Config {
             Some("https://moped.austinmobility.io"),
         );
         let app_url = app_url.unwrap_or_default();
-        match url::Url::parse(&app_url) {
-            Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
-            _ => {
-                return Err(ConfigError::Invalid {
-                    key: "app_url",
-                    origin: app_origin.to_string(),
-                    message: format!("`{app_url}` is not an http(s) URL"),
-                })
-            }
-        }
+        check_http_url("app_url", &app_origin, &app_url)?;
 
         let (tz, tz_origin) = r.string(
             "timezone",
@@ -807,16 +798,7 @@ impl Config {
         let (archive_url, archive_origin) = r.string("archive_url", file.archive_url, None, None);
         let archive_url = archive_url.unwrap_or_default();
         if !archive_url.is_empty() {
-            match url::Url::parse(&archive_url) {
-                Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        key: "archive_url",
-                        origin: archive_origin.to_string(),
-                        message: format!("`{archive_url}` is not an http(s) URL"),
-                    })
-                }
-            }
+            check_http_url("archive_url", &archive_origin, &archive_url)?;
         }
         let (gql_staging, _) = r.string(
             "graphql_engine_staging",
@@ -1178,6 +1160,17 @@ pub fn process_env() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// `value` (the setting `key`, from `origin`) must be an http(s) URL.
+fn check_http_url(key: &'static str, origin: &Origin, value: &str) -> Result<(), ConfigError> {
+    match url::Url::parse(value) {
+        Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Ok(()),
+        _ => Err(ConfigError::Invalid {
+            key,
+            origin: origin.to_string(),
+            message: format!("`{value}` is not an http(s) URL"),
+        }),
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1330,6 +1323,29 @@ mod tests {
             !shown.contains("Oauth~S3cret") && shown.contains("Xoauth2"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn archive_url_and_graphql_engine_versions_are_read_and_checked() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.archive_url, "");
+        assert_eq!(c.graphql_engine_staging, "");
+        let c = load(
+            "archive_url = \"https://moped.austinmobility.io/releases/\"\ngraphql_engine_staging = \"2.50.0\"\n",
+            &[("NOTIFY_GRAPHQL_ENGINE_PRODUCTION", "2.49.5")],
+        )
+        .unwrap();
+        assert_eq!(c.archive_url, "https://moped.austinmobility.io/releases");
+        assert_eq!(
+            (
+                c.graphql_engine_staging.as_str(),
+                c.graphql_engine_production.as_str()
+            ),
+            ("2.50.0", "2.49.5")
+        );
+        let e = load("archive_url = \"ftp://example.org/notes\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("archive_url"), "{e}");
+        assert!(e.to_string().contains("not an http(s) URL"), "{e}");
     }
 
     #[test]

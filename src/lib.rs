@@ -21,6 +21,7 @@ pub mod net;
 pub mod notice;
 pub mod oauth;
 pub mod party;
+pub mod party_facts;
 pub mod policy;
 pub mod release;
 pub mod render;

@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 
 use crate::config::Config;
 use crate::contacts::{Audience, Contact};
-use crate::party::facts::WindowChange;
+use crate::party_facts::WindowChange;
 use crate::release::Release;
 
 /// The release a maintenance notice is for.

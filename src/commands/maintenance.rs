@@ -99,8 +99,16 @@ pub async fn scheduled(
         let versions = party::window_versions(existing.as_ref(), &r.release.version).await?;
         let plan = party::plan_window(&versions, cfg, &r.release, request, now)?;
         note(args, &plan.note);
-        // Only a delivery records the change; a dry run or a single copy only shows it.
-        if let (Some(v), None, false) = (&plan.record, &args.to, args.dry_run) {
+        // Only a delivery records the change; a dry run or a single copy only shows it. Under
+        // `--campaign KEY` the window version names that key, so that a later move or cancel
+        // reaches who it reached.
+        let record = plan.record.clone().map(|mut v| {
+            if let Some(key) = &args.campaign {
+                v.campaign = key.clone();
+            }
+            v
+        });
+        if let (Some(v), None, false) = (&record, &args.to, args.dry_run) {
             match &existing {
                 Some(store) => party::record_window(store, &r.release.version, v).await?,
                 None => {

@@ -202,7 +202,7 @@ struct CalendarEvent {
 impl CalendarEvent {
     /// The event of a window notice (`None` for other notices).
     fn of(notice: &Notice, cfg: &Config) -> Option<CalendarEvent> {
-        use crate::party::facts::WindowChange;
+        use crate::party_facts::WindowChange;
         let Notice::MaintenanceScheduled {
             release,
             start,

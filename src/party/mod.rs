@@ -2,7 +2,7 @@
 //! release a maintenance notice belongs to, and the facts the checklist and the timeline show.
 
 pub mod checklist;
-pub mod facts;
+pub use crate::party_facts as facts;
 pub mod timeline;
 
 mod service;

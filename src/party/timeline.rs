@@ -474,7 +474,7 @@ pub(crate) mod tests {
             "Release v3.12.0\n\
              Window: none scheduled\n\
              Notices:\n  \
-             maintenance-start/2026-12-04  maintenance-start  \"Subject of maintenance-start/2026-12-04\"\n    \
+             maintenance-start/v3.12.0/2026-12-04  maintenance-start  \"Subject of maintenance-start/v3.12.0/2026-12-04\"\n    \
              created Thu Dec 3, 6:02 PM CST, nothing sent yet\n    \
              sent 0, written 0, failed 0, deferred 0, pending 200, bounces 0\n\
              Maintenance: started not yet, ended not yet\n\

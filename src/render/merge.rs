@@ -718,7 +718,7 @@ mod tests {
             previous: Some((start - Duration::days(1), end - Duration::days(1))),
             recipients_of: Vec::new(),
         };
-        use crate::party::facts::WindowChange;
+        use crate::party_facts::WindowChange;
         vec![
             window(WindowChange::Scheduled, 0),
             window(WindowChange::Moved, 1),

@@ -131,12 +131,7 @@ fn migrator(backend: Backend) -> Migrator {
 /// was. The migrations run inside `BEGIN IMMEDIATE`, which takes SQLite's write lock first: a
 /// second run started at the same moment waits on the busy timeout, then finds them applied.
 async fn prepare_sqlite(url: &str, shown: &str) -> Result<()> {
-    let path = SqliteConnectOptions::from_str(url)
-        .map(|o| o.get_filename().to_path_buf())
-        .map_err(|source| StoreError::Open {
-            url: shown.to_string(),
-            source,
-        })?;
+    let path = sqlite_path(url, shown)?;
     check_sqlite_file(&path)?;
     let open_err = |source| StoreError::Open {
         url: shown.to_string(),
@@ -191,17 +186,30 @@ async fn prepare_sqlite(url: &str, shown: &str) -> Result<()> {
 /// PostgreSQL: connect once (fast, with a clear word when the database does not exist or the
 /// server does not answer), then check and migrate under an advisory lock so that concurrent
 /// first runs take turns.
+/// The file a `sqlite:` URL names.
+fn sqlite_path(url: &str, shown: &str) -> Result<PathBuf> {
+    SqliteConnectOptions::from_str(url)
+        .map(|o| o.get_filename().to_path_buf())
+        .map_err(|source| StoreError::Open {
+            url: shown.to_string(),
+            source,
+        })
+}
+
+/// One connection to PostgreSQL, or why not (unreachable within the timeout, refused).
+async fn connect_postgres(url: &str, shown: &str) -> Result<AnyConnection> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect(url)).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(source)) => Err(postgres_connect_error(source, shown)),
+        Err(_) => Err(StoreError::Unreachable {
+            url: shown.to_string(),
+            message: format!("no answer within {} seconds", CONNECT_TIMEOUT.as_secs()),
+        }),
+    }
+}
+
 async fn prepare_postgres(url: &str, shown: &str) -> Result<()> {
-    let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect(url)).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(source)) => return Err(postgres_connect_error(source, shown)),
-        Err(_) => {
-            return Err(StoreError::Unreachable {
-                url: shown.to_string(),
-                message: format!("no answer within {} seconds", CONNECT_TIMEOUT.as_secs()),
-            })
-        }
-    };
+    let mut conn = connect_postgres(url, shown).await?;
     let open_err = |source| StoreError::Open {
         url: shown.to_string(),
         source,

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::{now_text, q, ts, Campaign, Result, Store, StoreError};
-use crate::party::facts::{NoticeFacts, WindowChange, WindowVersion};
+use crate::party_facts::{NoticeFacts, WindowChange, WindowVersion};
 
 /// A campaign to create (or find, when its key exists: the first run's values stay).
 #[derive(Debug, Clone, Default)]

@@ -2,6 +2,9 @@
 //! changes, the notices sent for the release, the maintenance's actual start and end, and the
 //! staff accounts flagged since the previous release. Gathered by the party service
 //! ([`crate::party`]) from the store; read by the pure renderers (`checklist`, `timeline`).
+//! Plain types with no behaviour beyond a few accessors: a foundation, so that the store (which
+//! reads and writes window versions) and `notice` (which names a window's change) can use them
+//! without importing the service. `crate::party::facts` is the same module.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
