@@ -13,13 +13,11 @@ use crate::notice::{check_not_past, format_time, parse_time, Notice};
 use crate::party::{self, WindowRequest};
 use crate::store::Store;
 
-/// A note for the person: on standard output, or standard error with `--format json` (standard
-/// output then holds only the summary).
-fn note(args: &SendArgs, line: &str) {
-    match args.format {
-        crate::cli::SummaryFormat::Text => say!("{line}"),
-        crate::cli::SummaryFormat::Json => eprintln!("{line}"),
-    }
+/// A note for the person (which release, what this run is), on standard error like every other
+/// note: standard output keeps its first line for the contacts sync and its last for the
+/// summary (whose `release` names the release too).
+fn note(_args: &SendArgs, line: &str) {
+    eprintln!("{line}");
 }
 
 fn time(

@@ -242,7 +242,7 @@ async fn a_template_with_a_refused_link_or_image_stops_before_anything(b: Backen
                     1,
                 )
             },
-            "maintenance-end.md:10: ",
+            "maintenance-end.md:11: ",
             "only http, https and mailto",
         ),
         (

@@ -198,9 +198,9 @@ async fn a_release_party_from_warning_to_checklist(b: Backend) {
         .await;
     run.ok();
     assert!(
-        run.stdout.contains("release v3.12.0 Goliad (as given)"),
+        run.stderr.contains("release v3.12.0 Goliad (as given)"),
         "{}",
-        run.stdout
+        run.stderr
     );
     let warned = sink.messages();
     assert_eq!(warned.len(), users.len());
@@ -262,9 +262,9 @@ async fn a_release_party_from_warning_to_checklist(b: Backend) {
         .await;
     run.ok();
     assert!(
-        run.stdout.contains("the upcoming release"),
+        run.stderr.contains("the upcoming release"),
         "{}",
-        run.stdout
+        run.stderr
     );
     let moved: Vec<Event> = of_notice(&sink, "maintenance-moved/v3.12.0/1")
         .iter()
@@ -489,7 +489,7 @@ async fn a_cancel_reaches_who_was_warned_and_ends_the_event(b: Backend) {
         ])
         .await;
     run.ok();
-    assert!(run.stdout.contains("cancelling"), "{}", run.stdout);
+    assert!(run.stderr.contains("cancelling"), "{}", run.stderr);
     let cancels: Vec<Event> = of_notice(&sink, "maintenance-cancelled/v3.13.0/1")
         .iter()
         .map(calendar)
