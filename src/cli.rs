@@ -143,6 +143,22 @@ pub enum Command {
     /// A release's party: its maintenance window and notices.
     #[command(subcommand)]
     Release(ReleaseCommand),
+    /// Serve the release-notes archive and feed, the bounce review (needs NOTIFY_ADMIN_TOKEN)
+    /// and SES bounce webhooks, on the same database.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8025")]
+        bind: std::net::SocketAddr,
+    },
+    /// The release-notes archive as files.
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCommand {
+    /// Write the archive pages and the Atom feed into DIR (the index is DIR/index.html).
+    Build { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]

@@ -77,6 +77,8 @@ struct FileConfig {
     daily_recipient_limit: Option<u64>,
     max_removal_percent: Option<u64>,
     verp: Option<bool>,
+    sns_topic_arns: Option<Vec<String>>,
+    sns_certificate_dir: Option<String>,
 }
 
 /// Where a value came from, for error messages.
@@ -168,6 +170,12 @@ pub struct Config {
     /// A contacts import that would mark more than this share (percent) of the active contacts
     /// inactive is refused unless `--allow-removals`.
     pub max_removal_percent: u8,
+    /// `notify serve`: the Amazon SNS topics whose SES notifications are accepted (exact ARNs).
+    pub sns_topic_arns: Vec<String>,
+    /// `notify serve`, for tests and closed networks: SNS signing certificates read from this
+    /// folder (named as the certificate URL's file) instead of fetched. Every message is still
+    /// verified against the certificate and the URL's host rule.
+    pub sns_certificate_dir: Option<PathBuf>,
     /// VERP: each message's envelope sender is `bounce_address` with a `+TOKEN` naming its send.
     /// Off: the envelope sender is `bounce_address` itself and bounces are tied to sends by the
     /// returned Message-ID. Default on, off under the office365 profile unless `verp` is given
@@ -634,6 +642,18 @@ impl Config {
         );
         let templates = path_key("templates", file.templates, None, "templates");
         let releases = path_key("releases", file.releases, None, "releases");
+        let sns_certificate_dir = {
+            let (v, _) = r.string("sns_certificate_dir", file.sns_certificate_dir, None, None);
+            v.filter(|d| !d.is_empty()).map(|d| base_dir.join(d))
+        };
+        let sns_topic_arns = match r.env.get("NOTIFY_SNS_TOPIC_ARNS") {
+            Some(list) => list
+                .split(',')
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty())
+                .collect(),
+            None => file.sns_topic_arns.unwrap_or_default(),
+        };
 
         let (from, from_origin) = r.string(
             "from",
@@ -848,6 +868,8 @@ impl Config {
             provider,
             daily_recipient_limit,
             max_removal_percent,
+            sns_topic_arns,
+            sns_certificate_dir,
             verp,
         })
     }

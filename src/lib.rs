@@ -26,5 +26,6 @@ pub mod policy;
 pub mod release;
 pub mod render;
 pub mod review;
+pub mod serve;
 pub mod store;
 pub mod sync;

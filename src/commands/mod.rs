@@ -17,13 +17,14 @@ pub mod contacts;
 pub mod maintenance;
 pub mod party;
 pub mod send;
+pub mod serve;
 pub mod status;
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::cli::{Cli, Command, ReleaseCommand};
+use crate::cli::{ArchiveCommand, Cli, Command, ReleaseCommand};
 use crate::config::{Config, ConfigError, Overrides};
 use crate::notice::Notice;
 
@@ -164,6 +165,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Release(ReleaseCommand::Status { version, format }) => {
             party::status(&cfg, &version, format).await
         }
+        Command::Serve { bind } => serve::serve(&cfg, bind).await,
+        Command::Archive(ArchiveCommand::Build { dir }) => serve::archive_build(&cfg, &dir).await,
         Command::ReleaseNotes {
             version,
             notes,

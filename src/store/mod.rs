@@ -182,6 +182,15 @@ impl Store {
         open::open(url).await
     }
 
+    /// Whether the database answers (`SELECT 1`).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(q("checking the database"))?;
+        Ok(())
+    }
+
     /// The database at `url` if it exists and is notify's; `None` (creating nothing) if not.
     pub async fn open_existing(url: &str) -> Result<Option<Store>> {
         open::open_existing(url).await
