@@ -4,6 +4,7 @@
 //! - [`archive`]: the release-notes archive and its Atom feed (`/releases...`);
 //! - [`review`]: the bounce review for the admin (`/bounces...`, `/login`), behind the admin token;
 //! - [`ses`]: Amazon SES notifications over SNS (`POST /webhooks/ses`).
+//!
 //! Handlers call the services (`ledger`, `party`, the archive) and never a command.
 
 pub mod archive;
