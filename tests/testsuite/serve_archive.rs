@@ -1,0 +1,1 @@
+//! `notify serve`: tests being written.
