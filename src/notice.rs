@@ -219,6 +219,10 @@ impl Notice {
                 c.insert("version", &release.version);
                 c.insert("release_name", &release.name);
                 c.insert(
+                    "notes_url",
+                    &notes_url(cfg, &release.version).unwrap_or_default(),
+                );
+                c.insert(
                     "release_date",
                     &release.date.map(|d| format_date(&d)).unwrap_or_default(),
                 );
@@ -228,6 +232,11 @@ impl Notice {
         }
         c
     }
+}
+
+/// A release's page in the archive, `<archive_url>/<version>`, when `archive_url` is set.
+pub fn notes_url(cfg: &Config, version: &str) -> Option<String> {
+    (!cfg.archive_url.is_empty()).then(|| format!("{}/{version}", cfg.archive_url))
 }
 
 /// "1 hour 40 minutes", "45 minutes", "2 hours"; a negative span reads as 0 minutes.

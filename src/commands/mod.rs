@@ -32,8 +32,14 @@ pub use crate::errors::{Incomplete, UsageError};
 
 /// Entry point for the binary.
 pub fn main(cli: Cli) -> ExitCode {
+    // The server logs one line per request by default; the CLI only warnings.
+    let default = if matches!(cli.command, Command::Serve { .. }) {
+        "warn,notify=info"
+    } else {
+        "warn"
+    };
     let mut filter = tracing_subscriber::EnvFilter::try_from_env("NOTIFY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // async-imap traces every command line it sends, the IMAP password (LOGIN) and the OAuth
     // token (AUTHENTICATE XOAUTH2) included: never shown, whatever NOTIFY_LOG asks.
     if let Ok(quiet) = "async_imap::imap_stream=off".parse() {

@@ -25,10 +25,7 @@ pub struct Resolved {
     pub why: String,
 }
 
-/// `<archive_url>/<version>`, when an archive URL is configured.
-pub fn notes_url(cfg: &Config, version: &str) -> Option<String> {
-    (!cfg.archive_url.is_empty()).then(|| format!("{}/{version}", cfg.archive_url))
-}
+pub use crate::notice::notes_url;
 
 fn reference(cfg: &Config, version: Version, notes: Option<&Release>) -> ReleaseRef {
     let version = version.to_string();

@@ -61,6 +61,37 @@ fn at(s: &str) -> chrono::DateTime<chrono_tz::Tz> {
 }
 
 #[test]
+fn release_notes_link_to_their_archive_page_when_there_is_one() {
+    let mut env = BTreeMap::new();
+    env.insert(
+        "NOTIFY_ARCHIVE_URL".to_string(),
+        "https://moped.austinmobility.io/releases/".to_string(),
+    );
+    let cfg = Config::load(
+        &Path::new(REPO).join("notify.toml"),
+        true,
+        &env,
+        &Overrides::default(),
+    )
+    .unwrap();
+    let release = notify::release::find(&cfg.releases, "v3.12.0").unwrap();
+    let notice = Notice::ReleaseNotes { release };
+    let t = Templates::load(&cfg.templates, notice.template()).unwrap();
+    let r = t
+        .render(&contact_context(&notice.context(&cfg), &contact()))
+        .unwrap();
+    let url = "https://moped.austinmobility.io/releases/v3.12.0";
+    assert!(r.html.contains(&format!("href=\"{url}\"")), "{}", r.html);
+    assert!(r.text.contains(url), "{}", r.text);
+    // Without an archive the notes link nowhere (the snapshot below has no such line).
+    assert!(!render(Notice::ReleaseNotes {
+        release: notify::release::find(&config().releases, "v3.12.0").unwrap()
+    })
+    .text
+    .contains("/releases/"));
+}
+
+#[test]
 fn release_notes() {
     let cfg = config();
     let release = notify::release::find(&cfg.releases, "v3.12.0").unwrap();
