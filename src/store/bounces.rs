@@ -328,6 +328,15 @@ impl Store {
             .collect()
     }
 
+    /// Every verified bounce tied to a notice, oldest first: the review's chart of bounces per
+    /// notice over time counts them.
+    pub async fn campaign_bounces(&self) -> Result<Vec<BounceRow>> {
+        self.bounce_rows("WHERE b.campaign_id IS NOT NULL AND b.verified = 1", |qy| {
+            qy
+        })
+        .await
+    }
+
     /// The raw source of a bounce.
     pub async fn bounce_raw(&self, bounce_id: i64) -> Result<Vec<u8>> {
         let row = sqlx::query(
