@@ -2,3 +2,4 @@
 pub mod dovecot;
 pub mod oauth_server;
 pub mod smtp_server;
+pub mod webdriver;

@@ -418,3 +418,33 @@ impl Env {
         cmd.spawn().expect("spawn notify")
     }
 }
+
+/// A `notify serve` started by a test, on a free loopback port; stopped (SIGKILL) when dropped.
+pub struct Served {
+    pub child: tokio::process::Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+}
+
+impl Env {
+    /// Start `notify serve --bind 127.0.0.1:0` and wait until it says where it listens.
+    pub async fn serve(&self) -> Served {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut child = self.spawn(&["serve", "--bind", "127.0.0.1:0"]);
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let base = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(url) = line.split("listening on ").nth(1) {
+                    return url.trim().to_string();
+                }
+            }
+            panic!("notify serve ended without listening");
+        })
+        .await
+        .expect("notify serve did not start within 60 s");
+        // Keep reading its log so that it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Served { child, base }
+    }
+}
