@@ -100,6 +100,87 @@ pub async fn record(
     items: &[Incoming],
     summary: &mut ImportSummary,
 ) -> anyhow::Result<()> {
+    record_items(store, policy, items, false, summary).await
+}
+
+/// Record the bounces of an Amazon SES notification whose SNS signature verified (the webhook
+/// of `notify serve`): a verified source, like an admin's CSV. Its bounces are tied to the send
+/// by the original's Message-ID (or a VERP token), else to a contact by address, and count
+/// toward a flag either way. `item.source_key` (`sns:<MessageId>`) makes a second delivery of
+/// the same message change nothing (`summary.already_imported`).
+pub async fn record_signed_notification(
+    store: &Store,
+    policy: &Policy,
+    item: &Incoming,
+    summary: &mut ImportSummary,
+) -> anyhow::Result<()> {
+    record_items(store, policy, std::slice::from_ref(item), true, summary).await
+}
+
+/// What recording a complaint did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct ComplaintSummary {
+    /// Addresses recorded.
+    pub recorded: usize,
+    /// Of those, tied to a send or a contact.
+    pub matched: usize,
+    /// The source was recorded before: nothing recorded again.
+    pub already_recorded: bool,
+}
+
+/// Record an SES complaint that came through a verified channel (a signed SNS message): kept,
+/// with its raw source under `source_key`, for the review; tied to the send by the original's
+/// Message-ID, else to a contact by address. A complaint never flags anybody.
+pub async fn record_complaint(
+    store: &Store,
+    source_key: &str,
+    origin: &str,
+    raw: &[u8],
+    complaint: &intake::sns::Complaint,
+) -> anyhow::Result<ComplaintSummary> {
+    let mut summary = ComplaintSummary::default();
+    let Some(source_id) = store.add_bounce_source(source_key, origin, raw).await? else {
+        summary.already_recorded = true;
+        return Ok(summary);
+    };
+    let send = match &complaint.original_message_id {
+        Some(mid) => store.send_by_message_id(mid).await?,
+        None => None,
+    };
+    let occurred_at = complaint.occurred_at.unwrap_or_else(Utc::now);
+    for address in &complaint.recipients {
+        let contact_id = match send {
+            Some(_) => None,
+            None => store.contact_by_email(address).await?.map(|c| c.id),
+        };
+        let added = store
+            .add_complaint(
+                source_id,
+                address,
+                complaint.feedback_type.as_deref(),
+                send,
+                contact_id,
+                occurred_at,
+            )
+            .await?;
+        if added {
+            summary.recorded += 1;
+            if send.is_some() || contact_id.is_some() {
+                summary.matched += 1;
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// [`record`], with every item taken as vouched for when `trusted` (a verified channel).
+async fn record_items(
+    store: &Store,
+    policy: &Policy,
+    items: &[Incoming],
+    trusted: bool,
+    summary: &mut ImportSummary,
+) -> anyhow::Result<()> {
     let secret = verp_secret(store).await?;
     let mut touched: BTreeSet<i64> = BTreeSet::new();
     for item in items {
@@ -128,7 +209,7 @@ pub async fn record(
             continue;
         };
         for b in &found.bounces {
-            let nb = attribute(store, &secret, item.vouched_for(), found, b).await?;
+            let nb = attribute(store, &secret, trusted || item.vouched_for(), found, b).await?;
             match nb.contact_id {
                 Some(c) if nb.verified => {
                     touched.insert(c);

@@ -9,6 +9,7 @@ mod csv_file;
 pub mod imap;
 mod mailbox;
 mod ses;
+pub mod sns;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};

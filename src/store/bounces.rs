@@ -105,6 +105,22 @@ pub struct SendRef {
     pub campaign_id: i64,
 }
 
+/// A recorded SES complaint (somebody reported a notice as spam): shown in the review, never
+/// counted toward a flag.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComplaintRow {
+    pub id: i64,
+    pub address: String,
+    /// `complaintFeedbackType` (`abuse`, `not-spam`, ...), when the provider gave one.
+    pub feedback_type: Option<String>,
+    pub contact_id: Option<i64>,
+    /// The notice's campaign key, when the complaint is tied to a send.
+    pub campaign: Option<String>,
+    pub matched_by: MatchedBy,
+    pub origin: String,
+    pub occurred_at: String,
+}
+
 const BOUNCE_COLUMNS: &str = "b.id, b.address, b.kind, b.status, b.reason, b.diagnostic, b.remote_mta, b.contact_id, cp.key, b.matched_by, src.origin, b.occurred_at, b.verified, b.unverified_reason";
 
 fn decode_error(message: String) -> sqlx::Error {
@@ -433,6 +449,76 @@ impl Store {
         rows.iter()
             .map(|r| super::contact_from_row(r).map_err(q("listing flagged contacts")))
             .collect()
+    }
+
+    /// Record one complained-about address of a source (once per source and address), tied to
+    /// `send` (found by the original's Message-ID), else to `contact_id` (found by address).
+    /// False when it was recorded before.
+    pub async fn add_complaint(
+        &self,
+        source_id: i64,
+        address: &str,
+        feedback_type: Option<&str>,
+        send: Option<SendRef>,
+        contact_id: Option<i64>,
+        occurred_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (contact_id, matched_by) = match (send, contact_id) {
+            (Some(s), _) => (Some(s.contact_id), MatchedBy::MessageId),
+            (None, Some(c)) => (Some(c), MatchedBy::Address),
+            (None, None) => (None, MatchedBy::Unmatched),
+        };
+        let done = sqlx::query(
+            "INSERT INTO complaints (source_id, address, feedback_type, contact_id, send_id, campaign_id, matched_by, occurred_at, created_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT (source_id, address) DO NOTHING",
+        )
+        .bind(source_id)
+        .bind(address.trim().to_lowercase())
+        .bind(feedback_type)
+        .bind(contact_id)
+        .bind(send.map(|s| s.send_id))
+        .bind(send.map(|s| s.campaign_id))
+        .bind(matched_by.as_str())
+        .bind(ts(occurred_at))
+        .bind(now_text())
+        .execute(&self.pool)
+        .await
+        .map_err(q("recording a complaint"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Every recorded complaint, optionally only those since a time, oldest first.
+    pub async fn complaints(&self, since: Option<DateTime<Utc>>) -> Result<Vec<ComplaintRow>> {
+        let rows = sqlx::query(
+            "SELECT k.id, k.address, k.feedback_type, k.contact_id, cp.key, k.matched_by, src.origin, k.occurred_at \
+             FROM complaints k JOIN bounce_sources src ON src.id = k.source_id \
+             LEFT JOIN campaigns cp ON cp.id = k.campaign_id \
+             WHERE k.occurred_at >= $1 ORDER BY k.occurred_at, k.id",
+        )
+        .bind(since.map(ts).unwrap_or_default())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("reading complaints"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(ComplaintRow {
+                    id: r.try_get(0)?,
+                    address: r.try_get(1)?,
+                    feedback_type: r.try_get(2)?,
+                    contact_id: r.try_get(3)?,
+                    campaign: r.try_get(4)?,
+                    matched_by: {
+                        let name: String = r.try_get(5)?;
+                        MatchedBy::from_name(&name).ok_or_else(|| {
+                            decode_error(format!("unknown way a complaint was matched `{name}`"))
+                        })?
+                    },
+                    origin: r.try_get(6)?,
+                    occurred_at: r.try_get(7)?,
+                })
+            })
+            .collect::<std::result::Result<_, sqlx::Error>>()
+            .map_err(q("reading complaints"))
     }
 }
 
