@@ -16,7 +16,7 @@ use crate::store::Store;
 /// A note for the person (which release, what this run is), on standard error like every other
 /// note: standard output keeps its first line for the contacts sync and its last for the
 /// summary (whose `release` names the release too).
-fn note(_args: &SendArgs, line: &str) {
+fn note(line: &str) {
     eprintln!("{line}");
 }
 
@@ -43,17 +43,13 @@ async fn release(
     store: Option<&Store>,
     cfg: &Config,
     given: Option<&str>,
-    args: &SendArgs,
 ) -> anyhow::Result<party::Resolved> {
     let r = party::resolve_release(store, cfg, given).await?;
-    note(
-        args,
-        &format!(
-            "release {} ({})",
-            crate::inert::line(&r.release.title()),
-            r.why
-        ),
-    );
+    note(&format!(
+        "release {} ({})",
+        crate::inert::line(&r.release.title()),
+        r.why
+    ));
     Ok(r)
 }
 
@@ -93,10 +89,10 @@ pub async fn scheduled(
     // Read what is recorded without creating anything: a refused run changes nothing.
     let existing = Store::open_existing(&cfg.database_url).await?;
     let result = async {
-        let r = release(existing.as_ref(), cfg, given, args).await?;
+        let r = release(existing.as_ref(), cfg, given).await?;
         let versions = party::window_versions(existing.as_ref(), &r.release.version).await?;
         let plan = party::plan_window(&versions, cfg, &r.release, request, now)?;
-        note(args, &plan.note);
+        note(&plan.note);
         // Only a delivery records the change; a dry run or a single copy only shows it. Under
         // `--campaign KEY` the window version names that key, so that a later move or cancel
         // reaches who it reached.
@@ -134,7 +130,6 @@ pub async fn start(
     start_typed: Option<&str>,
     until_typed: Option<&str>,
     allow_past: bool,
-    args: &SendArgs,
 ) -> anyhow::Result<Notice> {
     let now = Utc::now();
     let tz = cfg.timezone;
@@ -152,7 +147,7 @@ pub async fn start(
     check_templates(cfg, &["maintenance-start"])?;
     let existing = Store::open_existing(&cfg.database_url).await?;
     let result = async {
-        let r = release(existing.as_ref(), cfg, given, args).await?;
+        let r = release(existing.as_ref(), cfg, given).await?;
         let window = party::current_window(existing.as_ref(), &r.release.version).await?;
         if window.is_none() {
             eprintln!(
@@ -206,12 +201,7 @@ pub async fn start(
 }
 
 /// `maintenance-end`: now (or `--at`), measured from the release's start notice when there was one.
-pub async fn end(
-    cfg: &Config,
-    given: Option<&str>,
-    at: Option<&str>,
-    args: &SendArgs,
-) -> anyhow::Result<Notice> {
+pub async fn end(cfg: &Config, given: Option<&str>, at: Option<&str>) -> anyhow::Result<Notice> {
     let now = Utc::now();
     let tz = cfg.timezone;
     let at = match at {
@@ -221,7 +211,7 @@ pub async fn end(
     check_templates(cfg, &["maintenance-end"])?;
     let existing = Store::open_existing(&cfg.database_url).await?;
     let result = async {
-        let r = release(existing.as_ref(), cfg, given, args).await?;
+        let r = release(existing.as_ref(), cfg, given).await?;
         let started = match &existing {
             Some(store) => party::maintenance_started(store, &r.release.version).await?,
             None => None,

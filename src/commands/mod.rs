@@ -146,13 +146,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 start.as_deref(),
                 until.as_deref(),
                 allow_past,
-                &send,
             )
             .await?;
             send::run(&cfg, notice, send).await
         }
         Command::MaintenanceEnd { release, at, send } => {
-            let notice = maintenance::end(&cfg, release.as_deref(), at.as_deref(), &send).await?;
+            let notice = maintenance::end(&cfg, release.as_deref(), at.as_deref()).await?;
             send::run(&cfg, notice, send).await
         }
         Command::Checklist {
