@@ -70,12 +70,18 @@ impl SesState {
             .user_agent(concat!("notify/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client for SNS: {e}"))?;
-        Ok(SesState {
+        Ok(SesState::with_client(cfg, client))
+    }
+
+    /// The state for `cfg` fetching through `client` (the tests' client reaches a local
+    /// stand-in for the SNS endpoint; every check is the same).
+    fn with_client(cfg: &Config, client: reqwest::Client) -> SesState {
+        SesState {
             topics: cfg.sns_topic_arns.iter().cloned().collect(),
             certificate_dir: cfg.sns_certificate_dir.clone(),
             client,
             keys: RwLock::new(HashMap::new()),
-        })
+        }
     }
 
     /// The RSA key of the certificate at `url` (already checked by [`sns::check_cert_url`];
@@ -700,13 +706,122 @@ mod tests {
         );
     }
 
+    /// A local stand-in for `https://sns.us-east-1.amazonaws.com`: serves the test certificate and
+    /// answers 200 to anything else; every request line is kept.
+    async fn sns_endpoint() -> (reqwest::Client, Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let host = "sns.us-east-1.amazonaws.com";
+        let tls = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(tls.cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(tls.key_pair.serialize_der().into()),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let pem = std::fs::read(fixtures().join("SimpleNotificationService-0123456789abcdef.pem"))
+            .unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, log, pem) = (acceptor.clone(), log.clone(), pem.clone());
+                tokio::spawn(async move {
+                    let Ok(mut s) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let line = String::from_utf8_lossy(&req)
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    let body = if line.contains(".pem ") {
+                        pem
+                    } else {
+                        b"<ConfirmSubscriptionResponse/>".to_vec()
+                    };
+                    log.lock().unwrap().push(line);
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(&body).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(
+                crate::net::client_config(Some(tls.cert.pem().as_bytes())).unwrap(),
+            )
+            .resolve(host, addr)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        (client, seen)
+    }
+
     #[tokio::test]
-    async fn confirmations_with_a_foreign_subscribe_url_are_refused() {
-        let f = fixture().await;
-        let subscribe = "https://evil.example/?Action=ConfirmSubscription&TopicArn=arn:aws:sns:us-east-1:123456789012:notify-ses";
+    async fn certificates_are_fetched_once_and_subscriptions_confirmed() {
+        let mut f = fixture().await;
+        let (client, seen) = sns_endpoint().await;
+        let mut cfg = (*f.state.cfg).clone();
+        cfg.sns_certificate_dir = None;
+        f.state.ses = Arc::new(SesState::with_client(&cfg, client));
+        for n in 0..3 {
+            let delivery = serde_json::json!({"eventType": "Delivery", "mail": {}}).to_string();
+            let msg = signed(
+                &format!("d-{n}"),
+                TOPIC,
+                &delivery,
+                Utc::now(),
+                SignatureVersion::Sha256,
+            );
+            let (status, text) = post(&f.state, &msg).await;
+            assert_eq!(status, StatusCode::OK, "{text}");
+        }
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["GET /SimpleNotificationService-0123456789abcdef.pem HTTP/1.1"],
+            "fetched once, then cached"
+        );
+        let subscribe = format!("https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn={TOPIC}&Token=tok-1");
+        let body = confirmation(MessageType::SubscriptionConfirmation, &subscribe);
+        let (status, text) = post(&f.state, &body).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert!(text.contains("confirmed"), "{text}");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(
+            seen[1],
+            format!("GET /?Action=ConfirmSubscription&TopicArn={TOPIC}&Token=tok-1 HTTP/1.1")
+        );
+        assert_eq!(counts(&f.state).await, (0, 0, 0));
+    }
+
+    /// A signed confirmation of `kind` for `TOPIC` with this SubscribeURL.
+    fn confirmation(kind: MessageType, subscribe: &str) -> serde_json::Value {
         let timestamp = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let m = SnsMessage {
-            kind: MessageType::SubscriptionConfirmation,
+            kind,
             message_id: "s-1".into(),
             topic_arn: TOPIC.into(),
             subject: None,
@@ -718,21 +833,38 @@ mod tests {
             subscribe_url: Some(subscribe.into()),
             token: Some("tok".into()),
         };
-        let body = serde_json::json!({
-            "Type": "SubscriptionConfirmation", "MessageId": "s-1", "Token": "tok", "TopicArn": TOPIC,
+        let name = match kind {
+            MessageType::SubscriptionConfirmation => "SubscriptionConfirmation",
+            MessageType::UnsubscribeConfirmation => "UnsubscribeConfirmation",
+            MessageType::Notification => "Notification",
+        };
+        serde_json::json!({
+            "Type": name, "MessageId": "s-1", "Token": "tok", "TopicArn": TOPIC,
             "Message": m.message, "SubscribeURL": subscribe, "Timestamp": timestamp,
             "SignatureVersion": "2", "Signature": sign(&sns::string_to_sign(&m), SignatureVersion::Sha256),
             "SigningCertURL": CERT_URL,
-        });
-        let (status, text) = post(&f.state, &body).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
-        assert!(text.contains("SubscribeURL"), "{text}");
-        // An unsubscribe confirmation is only noted.
-        let mut m = m;
-        m.kind = MessageType::UnsubscribeConfirmation;
-        let mut body = body;
-        body["Type"] = "UnsubscribeConfirmation".into();
-        body["Signature"] = sign(&sns::string_to_sign(&m), SignatureVersion::Sha256).into();
+        })
+    }
+
+    #[tokio::test]
+    async fn confirmations_with_a_foreign_subscribe_url_are_refused() {
+        let f = fixture().await;
+        for subscribe in [
+            format!("https://evil.example/?Action=ConfirmSubscription&TopicArn={TOPIC}"),
+            format!("https://s3.amazonaws.com/?Action=ConfirmSubscription&TopicArn={TOPIC}"),
+            format!("http://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn={TOPIC}"),
+            "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=arn:aws:sns:us-east-1:1:other".to_string(),
+        ] {
+            let body = confirmation(MessageType::SubscriptionConfirmation, &subscribe);
+            let (status, text) = post(&f.state, &body).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{subscribe}: {text}");
+            assert!(text.contains("SubscribeURL"), "{text}");
+        }
+        // An unsubscribe confirmation is only noted (its URL is never fetched).
+        let body = confirmation(
+            MessageType::UnsubscribeConfirmation,
+            "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription",
+        );
         let (status, text) = post(&f.state, &body).await;
         assert_eq!(status, StatusCode::OK, "{text}");
         assert!(text.contains("noted"), "{text}");
