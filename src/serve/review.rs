@@ -432,6 +432,8 @@ const CHART_SLOT: i64 = 44;
 const CHART_BAR: i64 = 26;
 const CHART_BELOW: i64 = 96;
 const LABEL_CHARS: usize = 16;
+/// How far right of a bar its slanted label reaches.
+const CHART_LABEL_RUN: i64 = 90;
 
 /// Lay out the chart of `bounces` (verified bounces of notices, oldest first) that pass `filter`;
 /// `workgroups` maps contact ids to their workgroup. One bar per notice, in the order of their
@@ -530,7 +532,8 @@ pub fn chart(bounces: &[BounceRow], workgroups: &HashMap<i64, String>, filter: &
         .collect();
     let right = CHART_LEFT + 10 + (bars.len().max(4) as i64) * CHART_SLOT;
     Chart {
-        width: right + 10,
+        // Room on the right for the last label, which hangs down to the right of its bar.
+        width: right + CHART_LABEL_RUN,
         height: base + CHART_BELOW,
         left: CHART_LEFT,
         right,
