@@ -663,6 +663,18 @@ struct PageUnverified {
     origin: String,
 }
 
+/// One complaint (a notice reported as spam) as the page shows it: never counted toward a flag.
+#[derive(Debug, Serialize)]
+struct PageComplaint {
+    contact_id: Option<i64>,
+    address: String,
+    feedback_type: String,
+    notice: String,
+    matched_by: &'static str,
+    seen: String,
+    origin: String,
+}
+
 fn day(ts: &str) -> String {
     l(ts.get(..10).unwrap_or(ts))
 }
@@ -1077,6 +1089,32 @@ async fn review_html(
         .map(|c| (c.id, c.contact.workgroup))
         .collect();
     let chart = chart(&store.campaign_bounces().await?, &contacts, filter);
+    // Complaints have no bounce reason: a reason filter leaves them out.
+    let complaints: Vec<PageComplaint> = if filter.reason.is_some() {
+        Vec::new()
+    } else {
+        store
+            .complaints(filter.since)
+            .await?
+            .iter()
+            .filter(|k| {
+                let wg = k.contact_id.and_then(|id| contacts.get(&id));
+                filter
+                    .workgroup
+                    .as_ref()
+                    .is_none_or(|w| wg.is_some_and(|g| g == w))
+            })
+            .map(|k| PageComplaint {
+                contact_id: k.contact_id,
+                address: l(&k.address),
+                feedback_type: l(k.feedback_type.as_deref().unwrap_or("-")),
+                notice: l(k.campaign.as_deref().unwrap_or("-")),
+                matched_by: k.matched_by.as_str(),
+                seen: day(&k.occurred_at),
+                origin: l(&k.origin),
+            })
+            .collect()
+    };
     let (csrf, session) = csrf_of(state, who);
     let mut context = tera::Context::new();
     context.insert(
@@ -1109,6 +1147,7 @@ async fn review_html(
     context.insert("unverified_heading", UNVERIFIED_HEADING);
     context.insert("unmatched", &review.unmatched);
     context.insert("chart", &chart);
+    context.insert("complaints", &complaints);
     context.insert("csrf", &csrf);
     context.insert("session", &session);
     context.insert("note_limit", &NOTE_LIMIT);

@@ -283,6 +283,19 @@ async fn review_refused_without_the_token_usable_with_it(b: Backend) {
     .await;
     assert_eq!(token_as_cookie.status, StatusCode::UNAUTHORIZED);
 
+    // A complaint (a signed SES message would record it so): shown in its own section.
+    let store = env.store().await;
+    let complaint = notify::intake::sns::Complaint {
+        recipients: vec!["<i>complainer</i>@example.org".into()],
+        feedback_type: Some("abuse<u>".into()),
+        original_message_id: None,
+        occurred_at: None,
+    };
+    notify::ledger::record_complaint(&store, "sns:test-1", "sns:test-1", b"{}", &complaint)
+        .await
+        .expect("record a complaint");
+    store.close().await;
+
     // The bearer token: the review, escaped, with the chart and the history.
     let page = call(
         &st,
@@ -320,6 +333,12 @@ async fn review_refused_without_the_token_usable_with_it(b: Backend) {
     let unverified_at = html.find("Unverified bounces").expect("own section");
     assert!(html[unverified_at..].contains(UNVERIFIED));
     assert!(!html[..unverified_at].contains(UNVERIFIED));
+    let complaints_at = html
+        .find("Complaints (reported as spam")
+        .expect("complaints");
+    assert!(html[complaints_at..].contains("&lt;i&gt;complainer&lt;&#x2F;i&gt;@example.org"));
+    assert!(html[complaints_at..].contains("abuse&lt;u&gt;"));
+    assert!(!html.contains("<i>") && !html.contains("<u>"));
 
     // Filters.
     let filtered = |q: &'static str| {
@@ -348,6 +367,10 @@ async fn review_refused_without_the_token_usable_with_it(b: Backend) {
     assert!(full
         .body
         .contains("No verified bounces of a notice match the filters"));
+    assert!(
+        !full.body.contains("Complaints (reported as spam"),
+        "complaints have no reason of their own"
+    );
     let later = filtered("since=2099-01-01").await;
     assert!(later.body.contains("No accounts need an update"));
     assert!(!later.body.contains(PLAIN));
