@@ -16,7 +16,7 @@ mod open;
 mod party;
 mod state;
 mod workers;
-pub use bounces::{AccountEvent, BounceRow, MatchedBy, NewBounce, SendRef};
+pub use bounces::{AccountEvent, BounceRow, ComplaintRow, MatchedBy, NewBounce, SendRef};
 pub use party::{FlagSince, NewCampaign};
 pub use state::SendState;
 pub use workers::{CampaignStatus, WorkerRow};

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 /// The W3C element reference key.
-const ELEMENT: &str = "element-6066-11e4-a52f-4d5f2c2c3e5e";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A chromedriver process with one headless chromium session.
 pub struct Browser {
@@ -149,6 +149,19 @@ impl Browser {
         let id = self.find(selector).await;
         self.call("POST", &self.at(&format!("/element/{id}/click")), None)
             .await;
+    }
+
+    /// The attribute `name` of the element matching `selector` (`None` when it has none).
+    pub async fn attribute(&self, selector: &str, name: &str) -> Option<String> {
+        let id = self.find(selector).await;
+        self.call(
+            "GET",
+            &self.at(&format!("/element/{id}/attribute/{name}")),
+            None,
+        )
+        .await
+        .as_str()
+        .map(String::from)
     }
 
     /// The current page's HTML.

@@ -5,6 +5,7 @@
 
 use crate::both;
 use crate::harness::{Backend, Env};
+use crate::support::webdriver::Browser;
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -45,3 +46,96 @@ async fn serve_answers_healthz_and_stops_cleanly_on_sigterm(b: Backend) {
     env.cleanup().await;
 }
 both!(serve_answers_healthz_and_stops_cleanly_on_sigterm);
+
+/// A DSN for `rcpt` returning the headers of the message with `message_id`.
+fn dsn(rcpt: &str, message_id: &str) -> String {
+    format!(
+        "Return-Path: <>\r\nFrom: MAILER-DAEMON@mx.austintexas.gov (Mail Delivery System)\r\n\
+To: moped-bounces@austintexas.gov\r\nSubject: Undelivered Mail Returned to Sender\r\n\
+Date: Thu, 03 Dec 2026 17:20:00 -0600\r\nMessage-ID: <browser.bounce@mx.austintexas.gov>\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n\
+--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n\r\n\
+--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.austintexas.gov\r\n\r\n\
+Final-Recipient: rfc822; {rcpt}\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+Diagnostic-Code: smtp; 550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown\r\n\r\n\
+--B\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: Moped Team <moped@austintexas.gov>\r\n\
+To: {rcpt}\r\nMessage-ID: {message_id}\r\n\r\n--B--\r\n"
+    )
+}
+
+/// The Message-ID of the outbox message written for `rcpt`.
+fn outbox_message_id(env: &Env, rcpt: &str) -> String {
+    for dir in std::fs::read_dir(env.outbox()).unwrap().flatten() {
+        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            if f.file_name()
+                .to_string_lossy()
+                .ends_with(&format!("-{rcpt}.eml"))
+            {
+                let text = std::fs::read_to_string(f.path()).unwrap();
+                return text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Message-ID: "))
+                    .unwrap()
+                    .to_string();
+            }
+        }
+    }
+    panic!("no outbox message for {rcpt}");
+}
+
+/// The admin in a real browser: the review is behind the login form; with the token it shows
+/// the flagged contact; resolving it from the page takes it off the review. Screenshots of each
+/// step go to target/browser/.
+async fn the_admin_signs_in_and_resolves_a_contact_in_a_browser(b: Backend) {
+    let mut env = Env::new(b).await;
+    env.run(&["release-notes", "v3.12.0"]).await.ok();
+    let gone = "james.obrien@austintexas.gov";
+    let bounce = env.path().join("bounce.eml");
+    std::fs::write(&bounce, dsn(gone, &outbox_message_id(&env, gone))).unwrap();
+    env.import_bounces(&[bounce.to_str().unwrap()]).await.ok();
+    let token = "browser-test-t0ken";
+    env.env("NOTIFY_ADMIN_TOKEN", token);
+    let served = env.serve().await;
+    let browser = Browser::start().await;
+
+    // Without signing in, the review sends the browser to the login form.
+    browser.go(&format!("{}/bounces", served.base)).await;
+    assert!(
+        browser.url().await.ends_with("/login"),
+        "{}",
+        browser.url().await
+    );
+    assert!(!browser.source().await.contains(gone));
+    assert!(browser.screenshot(&format!("{b:?}-1-login")).await > 1000);
+    // A wrong token is refused.
+    browser.type_into("#token", "not-the-token").await;
+    browser.click("form[action=\"/login\"] button").await;
+    assert!(!browser.source().await.contains(gone));
+    // The right one opens the review, with the flagged contact.
+    browser.go(&format!("{}/login", served.base)).await;
+    browser.type_into("#token", token).await;
+    browser.click("form[action=\"/login\"] button").await;
+    let page = browser.source().await;
+    assert!(page.contains(gone), "{page}");
+    assert!(page.contains("<svg"), "the chart is drawn");
+    assert!(browser.screenshot(&format!("{b:?}-2-review")).await > 1000);
+    // Resolve it from the page: it leaves the review.
+    browser
+        .type_into("form.resolve input[name=note]", "deactivated in Moped")
+        .await;
+    browser.click("form.resolve button").await;
+    let page = browser.source().await;
+    assert!(
+        browser.url().await.contains("/bounces"),
+        "{}",
+        browser.url().await
+    );
+    assert!(!page.contains(&format!("value=\"{gone}\"")), "{page}");
+    assert!(browser.screenshot(&format!("{b:?}-3-resolved")).await > 1000);
+    let report = env.run(&["bounces", "report", "--format", "json"]).await;
+    assert!(!report.stdout.contains(gone), "{}", report.stdout);
+    browser.quit().await;
+    drop(served);
+    env.cleanup().await;
+}
+both!(the_admin_signs_in_and_resolves_a_contact_in_a_browser);
