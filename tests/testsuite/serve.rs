@@ -139,3 +139,58 @@ async fn the_admin_signs_in_and_resolves_a_contact_in_a_browser(b: Backend) {
     env.cleanup().await;
 }
 both!(the_admin_signs_in_and_resolves_a_contact_in_a_browser);
+
+/// A reader in a real browser: the archive lists the releases, a release opens its notes, and the
+/// feed link leads to a valid Atom feed with one entry per release.
+#[tokio::test]
+async fn a_reader_opens_the_archive_a_release_and_its_feed_in_a_browser() {
+    let env = Env::new(Backend::Sqlite).await;
+    let served = env.serve().await;
+    let browser = Browser::start().await;
+    browser.go(&format!("{}/releases", served.base)).await;
+    let index = browser.source().await;
+    for v in ["v3.12.0", "v3.11.0", "v3.10.0", "v3.0.0", "v2.45.0"] {
+        assert!(index.contains(v), "{v} not listed:\n{index}");
+    }
+    assert!(
+        index.find("v3.12.0") < index.find("v3.11.0"),
+        "newest first:\n{index}"
+    );
+    assert!(browser.screenshot("archive-1-index").await > 1000);
+    // Open the newest release from its link.
+    browser.click("li a").await;
+    assert!(
+        browser.url().await.contains("v3.12.0"),
+        "{}",
+        browser.url().await
+    );
+    let page = browser.source().await;
+    assert!(page.contains("Goliad"), "{page}");
+    assert!(!page.contains("Hi "), "no greeting on the page:\n{page}");
+    assert!(browser.screenshot("archive-2-release").await > 1000);
+    // Follow the feed link in the footer.
+    let feed_href = browser
+        .attribute("footer a", "href")
+        .await
+        .expect("the feed link");
+    let feed_url = if feed_href.starts_with("http") {
+        feed_href
+    } else {
+        format!("{}{}", served.base, feed_href)
+    };
+    let feed = http().get(&feed_url).send().await.expect("GET the feed");
+    assert_eq!(feed.status(), 200);
+    assert!(feed.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/atom+xml"));
+    let xml = feed.text().await.unwrap();
+    assert!(
+        xml.starts_with("<?xml") && xml.contains("<feed xmlns=\"http://www.w3.org/2005/Atom\""),
+        "{xml}"
+    );
+    assert_eq!(xml.matches("<entry>").count(), 5, "{xml}");
+    browser.quit().await;
+    drop(served);
+    env.cleanup().await;
+}
