@@ -8,6 +8,7 @@
 //! Handlers call the services (`ledger`, `party`, the archive) and never a command.
 
 pub mod archive;
+pub mod auth;
 pub mod review;
 pub mod ses;
 
