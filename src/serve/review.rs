@@ -30,8 +30,8 @@ use axum::Router;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::auth::*;
 pub use super::auth::Keys;
+use super::auth::*;
 use super::AppState;
 use crate::bounce::Reason;
 use crate::inert;
