@@ -110,9 +110,11 @@ async fn unknown_version_lists_the_known_ones() {
 fn broken_templates(env: &Env, file: &str, from: &str, to: &str) -> std::path::PathBuf {
     let dir = env.path().join("templates");
     std::fs::create_dir_all(&dir).unwrap();
+    // The notice templates (the folder also holds the server's page templates, in subfolders).
     for e in std::fs::read_dir(Path::new(REPO).join("templates"))
         .unwrap()
         .flatten()
+        .filter(|e| e.path().is_file())
     {
         std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
     }

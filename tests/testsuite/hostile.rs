@@ -24,9 +24,11 @@ fn notes(env: &Env, file: &str, body: &str) -> PathBuf {
 fn templates(env: &Env, file: &str, edit: impl Fn(&str) -> String) -> PathBuf {
     let dir = env.path().join("templates");
     std::fs::create_dir_all(&dir).unwrap();
+    // The notice templates (the folder also holds the server's page templates, in subfolders).
     for e in std::fs::read_dir(Path::new(REPO).join("templates"))
         .unwrap()
         .flatten()
+        .filter(|e| e.path().is_file())
     {
         std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
     }
