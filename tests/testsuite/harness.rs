@@ -448,3 +448,39 @@ impl Env {
         Served { child, base }
     }
 }
+
+/// A Postfix-style DSN for `rcpt` returning the headers of the message with `message_id`.
+pub fn returned_dsn(rcpt: &str, message_id: &str) -> String {
+    format!(
+        "Return-Path: <>\r\nFrom: MAILER-DAEMON@mx.austintexas.gov (Mail Delivery System)\r\n\
+To: moped-bounces@austintexas.gov\r\nSubject: Undelivered Mail Returned to Sender\r\n\
+Date: Thu, 03 Dec 2026 17:20:00 -0600\r\nMessage-ID: <browser.bounce@mx.austintexas.gov>\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n\
+--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n\r\n\
+--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.austintexas.gov\r\n\r\n\
+Final-Recipient: rfc822; {rcpt}\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+Diagnostic-Code: smtp; 550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown\r\n\r\n\
+--B\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: Moped Team <moped@austintexas.gov>\r\n\
+To: {rcpt}\r\nMessage-ID: {message_id}\r\n\r\n--B--\r\n"
+    )
+}
+
+/// The Message-ID of the outbox message written for `rcpt`.
+pub fn outbox_message_id(outbox: &Path, rcpt: &str) -> String {
+    for dir in std::fs::read_dir(outbox).unwrap().flatten() {
+        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            if f.file_name()
+                .to_string_lossy()
+                .ends_with(&format!("-{rcpt}.eml"))
+            {
+                let text = std::fs::read_to_string(f.path()).unwrap();
+                return text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Message-ID: "))
+                    .unwrap()
+                    .to_string();
+            }
+        }
+    }
+    panic!("no outbox message for {rcpt}");
+}

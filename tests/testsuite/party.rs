@@ -13,7 +13,7 @@ use mail_parser::{MessageParser, MimeHeaders, PartType};
 use notify::contacts::Audience;
 
 use crate::both;
-use crate::harness::{audience_of, Backend, Dumped, Env, SmtpSink, REPO};
+use crate::harness::{audience_of, returned_dsn, Backend, Dumped, Env, SmtpSink, REPO};
 
 fn sample_csv() -> String {
     std::fs::read_to_string(Path::new(REPO).join("contacts/moped_users.csv")).unwrap()
@@ -136,22 +136,6 @@ fn calendar(m: &Dumped) -> Event {
 
 fn ics_time(t: DateTime<Utc>) -> String {
     t.format("%Y%m%dT%H%M%SZ").to_string()
-}
-
-/// A DSN for `rcpt` returning the headers of the message with `message_id`.
-fn dsn(rcpt: &str, message_id: &str) -> String {
-    format!(
-        "Return-Path: <>\r\nFrom: MAILER-DAEMON@mx.austintexas.gov (Mail Delivery System)\r\n\
-To: moped-bounces@austintexas.gov\r\nSubject: Undelivered Mail Returned to Sender\r\n\
-Date: Thu, 03 Dec 2026 17:20:00 -0600\r\nMessage-ID: <party.bounce@mx.austintexas.gov>\r\n\
-MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n\
---B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n\r\n\
---B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.austintexas.gov\r\n\r\n\
-Final-Recipient: rfc822; {rcpt}\r\nAction: failed\r\nStatus: 5.1.1\r\n\
-Diagnostic-Code: smtp; 550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown\r\n\r\n\
---B\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: Moped Team <moped@austintexas.gov>\r\n\
-To: {rcpt}\r\nMessage-ID: {message_id}\r\n\r\n--B--\r\n"
-    )
 }
 
 /// The messages smtp-sink received for campaign `key` (its dump files are not in arrival order).
@@ -334,7 +318,7 @@ async fn a_release_party_from_warning_to_checklist(b: Backend) {
     let gone = &notes[0].rcpt_to[0];
     let mid = header(&String::from_utf8_lossy(&notes[0].raw), "Message-ID:").to_string();
     let bounce = env.path().join("bounce.eml");
-    std::fs::write(&bounce, dsn(gone, &mid)).unwrap();
+    std::fs::write(&bounce, returned_dsn(gone, &mid)).unwrap();
     env.import_bounces(&[bounce.to_str().unwrap()]).await.ok();
 
     // 6. The timeline.

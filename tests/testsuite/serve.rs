@@ -4,7 +4,7 @@
 //! contact resolved from the page.
 
 use crate::both;
-use crate::harness::{Backend, Env};
+use crate::harness::{outbox_message_id, returned_dsn, Backend, Env};
 use crate::support::webdriver::Browser;
 
 fn http() -> reqwest::Client {
@@ -47,42 +47,6 @@ async fn serve_answers_healthz_and_stops_cleanly_on_sigterm(b: Backend) {
 }
 both!(serve_answers_healthz_and_stops_cleanly_on_sigterm);
 
-/// A DSN for `rcpt` returning the headers of the message with `message_id`.
-fn dsn(rcpt: &str, message_id: &str) -> String {
-    format!(
-        "Return-Path: <>\r\nFrom: MAILER-DAEMON@mx.austintexas.gov (Mail Delivery System)\r\n\
-To: moped-bounces@austintexas.gov\r\nSubject: Undelivered Mail Returned to Sender\r\n\
-Date: Thu, 03 Dec 2026 17:20:00 -0600\r\nMessage-ID: <browser.bounce@mx.austintexas.gov>\r\n\
-MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n\
---B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n\r\n\
---B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.austintexas.gov\r\n\r\n\
-Final-Recipient: rfc822; {rcpt}\r\nAction: failed\r\nStatus: 5.1.1\r\n\
-Diagnostic-Code: smtp; 550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown\r\n\r\n\
---B\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: Moped Team <moped@austintexas.gov>\r\n\
-To: {rcpt}\r\nMessage-ID: {message_id}\r\n\r\n--B--\r\n"
-    )
-}
-
-/// The Message-ID of the outbox message written for `rcpt`.
-fn outbox_message_id(env: &Env, rcpt: &str) -> String {
-    for dir in std::fs::read_dir(env.outbox()).unwrap().flatten() {
-        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
-            if f.file_name()
-                .to_string_lossy()
-                .ends_with(&format!("-{rcpt}.eml"))
-            {
-                let text = std::fs::read_to_string(f.path()).unwrap();
-                return text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Message-ID: "))
-                    .unwrap()
-                    .to_string();
-            }
-        }
-    }
-    panic!("no outbox message for {rcpt}");
-}
-
 /// The admin in a real browser: the review is behind the login form; with the token it shows
 /// the flagged contact; resolving it from the page takes it off the review. Screenshots of each
 /// step go to target/browser/.
@@ -91,7 +55,11 @@ async fn the_admin_signs_in_and_resolves_a_contact_in_a_browser(b: Backend) {
     env.run(&["release-notes", "v3.12.0"]).await.ok();
     let gone = "james.obrien@austintexas.gov";
     let bounce = env.path().join("bounce.eml");
-    std::fs::write(&bounce, dsn(gone, &outbox_message_id(&env, gone))).unwrap();
+    std::fs::write(
+        &bounce,
+        returned_dsn(gone, &outbox_message_id(&env.outbox(), gone)),
+    )
+    .unwrap();
     env.import_bounces(&[bounce.to_str().unwrap()]).await.ok();
     let token = "browser-test-t0ken";
     env.env("NOTIFY_ADMIN_TOKEN", token);

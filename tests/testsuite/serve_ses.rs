@@ -11,7 +11,7 @@ use base64::Engine as _;
 use chrono::Utc;
 
 use crate::both;
-use crate::harness::{Backend, Env, REPO};
+use crate::harness::{outbox_message_id, Backend, Env, REPO};
 
 const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:notify-ses";
 const CERT_URL: &str =
@@ -54,26 +54,6 @@ fn notification(id: &str, message: &str, version: u8) -> String {
         "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn=x",
     })
     .to_string()
-}
-
-/// The Message-ID of the outbox message written for `rcpt`.
-fn outbox_message_id(outbox: &Path, rcpt: &str) -> String {
-    for dir in std::fs::read_dir(outbox).unwrap().flatten() {
-        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
-            if f.file_name()
-                .to_string_lossy()
-                .ends_with(&format!("-{rcpt}.eml"))
-            {
-                let text = std::fs::read_to_string(f.path()).unwrap();
-                return text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Message-ID: "))
-                    .unwrap()
-                    .to_string();
-            }
-        }
-    }
-    panic!("no outbox message for {rcpt}");
 }
 
 async fn post(http: &reqwest::Client, base: &str, body: &str) -> (u16, String) {
