@@ -770,7 +770,7 @@ mod tests {
 
     #[test]
     fn show_lines_name_kind_and_reason_and_escape_what_came_from_mail() {
-        let mut b = bounce(3, BounceKind::Soft, Reason::Policy, "5.7.1");
+        let mut b = bounce(3, BounceKind::Soft, Reason::PolicyViolation, "5.7.1");
         b.verified = false;
         b.unverified_reason = Some("no token".into());
         b.diagnostic = Some("550 \u{1b}[2J blocked".into());

@@ -31,11 +31,11 @@ const STATUS_REASONS: &[(u16, Option<u16>, Reason)] = &[
     (1, Some(6), Reason::UserUnknown), // mailbox has moved, no forwarding address
     (2, Some(1), Reason::UserUnknown), // mailbox disabled, not accepting messages
     (2, Some(2), Reason::MailboxFull), // mailbox full
-    (2, Some(3), Reason::MessageTooLarge), // message length exceeds administrative limit
-    (3, Some(4), Reason::MessageTooLarge), // message too big for system
+    (2, Some(3), Reason::MesgTooBig),  // message length exceeds administrative limit
+    (3, Some(4), Reason::MesgTooBig),  // message too big for system
     (4, Some(4), Reason::HostUnknown), // unable to route (no MX, no A)
     (4, Some(7), Reason::Expired),     // delivery time expired
-    (7, None, Reason::Policy),         // security or policy status
+    (7, None, Reason::PolicyViolation), // security or policy status
 ];
 
 /// Keywords in a diagnostic, checked in this order, first match wins; all lower case. More
@@ -58,16 +58,16 @@ const KEYWORD_REASONS: &[(&str, Reason)] = &[
     ("quota", Reason::MailboxFull),
     ("insufficient storage", Reason::MailboxFull),
     // message too large
-    ("message too large", Reason::MessageTooLarge),
-    ("message too big", Reason::MessageTooLarge),
-    ("message is too large", Reason::MessageTooLarge),
-    ("message is too big", Reason::MessageTooLarge),
-    ("message size exceeds", Reason::MessageTooLarge),
-    ("message length exceeds", Reason::MessageTooLarge),
-    ("maximum message size", Reason::MessageTooLarge),
-    ("exceeds size limit", Reason::MessageTooLarge),
-    ("size limit", Reason::MessageTooLarge),
-    ("too large", Reason::MessageTooLarge),
+    ("message too large", Reason::MesgTooBig),
+    ("message too big", Reason::MesgTooBig),
+    ("message is too large", Reason::MesgTooBig),
+    ("message is too big", Reason::MesgTooBig),
+    ("message size exceeds", Reason::MesgTooBig),
+    ("message length exceeds", Reason::MesgTooBig),
+    ("maximum message size", Reason::MesgTooBig),
+    ("exceeds size limit", Reason::MesgTooBig),
+    ("size limit", Reason::MesgTooBig),
+    ("too large", Reason::MesgTooBig),
     // given up after retrying
     ("retry timeout exceeded", Reason::Expired),
     ("retry time not reached", Reason::Expired),
@@ -145,32 +145,32 @@ const KEYWORD_REASONS: &[(&str, Reason)] = &[
         Reason::UserUnknown,
     ),
     // policy
-    ("greylist", Reason::Policy),
-    ("graylist", Reason::Policy),
-    ("spam", Reason::Policy),
-    ("blacklist", Reason::Policy),
-    ("blocklist", Reason::Policy),
-    ("block list", Reason::Policy),
-    ("blocked", Reason::Policy),
-    ("spamhaus", Reason::Policy),
-    ("reputation", Reason::Policy),
-    ("policy", Reason::Policy),
-    ("dmarc", Reason::Policy),
-    ("spf", Reason::Policy),
-    ("dkim", Reason::Policy),
-    ("not authorized", Reason::Policy),
-    ("unauthorized", Reason::Policy),
-    ("relay access denied", Reason::Policy),
-    ("relaying denied", Reason::Policy),
-    ("access denied", Reason::Policy),
-    ("denied", Reason::Policy),
-    ("refused", Reason::Policy),
-    ("banned", Reason::Policy),
-    ("prohibited", Reason::Policy),
-    ("not permitted", Reason::Policy),
-    ("virus", Reason::Policy),
-    ("malware", Reason::Policy),
-    ("content rejected", Reason::Policy),
+    ("greylist", Reason::PolicyViolation),
+    ("graylist", Reason::PolicyViolation),
+    ("spam", Reason::PolicyViolation),
+    ("blacklist", Reason::PolicyViolation),
+    ("blocklist", Reason::PolicyViolation),
+    ("block list", Reason::PolicyViolation),
+    ("blocked", Reason::PolicyViolation),
+    ("spamhaus", Reason::PolicyViolation),
+    ("reputation", Reason::PolicyViolation),
+    ("policy", Reason::PolicyViolation),
+    ("dmarc", Reason::PolicyViolation),
+    ("spf", Reason::PolicyViolation),
+    ("dkim", Reason::PolicyViolation),
+    ("not authorized", Reason::PolicyViolation),
+    ("unauthorized", Reason::PolicyViolation),
+    ("relay access denied", Reason::PolicyViolation),
+    ("relaying denied", Reason::PolicyViolation),
+    ("access denied", Reason::PolicyViolation),
+    ("denied", Reason::PolicyViolation),
+    ("refused", Reason::PolicyViolation),
+    ("banned", Reason::PolicyViolation),
+    ("prohibited", Reason::PolicyViolation),
+    ("not permitted", Reason::PolicyViolation),
+    ("virus", Reason::PolicyViolation),
+    ("malware", Reason::PolicyViolation),
+    ("content rejected", Reason::PolicyViolation),
 ];
 
 /// The reason an enhanced status code states by itself, if it states one.
@@ -196,8 +196,8 @@ pub(crate) fn reason_from_text(lower: &str) -> Option<Reason> {
 fn reason_from_subject(status: Status) -> Reason {
     match status.subject {
         1 => Reason::UserUnknown,
-        7 => Reason::Policy,
-        _ => Reason::Other,
+        7 => Reason::PolicyViolation,
+        _ => Reason::Undefined,
     }
 }
 
@@ -210,31 +210,24 @@ pub(crate) fn classify(
     status: Option<Status>,
     reply: Option<u16>,
     lower: &str,
-) -> (BounceKind, Reason) {
+) -> (BounceKind, Reason, bool) {
     if outcome == Outcome::Delayed {
-        return (BounceKind::Soft, Reason::Delayed);
+        return (BounceKind::Soft, Reason::Delayed, false);
     }
     let class = status.map(|s| s.class).or(reply.map(|r| (r / 100) as u8));
     let reason = status
         .and_then(reason_from_status)
         .or_else(|| reason_from_text(lower))
         .or_else(|| status.map(reason_from_subject))
-        .unwrap_or(Reason::Other);
+        .unwrap_or(Reason::Undefined);
     // A report that the MTA gave up on a temporary failure means the retry period ran out.
     let gave_up = outcome == Outcome::Expired || class == Some(4);
     let reason = match reason {
-        Reason::Other | Reason::Policy | Reason::Delayed if gave_up => Reason::Expired,
+        Reason::Undefined | Reason::PolicyViolation | Reason::Delayed if gave_up => Reason::Expired,
         reason => reason,
     };
-    let kind = match reason {
-        Reason::UserUnknown | Reason::HostUnknown | Reason::Expired | Reason::Other => {
-            BounceKind::Hard
-        }
-        Reason::MailboxFull | Reason::MessageTooLarge | Reason::Delayed | Reason::Policy => {
-            BounceKind::Soft
-        }
-    };
-    (kind, reason)
+    let permanent = class == Some(5);
+    (BounceKind::of(reason, permanent), reason, permanent)
 }
 
 #[cfg(test)]
@@ -257,14 +250,14 @@ mod tests {
             ("5.2.1", Hard, Reason::UserUnknown),
             ("5.2.2", Soft, Reason::MailboxFull),
             ("4.2.2", Soft, Reason::MailboxFull),
-            ("5.2.3", Soft, Reason::MessageTooLarge),
-            ("5.3.4", Soft, Reason::MessageTooLarge),
+            ("5.2.3", Soft, Reason::MesgTooBig),
+            ("5.3.4", Soft, Reason::MesgTooBig),
             ("5.4.4", Hard, Reason::HostUnknown),
             ("4.4.7", Hard, Reason::Expired),
-            ("5.7.1", Soft, Reason::Policy),
-            ("5.7.133", Soft, Reason::Policy),
+            ("5.7.1", Soft, Reason::PolicyViolation),
+            ("5.7.133", Soft, Reason::PolicyViolation),
             ("5.1.0", Hard, Reason::UserUnknown),
-            ("5.0.0", Hard, Reason::Other),
+            ("5.0.0", Hard, Reason::Undefined),
             ("4.4.1", Hard, Reason::Expired),
         ];
         for (code, kind, reason) in cases {
@@ -303,7 +296,7 @@ mod tests {
             (
                 "552 message size exceeds fixed limit",
                 Soft,
-                Reason::MessageTooLarge,
+                Reason::MesgTooBig,
             ),
             ("user is over quota", Soft, Reason::MailboxFull),
             (
@@ -325,7 +318,7 @@ mod tests {
             (
                 "554 rejected: client host blocked using zen.spamhaus.org",
                 Soft,
-                Reason::Policy,
+                Reason::PolicyViolation,
             ),
             ("retry timeout exceeded", Hard, Reason::Expired),
             (
@@ -333,7 +326,7 @@ mod tests {
                 Hard,
                 Reason::UserUnknown,
             ),
-            ("something odd happened", Hard, Reason::Other),
+            ("something odd happened", Hard, Reason::Undefined),
         ];
         for (text, kind, reason) in cases {
             assert_eq!(
@@ -378,7 +371,7 @@ mod tests {
         );
         assert_eq!(
             classify(Outcome::Failed, None, None, ""),
-            (Hard, Reason::Other)
+            (Hard, Reason::Undefined)
         );
     }
 }

@@ -17,6 +17,7 @@
 mod address;
 mod classify;
 mod dsn;
+mod reason;
 mod status;
 mod text;
 
@@ -25,6 +26,8 @@ use std::collections::HashSet;
 
 use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 use serde::Serialize;
+
+pub use reason::{Action, BounceKind, Reason, OLD_NAMES};
 
 /// Messages larger than this are not parsed: [`parse`] returns [`TooLarge`].
 pub const MAX_MESSAGE_BYTES: usize = 10 * 1024 * 1024;
@@ -35,98 +38,17 @@ pub const MAX_BOUNCES: usize = 1000;
 /// Diagnostics are cut to this many characters.
 const MAX_DIAGNOSTIC_CHARS: usize = 1000;
 
-/// Whether a bounce says the address is bad (hard) or only that this delivery failed (soft).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BounceKind {
-    /// The address will not work again: unknown user, unknown domain, address moved, or the
-    /// remote system stayed unreachable until the sender gave up (expired).
-    Hard,
-    /// The address is fine but the message did not get through this time: mailbox full,
-    /// message too large, delayed, greylisted, blocked by policy.
-    Soft,
-}
-
-/// Why a recipient bounced: a small taxonomy for the review and the policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Reason {
-    /// No such mailbox (also disabled or moved mailboxes).
-    UserUnknown,
-    /// Mailbox full or over quota.
-    MailboxFull,
-    /// No such domain or no route to it.
-    HostUnknown,
-    /// Refused by policy: spam or content filters, blocklists, authentication, greylisting.
-    Policy,
-    /// The message exceeds a size limit.
-    MessageTooLarge,
-    /// Not delivered yet; the sending system is still trying (a warning, not a failure).
-    Delayed,
-    /// The sending system gave up after its retry period.
-    Expired,
-    /// A failure that says nothing more specific.
-    Other,
-}
-
-impl BounceKind {
-    /// The name stored and shown (`hard`, `soft`), the same as its serde name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BounceKind::Hard => "hard",
-            BounceKind::Soft => "soft",
-        }
-    }
-
-    /// The kind [`as_str`](Self::as_str) names; `None` for any other text.
-    pub fn from_name(name: &str) -> Option<BounceKind> {
-        [BounceKind::Hard, BounceKind::Soft]
-            .into_iter()
-            .find(|k| k.as_str() == name)
-    }
-}
-
-impl Reason {
-    /// Every reason, in the taxonomy's order.
-    pub const ALL: [Reason; 8] = [
-        Reason::UserUnknown,
-        Reason::MailboxFull,
-        Reason::HostUnknown,
-        Reason::Policy,
-        Reason::MessageTooLarge,
-        Reason::Delayed,
-        Reason::Expired,
-        Reason::Other,
-    ];
-
-    /// The name stored and shown (`user-unknown`), the same as its serde name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::UserUnknown => "user-unknown",
-            Reason::MailboxFull => "mailbox-full",
-            Reason::HostUnknown => "host-unknown",
-            Reason::Policy => "policy",
-            Reason::MessageTooLarge => "message-too-large",
-            Reason::Delayed => "delayed",
-            Reason::Expired => "expired",
-            Reason::Other => "other",
-        }
-    }
-
-    /// The reason [`as_str`](Self::as_str) names; `None` for any other text.
-    pub fn from_name(name: &str) -> Option<Reason> {
-        Reason::ALL.into_iter().find(|r| r.as_str() == name)
-    }
-}
-
 /// One failed (or delayed) recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Bounce {
     /// The recipient, lower-cased: DSN `Final-Recipient` (else `Original-Recipient`), or the
     /// address a prose notice names.
     pub address: String,
-    /// Hard or soft.
+    /// Hard or soft ([`BounceKind::of`] the reason and `permanent`).
     pub kind: BounceKind,
+    /// True when the remote gave up for good: a 5xx status or reply. False for a temporary
+    /// (4xx) failure, an expiry of one, or a delay warning.
+    pub permanent: bool,
     /// Enhanced status code (`"5.1.1"`): the DSN `Status` field, made more specific from the
     /// diagnostic when the field is only `X.0.0`; for prose bounces the code found near the
     /// address. `None` when there is none.
@@ -227,9 +149,9 @@ pub fn address_in(text: &str) -> Option<String> {
 
 /// Classify a failure known only from a line of text: the SMTP reply that refused a message at
 /// send time, an SES `diagnosticCode`, or the reason column of a CSV a mail admin handed over.
-/// `gave_up` is false for a delay warning. Returns the kind, the reason and the enhanced status
-/// code found in the text.
-pub fn classify_text(text: &str, gave_up: bool) -> (BounceKind, Reason, Option<String>) {
+/// `gave_up` is false for a delay warning. Returns the kind, the reason, the enhanced status
+/// code found in the text, and whether the failure is permanent (5xx).
+pub fn classify_text(text: &str, gave_up: bool) -> (BounceKind, Reason, Option<String>, bool) {
     let status = status::find_enhanced(text).map(|(s, _)| s);
     let reply = text
         .lines()
@@ -240,15 +162,16 @@ pub fn classify_text(text: &str, gave_up: bool) -> (BounceKind, Reason, Option<S
     } else {
         classify::Outcome::Delayed
     };
-    let (kind, reason) = classify::classify(outcome, status, reply, &text.to_lowercase());
-    (kind, reason, status.map(|s| s.to_string()))
+    let (kind, reason, permanent) =
+        classify::classify(outcome, status, reply, &text.to_lowercase());
+    (kind, reason, status.map(|s| s.to_string()), permanent)
 }
 
 /// [`classify_text`] for a failure given as a final one (`gave_up`), but only when the text
 /// says something: an enhanced status code, an SMTP reply code or a recognised phrasing.
 /// `None` for blank or unrecognised text, whose kind would be a guess: a CSV row whose only clue
 /// is such a reason is refused rather than counted hard.
-pub fn classify_known_text(text: &str) -> Option<(BounceKind, Reason, Option<String>)> {
+pub fn classify_known_text(text: &str) -> Option<(BounceKind, Reason, Option<String>, bool)> {
     let known = status::find_enhanced(text).is_some()
         || text.lines().any(|l| status::find_reply_code(l).is_some())
         || classify::reason_from_text(&text.to_lowercase()).is_some();
@@ -779,7 +702,8 @@ fn bounce_from_record(record: &dsn::Recipient) -> Option<Bounce> {
             _ => classify::Outcome::Failed,
         },
     };
-    let (kind, reason) = classify::classify(outcome, status, reply, &diag.to_ascii_lowercase());
+    let (kind, reason, permanent) =
+        classify::classify(outcome, status, reply, &diag.to_ascii_lowercase());
     // `dns; gmail-smtp-in.l.google.com. (2607:f8b0::1a, the server for ...)`: the host only.
     let remote_mta = record
         .remote_mta
@@ -790,6 +714,7 @@ fn bounce_from_record(record: &dsn::Recipient) -> Option<Bounce> {
     Some(Bounce {
         address,
         kind,
+        permanent,
         status: status.map(|s| s.to_string()),
         reason,
         diagnostic,
@@ -823,20 +748,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_are_the_serde_names_and_read_back() {
-        for k in [BounceKind::Hard, BounceKind::Soft] {
-            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
-            assert_eq!(BounceKind::from_name(k.as_str()), Some(k));
-        }
-        for r in Reason::ALL {
-            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
-            assert_eq!(Reason::from_name(r.as_str()), Some(r));
-        }
-        assert_eq!(BounceKind::from_name("Hard"), None);
-        assert_eq!(Reason::from_name("unknown"), None);
-    }
-
-    #[test]
     fn tidy_drops_repeated_reply_prefixes() {
         assert_eq!(
             tidy_diagnostic("550-5.1.1 The email account that you tried to reach does\n not exist. Please try\n 550-5.1.1 double-checking.  Learn more at\n 550 5.1.1  https://support.google.com/mail/?p=NoSuchUser x - gsmtp").as_deref(),
@@ -862,7 +773,7 @@ mod tests {
             address: "a@b.org".into(),
             kind: BounceKind::Hard,
             status: None,
-            reason: Reason::MessageTooLarge,
+            reason: Reason::MesgTooBig,
             diagnostic: None,
             remote_mta: None,
         };

@@ -342,10 +342,11 @@ pub(crate) fn find_bounces(text: &str, ctx: &Context<'_>) -> Vec<Bounce> {
         } else {
             evidence.region_lower
         };
-        let (kind, reason) = classify(outcome, status, evidence.reply, &hint);
+        let (kind, reason, permanent) = classify(outcome, status, evidence.reply, &hint);
         bounces.push(Bounce {
             address: address.clone(),
             kind,
+            permanent,
             status: status.map(|s| s.to_string()),
             reason,
             diagnostic: evidence.diagnostic,

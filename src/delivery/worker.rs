@@ -519,7 +519,7 @@ pub(super) async fn record_failed(
         &message.envelope_from,
         &message.claim.message_id,
     );
-    let (kind, reason, status) = crate::bounce::classify_text(reply, true);
+    let (kind, reason, status, permanent) = crate::bounce::classify_text(reply, true);
     let item = Incoming {
         origin: format!("smtp:{}", delivery.describe()),
         source_key: format!("smtp:{}:{}", claim.send_id, message_id),
@@ -528,6 +528,7 @@ pub(super) async fn record_failed(
             bounces: vec![Bounce {
                 address: claim.contact.contact.email.clone(),
                 kind,
+                permanent,
                 status,
                 reason,
                 diagnostic: Some(crate::render::one_line(reply)),

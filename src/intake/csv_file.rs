@@ -98,13 +98,13 @@ pub fn parse_csv(path: &Path, raw: &[u8]) -> Result<Vec<Incoming>, IntakeError> 
         let known = classify_known_text(reason_text);
         let (text_reason, status) = known
             .as_ref()
-            .map(|(_, r, s)| (*r, s.clone()))
-            .unwrap_or((Reason::Other, None));
+            .map(|(_, r, s, _)| (*r, s.clone()))
+            .unwrap_or((Reason::Undefined, None));
         let given = get(type_col).to_lowercase();
         let kind = match (given.as_str(), &known) {
             ("hard" | "permanent", _) => BounceKind::Hard,
             ("soft" | "transient" | "undetermined", _) => BounceKind::Soft,
-            ("", Some((k, _, _))) => *k,
+            ("", Some((k, _, _, _))) => *k,
             ("", None) => {
                 // Never guessed: a row that does not say hard or soft is refused, not counted
                 // hard.
@@ -127,8 +127,13 @@ pub fn parse_csv(path: &Path, raw: &[u8]) -> Result<Vec<Incoming>, IntakeError> 
             }
         };
         let reason = text_reason;
+        let permanent = match given.as_str() {
+            "hard" | "permanent" => true,
+            "" => known.as_ref().is_some_and(|k| k.3),
+            _ => false,
+        };
         let reason = match (kind, reason) {
-            (BounceKind::Hard, Reason::Delayed) => Reason::Other,
+            (BounceKind::Hard, Reason::Delayed) => Reason::Undefined,
             (_, r) => r,
         };
         let date = get(date_col);
@@ -163,6 +168,7 @@ pub fn parse_csv(path: &Path, raw: &[u8]) -> Result<Vec<Incoming>, IntakeError> 
                 bounces: vec![Bounce {
                     address,
                     kind,
+                    permanent,
                     status,
                     reason,
                     diagnostic: (!reason_text.is_empty()).then(|| reason_text.to_string()),

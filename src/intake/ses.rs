@@ -98,22 +98,28 @@ pub fn parse_ses(v: &Value) -> Result<(Option<String>, Found), String> {
             status_field.as_deref().unwrap_or(""),
             diagnostic.as_deref().unwrap_or("")
         );
-        let (text_kind, text_reason, text_status) = classify_text(&text, true);
+        let (text_kind, text_reason, text_status, text_permanent) = classify_text(&text, true);
         let (kind, reason) = match (bounce_type, sub_type) {
             ("Permanent", "NoEmail") => (BounceKind::Hard, Reason::UserUnknown),
             ("Permanent", "Suppressed" | "OnAccountSuppressionList") => {
                 (BounceKind::Hard, Reason::UserUnknown)
             }
             (_, "MailboxFull") => (BounceKind::Soft, Reason::MailboxFull),
-            (_, "MessageTooLarge") => (BounceKind::Soft, Reason::MessageTooLarge),
-            (_, "ContentRejected" | "AttachmentRejected") => (BounceKind::Soft, Reason::Policy),
-            ("Permanent", _) => (BounceKind::Hard, text_reason_or(text_reason, Reason::Other)),
+            (_, "MessageTooLarge") => (BounceKind::Soft, Reason::MesgTooBig),
+            (_, "ContentRejected" | "AttachmentRejected") => {
+                (BounceKind::Soft, Reason::PolicyViolation)
+            }
+            ("Permanent", _) => (
+                BounceKind::Hard,
+                text_reason_or(text_reason, Reason::Undefined),
+            ),
             ("Transient", _) | ("Undetermined", _) => (BounceKind::Soft, text_reason),
             _ => (text_kind, text_reason),
         };
         bounces.push(Bounce {
             address,
             kind,
+            permanent: bounce_type == "Permanent" || (bounce_type != "Transient" && text_permanent),
             status: status_field.or(text_status),
             reason,
             diagnostic,

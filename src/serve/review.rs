@@ -95,7 +95,11 @@ impl Filters {
                 format!(
                     "reason `{}` is not one of {}",
                     inert::line(r),
-                    Reason::ALL.map(Reason::as_str).join(", ")
+                    Reason::ALL
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             })?),
         };
@@ -890,7 +894,10 @@ async fn review_html(
         "workgroups",
         &workgroups.iter().map(|w| l(w)).collect::<Vec<_>>(),
     );
-    context.insert("reasons", &Reason::ALL.map(Reason::as_str));
+    context.insert(
+        "reasons",
+        &Reason::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+    );
     context.insert("rows", &rows);
     context.insert("total_rows", &total_rows);
     context.insert("unverified", &unverified);
