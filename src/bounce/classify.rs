@@ -1,11 +1,28 @@
-//! Classification of one failed recipient into a [`Reason`] and a [`BounceKind`], from the
-//! enhanced status code first, then the SMTP reply code, then keywords in the diagnostic. The
-//! tables here are the whole policy; the parsers only gather the evidence.
+//! Classification of one failed recipient into a [`Reason`] (sisimai's vocabulary), whether the
+//! failure is permanent, and so its [`BounceKind`]; plus the status code reported for it.
 //!
-//! Hard means the address itself is bad and will stay bad (unknown user, no such domain, address
-//! moved, a message given up on after days of trying). Soft means the address is fine but this
-//! delivery did not happen (mailbox full, message too large, delayed, greylisted, blocked): a
-//! soft bounce says nothing certain about the account, so policy only counts repeats of it.
+//! Evidence is weighed in this order:
+//! 1. The words of the remote's answer (the diagnostic), matched against phrase lists per reason
+//!    in one pass (Aho-Corasick). When several reasons' phrases occur, the one earlier in
+//!    [`PRIORITY`] wins: specific verdicts about the sender's side (its IP, its domain's
+//!    authentication, its envelope sender) come before verdicts about the recipient, which come
+//!    before the general ones ("policy", "system error").
+//! 2. The enhanced status code ([`reason_from_status`]), when the words say nothing.
+//! 3. The words of the notice around the recipient (`context`), when neither says anything.
+//! 4. What happened: a delay warning is `delayed`; a temporary failure given up on is `expired`.
+//!
+//! Two rules then refine: "user unknown" answered only after the message was sent (at DATA)
+//! is the recipient's filter (`filtered`), not a missing mailbox; a host that could not be
+//! found only temporarily is a network error. When the bounce carries no enhanced status code,
+//! the reported status is the sisimai convention `C.0.9NN` ([`internal_status`]): class 4 or 5
+//! and a number per reason, so every bounce has a code to sort and count by.
+//!
+//! Hard means the address itself is gone or wrong ([`BounceKind::of`]); everything else is soft.
+//! Pure: no I/O.
+
+use std::sync::LazyLock;
+
+use aho_corasick::AhoCorasick;
 
 use super::status::Status;
 use super::{BounceKind, Reason};
@@ -21,213 +38,855 @@ pub(crate) enum Outcome {
     Expired,
 }
 
-/// Reasons that an enhanced status code states without doubt, by (subject, detail).
-/// `None` in the detail column matches any detail of that subject.
-const STATUS_REASONS: &[(u16, Option<u16>, Reason)] = &[
-    (1, Some(1), Reason::UserUnknown), // bad destination mailbox address
-    (1, Some(10), Reason::UserUnknown), // Exchange: recipient not found by SMTP address lookup
-    (1, Some(2), Reason::HostUnknown), // bad destination system address
-    (1, Some(3), Reason::UserUnknown), // bad destination mailbox address syntax
-    (1, Some(6), Reason::UserUnknown), // mailbox has moved, no forwarding address
-    (2, Some(1), Reason::UserUnknown), // mailbox disabled, not accepting messages
-    (2, Some(2), Reason::MailboxFull), // mailbox full
-    (2, Some(3), Reason::MesgTooBig),  // message length exceeds administrative limit
-    (3, Some(4), Reason::MesgTooBig),  // message too big for system
-    (4, Some(4), Reason::HostUnknown), // unable to route (no MX, no A)
-    (4, Some(7), Reason::Expired),     // delivery time expired
-    (7, None, Reason::PolicyViolation), // security or policy status
+/// The SMTP command the remote answered, when the notice says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Command {
+    /// Before or at the greeting, HELO/EHLO, or STARTTLS.
+    Connect,
+    /// `MAIL FROM`.
+    MailFrom,
+    /// `RCPT TO`.
+    RcptTo,
+    /// `DATA` or the end of the message data.
+    Data,
+}
+
+/// Everything known about one failed recipient.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Evidence<'a> {
+    pub outcome: Outcome,
+    pub status: Option<Status>,
+    pub reply: Option<u16>,
+    /// The remote's answer, lower case.
+    pub diagnostic: &'a str,
+    /// The notice's words about this recipient (or the whole notice), lower case; may be empty.
+    pub context: &'a str,
+    pub command: Option<Command>,
+}
+
+/// The verdict on one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    pub kind: BounceKind,
+    pub reason: Reason,
+    pub permanent: bool,
+    /// The enhanced status code, or the `C.0.9NN` code of the reason when the bounce has none.
+    pub status: String,
+}
+
+/// Reasons in the order they win when phrases of several occur in one text.
+const PRIORITY: &[Reason] = &[
+    Reason::Expired,
+    Reason::NoRelaying,
+    Reason::Rejected,
+    Reason::AuthFailure,
+    Reason::RequirePtr,
+    Reason::MailboxFull,
+    Reason::ExceedLimit,
+    Reason::MesgTooBig,
+    Reason::Suspend,
+    Reason::HasMoved,
+    Reason::NotAccept,
+    Reason::BadReputation,
+    Reason::Blocked,
+    Reason::VirusDetected,
+    Reason::SpamDetected,
+    Reason::NotCompliantRfc,
+    Reason::ContentError,
+    Reason::UserUnknown,
+    Reason::HostUnknown,
+    Reason::Filtered,
+    Reason::TooManyConn,
+    Reason::RateLimited,
+    Reason::Speeding,
+    Reason::FailedStartTls,
+    Reason::SecurityError,
+    Reason::NetworkError,
+    Reason::MailerError,
+    Reason::SystemFull,
+    Reason::SystemError,
+    Reason::SyntaxError,
+    Reason::PolicyViolation,
 ];
 
-/// Keywords in a diagnostic, checked in this order, first match wins; all lower case. More
-/// specific phrasings come before the general ones they contain ("domain does not exist" before
-/// "does not exist", "mailbox size limit" before "size limit").
-const KEYWORD_REASONS: &[(&str, Reason)] = &[
-    // mailbox full
-    ("mailbox full", Reason::MailboxFull),
-    ("mailbox is full", Reason::MailboxFull),
-    ("mailbox size limit", Reason::MailboxFull),
-    ("mailbox has exceeded", Reason::MailboxFull),
-    ("inbox is full", Reason::MailboxFull),
-    ("full mailbox", Reason::MailboxFull),
-    ("over quota", Reason::MailboxFull),
-    ("overquota", Reason::MailboxFull),
-    ("quota exceeded", Reason::MailboxFull),
-    ("exceeded storage", Reason::MailboxFull),
-    ("exceeded its storage", Reason::MailboxFull),
-    ("out of storage", Reason::MailboxFull),
-    ("quota", Reason::MailboxFull),
-    ("insufficient storage", Reason::MailboxFull),
-    // message too large
-    ("message too large", Reason::MesgTooBig),
-    ("message too big", Reason::MesgTooBig),
-    ("message is too large", Reason::MesgTooBig),
-    ("message is too big", Reason::MesgTooBig),
-    ("message size exceeds", Reason::MesgTooBig),
-    ("message length exceeds", Reason::MesgTooBig),
-    ("maximum message size", Reason::MesgTooBig),
-    ("exceeds size limit", Reason::MesgTooBig),
-    ("size limit", Reason::MesgTooBig),
-    ("too large", Reason::MesgTooBig),
-    // given up after retrying
-    ("retry timeout exceeded", Reason::Expired),
-    ("retry time not reached", Reason::Expired),
-    ("delivery time expired", Reason::Expired),
-    ("message expired", Reason::Expired),
-    ("too long in queue", Reason::Expired),
-    ("in the queue too long", Reason::Expired),
-    ("too long in the queue", Reason::Expired),
-    ("message timed out", Reason::Expired),
-    // host or domain unknown
-    ("host not found", Reason::HostUnknown),
-    ("host unknown", Reason::HostUnknown),
-    ("unknown host", Reason::HostUnknown),
-    ("domain not found", Reason::HostUnknown),
-    ("domain name not found", Reason::HostUnknown),
-    ("no such domain", Reason::HostUnknown),
-    ("unknown domain", Reason::HostUnknown),
-    ("domain does not exist", Reason::HostUnknown),
-    ("domain doesn't exist", Reason::HostUnknown),
-    ("name or service not known", Reason::HostUnknown),
-    ("nxdomain", Reason::HostUnknown),
-    ("no mx record", Reason::HostUnknown),
-    ("unrouteable", Reason::HostUnknown),
-    ("unroutable", Reason::HostUnknown),
-    ("does not accept mail", Reason::HostUnknown),
-    // user unknown
-    ("user unknown", Reason::UserUnknown),
-    ("unknown user", Reason::UserUnknown),
-    ("no such user", Reason::UserUnknown),
-    ("no such recipient", Reason::UserUnknown),
-    ("no such mailbox", Reason::UserUnknown),
-    ("no such person", Reason::UserUnknown),
-    ("unknown recipient", Reason::UserUnknown),
-    ("recipient unknown", Reason::UserUnknown),
-    ("recipient not found", Reason::UserUnknown),
-    ("recipnotfound", Reason::UserUnknown),
-    ("recipientnotfound", Reason::UserUnknown),
-    ("user not found", Reason::UserUnknown),
-    ("address not found", Reason::UserUnknown),
-    ("mailbox not found", Reason::UserUnknown),
-    ("mailbox unavailable", Reason::UserUnknown),
-    ("mailbox not available", Reason::UserUnknown),
-    ("no mailbox here", Reason::UserUnknown),
-    ("invalid recipient", Reason::UserUnknown),
-    ("invalid mailbox", Reason::UserUnknown),
-    ("invalid address", Reason::UserUnknown),
-    ("address unknown", Reason::UserUnknown),
-    ("unknown address", Reason::UserUnknown),
-    ("unknown local part", Reason::UserUnknown),
-    ("unknown or illegal alias", Reason::UserUnknown),
-    ("not a valid mailbox", Reason::UserUnknown),
-    ("not a known user", Reason::UserUnknown),
-    ("not listed in", Reason::UserUnknown),
-    ("does not exist", Reason::UserUnknown),
-    ("doesn't exist", Reason::UserUnknown),
-    ("doesn't have a", Reason::UserUnknown),
-    ("does not have an account", Reason::UserUnknown),
-    ("couldn't be found", Reason::UserUnknown),
-    ("could not be found", Reason::UserUnknown),
-    ("wasn't found at", Reason::UserUnknown),
-    ("account has been disabled", Reason::UserUnknown),
-    ("account is disabled", Reason::UserUnknown),
-    ("account disabled", Reason::UserUnknown),
-    ("mailbox disabled", Reason::UserUnknown),
-    ("mailbox is disabled", Reason::UserUnknown),
-    ("account is inactive", Reason::UserUnknown),
-    ("account has been deactivated", Reason::UserUnknown),
-    ("no longer valid", Reason::UserUnknown),
-    ("no longer active", Reason::UserUnknown),
-    ("has moved", Reason::UserUnknown),
-    ("bad destination mailbox", Reason::UserUnknown),
-    // Exchange Online directory-based edge blocking: the recipient is not in the directory.
+fn rank(reason: Reason) -> usize {
+    PRIORITY
+        .iter()
+        .position(|r| *r == reason)
+        .unwrap_or(PRIORITY.len())
+}
+
+/// Phrases of each reason, lower case, whitespace single spaces. A phrase names its reason
+/// wherever it occurs in the answer, so each must be specific enough to do so on its own.
+const PHRASES: &[(Reason, &[&str])] = &[
     (
-        "recipient address rejected: access denied",
-        Reason::UserUnknown,
+        Reason::Expired,
+        &[
+            "retry timeout exceeded",
+            "retry time not reached for any host after a long failure period",
+            "message expired",
+            "delivery time expired",
+            "too long in the queue",
+            "in the queue too long",
+            "in queue too long",
+            "too long in queue",
+            "message timed out",
+            "could not be delivered within",
+            "was not delivered within",
+            "delivery expired",
+            "has been delayed for",
+            "queue lifetime",
+            "unable to deliver in",
+            "delivery attempts have failed",
+        ],
     ),
-    // policy
-    ("greylist", Reason::PolicyViolation),
-    ("graylist", Reason::PolicyViolation),
-    ("spam", Reason::PolicyViolation),
-    ("blacklist", Reason::PolicyViolation),
-    ("blocklist", Reason::PolicyViolation),
-    ("block list", Reason::PolicyViolation),
-    ("blocked", Reason::PolicyViolation),
-    ("spamhaus", Reason::PolicyViolation),
-    ("reputation", Reason::PolicyViolation),
-    ("policy", Reason::PolicyViolation),
-    ("dmarc", Reason::PolicyViolation),
-    ("spf", Reason::PolicyViolation),
-    ("dkim", Reason::PolicyViolation),
-    ("not authorized", Reason::PolicyViolation),
-    ("unauthorized", Reason::PolicyViolation),
-    ("relay access denied", Reason::PolicyViolation),
-    ("relaying denied", Reason::PolicyViolation),
-    ("access denied", Reason::PolicyViolation),
-    ("denied", Reason::PolicyViolation),
-    ("refused", Reason::PolicyViolation),
-    ("banned", Reason::PolicyViolation),
-    ("prohibited", Reason::PolicyViolation),
-    ("not permitted", Reason::PolicyViolation),
-    ("virus", Reason::PolicyViolation),
-    ("malware", Reason::PolicyViolation),
-    ("content rejected", Reason::PolicyViolation),
+    (
+        Reason::NoRelaying,
+        &[
+            "relay access denied",
+            "relaying denied",
+            "relay denied",
+            "relay not permitted",
+            "relaying not permitted",
+            "relaying not allowed",
+            "relay not allowed",
+            "not allowed to relay",
+            "not permitted to relay",
+            "unable to relay",
+            "we do not relay",
+            "no relaying",
+            "relaying mail to",
+            "not a gateway",
+            "relay prohibited",
+        ],
+    ),
+    (
+        Reason::Rejected,
+        &[
+            "sender address rejected",
+            "domain of sender address",
+            "sender rejected",
+            "sender verify failed",
+            "sender verification failed",
+            "unroutable sender",
+            "sender domain",
+            "invalid sender",
+            "bad sender",
+            "sender is not allowed",
+            "sender not allowed",
+            "sender denied",
+            "sender blocked",
+            "sender address is blocked",
+            "from address rejected",
+            "mail from rejected",
+            "address that has been blacklisted",
+            "your envelope sender",
+            "envelope sender",
+            "return path",
+            "returnpath",
+            "is not a registered gateway user",
+            "has been rejected by the recipient",
+            "rejected by the recipient",
+            "not accepting messages from",
+            "does not accept messages from",
+            "doesn't accept messages from",
+            "blocked by the recipient",
+        ],
+    ),
+    (
+        Reason::AuthFailure,
+        &[
+            "dmarc",
+            "spf record",
+            "spf check",
+            "spf fail",
+            "spf: ",
+            "bad spf",
+            "sender policy framework",
+            "dkim",
+            "authentication information",
+            "unauthenticated email",
+            "unauthenticated mail",
+            "does not pass",
+            "fails to pass",
+        ],
+    ),
+    (
+        Reason::RequirePtr,
+        &[
+            "reverse dns",
+            "reverse-dns",
+            "reverse lookup",
+            "reverse hostname",
+            "ptr record",
+            "no ptr",
+            "rdns",
+            "ip name lookup failed",
+            "cannot find your hostname",
+            "cannot find your reverse",
+            "mismatches client ip",
+            "unverifyable sending ip",
+            "unverifiable sending ip",
+            "no reverse",
+            "hostname does not match",
+            "not have a ptr",
+            "without a valid sender domain",
+            "client host rejected: may not be mail exchanger",
+        ],
+    ),
+    (
+        Reason::MailboxFull,
+        &[
+            "mailbox full",
+            "mailbox is full",
+            "mailbox size limit",
+            "mailbox has exceeded",
+            "mailbox exceeded",
+            "mailbox quota",
+            "inbox is full",
+            "full mailbox",
+            "over quota",
+            "overquota",
+            "over the quota",
+            "quota exceeded",
+            "exceeded storage",
+            "exceeded its storage",
+            "out of storage",
+            "storage quota",
+            "exceeds quota",
+            "disk quota",
+            "user's disk quota",
+            "insufficient storage",
+            "not enough storage",
+            "mailbox would exceed",
+            "has exceeded the maximum",
+            "is over its quota",
+            "quota",
+        ],
+    ),
+    (
+        Reason::ExceedLimit,
+        &[
+            "message length exceeds administrative limit",
+            "message size exceeds the limit for this recipient",
+            "exceeds the size limit of the recipient",
+        ],
+    ),
+    (
+        Reason::MesgTooBig,
+        &[
+            "message too large",
+            "message too big",
+            "message is too large",
+            "message is too big",
+            "message size exceeds",
+            "message length exceeds",
+            "maximum message size",
+            "exceeds size limit",
+            "exceeds the maximum size",
+            "exceeded the maximum size",
+            "size limit",
+            "too large",
+            "mail is too big",
+            "email is too big",
+        ],
+    ),
+    (
+        Reason::Suspend,
+        &[
+            "account disabled",
+            "is disabled",
+            "has been disabled",
+            "mailbox disabled",
+            "disabled recipient",
+            "disabled or discontinued",
+            "discontinued",
+            "account suspended",
+            "mailbox suspended",
+            "user suspended",
+            "is suspended",
+            "has been suspended",
+            "account suspension",
+            "temporarily locked",
+            "temporary locked",
+            "account is locked",
+            "account is blocked",
+            "account has been blocked",
+            "recipient account is blocked",
+            "mailbox is frozen",
+            "is frozen",
+            "is inactive",
+            "account inactive",
+            "not active",
+            "has been deactivated",
+            "deactivated",
+            "account expired",
+            "mailbox is inactive",
+            "est bloque",
+        ],
+    ),
+    (
+        Reason::HasMoved,
+        &[
+            "has moved",
+            "address has changed",
+            "no longer at",
+            "mailbox moved",
+        ],
+    ),
+    (
+        Reason::NotAccept,
+        &[
+            "does not accept mail",
+            "doesn't accept mail",
+            "accepts no mail",
+            "null mx",
+            "not accepting mail",
+        ],
+    ),
+    (
+        Reason::BadReputation,
+        &[
+            "reputation",
+            "unexpected volume or user complaints",
+            "sender score",
+        ],
+    ),
+    (
+        Reason::Blocked,
+        &[
+            "blocked using",
+            "blocked by",
+            "blacklisted by",
+            "blacklisted",
+            "blocklisted",
+            "blacklist",
+            "blocklist",
+            "block list",
+            "black list",
+            "dnsbl",
+            "rbl",
+            "spamhaus",
+            "spamcop",
+            "sorbs",
+            "abuseat",
+            "banned sending ip",
+            "client host rejected",
+            "client host blocked",
+            "not accepting connections",
+            "refused to talk to me",
+            "invalid ip for sending",
+            "ip address",
+            "your ip",
+            "ip=",
+            "messages from",
+            "connection refused by",
+            "connection rejected",
+            "use the smtp server of your isp",
+            "your network",
+            "service refuse",
+            "bloquee",
+            "blocked for abuse",
+            "poor reputation",
+            "access denied, banned",
+            "listed at",
+            "listed in",
+            "dynamic ip",
+            "dial-up",
+            "dialup",
+        ],
+    ),
+    (
+        Reason::VirusDetected,
+        &["virus", "malware", "infected", "trojan"],
+    ),
+    (
+        Reason::SpamDetected,
+        &[
+            "spam",
+            "bulk mail",
+            "junk mail",
+            "message content rejected",
+            "content rejected",
+            "blacklisted url",
+            "suspicious",
+            "mail rejete",
+            "mail rejected",
+            "classified as",
+            "scored as",
+        ],
+    ),
+    (
+        Reason::NotCompliantRfc,
+        &[
+            "rfc 5322",
+            "rfc5322",
+            "rfc 2822",
+            "rfc2822",
+            "rfc 822",
+            "rfc822",
+            "rfc 7103",
+            "not rfc compliant",
+            "rfc compliant",
+            "rfc-compliant",
+            "duplicate header",
+            "multiple from",
+            "multiple addresses in from",
+            "missing date",
+            "missing message-id",
+            "missing from",
+            "malformed header",
+            "invalid header",
+            "header syntax",
+        ],
+    ),
+    (
+        Reason::ContentError,
+        &[
+            "message header rejected",
+            "content error",
+            "improper use of 8-bit data",
+            "8-bit characters",
+            "mime type",
+            "mime part",
+            "invalid mime",
+            "content type",
+            "content-type",
+            "attachment",
+        ],
+    ),
+    (
+        Reason::UserUnknown,
+        &[
+            "user unknown",
+            "unknown user",
+            "no such user",
+            "no such recipient",
+            "no such mailbox",
+            "no such person",
+            "no such account",
+            "unknown recipient",
+            "recipient unknown",
+            "recipient not found",
+            "recipnotfound",
+            "recipientnotfound",
+            "user not found",
+            "address not found",
+            "mailbox not found",
+            "mailbox unavailable",
+            "mailbox not available",
+            "mailbox does not exist",
+            "no mailbox here",
+            "invalid recipient",
+            "invalid mailbox",
+            "invalid address",
+            "address unknown",
+            "unknown address",
+            "unknown local part",
+            "unknown or illegal alias",
+            "not a valid mailbox",
+            "not a known user",
+            "not listed in",
+            "user not exist",
+            "user does not exist",
+            "user doesn't exist",
+            "does not exist",
+            "doesn't exist",
+            "doesn't have a",
+            "does not have an account",
+            "couldn't be found",
+            "could not be found",
+            "wasn't found at",
+            "no longer valid",
+            "bad destination mailbox",
+            "recipient address rejected: access denied",
+            "recipient address rejected: undeliverable address",
+            "address rejected",
+            "unrouteable address",
+            "recipient rejected",
+            "no valid recipients",
+            "not our customer",
+            "is not a valid",
+            "mailbox unknown",
+            "unknown mailbox",
+            "not found in",
+            "user invalid",
+            "account does not exist",
+            "no account by that name",
+            "not a recipient",
+        ],
+    ),
+    (
+        Reason::HostUnknown,
+        &[
+            "host or domain name not found",
+            "host not found",
+            "host unknown",
+            "unknown host",
+            "domain not found",
+            "domain name not found",
+            "no such domain",
+            "unknown domain",
+            "domain does not exist",
+            "domain doesn't exist",
+            "name or service not known",
+            "nxdomain",
+            "no mx record",
+            "unrouteable mail domain",
+            "unroutable",
+            "unable to route",
+            "invalid domain",
+            "no valid host",
+            "domain must exist",
+        ],
+    ),
+    (
+        Reason::Filtered,
+        &[
+            "filtered",
+            "filter",
+            "rejected by user",
+            "rejected by the user",
+            "refused by the recipient",
+            "because the recipient is only accepting mail from",
+            "only accepting mail from specific",
+        ],
+    ),
+    (
+        Reason::TooManyConn,
+        &[
+            "too many connections",
+            "too many concurrent",
+            "too many simultaneous",
+            "too many smtp sessions",
+            "too many sessions",
+            "connection limit",
+            "connections from your host",
+            "too many open connections",
+        ],
+    ),
+    (
+        Reason::RateLimited,
+        &[
+            "rate limit",
+            "ratelimit",
+            "rate-limit",
+            "too many messages",
+            "too many recipients",
+            "throttl",
+            "temporarily deferred",
+            "exceeded the rate",
+        ],
+    ),
+    (
+        Reason::Speeding,
+        &["sending too fast", "too fast", "speeding"],
+    ),
+    (
+        Reason::FailedStartTls,
+        &[
+            "starttls failed",
+            "tls handshake",
+            "could not start tls",
+            "tls negotiation",
+            "failed to establish tls",
+            "ssl handshake",
+        ],
+    ),
+    (
+        Reason::SecurityError,
+        &[
+            "authentication required",
+            "authentication failed",
+            "auth required",
+            "must issue a starttls",
+            "starttls",
+            "tls required",
+            "encryption required",
+            "secure connection",
+            "insecure",
+            "access denied",
+            "not authorized",
+            "unauthorized",
+            "unauthenticated",
+            "authentication",
+        ],
+    ),
+    (
+        Reason::NetworkError,
+        &[
+            "hop count exceeded",
+            "too many hops",
+            "routing loop",
+            "mail loop",
+            "loops back to myself",
+            "loop detected",
+            "connection timed out",
+            "timed out",
+            "no route to host",
+            "network is unreachable",
+            "connection refused",
+            "lost connection",
+            "connection reset",
+            "connection closed",
+            "dns error",
+            "name service error",
+            "name server",
+            "malformed or unexpected",
+            "remote protocol error",
+            "temporary lookup failure",
+            "could not connect",
+            "unable to connect",
+            "connect to",
+            "host unreachable",
+        ],
+    ),
+    (
+        Reason::MailerError,
+        &[
+            "command died with status",
+            "command output",
+            "mail.local",
+            "procmail",
+            "x-unix",
+            "pipe to",
+            "exit status",
+            "local delivery failed",
+            "mailer error",
+            "unknown mailer error",
+        ],
+    ),
+    (
+        Reason::SystemFull,
+        &[
+            "insufficient system storage",
+            "system storage",
+            "disk full",
+            "file system full",
+            "out of disk",
+        ],
+    ),
+    (
+        Reason::SystemError,
+        &[
+            "internal system error",
+            "system error",
+            "internal error",
+            "server error",
+            "local error",
+            "transaction failed",
+            "service currently unavailable",
+            "service unavailable",
+            "service not available",
+            "temporary failure",
+            "temporarily unavailable",
+            "resources temporarily",
+            "configuration error",
+            "could not load",
+            "try again later",
+            "please try later",
+            "system problem",
+            "mail system problem",
+            "server busy",
+        ],
+    ),
+    (
+        Reason::SyntaxError,
+        &[
+            "syntax error",
+            "command unrecognized",
+            "unrecognized command",
+            "bad sequence of commands",
+            "command not recognized",
+            "invalid command",
+            "line too long",
+        ],
+    ),
+    (
+        Reason::PolicyViolation,
+        &[
+            "policy",
+            "prohibited",
+            "not permitted",
+            "violat",
+            "refused",
+            "denied",
+            "not allowed",
+            "banned",
+            "forbidden",
+        ],
+    ),
 ];
+
+/// Every phrase of [`PHRASES`], searched at once; pattern `i` belongs to `PHRASE_REASON[i]`.
+static MATCHER: LazyLock<(AhoCorasick, Vec<Reason>)> = LazyLock::new(|| {
+    let mut patterns = Vec::new();
+    let mut reasons = Vec::new();
+    for (reason, phrases) in PHRASES {
+        for p in *phrases {
+            patterns.push(*p);
+            reasons.push(*reason);
+        }
+    }
+    let ac = AhoCorasick::new(&patterns).expect("the phrase table builds");
+    (ac, reasons)
+});
+
+/// The reason the words of `lower` (lower case) point to: of all the phrases found, the one whose
+/// reason comes first in [`PRIORITY`].
+pub(crate) fn reason_from_text(lower: &str) -> Option<Reason> {
+    let (ac, reasons) = &*MATCHER;
+    ac.find_overlapping_iter(lower)
+        .map(|m| reasons[m.pattern().as_usize()])
+        .min_by_key(|r| rank(*r))
+}
 
 /// The reason an enhanced status code states by itself, if it states one.
 pub(crate) fn reason_from_status(status: Status) -> Option<Reason> {
-    STATUS_REASONS
-        .iter()
-        .find(|(subject, detail, _)| {
-            *subject == status.subject && detail.is_none_or(|d| d == status.detail)
-        })
-        .map(|(_, _, reason)| *reason)
-}
-
-/// The reason keywords in `lower` (lower-cased diagnostic text) point to, if any.
-pub(crate) fn reason_from_text(lower: &str) -> Option<Reason> {
-    KEYWORD_REASONS
-        .iter()
-        .find(|(keyword, _)| lower.contains(keyword))
-        .map(|(_, reason)| *reason)
-}
-
-/// The reason a status code's subject implies when neither the exact code nor the keywords said
-/// more: addressing problems are about the recipient, the rest are unspecific.
-fn reason_from_subject(status: Status) -> Reason {
-    match status.subject {
-        1 => Reason::UserUnknown,
-        7 => Reason::PolicyViolation,
-        _ => Reason::Undefined,
-    }
-}
-
-/// Kind and reason for one recipient.
-///
-/// `status` is the enhanced status code, `reply` the SMTP reply code found in the diagnostic,
-/// `lower` the lower-cased diagnostic (and, for prose bounces, the text around the address).
-pub(crate) fn classify(
-    outcome: Outcome,
-    status: Option<Status>,
-    reply: Option<u16>,
-    lower: &str,
-) -> (BounceKind, Reason, bool) {
-    if outcome == Outcome::Delayed {
-        return (BounceKind::Soft, Reason::Delayed, false);
-    }
-    let class = status.map(|s| s.class).or(reply.map(|r| (r / 100) as u8));
-    let reason = status
-        .and_then(reason_from_status)
-        .or_else(|| reason_from_text(lower))
-        .or_else(|| status.map(reason_from_subject))
-        .unwrap_or(Reason::Undefined);
-    // A report that the MTA gave up on a temporary failure means the retry period ran out.
-    let gave_up = outcome == Outcome::Expired || class == Some(4);
-    let reason = match reason {
-        Reason::Undefined | Reason::PolicyViolation | Reason::Delayed if gave_up => Reason::Expired,
-        reason => reason,
+    let r = match (status.subject, status.detail) {
+        (1, 1 | 3 | 10) => Reason::UserUnknown,
+        (1, 2) => Reason::HostUnknown,
+        (1, 6) => Reason::HasMoved,
+        (1, 7 | 8) => Reason::Rejected,
+        (2, 0) => Reason::Filtered,
+        (2, 1) => Reason::Suspend,
+        (2, 2) => Reason::MailboxFull,
+        (2, 3) => Reason::ExceedLimit,
+        (3, 1) => Reason::SystemFull,
+        (3, 2) => Reason::NotAccept,
+        (3, 4) => Reason::MesgTooBig,
+        (3, 0 | 3 | 5) => Reason::SystemError,
+        (4, 4) => Reason::HostUnknown,
+        (4, 1..=3 | 6) => Reason::NetworkError,
+        (4, 5) => Reason::SystemFull,
+        (4, 7) => Reason::Expired,
+        (5, _) => Reason::SyntaxError,
+        (6, _) => Reason::ContentError,
+        (7, 1) => Reason::Blocked,
+        (7, 13) => Reason::Suspend,
+        (7, 25) => Reason::RequirePtr,
+        (7, 23 | 26 | 27 | 509) => Reason::AuthFailure,
+        (7, 606..=649) => Reason::Blocked,
+        (7, 6..=8 | 10 | 11) => Reason::SecurityError,
+        (7, _) => Reason::PolicyViolation,
+        _ => return None,
     };
-    let permanent = class == Some(5);
-    (BounceKind::of(reason, permanent), reason, permanent)
+    Some(r)
+}
+
+/// The sisimai-style code of a reason for a bounce that carries no enhanced status code:
+/// `C.0.9NN`, class 4 for a temporary failure and 5 for a permanent one.
+pub(crate) fn internal_status(reason: Reason, permanent: bool) -> String {
+    let n = match reason {
+        Reason::Undefined => 900,
+        Reason::OnHold => 901,
+        Reason::SyntaxError => 902,
+        Reason::NoRelaying => 909,
+        Reason::Filtered => 910,
+        Reason::UserUnknown => 911,
+        Reason::HostUnknown => 912,
+        Reason::HasMoved => 916,
+        Reason::Rejected => 918,
+        Reason::Suspend => 921,
+        Reason::MailboxFull => 922,
+        Reason::ExceedLimit => 923,
+        Reason::SystemError => 930,
+        Reason::SystemFull => 931,
+        Reason::NotAccept => 932,
+        Reason::MesgTooBig => 934,
+        Reason::MailerError => 939,
+        Reason::NetworkError => 944,
+        Reason::TooManyConn => 945,
+        Reason::Expired | Reason::Delayed => 947,
+        Reason::ContentError => 960,
+        Reason::SecurityError => 970,
+        Reason::Blocked => 971,
+        Reason::PolicyViolation => 972,
+        Reason::RequirePtr => 973,
+        Reason::BadReputation => 974,
+        Reason::AuthFailure => 975,
+        Reason::FailedStartTls => 976,
+        Reason::NotCompliantRfc => 977,
+        Reason::RateLimited | Reason::Speeding => 978,
+        Reason::SpamDetected => 980,
+        Reason::VirusDetected => 981,
+    };
+    format!("{}.0.{n}", if permanent { 5 } else { 4 })
+}
+
+/// The SMTP command a notice says the remote refused, from phrases MTAs write: Postfix's
+/// "(in reply to end of DATA command)", Sendmail's transcript (`>>> DATA` then `<<< 550 ...`),
+/// Exim's "after end of data", DragonFly's "did not like our final DATA". The last one named
+/// before the first refusal wins in a transcript; `None` when the notice does not say.
+pub(crate) fn command_in(lower: &str) -> Option<Command> {
+    const PHRASES: &[(&str, Command)] = &[
+        ("in reply to end of data command", Command::Data),
+        ("in reply to data command", Command::Data),
+        ("after end of data", Command::Data),
+        ("final data", Command::Data),
+        ("after data", Command::Data),
+        (">>> data", Command::Data),
+        ("in reply to rcpt to command", Command::RcptTo),
+        ("after rcpt to", Command::RcptTo),
+        (">>> rcpt to", Command::RcptTo),
+        ("in reply to mail from command", Command::MailFrom),
+        ("after mail from", Command::MailFrom),
+        (">>> mail from", Command::MailFrom),
+        ("in reply to ehlo command", Command::Connect),
+        ("in reply to helo command", Command::Connect),
+        ("after initial connection", Command::Connect),
+    ];
+    static FIND: LazyLock<AhoCorasick> = LazyLock::new(|| {
+        AhoCorasick::new(PHRASES.iter().map(|(p, _)| *p)).expect("command phrases build")
+    });
+    FIND.find_iter(lower)
+        .next()
+        .map(|m| PHRASES[m.pattern().as_usize()].1)
+}
+
+/// Kind, reason, permanence and status for one recipient (see the module comment).
+pub(crate) fn classify(ev: &Evidence<'_>) -> Verdict {
+    let class = ev
+        .status
+        .map(|s| s.class)
+        .or(ev.reply.map(|r| (r / 100) as u8));
+    let specific_status = ev.status.filter(|s| !s.is_generic());
+    let from_words = reason_from_text(ev.diagnostic);
+    let mut reason = from_words
+        .or_else(|| specific_status.and_then(reason_from_status))
+        .or_else(|| reason_from_text(ev.context));
+    if ev.outcome == Outcome::Expired && reason.is_none_or(|r| rank(r) > rank(Reason::Blocked)) {
+        reason = Some(Reason::Expired);
+    }
+    let temporary = class == Some(4) || ev.outcome != Outcome::Failed;
+    let mut reason = match reason {
+        Some(r) => r,
+        None if ev.outcome == Outcome::Delayed => Reason::Delayed,
+        None if temporary => Reason::Expired,
+        None => Reason::Undefined,
+    };
+    // "User unknown" after the message was sent is the recipient's filter speaking.
+    if reason == Reason::UserUnknown && ev.command == Some(Command::Data) {
+        reason = Reason::Filtered;
+    }
+    // A host that could not be found for now is trouble on the way, not a wrong address.
+    if reason == Reason::HostUnknown && temporary {
+        reason = Reason::NetworkError;
+    }
+    if ev.outcome == Outcome::Delayed && reason == Reason::Expired {
+        reason = Reason::Delayed;
+    }
+    let permanent = !temporary && class != Some(2);
+    let status = match ev.status {
+        Some(s) => s.to_string(),
+        None => internal_status(reason, permanent),
+    };
+    Verdict {
+        kind: BounceKind::of(reason, permanent),
+        reason,
+        permanent,
+        status,
+    }
 }
 
 #[cfg(test)]
@@ -236,142 +895,216 @@ mod tests {
     use super::*;
     use BounceKind::{Hard, Soft};
 
-    fn st(code: &str) -> Option<Status> {
-        parse_status_field(code)
+    fn failed<'a>(status: &str, reply: Option<u16>, diagnostic: &'a str) -> Evidence<'a> {
+        Evidence {
+            outcome: Outcome::Failed,
+            status: parse_status_field(status),
+            reply,
+            diagnostic,
+            context: "",
+            command: None,
+        }
+    }
+
+    fn verdict(ev: Evidence<'_>) -> (BounceKind, Reason, bool, String) {
+        let v = classify(&ev);
+        (v.kind, v.reason, v.permanent, v.status)
     }
 
     #[test]
-    fn status_table() {
+    fn every_phrase_names_its_own_reason_unless_a_higher_one_contains_it() {
+        for (reason, phrases) in PHRASES {
+            for p in *phrases {
+                assert_eq!(p.to_lowercase(), *p, "{p} is not lower case");
+                let found = reason_from_text(p).unwrap();
+                assert!(
+                    rank(found) <= rank(*reason),
+                    "{p}: {found:?} ranks below {reason:?}"
+                );
+            }
+        }
+        assert_eq!(
+            PRIORITY.len(),
+            PHRASES.len(),
+            "every reason with phrases has a rank"
+        );
+    }
+
+    #[test]
+    fn status_codes_when_the_words_say_nothing() {
         let cases = [
             ("5.1.1", Hard, Reason::UserUnknown),
             ("5.1.10", Hard, Reason::UserUnknown),
             ("5.1.2", Hard, Reason::HostUnknown),
-            ("5.1.6", Hard, Reason::UserUnknown),
-            ("5.2.1", Hard, Reason::UserUnknown),
+            ("5.1.6", Hard, Reason::HasMoved),
+            ("5.1.8", Soft, Reason::Rejected),
+            ("5.2.1", Soft, Reason::Suspend),
             ("5.2.2", Soft, Reason::MailboxFull),
-            ("4.2.2", Soft, Reason::MailboxFull),
-            ("5.2.3", Soft, Reason::MesgTooBig),
+            ("5.2.3", Soft, Reason::ExceedLimit),
             ("5.3.4", Soft, Reason::MesgTooBig),
             ("5.4.4", Hard, Reason::HostUnknown),
-            ("4.4.7", Hard, Reason::Expired),
-            ("5.7.1", Soft, Reason::PolicyViolation),
+            ("5.4.6", Soft, Reason::NetworkError),
+            ("5.7.1", Soft, Reason::Blocked),
+            ("5.7.26", Soft, Reason::AuthFailure),
+            ("5.7.25", Soft, Reason::RequirePtr),
             ("5.7.133", Soft, Reason::PolicyViolation),
-            ("5.1.0", Hard, Reason::UserUnknown),
-            ("5.0.0", Hard, Reason::Undefined),
-            ("4.4.1", Hard, Reason::Expired),
+            ("5.0.0", Soft, Reason::Undefined),
         ];
         for (code, kind, reason) in cases {
-            assert_eq!(
-                classify(Outcome::Failed, st(code), None, ""),
-                (kind, reason),
-                "{code}"
-            );
+            let v = verdict(failed(code, None, ""));
+            assert_eq!((v.0, v.1, v.2), (kind, reason, true), "{code}");
+            assert_eq!(v.3, code);
         }
     }
 
     #[test]
-    fn delayed_is_soft_whatever_the_code() {
-        for code in ["4.4.1", "4.2.2", "4.7.1", "5.1.1"] {
-            assert_eq!(
-                classify(Outcome::Delayed, st(code), Some(450), "greylisted"),
-                (Soft, Reason::Delayed)
-            );
-        }
-    }
-
-    #[test]
-    fn keywords_when_the_code_is_generic() {
+    fn words_come_before_the_code() {
         let cases = [
             (
-                "550 requested action not taken: mailbox unavailable",
-                Hard,
+                "5.7.1",
+                "550 5.7.1 ip address blacklisted by recipient",
+                Reason::Blocked,
+            ),
+            ("5.1.1", "552 5.1.1 mailbox full", Reason::MailboxFull),
+            (
+                "5.1.8",
+                "501 5.1.8 sender address rejected",
+                Reason::Rejected,
+            ),
+            ("5.7.1", "554 5.7.1 relay access denied", Reason::NoRelaying),
+            (
+                "5.7.1",
+                "550 5.7.1 email rejected per dmarc policy for example.org",
+                Reason::AuthFailure,
+            ),
+            ("5.7.1", "554 5.7.1 reverse dns failed.", Reason::RequirePtr),
+            (
+                "5.2.1",
+                "550 5.2.1 the email account that you tried to reach is disabled.",
+                Reason::Suspend,
+            ),
+            (
+                "5.0.0",
+                "554 5.6.0 this message has been scored as spam",
+                Reason::SpamDetected,
+            ),
+            (
+                "5.0.0",
+                "554 5.4.6 hop count exceeded - possible mail loop",
+                Reason::NetworkError,
+            ),
+            (
+                "5.0.0",
+                "550 5.3.5 internal system error",
+                Reason::SystemError,
+            ),
+            (
+                "5.0.0",
+                "550 5.7.1 <a@b.example>: recipient address rejected: user unknown",
                 Reason::UserUnknown,
             ),
-            (
-                "554 delivery error: dd this user doesn't have a yahoo.com account",
-                Hard,
-                Reason::UserUnknown,
-            ),
-            ("552 mailbox size limit exceeded", Soft, Reason::MailboxFull),
-            (
-                "552 message size exceeds fixed limit",
-                Soft,
-                Reason::MesgTooBig,
-            ),
-            ("user is over quota", Soft, Reason::MailboxFull),
-            (
-                "host or domain name not found. name service error",
-                Hard,
-                Reason::HostUnknown,
-            ),
-            ("domain does not exist", Hard, Reason::HostUnknown),
-            (
-                "the email account that you tried to reach does not exist",
-                Hard,
-                Reason::UserUnknown,
-            ),
-            (
-                "user bob@x.org not listed in domino directory",
-                Hard,
-                Reason::UserUnknown,
-            ),
-            (
-                "554 rejected: client host blocked using zen.spamhaus.org",
-                Soft,
-                Reason::PolicyViolation,
-            ),
-            ("retry timeout exceeded", Hard, Reason::Expired),
-            (
-                "sorry, no mailbox here by that name",
-                Hard,
-                Reason::UserUnknown,
-            ),
-            ("something odd happened", Hard, Reason::Undefined),
         ];
-        for (text, kind, reason) in cases {
-            assert_eq!(
-                classify(Outcome::Failed, st("5.0.0"), Some(550), text),
-                (kind, reason),
-                "{text}"
-            );
+        for (code, text, reason) in cases {
+            assert_eq!(verdict(failed(code, Some(550), text)).1, reason, "{text}");
         }
     }
 
     #[test]
-    fn giving_up_on_a_transient_failure_is_expired() {
+    fn only_a_gone_or_wrong_address_is_hard() {
+        assert_eq!(verdict(failed("5.0.0", Some(550), "user unknown")).0, Hard);
+        assert_eq!(verdict(failed("5.0.0", Some(550), "host unknown")).0, Hard);
+        assert_eq!(verdict(failed("5.1.6", None, "")).0, Hard);
+        for text in [
+            "filtered",
+            "sender address rejected",
+            "blocked using zen.spamhaus.org",
+            "no ptr record",
+            "retry timeout exceeded",
+            "mailbox full",
+            "",
+        ] {
+            assert_eq!(verdict(failed("5.0.0", Some(550), text)).0, Soft, "{text}");
+        }
+        // A null MX is hard when the host says it for good, soft when it may change its mind.
         assert_eq!(
-            classify(Outcome::Failed, st("4.4.1"), None, "connection timed out"),
-            (Hard, Reason::Expired)
+            verdict(failed("5.0.0", Some(556), "domain does not accept mail")).0,
+            Hard
         );
         assert_eq!(
-            classify(
-                Outcome::Failed,
-                None,
-                Some(451),
-                "greylisted, try again later"
-            ),
-            (Hard, Reason::Expired)
-        );
-        assert_eq!(
-            classify(Outcome::Expired, None, None, "unknown reason"),
-            (Hard, Reason::Expired)
-        );
-        // ...unless the code says what the transient problem was.
-        assert_eq!(
-            classify(Outcome::Failed, st("4.2.2"), None, ""),
-            (Soft, Reason::MailboxFull)
+            verdict(failed("4.0.0", Some(450), "domain does not accept mail")).0,
+            Soft
         );
     }
 
     #[test]
-    fn without_any_code_keywords_decide() {
+    fn user_unknown_after_data_is_the_filter() {
+        let mut ev = failed("5.0.0", Some(550), "550 unknown user kijitora@example.jp");
+        assert_eq!(verdict(ev).1, Reason::UserUnknown);
+        ev.command = command_in(">>> data\n<<< 550 unknown user kijitora@example.jp");
+        assert_eq!(ev.command, Some(Command::Data));
+        assert_eq!(verdict(ev).1, Reason::Filtered);
         assert_eq!(
-            classify(Outcome::Failed, None, None, "(user not found)"),
-            (Hard, Reason::UserUnknown)
+            command_in("host x said: 550 5.1.1 user unknown (in reply to rcpt to command)"),
+            Some(Command::RcptTo)
         );
+        assert_eq!(command_in("nothing here"), None);
+    }
+
+    #[test]
+    fn temporary_failures_and_delays() {
+        // Given up on a temporary failure with nothing more said: expired, soft, not permanent.
         assert_eq!(
-            classify(Outcome::Failed, None, None, ""),
-            (Hard, Reason::Undefined)
+            verdict(failed("", Some(451), "")),
+            (Soft, Reason::Expired, false, "4.0.947".into())
         );
+        // A host not found for now is a network error.
+        assert_eq!(
+            verdict(failed("4.0.0", None, "dns error: domain name not found")).1,
+            Reason::NetworkError
+        );
+        let delayed = Evidence {
+            outcome: Outcome::Delayed,
+            ..failed("4.4.7", None, "")
+        };
+        assert_eq!(
+            verdict(delayed),
+            (Soft, Reason::Delayed, false, "4.4.7".into())
+        );
+        let delayed = Evidence {
+            outcome: Outcome::Delayed,
+            ..failed(
+                "",
+                None,
+                "connect to x.example[192.0.2.1]:25: no route to host",
+            )
+        };
+        assert_eq!(verdict(delayed).1, Reason::NetworkError);
+        let expired = Evidence {
+            outcome: Outcome::Expired,
+            ..failed("", None, "connection timed out")
+        };
+        assert_eq!(verdict(expired).1, Reason::Expired);
+    }
+
+    #[test]
+    fn no_code_in_the_bounce_gives_the_reason_s_code() {
+        assert_eq!(verdict(failed("", None, "no such user here")).3, "5.0.911");
+        assert_eq!(verdict(failed("", Some(550), "filtered")).3, "5.0.910");
+        assert_eq!(verdict(failed("", None, "")).3, "5.0.900");
+        assert_eq!(internal_status(Reason::MailboxFull, false), "4.0.922");
+    }
+
+    #[test]
+    fn the_context_is_read_last() {
+        let ev = Evidence {
+            context: "your message to group x was rejected due to spam classification",
+            ..failed("5.0.0", None, "")
+        };
+        assert_eq!(verdict(ev).1, Reason::SpamDetected);
+        let ev = Evidence {
+            context: "spam",
+            ..failed("5.1.1", None, "")
+        };
+        assert_eq!(verdict(ev).1, Reason::UserUnknown);
     }
 }
