@@ -76,25 +76,25 @@ pub(crate) struct Verdict {
 
 /// Reasons in the order they win when phrases of several occur in one text.
 const PRIORITY: &[Reason] = &[
-    Reason::Expired,
     Reason::NoRelaying,
+    Reason::RequirePtr,
     Reason::Rejected,
     Reason::AuthFailure,
-    Reason::RequirePtr,
     Reason::MailboxFull,
     Reason::ExceedLimit,
     Reason::MesgTooBig,
     Reason::Suspend,
     Reason::HasMoved,
     Reason::NotAccept,
+    Reason::Expired,
     Reason::BadReputation,
     Reason::Blocked,
     Reason::VirusDetected,
     Reason::SpamDetected,
     Reason::NotCompliantRfc,
     Reason::ContentError,
-    Reason::UserUnknown,
     Reason::HostUnknown,
+    Reason::UserUnknown,
     Reason::Filtered,
     Reason::TooManyConn,
     Reason::RateLimited,
@@ -187,6 +187,9 @@ const PHRASES: &[(Reason, &[&str])] = &[
             "is not a registered gateway user",
             "has been rejected by the recipient",
             "rejected by the recipient",
+            "permission to post",
+            "groups.google.com/support",
+            "投稿する権限がない",
             "not accepting messages from",
             "does not accept messages from",
             "doesn't accept messages from",
@@ -501,8 +504,6 @@ const PHRASES: &[(Reason, &[&str])] = &[
             "bad destination mailbox",
             "recipient address rejected: access denied",
             "recipient address rejected: undeliverable address",
-            "address rejected",
-            "unrouteable address",
             "recipient rejected",
             "no valid recipients",
             "not our customer",
@@ -520,6 +521,8 @@ const PHRASES: &[(Reason, &[&str])] = &[
         Reason::HostUnknown,
         &[
             "host or domain name not found",
+            "bad destination system address",
+            "unrouteable address",
             "host not found",
             "host unknown",
             "unknown host",
@@ -563,16 +566,18 @@ const PHRASES: &[(Reason, &[&str])] = &[
             "connection limit",
             "connections from your host",
             "too many open connections",
+            "too many recipients",
+            "connection rate limit",
         ],
     ),
     (
         Reason::RateLimited,
         &[
+            "receiving mail at a rate",
             "rate limit",
             "ratelimit",
             "rate-limit",
             "too many messages",
-            "too many recipients",
             "throttl",
             "temporarily deferred",
             "exceeded the rate",
@@ -596,6 +601,7 @@ const PHRASES: &[(Reason, &[&str])] = &[
     (
         Reason::SecurityError,
         &[
+            "delivery not authorized",
             "authentication required",
             "authentication failed",
             "auth required",
@@ -760,7 +766,7 @@ pub(crate) fn reason_from_status(status: Status) -> Option<Reason> {
         (4, 1..=3 | 6) => Reason::NetworkError,
         (4, 5) => Reason::SystemFull,
         (4, 7) => Reason::Expired,
-        (5, _) => Reason::SyntaxError,
+        (5, 1..) => Reason::SyntaxError,
         (6, _) => Reason::ContentError,
         (7, 1) => Reason::Blocked,
         (7, 13) => Reason::Suspend,
@@ -814,10 +820,11 @@ pub(crate) fn internal_status(reason: Reason, permanent: bool) -> String {
     format!("{}.0.{n}", if permanent { 5 } else { 4 })
 }
 
-/// The SMTP command a notice says the remote refused, from phrases MTAs write: Postfix's
-/// "(in reply to end of DATA command)", Sendmail's transcript (`>>> DATA` then `<<< 550 ...`),
-/// Exim's "after end of data", DragonFly's "did not like our final DATA". The last one named
-/// before the first refusal wins in a transcript; `None` when the notice does not say.
+/// The SMTP command a notice says the remote refused. In a Sendmail-style transcript
+/// (`>>> RCPT To:<x>` then `<<< 550 ...`) it is the last command sent before the first refusal;
+/// otherwise the first of the phrases MTAs write: Postfix's "(in reply to end of DATA
+/// command)", Exim's "after end of data", DragonFly's "did not like our final DATA". `None`
+/// when the notice does not say.
 pub(crate) fn command_in(lower: &str) -> Option<Command> {
     const PHRASES: &[(&str, Command)] = &[
         ("in reply to end of data command", Command::Data),
@@ -825,23 +832,96 @@ pub(crate) fn command_in(lower: &str) -> Option<Command> {
         ("after end of data", Command::Data),
         ("final data", Command::Data),
         ("after data", Command::Data),
-        (">>> data", Command::Data),
         ("in reply to rcpt to command", Command::RcptTo),
         ("after rcpt to", Command::RcptTo),
-        (">>> rcpt to", Command::RcptTo),
         ("in reply to mail from command", Command::MailFrom),
         ("after mail from", Command::MailFrom),
-        (">>> mail from", Command::MailFrom),
         ("in reply to ehlo command", Command::Connect),
         ("in reply to helo command", Command::Connect),
         ("after initial connection", Command::Connect),
+        (">>> ", Command::Connect),
     ];
     static FIND: LazyLock<AhoCorasick> = LazyLock::new(|| {
         AhoCorasick::new(PHRASES.iter().map(|(p, _)| *p)).expect("command phrases build")
     });
-    FIND.find_iter(lower)
-        .next()
-        .map(|m| PHRASES[m.pattern().as_usize()].1)
+    let first = FIND.find_iter(lower).next()?;
+    if PHRASES[first.pattern().as_usize()].0 != ">>> " {
+        return Some(PHRASES[first.pattern().as_usize()].1);
+    }
+    // A transcript: follow it line by line from its first command.
+    let mut sent = None;
+    for line in lower[first.start()..].lines() {
+        let line = line.trim_start();
+        if let Some(cmd) = line.strip_prefix(">>> ") {
+            sent = Some(if cmd.starts_with("data") || cmd.starts_with('.') {
+                Command::Data
+            } else if cmd.starts_with("rcpt") {
+                Command::RcptTo
+            } else if cmd.starts_with("mail") {
+                Command::MailFrom
+            } else {
+                Command::Connect
+            });
+        } else if let Some(reply) = line.strip_prefix("<<< ") {
+            if reply.starts_with('4') || reply.starts_with('5') {
+                return sent;
+            }
+        }
+    }
+    None
+}
+
+/// Top-level header fields (name, and a lower-case part of the value; empty for any value) that
+/// mark a bounce written by a filtering gateway (McAfee, m-FILTER, SurfControl, ActiveHunter):
+/// such a gateway answers "user unknown" for mail its rules refuse, so from it that is `filtered`.
+pub(crate) const FILTERING_GATEWAY_HEADERS: &[(&str, &str)] = &[
+    ("x-nai-header", ""),
+    ("x-mailer", "m-filter"),
+    ("x-mailer", "e-mail filter"),
+    ("x-sef-processed", ""),
+    ("x-ahmailid", ""),
+];
+
+/// The verdict of `bounce` when it came through a filtering gateway
+/// ([`FILTERING_GATEWAY_HEADERS`]): "user unknown" becomes `filtered`, with its kind and, when
+/// the bounce had no code of its own, its code.
+pub(crate) fn through_filtering_gateway(bounce: &mut super::Bounce) {
+    // A status code that itself says "no such mailbox" (X.1.x) is taken at its word.
+    let addressing = bounce
+        .status
+        .as_deref()
+        .is_some_and(|s| s.get(1..4) == Some(".1."));
+    if bounce.reason != Reason::UserUnknown || addressing {
+        return;
+    }
+    bounce.reason = Reason::Filtered;
+    bounce.kind = BounceKind::of(Reason::Filtered, bounce.permanent);
+    if bounce
+        .status
+        .as_deref()
+        .is_some_and(|s| s.ends_with(".0.911"))
+    {
+        bounce.status = Some(internal_status(Reason::Filtered, bounce.permanent));
+    }
+}
+
+/// Whether the notice's wider text could change the verdict on `ev`: the answer's words and
+/// code say nothing specific, or they say "user unknown" and the notice may say it came after
+/// DATA. Callers build the (costly) context only then.
+pub(crate) fn needs_context(ev: &Evidence<'_>) -> bool {
+    match reason_from_text(ev.diagnostic) {
+        Some(Reason::UserUnknown) => ev.command.is_none(),
+        Some(_) => false,
+        None => match ev
+            .status
+            .filter(|s| !s.is_generic())
+            .and_then(reason_from_status)
+        {
+            Some(Reason::UserUnknown) => ev.command.is_none(),
+            Some(_) => false,
+            None => true,
+        },
+    }
 }
 
 /// Kind, reason, permanence and status for one recipient (see the module comment).
@@ -865,13 +945,33 @@ pub(crate) fn classify(ev: &Evidence<'_>) -> Verdict {
         None if temporary => Reason::Expired,
         None => Reason::Undefined,
     };
-    // "User unknown" after the message was sent is the recipient's filter speaking.
-    if reason == Reason::UserUnknown && ev.command == Some(Command::Data) {
+    // A size refused by the mailbox's limit (X.2.3) rather than the system's.
+    if reason == Reason::MesgTooBig
+        && specific_status.is_some_and(|s| (s.subject, s.detail) == (2, 3))
+    {
+        reason = Reason::ExceedLimit;
+    }
+    // "User unknown" after the message was sent is the recipient's filter speaking, unless
+    // the status code itself says the mailbox does not exist.
+    if reason == Reason::UserUnknown
+        && ev.command == Some(Command::Data)
+        && specific_status.is_none_or(|s| s.subject != 1)
+    {
         reason = Reason::Filtered;
     }
     // A host that could not be found for now is trouble on the way, not a wrong address.
     if reason == Reason::HostUnknown && temporary {
         reason = Reason::NetworkError;
+    }
+    // A final failure on a temporary error with no more telling cause: the sender gave up.
+    if ev.outcome != Outcome::Delayed
+        && temporary
+        && matches!(
+            reason,
+            Reason::SystemError | Reason::SyntaxError | Reason::Undefined
+        )
+    {
+        reason = Reason::Expired;
     }
     if ev.outcome == Outcome::Delayed && reason == Reason::Expired {
         reason = Reason::Delayed;
@@ -1042,7 +1142,17 @@ mod tests {
         assert_eq!(verdict(ev).1, Reason::UserUnknown);
         ev.command = command_in(">>> data\n<<< 550 unknown user kijitora@example.jp");
         assert_eq!(ev.command, Some(Command::Data));
+        // In a transcript, the command before the first refusal counts, not a later DATA.
+        assert_eq!(
+            command_in(">>> mail from:<a@b>\n<<< 250 ok\n>>> rcpt to:<c@d>\n<<< 550 5.1.1 user unknown\n>>> data\n<<< 503 need rcpt"),
+            Some(Command::RcptTo)
+        );
         assert_eq!(verdict(ev).1, Reason::Filtered);
+        let ev = Evidence {
+            status: parse_status_field("5.1.1"),
+            ..ev
+        };
+        assert_eq!(verdict(ev).1, Reason::UserUnknown);
         assert_eq!(
             command_in("host x said: 550 5.1.1 user unknown (in reply to rcpt to command)"),
             Some(Command::RcptTo)
