@@ -76,6 +76,7 @@ pub(crate) struct Verdict {
 
 /// Reasons in the order they win when phrases of several occur in one text.
 const PRIORITY: &[Reason] = &[
+    Reason::FailedStartTls,
     Reason::NoRelaying,
     Reason::RequirePtr,
     Reason::Rejected,
@@ -87,19 +88,18 @@ const PRIORITY: &[Reason] = &[
     Reason::HasMoved,
     Reason::NotAccept,
     Reason::Expired,
+    Reason::NotCompliantRfc,
+    Reason::TooManyConn,
     Reason::BadReputation,
     Reason::Blocked,
     Reason::VirusDetected,
     Reason::SpamDetected,
-    Reason::NotCompliantRfc,
     Reason::ContentError,
     Reason::HostUnknown,
     Reason::UserUnknown,
     Reason::Filtered,
-    Reason::TooManyConn,
     Reason::RateLimited,
     Reason::Speeding,
-    Reason::FailedStartTls,
     Reason::SecurityError,
     Reason::NetworkError,
     Reason::MailerError,
@@ -138,6 +138,9 @@ const PHRASES: &[(Reason, &[&str])] = &[
             "queue lifetime",
             "unable to deliver in",
             "delivery attempts have failed",
+            "connection timed out",
+            "timed out",
+            "did not accept our requests to connect",
         ],
     ),
     (
@@ -158,6 +161,7 @@ const PHRASES: &[(Reason, &[&str])] = &[
             "relaying mail to",
             "not a gateway",
             "relay prohibited",
+            "address is not verified",
         ],
     ),
     (
@@ -200,6 +204,7 @@ const PHRASES: &[(Reason, &[&str])] = &[
         Reason::AuthFailure,
         &[
             "dmarc",
+            "authentication checks failed",
             "spf record",
             "spf check",
             "spf fail",
@@ -291,6 +296,7 @@ const PHRASES: &[(Reason, &[&str])] = &[
             "size limit",
             "too large",
             "mail is too big",
+            "line limit exceeded",
             "email is too big",
         ],
     ),
@@ -392,8 +398,6 @@ const PHRASES: &[(Reason, &[&str])] = &[
             "blocked for abuse",
             "poor reputation",
             "access denied, banned",
-            "listed at",
-            "listed in",
             "dynamic ip",
             "dial-up",
             "dialup",
@@ -453,8 +457,6 @@ const PHRASES: &[(Reason, &[&str])] = &[
             "mime type",
             "mime part",
             "invalid mime",
-            "content type",
-            "content-type",
             "attachment",
         ],
     ),
@@ -522,6 +524,7 @@ const PHRASES: &[(Reason, &[&str])] = &[
         &[
             "host or domain name not found",
             "bad destination system address",
+            "domain is not reachable",
             "unrouteable address",
             "host not found",
             "host unknown",
@@ -565,6 +568,7 @@ const PHRASES: &[(Reason, &[&str])] = &[
             "too many sessions",
             "connection limit",
             "connections from your host",
+            "frequency limited",
             "too many open connections",
             "too many recipients",
             "connection rate limit",
@@ -591,6 +595,8 @@ const PHRASES: &[(Reason, &[&str])] = &[
         Reason::FailedStartTls,
         &[
             "starttls failed",
+            "does not support tls",
+            "does not support starttls",
             "tls handshake",
             "could not start tls",
             "tls negotiation",
@@ -627,8 +633,6 @@ const PHRASES: &[(Reason, &[&str])] = &[
             "mail loop",
             "loops back to myself",
             "loop detected",
-            "connection timed out",
-            "timed out",
             "no route to host",
             "network is unreachable",
             "connection refused",
@@ -666,6 +670,7 @@ const PHRASES: &[(Reason, &[&str])] = &[
         Reason::SystemFull,
         &[
             "insufficient system storage",
+            "insufficient disk space",
             "system storage",
             "disk full",
             "file system full",
@@ -684,7 +689,6 @@ const PHRASES: &[(Reason, &[&str])] = &[
             "service currently unavailable",
             "service unavailable",
             "service not available",
-            "temporary failure",
             "temporarily unavailable",
             "resources temporarily",
             "configuration error",
@@ -703,6 +707,8 @@ const PHRASES: &[(Reason, &[&str])] = &[
             "command unrecognized",
             "unrecognized command",
             "bad sequence of commands",
+            "improper sequence of commands",
+            "not implemented",
             "command not recognized",
             "invalid command",
             "line too long",
@@ -932,9 +938,15 @@ pub(crate) fn classify(ev: &Evidence<'_>) -> Verdict {
         .or(ev.reply.map(|r| (r / 100) as u8));
     let specific_status = ev.status.filter(|s| !s.is_generic());
     let from_words = reason_from_text(ev.diagnostic);
-    let mut reason = from_words
-        .or_else(|| specific_status.and_then(reason_from_status))
-        .or_else(|| reason_from_text(ev.context));
+    let sender_status =
+        specific_status.is_some_and(|s| s.subject == 1 && matches!(s.detail, 7 | 8));
+    let mut reason = (if sender_status {
+        Some(Reason::Rejected)
+    } else {
+        from_words
+    })
+    .or_else(|| specific_status.and_then(reason_from_status))
+    .or_else(|| reason_from_text(ev.context));
     if ev.outcome == Outcome::Expired && reason.is_none_or(|r| rank(r) > rank(Reason::Blocked)) {
         reason = Some(Reason::Expired);
     }
