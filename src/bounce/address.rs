@@ -48,11 +48,14 @@ pub(crate) fn find_all(text: &str) -> Vec<Found> {
         let at = from + rel;
         from = at + 1;
 
+        // A quoted local part (`"neko..nyaan"@example.org`) is taken whole, quotes included.
+        let quoted = quoted_local(&text[..at]);
         // Walk left over local-part characters, at most MAX_LOCAL + 1 of them.
         // An address next to an undecodable character (U+FFFD) is garbled: skip it.
         let mut start = at;
         let mut garbled = false;
-        for (count, (i, c)) in text[..at].char_indices().rev().enumerate() {
+        let left = if quoted.is_some() { "" } else { &text[..at] };
+        for (count, (i, c)) in left.char_indices().rev().enumerate() {
             if count > MAX_LOCAL || c == char::REPLACEMENT_CHARACTER {
                 garbled = true;
                 break;
@@ -80,12 +83,18 @@ pub(crate) fn find_all(text: &str) -> Vec<Found> {
             continue;
         }
         // Quotes, dots and slashes that open or close the match wrap it; they are not in it.
-        let local =
-            text[start..at].trim_start_matches(|c: char| !(c.is_alphanumeric() || c == '_'));
+        let local = quoted.unwrap_or_else(|| {
+            text[start..at].trim_start_matches(|c: char| !(c.is_alphanumeric() || c == '_'))
+        });
         let domain = text[at + 1..end].trim_end_matches(['.', '-']);
         let start = at - local.len();
         let end = at + 1 + domain.len();
-        if let Some(address) = validate(local, domain) {
+        let valid = if quoted.is_some() {
+            validate_domain(domain).then(|| format!("{local}@{domain}").to_lowercase())
+        } else {
+            validate(local, domain)
+        };
+        if let Some(address) = valid {
             out.push(Found {
                 start,
                 end,
@@ -95,6 +104,25 @@ pub(crate) fn find_all(text: &str) -> Vec<Found> {
         }
     }
     out
+}
+
+/// The quoted local part that `before` (the text up to an `@`) ends with, quotes included:
+/// printable characters other than `"` and `\` between two quotes, at most [`MAX_LOCAL`] of them.
+fn quoted_local(before: &str) -> Option<&str> {
+    let inner = before.strip_suffix('"')?;
+    let mut open = None;
+    for (count, (i, c)) in inner.char_indices().rev().enumerate() {
+        if c == '"' {
+            open = Some(i);
+            break;
+        }
+        if count >= MAX_LOCAL || c == '\\' || c.is_control() || c == char::REPLACEMENT_CHARACTER {
+            return None;
+        }
+    }
+    let open = open?;
+    let content = &inner[open + 1..];
+    (!content.trim().is_empty()).then(|| &before[open..])
 }
 
 /// The first plausible address in `text`.
@@ -114,21 +142,27 @@ fn validate(local: &str, domain: &str) -> Option<String> {
     {
         return None;
     }
+    validate_domain(domain).then(|| format!("{local}@{domain}").to_lowercase())
+}
+
+/// A domain of at least two labels, none empty or starting or ending with `-`, the last not
+/// numeric and at least two characters long.
+fn validate_domain(domain: &str) -> bool {
     if domain.is_empty() || domain.len() > MAX_DOMAIN || !domain.contains('.') {
-        return None;
+        return false;
     }
     let mut labels = domain.split('.').peekable();
     while let Some(label) = labels.next() {
         if label.is_empty() || label.starts_with('-') || label.ends_with('-') {
-            return None;
+            return false;
         }
         if labels.peek().is_none()
             && (label.chars().count() < 2 || label.chars().all(|c| c.is_ascii_digit()))
         {
-            return None;
+            return false;
         }
     }
-    Some(format!("{local}@{domain}").to_lowercase())
+    true
 }
 
 /// True for addresses of mail systems (postmaster, MAILER-DAEMON, abuse) rather than people.
@@ -163,6 +197,23 @@ mod tests {
             all("<bob@example.com>... User unknown"),
             ["bob@example.com"]
         );
+    }
+
+    #[test]
+    fn quoted_local_parts_are_kept_whole() {
+        assert_eq!(
+            all("<\"Neko..Nyaan.\"@Example.org>: host said"),
+            ["\"neko..nyaan.\"@example.org"]
+        );
+        assert_eq!(all("rfc822; \"a b\"@x.org"), ["\"a b\"@x.org"]);
+        // Not quoted local parts: an empty one, a quote that never opens, one across lines.
+        assert!(all("\"\"@x.org").is_empty());
+        assert_eq!(
+            all("To: \"bob@x.org\" <bob@x.org>"),
+            ["bob@x.org", "bob@x.org"]
+        );
+        assert!(all("x\"\n\"@x.org").is_empty());
+        assert!(all(&format!("\"{}\"@x.org", "a".repeat(80))).is_empty());
     }
 
     #[test]

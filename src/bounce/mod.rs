@@ -162,9 +162,16 @@ pub fn classify_text(text: &str, gave_up: bool) -> (BounceKind, Reason, Option<S
     } else {
         classify::Outcome::Delayed
     };
-    let (kind, reason, permanent) =
-        classify::classify(outcome, status, reply, &text.to_lowercase());
-    (kind, reason, status.map(|s| s.to_string()), permanent)
+    let lower = text.to_lowercase();
+    let v = classify::classify(&classify::Evidence {
+        outcome,
+        status,
+        reply,
+        diagnostic: &lower,
+        context: "",
+        command: classify::command_in(&lower),
+    });
+    (v.kind, v.reason, Some(v.status), v.permanent)
 }
 
 /// [`classify_text`] for a failure given as a final one (`gave_up`), but only when the text
@@ -506,6 +513,7 @@ fn from_message(message: &Message<'_>) -> Report {
     }
 
     let mut bounces = Vec::new();
+    let context = Context::new(|| human_text(message).to_lowercase());
     // A delivery-status part that names somebody settles it; otherwise the prose is read.
     let mut named_somebody = false;
     for text in &dsn_texts {
@@ -514,7 +522,11 @@ fn from_message(message: &Message<'_>) -> Report {
         }
         let records = dsn::parse_recipients(text);
         named_somebody |= records.iter().any(|r| record_address(r).is_some());
-        bounces.extend(records.iter().filter_map(bounce_from_record));
+        bounces.extend(
+            records
+                .iter()
+                .filter_map(|r| bounce_from_record(r, &context)),
+        );
     }
     let read_prose = !is_mdn && !named_somebody && !headers.auto_reply;
     // The human text (HTML made text) is only built when something needs it.
@@ -526,6 +538,16 @@ fn from_message(message: &Message<'_>) -> Report {
     if read_prose {
         headers.own_addresses = own_addresses(message);
         bounces = bounces_from_prose(&human, &headers, &original);
+    }
+    let via_filter = classify::FILTERING_GATEWAY_HEADERS
+        .iter()
+        .any(|(name, part)| {
+            raw_headers(message, name).any(|v| v.to_ascii_lowercase().contains(part))
+        });
+    if via_filter {
+        bounces
+            .iter_mut()
+            .for_each(classify::through_filtering_gateway);
     }
     Report {
         bounces: if is_mdn { Vec::new() } else { dedupe(bounces) },
@@ -559,7 +581,11 @@ fn bounces_from_prose(human: &str, headers: &Headers, original: &Original) -> Ve
             .iter()
             .any(|r| r.action.is_some() || r.status.is_some())
         {
-            let found: Vec<Bounce> = records.iter().filter_map(bounce_from_record).collect();
+            let context = Context::new(|| human.to_lowercase());
+            let found: Vec<Bounce> = records
+                .iter()
+                .filter_map(|r| bounce_from_record(r, &context))
+                .collect();
             if !found.is_empty() {
                 return found;
             }
@@ -571,18 +597,13 @@ fn bounces_from_prose(human: &str, headers: &Headers, original: &Original) -> Ve
         let quoted = Original::from_header_bytes(rest.as_bytes());
         excluded.extend(quoted.senders);
     }
-    // A failed recipient is never one of our own addresses, even if the bounce is addressed to it.
-    let hint: Vec<String> = headers
-        .failed_hint
-        .iter()
-        .filter(|a| !excluded.contains(*a))
-        .cloned()
-        .collect();
+    // The headers' list of failed recipients is taken as it is, even when it names one of the
+    // bounce's own addresses (a message sent to oneself).
     let ctx = text::Context {
         subject: &headers.subject,
         bounce_like: headers.bounce_like,
         excluded: &excluded,
-        failed_hint: &hint,
+        failed_hint: &headers.failed_hint,
     };
     text::find_bounces(human, &ctx)
 }
@@ -650,6 +671,15 @@ fn add_human_part(out: &mut String, raw: &[u8], part: &MessagePart<'_>) {
         }
         PartType::Text(t) => out.push_str(t),
         PartType::Html(h) => out.push_str(&mail_parser::decoders::html::html_to_text(h)),
+        // A multipart whose boundary could not be read (a `boundary=` parameter on a line of
+        // its own) is left as bytes: its nested parts, headers and all, are still the text.
+        PartType::Binary(b)
+            if part
+                .content_type()
+                .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart")) =>
+        {
+            out.push_str(&decode_undeclared(b));
+        }
         _ => return,
     }
     out.push_str("\n\n");
@@ -666,8 +696,39 @@ fn record_address(record: &dsn::Recipient) -> Option<String> {
     field(&record.final_recipient).or_else(|| field(&record.original_recipient))
 }
 
+/// The notice's human text in lower case, built the first time a record's classification needs
+/// it ([`classify::needs_context`]) and then shared by the message's other records.
+struct Context<F> {
+    build: F,
+    text: std::cell::OnceCell<String>,
+}
+
+impl<F: Fn() -> String> Context<F> {
+    fn new(build: F) -> Self {
+        Context {
+            build,
+            text: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn get(&self) -> &str {
+        self.text.get_or_init(|| {
+            let mut t = (self.build)();
+            if t.len() > text::MAX_TEXT {
+                let cut = text::capped(&t, text::MAX_TEXT).len();
+                t.truncate(cut);
+            }
+            t
+        })
+    }
+}
+
 /// A bounce from one DSN recipient record; `None` for success actions and unreadable records.
-fn bounce_from_record(record: &dsn::Recipient) -> Option<Bounce> {
+/// `context` is the notice's text, read when the record's own fields say too little.
+fn bounce_from_record<F: Fn() -> String>(
+    record: &dsn::Recipient,
+    context: &Context<F>,
+) -> Option<Bounce> {
     let address = record_address(record)?;
     let diagnostic = record
         .diagnostic_code
@@ -702,8 +763,22 @@ fn bounce_from_record(record: &dsn::Recipient) -> Option<Bounce> {
             _ => classify::Outcome::Failed,
         },
     };
-    let (kind, reason, permanent) =
-        classify::classify(outcome, status, reply, &diag.to_ascii_lowercase());
+    let diag_lower = diag.to_ascii_lowercase();
+    let mut evidence = classify::Evidence {
+        outcome,
+        status,
+        reply,
+        diagnostic: &diag_lower,
+        context: "",
+        command: classify::command_in(&diag_lower),
+    };
+    if classify::needs_context(&evidence) {
+        evidence.context = context.get();
+        evidence.command = evidence
+            .command
+            .or_else(|| classify::command_in(evidence.context));
+    }
+    let verdict = classify::classify(&evidence);
     // `dns; gmail-smtp-in.l.google.com. (2607:f8b0::1a, the server for ...)`: the host only.
     let remote_mta = record
         .remote_mta
@@ -713,10 +788,10 @@ fn bounce_from_record(record: &dsn::Recipient) -> Option<Bounce> {
         .filter(|host| !host.is_empty());
     Some(Bounce {
         address,
-        kind,
-        permanent,
-        status: status.map(|s| s.to_string()),
-        reason,
+        kind: verdict.kind,
+        permanent: verdict.permanent,
+        status: Some(verdict.status),
+        reason: verdict.reason,
         diagnostic,
         remote_mta,
     })
@@ -772,6 +847,7 @@ mod tests {
         let b = Bounce {
             address: "a@b.org".into(),
             kind: BounceKind::Hard,
+            permanent: true,
             status: None,
             reason: Reason::MesgTooBig,
             diagnostic: None,
@@ -779,7 +855,8 @@ mod tests {
         };
         let v = serde_json::to_value(&b).unwrap();
         assert_eq!(v["kind"], "hard");
-        assert_eq!(v["reason"], "message-too-large");
+        assert_eq!(v["permanent"], true);
+        assert_eq!(v["reason"], "mesgtoobig");
         assert_eq!(
             {
                 let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
@@ -790,6 +867,7 @@ mod tests {
                 "address",
                 "diagnostic",
                 "kind",
+                "permanent",
                 "reason",
                 "remote_mta",
                 "status"
@@ -822,11 +900,30 @@ mod classify_text_tests {
                 "550 5.1.1 <a@b.example>: Recipient address rejected: User unknown",
                 true
             ),
-            (BounceKind::Hard, Reason::UserUnknown, Some("5.1.1".into()))
+            (
+                BounceKind::Hard,
+                Reason::UserUnknown,
+                Some("5.1.1".into()),
+                true
+            )
         );
         assert_eq!(
             classify_text("552 5.2.2 Mailbox full", true),
-            (BounceKind::Soft, Reason::MailboxFull, Some("5.2.2".into()))
+            (
+                BounceKind::Soft,
+                Reason::MailboxFull,
+                Some("5.2.2".into()),
+                true
+            )
+        );
+        // A refusal about the sender is soft: the address is fine.
+        let (kind, reason, _, permanent) = classify_text(
+            "553 5.1.8 Domain of sender address x@y.example does not exist",
+            true,
+        );
+        assert_eq!(
+            (kind, reason, permanent),
+            (BounceKind::Soft, Reason::Rejected, true)
         );
         assert_eq!(
             classify_text("mailbox is over quota", true).1,

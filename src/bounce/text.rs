@@ -17,7 +17,7 @@
 use std::collections::HashSet;
 
 use super::address;
-use super::classify::{classify, reason_from_text, Outcome};
+use super::classify::{classify, command_in, reason_from_text, Evidence as Clues, Outcome};
 use super::status::{find_enhanced, find_reply_code};
 use super::{tidy_diagnostic, Bounce};
 
@@ -43,6 +43,21 @@ const RETURNED_MARKERS: &[&str] = &[
     "a copy of the original message",
     "content-type: message/rfc822",
     "returned message follows",
+    // 1&1, MXLogic, qmail ("--- Enclosed is a copy of the message."), Lotus Notes, fml.
+    "header of the original message",
+    "copy of the message header",
+    "enclosed is a copy of the message",
+    "------- returned message",
+    "original mail as follows",
+];
+
+/// Where a returned original that is not introduced by a marker line begins: a header block
+/// opening a paragraph (`\n\nReceived: from ...`); lower case.
+const HEADER_BLOCK_STARTS: &[&str] = &[
+    "\n\nreceived: ",
+    "\n\r\nreceived: ",
+    "\n\nreturn-path: <",
+    "\n\r\nreturn-path: <",
 ];
 
 /// What a phrase says about the message.
@@ -72,6 +87,9 @@ const PHRASES: &[(&str, Signal, bool)] = &[
     ("too long in the queue", Signal::Expired, true),
     ("delivery time expired", Signal::Expired, true),
     ("could not be delivered within", Signal::Expired, false),
+    ("was not delivered within", Signal::Expired, false),
+    ("was aborted after", Signal::Expired, false),
+    ("cannot send message for", Signal::Expired, true),
     ("message expired", Signal::Expired, false),
     // Permanent failure stated outright.
     ("this is a permanent error", Signal::Permanent, true),
@@ -79,6 +97,8 @@ const PHRASES: &[(&str, Signal, bool)] = &[
     ("failed permanently", Signal::Permanent, true),
     ("permanent failure", Signal::Permanent, false),
     ("i've given up", Signal::Permanent, true),
+    ("had permanent fatal errors", Signal::Permanent, true),
+    ("had permanent delivery errors", Signal::Permanent, true),
     // Delay warnings.
     ("this is a warning only", Signal::Delayed, true),
     ("warning message only", Signal::Delayed, true),
@@ -101,9 +121,35 @@ const PHRASES: &[(&str, Signal, bool)] = &[
     ("message delayed", Signal::Delayed, false),
     ("(delay)", Signal::Delayed, false),
     ("temporary problem delivering", Signal::Delayed, true),
+    ("a message is delayed for more than", Signal::Delayed, true),
+    ("only a temporary failure report", Signal::Delayed, true),
     ("no action is required on your part", Signal::Delayed, false),
     // Failure notices of the common MTAs.
     ("i'm afraid i wasn't able to deliver", Signal::Failed, true),
+    (
+        "there was an error delivering your mail",
+        Signal::Failed,
+        true,
+    ),
+    (
+        "an error has occurred while attempting to deliver",
+        Signal::Failed,
+        true,
+    ),
+    ("had delivery errors", Signal::Failed, true),
+    ("had delivery problems", Signal::Failed, true),
+    (
+        "did not reach the following recipient",
+        Signal::Failed,
+        true,
+    ),
+    ("did not receive this message", Signal::Failed, false),
+    // Exim, for an address it could not parse.
+    (
+        "addresses that were incorrectly constructed",
+        Signal::Failed,
+        true,
+    ),
     (
         "i'm sorry to have to inform you that your message could not",
         Signal::Failed,
@@ -210,22 +256,36 @@ pub(crate) fn capped(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// Byte offset where the returned copy of the original message begins, if it is marked.
-fn returned_offset(lower: &str) -> Option<usize> {
-    RETURNED_MARKERS
+/// Where the returned copy of the original message begins, if it is marked: the byte offset
+/// where the bounce's own text ends and the offset where the copy's first line starts (after
+/// the marker line, or the header block itself).
+fn returned_offset(lower: &str) -> Option<(usize, usize)> {
+    let marker = RETURNED_MARKERS
         .iter()
         .filter_map(|m| lower.find(m))
         .min()
-        .map(|at| lower[..at].rfind('\n').map_or(0, |nl| nl + 1))
+        .map(|at| {
+            let start = lower[..at].rfind('\n').map_or(0, |nl| nl + 1);
+            let next = lower[at..].find('\n').map_or(lower.len(), |nl| at + nl + 1);
+            (start, next)
+        });
+    let headers = HEADER_BLOCK_STARTS
+        .iter()
+        .filter_map(|m| lower.find(m).map(|at| at + m.len() - m.trim_start().len()))
+        .min()
+        .map(|at| (at, at));
+    match (marker, headers) {
+        (Some(m), Some(h)) => Some(m.min(h)),
+        (m, h) => m.or(h),
+    }
 }
 
-/// The text after the line that introduces the returned original, if there is one.
+/// The text of the returned original (from its first line), if its start is marked.
 pub(crate) fn returned_message(text: &str) -> Option<&str> {
     let text = capped(text, MAX_TEXT);
     let lower = text.to_ascii_lowercase();
-    let at = returned_offset(&lower)?;
-    let rest = &text[at..];
-    Some(rest.split_once('\n').map_or("", |(_, after)| after))
+    let (_, at) = returned_offset(&lower)?;
+    Some(&text[at..])
 }
 
 /// Lower-cased text with every run of whitespace made one space, for phrase matching.
@@ -274,14 +334,17 @@ struct Line<'a> {
 pub(crate) fn find_bounces(text: &str, ctx: &Context<'_>) -> Vec<Bounce> {
     let text = capped(text, MAX_TEXT);
     let lower_all = text.to_ascii_lowercase();
-    let end = returned_offset(&lower_all).unwrap_or(text.len());
+    let end = returned_offset(&lower_all).map_or(text.len(), |(end, _)| end);
     let (section, lower) = (&text[..end], &lower_all[..end]);
 
     let mut normalized = collapse_whitespace(&ctx.subject.to_ascii_lowercase());
     normalized.push(' ');
     normalized.push_str(&collapse_whitespace(lower));
     let (signal, strong) = detect(&normalized);
-    if !(strong || ctx.bounce_like || !ctx.failed_hint.is_empty()) {
+    let lines: Vec<Line<'_>> = split_lines(section, lower);
+    let occurrences = addresses_by_line(&lines, ctx);
+    let stated = occurrences.iter().any(|o| o.named == Named::StatedStrong);
+    if !(strong || stated || ctx.bounce_like || !ctx.failed_hint.is_empty()) {
         return Vec::new();
     }
     // Without any recognised phrasing, only an address next to a failure code counts.
@@ -292,14 +355,16 @@ pub(crate) fn find_bounces(text: &str, ctx: &Context<'_>) -> Vec<Bounce> {
         _ => Outcome::Failed,
     };
 
-    let lines: Vec<Line<'_>> = split_lines(section, lower);
-    let occurrences = addresses_by_line(&lines, ctx);
     let candidates: Vec<String> = if ctx.failed_hint.is_empty() {
+        // Addresses the notice names as failed stand alone; mere mentions count only when it
+        // names none.
+        let named = occurrences.iter().any(|o| o.named > Named::Mentioned);
         let mut seen = HashSet::new();
         occurrences
             .iter()
-            .filter(|(_, a)| seen.insert(a.as_str()))
-            .map(|(_, a)| a.clone())
+            .filter(|o| (o.named > Named::Mentioned) == named)
+            .filter(|o| seen.insert(o.address.as_str()))
+            .map(|o| o.address.clone())
             .take(MAX_CANDIDATES)
             .collect()
     } else {
@@ -312,23 +377,37 @@ pub(crate) fn find_bounces(text: &str, ctx: &Context<'_>) -> Vec<Bounce> {
     let candidate_set: HashSet<&str> = candidates.iter().map(String::as_str).collect();
 
     let mut bounces = Vec::new();
+    // Whether the notice words a failure reason anywhere, looked for once when needed.
+    let mut explained: Option<bool> = None;
     for address in &candidates {
+        // The region starts where the notice names the address as failed, if it does.
         let first = occurrences
             .iter()
-            .position(|(_, a)| a == address)
-            .map(|i| (i, occurrences[i].0));
+            .position(|o| o.address == *address && o.named > Named::Mentioned)
+            .or_else(|| occurrences.iter().position(|o| o.address == *address))
+            .map(|i| (i, occurrences[i].line));
         let region = match first {
             Some((i, line)) => {
                 let next_other = occurrences[i + 1..]
                     .iter()
-                    .find(|(l, a)| *l > line && a != address && candidate_set.contains(a.as_str()))
-                    .map_or(lines.len(), |(l, _)| *l);
+                    .find(|o| {
+                        o.line > line
+                            && o.address != *address
+                            && candidate_set.contains(o.address.as_str())
+                    })
+                    .map_or(lines.len(), |o| o.line);
                 line..next_other.min(line + MAX_REGION_LINES).min(lines.len())
             }
             None => 0..0,
         };
         let evidence = examine(&lines[region], address);
-        if need_code && evidence.reply.is_none() && evidence.status.is_none() {
+        let named = first.is_some_and(|(i, _)| occurrences[i].named > Named::Mentioned);
+        // An address the notice names as failed also counts when the notice explains a failure.
+        if need_code
+            && evidence.reply.is_none()
+            && evidence.status.is_none()
+            && !(named && *explained.get_or_insert_with(|| reason_from_text(lower).is_some()))
+        {
             continue;
         }
         let status = evidence.status;
@@ -337,18 +416,24 @@ pub(crate) fn find_bounces(text: &str, ctx: &Context<'_>) -> Vec<Bounce> {
             .as_deref()
             .unwrap_or_default()
             .to_ascii_lowercase();
-        let hint = if reason_from_text(&diag_lower).is_some() {
-            diag_lower
-        } else {
-            evidence.region_lower
-        };
-        let (kind, reason, permanent) = classify(outcome, status, evidence.reply, &hint);
+        let verdict = classify(&Clues {
+            outcome,
+            status,
+            reply: evidence.reply,
+            diagnostic: &diag_lower,
+            context: if reason_from_text(&evidence.region_lower).is_some() {
+                &evidence.region_lower
+            } else {
+                &normalized
+            },
+            command: command_in(&evidence.region_lower),
+        });
         bounces.push(Bounce {
             address: address.clone(),
-            kind,
-            permanent,
-            status: status.map(|s| s.to_string()),
-            reason,
+            kind: verdict.kind,
+            permanent: verdict.permanent,
+            status: Some(verdict.status),
+            reason: verdict.reason,
             diagnostic: evidence.diagnostic,
             remote_mta: evidence.remote_mta,
         });
@@ -371,28 +456,145 @@ fn split_lines<'a>(section: &'a str, lower: &'a str) -> Vec<Line<'a>> {
     lines
 }
 
-/// (line index, address) for every address that may be a failed recipient, in order.
-fn addresses_by_line(lines: &[Line<'_>], ctx: &Context<'_>) -> Vec<(usize, String)> {
-    let mut out = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        if !line.text.contains('@') {
+/// How a notice names an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Named {
+    /// Somewhere in a line.
+    Mentioned,
+    /// As a list item: the line begins with it (`<bob@x.org>:`, `  bob@x.org`, `* bob@x.org`).
+    Listed,
+    /// Right after words that say delivery to it failed, which are not a bounce by themselves
+    /// (`RCPT TO:<bob@x.org>`, `Recipient address: bob@x.org`).
+    Stated,
+    /// Right after words that say delivery to it failed and make a bounce by themselves
+    /// (`There was an error delivering your mail to <bob@x.org>`), or after `RCPT TO:` in a
+    /// notice that quotes a failure reply.
+    StatedStrong,
+}
+
+/// Words that name the failed recipient right after them (lower case, the colon and the
+/// address's brackets or quotes left out), and whether they make a bounce by themselves.
+const LEAD_INS: &[(&str, bool)] = &[
+    ("error delivering your mail to", true),
+    ("could not be delivered to", true),
+    ("couldn't be delivered to", true),
+    ("could not deliver to", true),
+    ("could not deliver mail to", true),
+    ("unable to deliver to", true),
+    ("unable to deliver mail to", true),
+    ("unable to deliver message to", true),
+    ("undeliverable to", true),
+    ("was not delivered to", true),
+    ("wasn't delivered to", true),
+    ("delivery failed to", true),
+    ("failed to deliver to", true),
+    ("delivery to", false),
+    ("rcpt to", false),
+    ("rcpt", false),
+    ("failed recipient", false),
+    ("failed recipients", false),
+    ("recipient address", false),
+];
+
+/// One mention of a possible recipient.
+struct Occurrence {
+    line: usize,
+    address: String,
+    named: Named,
+}
+
+/// How the text before an address on its line names it.
+fn named_by(before: &str, failure_reply: &mut impl FnMut() -> bool) -> Named {
+    let lead = before.trim_end_matches([' ', '\t', '<', '"', '\'', '(', '[', ':', ';']);
+    let bullet = lead.trim_start_matches(['-', '*', '•', '>', '\t', ' ']);
+    // Sendmail's transcript: `550 <bob@x.org>... User unknown`, `554 5.1.1 <bob@x.org>...`.
+    let reply = bullet.starts_with(['4', '5'])
+        && bullet
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b' '));
+    if bullet.is_empty() || reply {
+        return Named::Listed;
+    }
+    for (words, strong) in LEAD_INS {
+        let Some(head) = lead.strip_suffix(words) else {
+            continue;
+        };
+        if head.chars().next_back().is_some_and(char::is_alphanumeric) {
             continue;
         }
-        let trimmed = line.lower.trim_start();
-        if NON_RECIPIENT_LINES.iter().any(|p| trimmed.starts_with(p))
-            || line.lower.contains("mail from:")
-        {
+        let rcpt = words.starts_with("rcpt");
+        return if *strong || (rcpt && failure_reply()) {
+            Named::StatedStrong
+        } else {
+            Named::Stated
+        };
+    }
+    Named::Mentioned
+}
+
+/// Does the line look like a header field (`Name: value`)?
+fn is_header_field(line: &str) -> bool {
+    match line.split_once(':') {
+        Some((name, _)) => {
+            !name.is_empty()
+                && name.len() <= 40
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        }
+        None => false,
+    }
+}
+
+/// Every address that may be a failed recipient, in order, with how the notice names it.
+/// Mentions skip the bounce's own addresses, role accounts and header lines of a quoted
+/// message; an address the notice names as failed is kept even when it is one of its own
+/// (a message sent to oneself, an anonymised sample) or a role account.
+fn addresses_by_line(lines: &[Line<'_>], ctx: &Context<'_>) -> Vec<Occurrence> {
+    let mut out = Vec::new();
+    // A 4xx or 5xx reply anywhere in the notice, looked for once and only when needed.
+    let mut reply_seen: Option<bool> = None;
+    let mut failure_reply = || {
+        *reply_seen.get_or_insert_with(|| {
+            lines
+                .iter()
+                .any(|l| find_reply_code(l.text).is_some_and(|(c, _)| c >= 400))
+        })
+    };
+    // The header field the line continues (a folded `To:` or `References:`), if any.
+    let mut field_skipped = false;
+    let mut in_field = false;
+    for (i, line) in lines.iter().enumerate() {
+        let folded = in_field && line.text.starts_with([' ', '\t']);
+        if !folded {
+            in_field = is_header_field(line.text);
+            let trimmed = line.lower.trim_start();
+            field_skipped = NON_RECIPIENT_LINES.iter().any(|p| trimmed.starts_with(p));
+        }
+        if !line.text.contains('@') || field_skipped || line.lower.contains("mail from:") {
             continue;
         }
         for found in address::find_all(line.text) {
-            if ctx.excluded.contains(&found.address)
-                || address::is_role(&found.address)
-                // "contact helpdesk@example.com": a person to ask, not a recipient.
-                || line.lower[..found.start].contains("contact")
+            let before = &line.lower[..found.start];
+            // "contact helpdesk@example.com": a person to ask, not a recipient.
+            if before.contains("contact") {
+                continue;
+            }
+            let named = if folded || in_field {
+                Named::Mentioned
+            } else {
+                named_by(before, &mut failure_reply)
+            };
+            if named == Named::Mentioned
+                && (ctx.excluded.contains(&found.address) || address::is_role(&found.address))
             {
                 continue;
             }
-            out.push((i, found.address));
+            out.push(Occurrence {
+                line: i,
+                address: found.address,
+                named,
+            });
             if out.len() >= 2000 {
                 return out;
             }
@@ -646,5 +848,139 @@ If the problem continues, contact help@city.gov.\n";
             b[0].diagnostic.as_deref(),
             Some("550 5.1.1 RESOLVER.ADR.RecipNotFound; not found")
         );
+    }
+    fn addresses(b: &[Bounce]) -> Vec<&str> {
+        b.iter().map(|b| b.address.as_str()).collect()
+    }
+
+    fn excluding(addresses: &[&str]) -> HashSet<String> {
+        addresses.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn an_address_stated_as_failed_counts_even_when_it_is_our_own() {
+        // DragonFly Mail Agent: the failed recipient is also the bounce's X-Original-To.
+        let text = "This is the DragonFly Mail Agent at mx.example.org.\n\n\
+There was an error delivering your mail to <ann@example.net>.\n\n\
+mx.example.net [192.0.2.7] did not like our RCPT TO:\n\
+550 5.1.1 <ann@example.net>: Recipient address rejected: User unknown\n";
+        let ex = excluding(&["ann@example.net", "me@example.org"]);
+        let b = find_bounces(text, &ctx(&ex, false));
+        assert_eq!(addresses(&b), ["ann@example.net"]);
+        assert_eq!(b[0].status.as_deref(), Some("5.1.1"));
+        // A mere mention of one of our own addresses is still not a recipient.
+        let text =
+            "Delivery failed.\n\nYour message to ann@example.net was returned: 550 5.1.1 gone\n";
+        assert!(find_bounces(text, &ctx(&ex, true)).is_empty());
+    }
+
+    #[test]
+    fn listed_addresses_win_over_mentions() {
+        // Exchange 2003: the original's To in a summary, then the recipient that failed.
+        let text = "Your message\n\n  To:      team@example.net\n  Subject: Minutes\n\n\
+did not reach the following recipient(s):\n\nbob@example.net on Thu, 2 May 2024 10:00:00 -0000\n\
+    The recipient name is not recognized\n";
+        let ex = HashSet::new();
+        assert_eq!(
+            addresses(&find_bounces(text, &ctx(&ex, true))),
+            ["bob@example.net"]
+        );
+        // OpenSMTPD: one recipient per line, then the returned original.
+        let text = "    Hi!\n\n    This is the MAILER-DAEMON, please DO NOT REPLY to this e-mail.\n\n\
+    An error has occurred while attempting to deliver a message for\n    the following list of recipients:\n\n\
+carol@example.net: Domain does not exist\n\n    Below is a copy of the original message:\n\n\
+Received: from [127.0.0.1] (localhost [127.0.0.1]);\n\tfor <carol@example.net>;\n\
+From: Me <me@example.org>\nTo: Other <dave@example.net>\n";
+        assert_eq!(
+            addresses(&find_bounces(text, &ctx(&ex, false))),
+            ["carol@example.net"]
+        );
+    }
+
+    #[test]
+    fn sendmail_transcript_lines_list_their_recipients() {
+        let text = "   ----- Transcript of session follows -----\n\
+554 <ann@example.edu>... Remote protocol error: Connection reset by peer\n\
+550 example.net (smtp)... 550 Host unknown\n\
+554 <bob@example.net>... 550 Host unknown (Authoritative answer from name server)\n\
+>>> RCPT To:<carol@example.jp>\n<<< 550 No such user here.\n550 <carol@example.jp>... User unknown\n";
+        let ex = HashSet::new();
+        assert_eq!(
+            addresses(&find_bounces(text, &ctx(&ex, true))),
+            ["ann@example.edu", "bob@example.net", "carol@example.jp"]
+        );
+    }
+
+    #[test]
+    fn a_listed_role_account_is_a_recipient_a_mentioned_one_is_not() {
+        let text = "   ----- The following addresses had delivery problems -----\n\
+postmaster@mx.example.jp\n\n   ----- Non-delivered information -----\n\
+The number of messages in recipient's mailbox exceeded the local limit.\n\
+For help write to postmaster@example.jp\n";
+        let ex = HashSet::new();
+        assert_eq!(
+            addresses(&find_bounces(text, &ctx(&ex, false))),
+            ["postmaster@mx.example.jp"]
+        );
+    }
+
+    #[test]
+    fn quoted_header_blocks_name_nobody() {
+        // 1&1: the original's header after its own marker; its Received lines name other
+        // addresses of the original's envelope.
+        let text = "A message that you sent could not be delivered to one or more of\n\
+its recipients. This is a permanent error.\n\nThe following address failed:\n\n\
+ann@example.org\n\nFor the following reason:\n\nMail size limit exceeded.\n\n\
+--- The header of the original message is following. ---\n\n\
+Received: from mx.example.co.jp\n\tfor <ann@example.org>; Thu, 2 May 2024\n\
+Received: (from me@localhost)\n    for other@example.net; Thu, 2 May 2024\n";
+        let ex = HashSet::new();
+        assert_eq!(
+            addresses(&find_bounces(text, &ctx(&ex, false))),
+            ["ann@example.org"]
+        );
+        // No marker: a header block that opens a paragraph begins the original.
+        let text = "Delivery failed: 550 5.1.1 unknown\n<ann@example.org>\n\n\
+Received: from a.example by b.example\n\tfor <other@example.net>;\nTo: other@example.net\n";
+        assert_eq!(
+            addresses(&find_bounces(text, &ctx(&ex, true))),
+            ["ann@example.org"]
+        );
+        // Folded header lines (`References:`, `To:`) do not list recipients.
+        let text = "Delivery failed\n<ann@example.org>\nTo: a@example.org,\n  b@example.org\n\
+References: <x1@example.org>\n  <1234.5678@mx.example.org>\n";
+        assert_eq!(
+            addresses(&find_bounces(text, &ctx(&ex, true))),
+            ["ann@example.org"]
+        );
+    }
+
+    #[test]
+    fn a_listed_address_without_failure_words_is_no_bounce() {
+        // An auto-reply with a null sender that ends in a signature address.
+        let text = "Ich bin ab Montag wieder im Haus.\nkarl@example.de\n";
+        let ex = HashSet::new();
+        assert!(find_bounces(text, &ctx(&ex, true)).is_empty());
+        // The same shape with a failure explained is one (au/ezweb notices).
+        let text = "The user(s) account is disabled.\n\n<karl@example.de>\n";
+        assert_eq!(
+            addresses(&find_bounces(text, &ctx(&ex, true))),
+            ["karl@example.de"]
+        );
+    }
+
+    #[test]
+    fn rcpt_to_with_a_failure_reply_makes_a_bounce() {
+        let text = "Error: Invalid user address\n\nError message below:\n\
+550 - Requested action not taken: no such user here\n\nMessage details:\n  Subject: Test\n  \
+MAIL FROM: me@example.org\n  RCPT TO: 5551234@sms.example.com\n  From: Me <me@example.org>\n";
+        let ex = HashSet::new();
+        assert_eq!(
+            addresses(&find_bounces(text, &ctx(&ex, false))),
+            ["5551234@sms.example.com"]
+        );
+        // Without a failure reply, RCPT TO alone is no bounce.
+        let text = "Message details:\n  RCPT TO: 5551234@sms.example.com\n";
+        assert!(find_bounces(text, &ctx(&ex, false)).is_empty());
     }
 }
