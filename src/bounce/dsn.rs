@@ -7,6 +7,9 @@
 //! lines go missing, fields appear in prose. So a record starts at a recipient field after a blank
 //! line or when the current record already has that field, and lines that are not fields are
 //! skipped. This module only collects field values; `mod.rs` turns them into bounces.
+//!
+//! Amazon SES reports bounces as JSON too (an SNS notification mailed to a subscriber); its
+//! `bouncedRecipients` are read into the same records ([`ses_records`]).
 
 /// Fields of one recipient block; values are unfolded and trimmed, otherwise as written.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -140,6 +143,54 @@ pub(crate) fn strip_type(value: &str) -> &str {
     }
 }
 
+/// The recipient records of an Amazon SES notification (`{"notificationType": "Bounce",
+/// "bounce": {"bouncedRecipients": [...]}}`, bare or as the `Message` string of an SNS
+/// notification) in `text`: `None` when the text is not one, no records for other kinds
+/// (deliveries, complaints). Lines folded by a relay (a newline and a space inserted into a long
+/// line) are unfolded first.
+pub(crate) fn ses_records(text: &str) -> Option<Vec<Recipient>> {
+    use serde_json::Value;
+    let text = text.trim();
+    if !text.starts_with('{') || !text.contains("notificationType") && !text.contains("eventType") {
+        return None;
+    }
+    let unfolded = text.replace("\r\n ", "").replace("\n ", "");
+    let outer: Value = serde_json::from_str(&unfolded).ok()?;
+    let inner = match outer.get("Message").and_then(Value::as_str) {
+        Some(message) => serde_json::from_str(message).ok()?,
+        None => outer,
+    };
+    let kind = inner
+        .get("notificationType")
+        .or_else(|| inner.get("eventType"))
+        .and_then(Value::as_str)?;
+    if kind != "Bounce" {
+        return Some(Vec::new());
+    }
+    let bounce = inner.get("bounce")?;
+    let field = |v: &Value, name: &str| v.get(name).and_then(Value::as_str).map(str::to_string);
+    let transient = field(bounce, "bounceType").as_deref() == Some("Transient");
+    let reporting = field(bounce, "reportingMTA");
+    let records = bounce
+        .get("bouncedRecipients")
+        .and_then(Value::as_array)?
+        .iter()
+        .take(MAX_RECIPIENTS)
+        .filter_map(|r| {
+            Some(Recipient {
+                final_recipient: Some(field(r, "emailAddress")?),
+                original_recipient: None,
+                action: field(r, "action")
+                    .or_else(|| Some(if transient { "delayed" } else { "failed" }.into())),
+                status: field(r, "status"),
+                remote_mta: reporting.clone(),
+                diagnostic_code: field(r, "diagnosticCode"),
+            })
+        })
+        .collect();
+    Some(records)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +222,25 @@ Original-Recipient: rfc822;b@x.org\nFinal-Recipient: rfc822;b@x.org\nAction: del
         assert_eq!(r.len(), 2);
         assert_eq!(r[1].original_recipient.as_deref(), Some("rfc822;b@x.org"));
         assert_eq!(r[1].action.as_deref(), Some("delayed"));
+    }
+
+    #[test]
+    fn ses_notifications_give_records() {
+        let inner = r#"{"notificationType":"Bounce","bounce":{"bounceType":"Permanent","bouncedRecipients":[{"emailAddress":"bob@example.com","action":"failed","status":"5.1.1","diagnosticCode":"smtp; 550 5.1.1 user unknown"}],"reportingMTA":"dsn; a1.example.com"},"mail":{"source":"me@example.org"}}"#;
+        let sns = serde_json::json!({"Type": "Notification", "Message": inner}).to_string();
+        // A relay folded the long line.
+        let folded = format!("{}\n {}", &sns[..40], &sns[40..]);
+        for text in [inner.to_string(), sns, folded] {
+            let r = ses_records(&text).expect("an SES notification");
+            assert_eq!(r.len(), 1);
+            assert_eq!(r[0].final_recipient.as_deref(), Some("bob@example.com"));
+            assert_eq!(r[0].status.as_deref(), Some("5.1.1"));
+            assert_eq!(r[0].remote_mta.as_deref(), Some("dsn; a1.example.com"));
+        }
+        let delivery = r#"{"notificationType":"Delivery","delivery":{"recipients":["a@x.org"]}}"#;
+        assert_eq!(ses_records(delivery), Some(Vec::new()));
+        assert_eq!(ses_records("Hello {notificationType}"), None);
+        assert_eq!(ses_records("{\"notificationType\": "), None);
     }
 
     #[test]

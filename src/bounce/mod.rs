@@ -116,7 +116,7 @@ pub fn parse_with_limit(raw: &[u8], max_bytes: usize) -> Result<Report, TooLarge
         });
     }
     Ok(match parse_mime(raw) {
-        Some(message) if !message.parts.is_empty() => from_message(&message),
+        Some(message) if !message.parts.is_empty() => from_message(&message, false),
         _ => from_plain_text(&decode_undeclared(raw)),
     })
 }
@@ -273,22 +273,28 @@ const SENDER_HEADERS: &[&str] = &["from", "sender", "reply-to", "return-path"];
 struct Original {
     message_id: Option<String>,
     senders: Vec<String>,
+    /// Its addressees (`To`, `Cc`).
+    recipients: Vec<String>,
 }
 
 impl Original {
     fn from_message(m: &Message<'_>) -> Original {
-        let mut senders = Vec::new();
-        for name in SENDER_HEADERS {
-            for value in raw_headers(m, name) {
-                senders.extend(address::find_all(&value).into_iter().map(|f| f.address));
+        let addresses = |names: &[&str]| {
+            let mut out = Vec::new();
+            for name in names {
+                for value in raw_headers(m, name) {
+                    out.extend(address::find_all(&value).into_iter().map(|f| f.address));
+                }
             }
-        }
+            out
+        };
         Original {
             message_id: m
                 .message_id()
                 .map(clean_message_id)
                 .filter(|s| !s.is_empty()),
-            senders,
+            senders: addresses(SENDER_HEADERS),
+            recipients: addresses(&["to", "cc"]),
         }
     }
 
@@ -460,7 +466,9 @@ fn own_addresses(message: &Message<'_>) -> Vec<String> {
     own_addresses
 }
 
-fn from_message(message: &Message<'_>) -> Report {
+/// The report of `message`; `nested` when it is a bounce attached to another message (which is
+/// read, but whose own attachments are not).
+fn from_message(message: &Message<'_>, nested: bool) -> Report {
     let mut headers = read_headers(message);
     let mut is_mdn = message.content_type().is_some_and(|ct| {
         ct.attribute("report-type")
@@ -469,6 +477,8 @@ fn from_message(message: &Message<'_>) -> Report {
     let mut dsn_texts: Vec<Cow<'_, str>> = Vec::new();
     let mut original = Original::default();
     let mut have_original = false;
+    // The first attached message: a bounce forwarded as an attachment, or the returned original.
+    let mut attached: Option<&Message<'_>> = None;
 
     for part in message.parts.iter().take(MAX_PARTS) {
         let (ctype, subtype) = part
@@ -498,6 +508,7 @@ fn from_message(message: &Message<'_>) -> Report {
                 PartType::Message(m) if !have_original && !m.parts.is_empty() => {
                     original = Original::from_message(m);
                     have_original = true;
+                    attached = Some(m);
                 }
                 PartType::Binary(b)
                     if !have_original
@@ -539,6 +550,17 @@ fn from_message(message: &Message<'_>) -> Report {
         headers.own_addresses = own_addresses(message);
         bounces = bounces_from_prose(&human, &headers, &original);
     }
+    // A notice that names nobody but carries a bounce as its attachment (a relay passing on the
+    // report it got, a bounce forwarded as a file): the attached bounce says who failed.
+    if let Some(inner) = attached
+        .filter(|m| bounces.is_empty() && read_prose && !nested && read_headers(m).bounce_like)
+    {
+        let report = from_message(inner, true);
+        if !report.bounces.is_empty() {
+            bounces = report.bounces;
+            original.message_id = report.original_message_id;
+        }
+    }
     let via_filter = classify::FILTERING_GATEWAY_HEADERS
         .iter()
         .any(|(name, part)| {
@@ -575,6 +597,14 @@ fn from_plain_text(text: &str) -> Report {
 /// Bounces from the human-readable text: quoted DSN fields if it has some, else its phrasing.
 fn bounces_from_prose(human: &str, headers: &Headers, original: &Original) -> Vec<Bounce> {
     let human = text::capped(human, text::MAX_TEXT);
+    // An Amazon SES notification mailed as JSON says it all, even when it reports no bounce.
+    if let Some(records) = dsn::ses_records(human) {
+        let context = Context::new(|| human.to_lowercase());
+        return records
+            .iter()
+            .filter_map(|r| bounce_from_record(r, &context))
+            .collect();
+    }
     if contains_ignore_case(human, "final-recipient:") {
         let records = dsn::parse_recipients(human);
         if records
@@ -593,9 +623,13 @@ fn bounces_from_prose(human: &str, headers: &Headers, original: &Original) -> Ve
     }
     let mut excluded: HashSet<String> = headers.own_addresses.iter().cloned().collect();
     excluded.extend(original.senders.iter().cloned());
+    let mut returned_to = original.recipients.clone();
     if let Some(rest) = text::returned_message(human) {
         let quoted = Original::from_header_bytes(rest.as_bytes());
         excluded.extend(quoted.senders);
+        if returned_to.is_empty() {
+            returned_to = quoted.recipients;
+        }
     }
     // The headers' list of failed recipients is taken as it is, even when it names one of the
     // bounce's own addresses (a message sent to oneself).
@@ -604,6 +638,7 @@ fn bounces_from_prose(human: &str, headers: &Headers, original: &Original) -> Ve
         bounce_like: headers.bounce_like,
         excluded: &excluded,
         failed_hint: &headers.failed_hint,
+        returned_to: &returned_to,
     };
     text::find_bounces(human, &ctx)
 }
@@ -873,6 +908,97 @@ mod tests {
                 "status"
             ]
         );
+    }
+
+    fn addresses(raw: &str) -> Vec<String> {
+        parse(raw.as_bytes())
+            .unwrap()
+            .bounces
+            .into_iter()
+            .map(|b| b.address)
+            .collect()
+    }
+
+    #[test]
+    fn a_bounce_attached_to_a_notice_that_names_nobody_is_read() {
+        let raw = "From: Mail Delivery Subsystem <MAILER-DAEMON@relay.example.org>\r\n\
+To: me@example.org\r\nSubject: Returned mail: User unknown\r\n\
+Content-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n--outer\r\n\
+Content-Type: text/plain\r\n\r\n\
+----- The following addresses had permanent delivery errors -----\r\n\r\n--outer\r\n\
+Content-Type: message/rfc822\r\n\r\n\
+From: Mail Delivery Subsystem <MAILER-DAEMON@mx.example.net>\r\nTo: me@example.org\r\n\
+Subject: Returned mail: User unknown\r\nMessage-ID: <inner@mx.example.net>\r\n\
+Content-Type: multipart/report; report-type=delivery-status; boundary=\"inner\"\r\n\r\n\
+--inner\r\nContent-Type: text/plain\r\n\r\nSorry.\r\n--inner\r\n\
+Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\n\
+Final-Recipient: rfc822; ann@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n\
+--inner--\r\n\r\n--outer--\r\n";
+        assert_eq!(addresses(raw), ["ann@example.net"]);
+        // An attached message that is not a bounce is only the returned original, even when
+        // it quotes delivery-status fields.
+        let raw = raw
+            .replace("Mail Delivery Subsystem <MAILER-DAEMON@mx", "Ann <ann@mx")
+            .replace(
+                "Subject: Returned mail: User unknown\r\nMessage-ID",
+                "Subject: Hello\r\nMessage-ID",
+            )
+            .replace(
+                "multipart/report; report-type=delivery-status",
+                "multipart/mixed",
+            )
+            .replace("message/delivery-status", "text/plain");
+        assert!(addresses(&raw).is_empty());
+    }
+
+    #[test]
+    fn a_multipart_without_a_readable_boundary_is_read_as_text() {
+        // The boundary parameter on a line of its own, as some gateways write it.
+        let raw = "From: post_master@sms.example.com\r\nTo: me@example.org\r\n\
+Subject: Re: Notice\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\n\
+Content-Type: multipart/alternative;\r\nboundary=\"b2\"\r\n\r\n--b2\r\n\
+Content-Type: text/plain\r\n\r\nError: Invalid user address\r\n\r\n\
+550 - Requested action not taken: no such user here\r\n\r\n\
+  MAIL FROM: me@example.org\r\n  RCPT TO: 5551234@sms.example.com\r\n\r\n--b2--\r\n\r\n--b1--\r\n";
+        assert_eq!(addresses(raw), ["5551234@sms.example.com"]);
+    }
+
+    #[test]
+    fn an_ses_notification_by_mail_is_read_as_records() {
+        let message = r#"{\"notificationType\":\"Bounce\",\"bounce\":{\"bounceType\":\"Permanent\",\"bouncedRecipients\":[{\"emailAddress\":\"bob@example.com\",\"status\":\"5.1.1\",\"diagnosticCode\":\"smtp; 550 5.1.1 user unknown\"}]}}"#;
+        let raw = format!(
+            "From: AWS Notifications <no-reply@sns.amazonaws.com>\r\nTo: me@example.org\r\n\
+Subject: AWS Notification Message\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n\
+{{\r\n  \"Type\" : \"Notification\",\r\n  \"Message\" : \"{message}\"\r\n}}\r\n"
+        );
+        let report = parse(raw.as_bytes()).unwrap();
+        assert_eq!(report.bounces.len(), 1);
+        assert_eq!(report.bounces[0].address, "bob@example.com");
+        assert_eq!(report.bounces[0].status.as_deref(), Some("5.1.1"));
+        let delivery = raw.replace("Bounce", "Delivery");
+        assert!(addresses(&delivery).is_empty());
+    }
+
+    #[test]
+    fn a_notice_naming_nobody_falls_back_to_the_returned_originals_only_addressee() {
+        let raw = "From: Mail Delivery Subsystem <MAILER-DAEMON@example.com>\r\n\
+Subject: Returned mail: Cannot send message for 5 days\r\nTo: me@example.org\r\n\r\n\
+   ----- Transcript of session follows -----\r\n\
+421 example.com (smtp)... Deferred: Connection timed out\r\n\r\n\
+   ----- Unsent message follows -----\r\nFrom: me@example.org\r\n\
+To: ann@example.com\r\nSubject: Hello\r\n\r\nHi\r\n";
+        assert_eq!(addresses(raw), ["ann@example.com"]);
+        // Two addressees: which one failed is not known.
+        let two = raw.replace(
+            "To: ann@example.com",
+            "To: ann@example.com, bob@example.com",
+        );
+        assert!(addresses(&two).is_empty());
+        // No failure wording: no bounce.
+        let plain = raw
+            .replace("Cannot send message for 5 days", "Hello")
+            .replace("MAILER-DAEMON", "ann");
+        assert!(addresses(&plain).is_empty());
     }
 
     #[test]

@@ -242,6 +242,10 @@ pub(crate) struct Context<'a> {
     pub excluded: &'a HashSet<String>,
     /// Recipients the headers name as failed (Exim's `X-Failed-Recipients`).
     pub failed_hint: &'a [String],
+    /// The addressees of the returned original (its `To` and `Cc`): the failed recipient when
+    /// it is the only one and the notice names nobody (Postfix's "Delivery report unavailable",
+    /// old Sendmail's transcript of a host that never answered).
+    pub returned_to: &'a [String],
 }
 
 /// `text` up to `max` bytes, cut on a character boundary.
@@ -355,7 +359,17 @@ pub(crate) fn find_bounces(text: &str, ctx: &Context<'_>) -> Vec<Bounce> {
         _ => Outcome::Failed,
     };
 
-    let candidates: Vec<String> = if ctx.failed_hint.is_empty() {
+    let candidates: Vec<String> = if ctx.failed_hint.is_empty() && occurrences.is_empty() {
+        // A notice that names no address at all: the returned original's only addressee.
+        let mut to = ctx
+            .returned_to
+            .iter()
+            .filter(|a| !ctx.excluded.contains(*a) && !address::is_role(a));
+        match (signal, to.next(), to.next()) {
+            (Some(_), Some(only), None) => vec![only.clone()],
+            _ => Vec::new(),
+        }
+    } else if ctx.failed_hint.is_empty() {
         // Addresses the notice names as failed stand alone; mere mentions count only when it
         // names none.
         let named = occurrences.iter().any(|o| o.named > Named::Mentioned);
@@ -398,10 +412,11 @@ pub(crate) fn find_bounces(text: &str, ctx: &Context<'_>) -> Vec<Bounce> {
                     .map_or(lines.len(), |o| o.line);
                 line..next_other.min(line + MAX_REGION_LINES).min(lines.len())
             }
-            None => 0..0,
+            // Not in the notice (named by the headers or the returned original): all of it.
+            None => 0..lines.len(),
         };
         let evidence = examine(&lines[region], address);
-        let named = first.is_some_and(|(i, _)| occurrences[i].named > Named::Mentioned);
+        let named = first.is_none_or(|(i, _)| occurrences[i].named > Named::Mentioned);
         // An address the notice names as failed also counts when the notice explains a failure.
         if need_code
             && evidence.reply.is_none()
@@ -775,6 +790,7 @@ mod tests {
             bounce_like,
             excluded,
             failed_hint: &[],
+            returned_to: &[],
         }
     }
 
