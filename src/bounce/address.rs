@@ -90,7 +90,7 @@ pub(crate) fn find_all(text: &str) -> Vec<Found> {
         let start = at - local.len();
         let end = at + 1 + domain.len();
         let valid = if quoted.is_some() {
-            validate_domain(domain).then(|| format!("{local}@{domain}").to_lowercase())
+            validate_domain(domain).then(|| join_lower(local, domain))
         } else {
             validate(local, domain)
         };
@@ -142,7 +142,21 @@ fn validate(local: &str, domain: &str) -> Option<String> {
     {
         return None;
     }
-    validate_domain(domain).then(|| format!("{local}@{domain}").to_lowercase())
+    validate_domain(domain).then(|| join_lower(local, domain))
+}
+
+/// `local@domain` in lower case, built with one allocation when it is ASCII.
+fn join_lower(local: &str, domain: &str) -> String {
+    let mut s = String::with_capacity(local.len() + 1 + domain.len());
+    s.push_str(local);
+    s.push('@');
+    s.push_str(domain);
+    if s.is_ascii() {
+        s.make_ascii_lowercase();
+        s
+    } else {
+        s.to_lowercase()
+    }
 }
 
 /// A domain of at least two labels, none empty or starting or ending with `-`, the last not

@@ -546,9 +546,15 @@ fn from_message(message: &Message<'_>, nested: bool) -> Report {
     } else {
         String::new()
     };
+    // The copy of the original quoted in the text, read once for both uses.
+    let quoted = if read_prose || original.message_id.is_none() {
+        quoted_original(&human)
+    } else {
+        None
+    };
     if read_prose {
         headers.own_addresses = own_addresses(message);
-        bounces = bounces_from_prose(&human, &headers, &original);
+        bounces = bounces_from_prose(&human, &headers, &original, quoted.as_ref());
     }
     // A notice that names nobody but carries a bounce as its attachment (a relay passing on the
     // report it got, a bounce forwarded as a file): the attached bounce says who failed.
@@ -573,7 +579,9 @@ fn from_message(message: &Message<'_>, nested: bool) -> Report {
     }
     Report {
         bounces: if is_mdn { Vec::new() } else { dedupe(bounces) },
-        original_message_id: original.message_id.or_else(|| message_id_from_text(&human)),
+        original_message_id: original
+            .message_id
+            .or_else(|| message_id_from_text(&human, quoted.as_ref())),
         verp_recipient: headers.verp_recipient,
     }
 }
@@ -587,15 +595,27 @@ fn from_plain_text(text: &str) -> Report {
         own_addresses: Vec::new(),
         failed_hint: Vec::new(),
     };
+    let quoted = quoted_original(text);
     Report {
-        bounces: dedupe(bounces_from_prose(text, &headers, &Original::default())),
-        original_message_id: message_id_from_text(text),
+        bounces: dedupe(bounces_from_prose(
+            text,
+            &headers,
+            &Original::default(),
+            quoted.as_ref(),
+        )),
+        original_message_id: message_id_from_text(text, quoted.as_ref()),
         verp_recipient: None,
     }
 }
 
 /// Bounces from the human-readable text: quoted DSN fields if it has some, else its phrasing.
-fn bounces_from_prose(human: &str, headers: &Headers, original: &Original) -> Vec<Bounce> {
+/// `quoted` is the original as quoted in the text, if it is ([`quoted_original`]).
+fn bounces_from_prose(
+    human: &str,
+    headers: &Headers,
+    original: &Original,
+    quoted: Option<&Original>,
+) -> Vec<Bounce> {
     let human = text::capped(human, text::MAX_TEXT);
     // An Amazon SES notification mailed as JSON says it all, even when it reports no bounce.
     if let Some(records) = dsn::ses_records(human) {
@@ -624,11 +644,10 @@ fn bounces_from_prose(human: &str, headers: &Headers, original: &Original) -> Ve
     let mut excluded: HashSet<String> = headers.own_addresses.iter().cloned().collect();
     excluded.extend(original.senders.iter().cloned());
     let mut returned_to = original.recipients.clone();
-    if let Some(rest) = text::returned_message(human) {
-        let quoted = Original::from_header_bytes(rest.as_bytes());
-        excluded.extend(quoted.senders);
+    if let Some(quoted) = quoted {
+        excluded.extend(quoted.senders.iter().cloned());
         if returned_to.is_empty() {
-            returned_to = quoted.recipients;
+            returned_to.clone_from(&quoted.recipients);
         }
     }
     // The headers' list of failed recipients is taken as it is, even when it names one of the
@@ -652,11 +671,15 @@ fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
 
 /// The Message-ID of the returned original quoted in prose: in the returned copy if it is marked,
 /// else the first `Message-ID:` line anywhere.
-fn message_id_from_text(human: &str) -> Option<String> {
-    let human = text::capped(human, text::MAX_TEXT);
-    text::returned_message(human)
-        .and_then(|rest| Original::from_header_bytes(rest.as_bytes()).message_id)
-        .or_else(|| message_id_line(human))
+fn message_id_from_text(human: &str, quoted: Option<&Original>) -> Option<String> {
+    quoted
+        .and_then(|q| q.message_id.clone())
+        .or_else(|| message_id_line(text::capped(human, text::MAX_TEXT)))
+}
+
+/// The header fields of the original quoted in `human` after a marker line, if there is one.
+fn quoted_original(human: &str) -> Option<Original> {
+    text::returned_message(human).map(|rest| Original::from_header_bytes(rest.as_bytes()))
 }
 
 /// The text a person would read: the message's text bodies (HTML made text), without the

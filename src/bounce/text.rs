@@ -15,6 +15,9 @@
 //! It never reads beyond [`MAX_TEXT`] bytes and every step is linear in the text it reads.
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
 use super::address;
 use super::classify::{classify, command_in, reason_from_text, Evidence as Clues, Outcome};
@@ -263,32 +266,33 @@ pub(crate) fn capped(text: &str, max: usize) -> &str {
 /// Where the returned copy of the original message begins, if it is marked: the byte offset
 /// where the bounce's own text ends and the offset where the copy's first line starts (after
 /// the marker line, or the header block itself).
-fn returned_offset(lower: &str) -> Option<(usize, usize)> {
-    let marker = RETURNED_MARKERS
-        .iter()
-        .filter_map(|m| lower.find(m))
-        .min()
-        .map(|at| {
-            let start = lower[..at].rfind('\n').map_or(0, |nl| nl + 1);
-            let next = lower[at..].find('\n').map_or(lower.len(), |nl| at + nl + 1);
-            (start, next)
-        });
-    let headers = HEADER_BLOCK_STARTS
-        .iter()
-        .filter_map(|m| lower.find(m).map(|at| at + m.len() - m.trim_start().len()))
-        .min()
-        .map(|at| (at, at));
-    match (marker, headers) {
-        (Some(m), Some(h)) => Some(m.min(h)),
-        (m, h) => m.or(h),
+/// `text` may be in any case: the markers are matched ignoring ASCII case, in one pass that
+/// stops at the first.
+fn returned_offset(text: &str) -> Option<(usize, usize)> {
+    static MARKERS: LazyLock<AhoCorasick> = LazyLock::new(|| {
+        AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(RETURNED_MARKERS.iter().chain(HEADER_BLOCK_STARTS))
+            .expect("the marker table builds")
+    });
+    let found = MARKERS.find(text)?;
+    let at = found.start();
+    if found.pattern().as_usize() >= RETURNED_MARKERS.len() {
+        // A header block: it starts after the blank line the match begins with.
+        let m = &text[at..found.end()];
+        let start = at + m.len() - m.trim_start().len();
+        return Some((start, start));
     }
+    let start = text[..at].rfind('\n').map_or(0, |nl| nl + 1);
+    let next = text[at..].find('\n').map_or(text.len(), |nl| at + nl + 1);
+    Some((start, next))
 }
 
 /// The text of the returned original (from its first line), if its start is marked.
 pub(crate) fn returned_message(text: &str) -> Option<&str> {
     let text = capped(text, MAX_TEXT);
-    let lower = text.to_ascii_lowercase();
-    let (_, at) = returned_offset(&lower)?;
+    let (_, at) = returned_offset(text)?;
     Some(&text[at..])
 }
 
@@ -311,14 +315,17 @@ fn collapse_whitespace(lower: &str) -> String {
 }
 
 /// The strongest signal among the phrases found, and whether any found phrase is strong.
+/// All the phrases are looked for in one pass.
 fn detect(normalized: &str) -> (Option<Signal>, bool) {
+    static FIND: LazyLock<AhoCorasick> = LazyLock::new(|| {
+        AhoCorasick::new(PHRASES.iter().map(|(p, _, _)| *p)).expect("the phrase table builds")
+    });
     let mut best: Option<Signal> = None;
     let mut strong = false;
-    for (phrase, signal, is_strong) in PHRASES {
-        if normalized.contains(phrase) {
-            best = best.max(Some(*signal));
-            strong |= is_strong;
-        }
+    for m in FIND.find_overlapping_iter(normalized) {
+        let (_, signal, is_strong) = PHRASES[m.pattern().as_usize()];
+        best = best.max(Some(signal));
+        strong |= is_strong;
     }
     (best, strong)
 }
@@ -337,9 +344,10 @@ struct Line<'a> {
 /// has no MIME structure).
 pub(crate) fn find_bounces(text: &str, ctx: &Context<'_>) -> Vec<Bounce> {
     let text = capped(text, MAX_TEXT);
-    let lower_all = text.to_ascii_lowercase();
-    let end = returned_offset(&lower_all).map_or(text.len(), |(end, _)| end);
-    let (section, lower) = (&text[..end], &lower_all[..end]);
+    let end = returned_offset(text).map_or(text.len(), |(end, _)| end);
+    let section = &text[..end];
+    let lower_section = section.to_ascii_lowercase();
+    let lower = lower_section.as_str();
 
     let mut normalized = collapse_whitespace(&ctx.subject.to_ascii_lowercase());
     normalized.push(' ');
