@@ -179,6 +179,16 @@ fn validate_domain(domain: &str) -> bool {
     true
 }
 
+/// True for the addresses mail software sends from (MAILER-DAEMON and its spellings), which
+/// no message is ever delivered to.
+pub(crate) fn is_daemon(address: &str) -> bool {
+    let local = address.split('@').next().unwrap_or_default();
+    ROLE_LOCAL_PARTS
+        .iter()
+        .filter(|role| role.contains("daemon"))
+        .any(|role| local.eq_ignore_ascii_case(role))
+}
+
 /// True for addresses of mail systems (postmaster, MAILER-DAEMON, abuse) rather than people.
 pub(crate) fn is_role(address: &str) -> bool {
     let local = address.split('@').next().unwrap_or_default();
@@ -252,5 +262,7 @@ mod tests {
         assert!(is_role("MAILER-DAEMON@mx.example.com"));
         assert!(is_role("postmaster@example.com"));
         assert!(!is_role("bob@example.com"));
+        assert!(is_daemon("Mailer_Daemon@mx.example.com"));
+        assert!(!is_daemon("postmaster@example.com"));
     }
 }

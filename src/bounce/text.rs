@@ -401,6 +401,7 @@ pub(crate) fn find_bounces(text: &str, ctx: &Context<'_>) -> Vec<Bounce> {
     let mut bounces = Vec::new();
     // Whether the notice words a failure reason anywhere, looked for once when needed.
     let mut explained: Option<bool> = None;
+    let mut whole: Option<Evidence> = None;
     for address in &candidates {
         // The region starts where the notice names the address as failed, if it does.
         let first = occurrences
@@ -420,10 +421,17 @@ pub(crate) fn find_bounces(text: &str, ctx: &Context<'_>) -> Vec<Bounce> {
                     .map_or(lines.len(), |o| o.line);
                 line..next_other.min(line + MAX_REGION_LINES).min(lines.len())
             }
-            // Not in the notice (named by the headers or the returned original): all of it.
+            // Not in the notice (named by the headers or the returned original): all of it,
+            // read once for all such addresses.
             None => 0..lines.len(),
         };
-        let evidence = examine(&lines[region], address);
+        let evidence = if first.is_some() {
+            examine(&lines[region], address)
+        } else {
+            whole
+                .get_or_insert_with(|| examine(&lines[region], address))
+                .clone()
+        };
         let named = first.is_none_or(|(i, _)| occurrences[i].named > Named::Mentioned);
         // An address the notice names as failed also counts when the notice explains a failure.
         if need_code
@@ -588,19 +596,28 @@ fn addresses_by_line(lines: &[Line<'_>], ctx: &Context<'_>) -> Vec<Occurrence> {
     let mut field_skipped = false;
     let mut in_field = false;
     for (i, line) in lines.iter().enumerate() {
-        let folded = in_field && line.text.starts_with([' ', '\t']);
+        // A bounce forwarded inline is quoted (`> From: ...`): its lines are read unquoted.
+        let body = match line.text.strip_prefix('>') {
+            Some(rest) => {
+                let rest = rest.trim_start_matches('>');
+                rest.strip_prefix(' ').unwrap_or(rest)
+            }
+            None => line.text,
+        };
+        let folded = in_field && body.starts_with([' ', '\t']);
         if !folded {
-            in_field = is_header_field(line.text);
-            let trimmed = line.lower.trim_start();
+            in_field = is_header_field(body);
+            let trimmed = line.lower[line.text.len() - body.len()..].trim_start();
             field_skipped = NON_RECIPIENT_LINES.iter().any(|p| trimmed.starts_with(p));
         }
         if !line.text.contains('@') || field_skipped || line.lower.contains("mail from:") {
             continue;
         }
+        // "contact helpdesk@example.com": a person to ask, not a recipient.
+        let contact = line.lower.find("contact").map_or(usize::MAX, |at| at + 7);
         for found in address::find_all(line.text) {
             let before = &line.lower[..found.start];
-            // "contact helpdesk@example.com": a person to ask, not a recipient.
-            if before.contains("contact") {
+            if contact <= found.start {
                 continue;
             }
             let named = if folded || in_field {
@@ -608,8 +625,11 @@ fn addresses_by_line(lines: &[Line<'_>], ctx: &Context<'_>) -> Vec<Occurrence> {
             } else {
                 named_by(before, &mut failure_reply)
             };
-            if named == Named::Mentioned
-                && (ctx.excluded.contains(&found.address) || address::is_role(&found.address))
+            // A mail system's own address is never a recipient, however it is named; a
+            // postmaster or abuse desk is when the notice names it as failed.
+            if address::is_daemon(&found.address)
+                || named == Named::Mentioned
+                    && (ctx.excluded.contains(&found.address) || address::is_role(&found.address))
             {
                 continue;
             }
@@ -627,6 +647,7 @@ fn addresses_by_line(lines: &[Line<'_>], ctx: &Context<'_>) -> Vec<Occurrence> {
 }
 
 /// What the lines about one address say.
+#[derive(Clone)]
 struct Evidence {
     diagnostic: Option<String>,
     status: Option<super::status::Status>,
@@ -991,6 +1012,36 @@ References: <x1@example.org>\n  <1234.5678@mx.example.org>\n";
             addresses(&find_bounces(text, &ctx(&ex, true))),
             ["karl@example.de"]
         );
+    }
+
+    #[test]
+    fn a_bounce_forwarded_inline_is_read_through_its_quotes() {
+        let text = "Forward the message.\n\nBegin forwarded message:\n\n\
+> From: Mail Delivery Subsystem <MAILER-DAEMON>\n> To: <me@example.jp>\n\
+> Subject: Returned mail: see transcript for details\n\
+> Message-Id: <200904290210.n3S2A@mx.example.jp>\n> References: <a1@example.jp>\n\
+>  <9f3e.77@example.jp>\n>\n\
+>    ----- The following addresses had permanent fatal errors -----\n> <bob@example.com>\n\
+>     (reason: 550 5.1.1 <bob@example.com>... User unknown)\n\
+>>>> RCPT To:<bob@example.com>\n> MAILER-DAEMON@mx.example.jp\n";
+        let ex = excluding(&["me@example.jp"]);
+        let b = find_bounces(text, &ctx(&ex, false));
+        assert_eq!(addresses(&b), ["bob@example.com"]);
+        assert_eq!(b[0].status.as_deref(), Some("5.1.1"));
+    }
+
+    #[test]
+    fn one_long_line_of_addresses_stays_bounded() {
+        let mut text = String::from("Delivery failed: 550 5.1.1 unknown\n");
+        for i in 0..20_000 {
+            text.push_str(&format!("<u{i}@example.com>, "));
+        }
+        text.push('\n');
+        let ex = HashSet::new();
+        let t = std::time::Instant::now();
+        let b = find_bounces(&text, &ctx(&ex, true));
+        assert!(b.len() <= MAX_CANDIDATES);
+        assert!(t.elapsed().as_secs() < 5, "took {:?}", t.elapsed());
     }
 
     #[test]
