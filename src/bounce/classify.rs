@@ -62,6 +62,8 @@ pub(crate) struct Evidence<'a> {
     /// The notice's words about this recipient (or the whole notice), lower case; may be empty.
     pub context: &'a str,
     pub command: Option<Command>,
+    /// The failed recipient's address (lower case), or empty when unknown.
+    pub recipient: &'a str,
 }
 
 /// The verdict on one recipient.
@@ -981,6 +983,18 @@ pub(crate) fn classify(ev: &Evidence<'_>) -> Verdict {
     {
         reason = Reason::Filtered;
     }
+    // A bare "550 user unknown" that neither names the recipient nor carries an addressing
+    // code is how filters answer after the message was sent; a refusal of the recipient
+    // itself at RCPT echoes the address or says X.1.x.
+    if reason == Reason::UserUnknown
+        && ev.reply.is_some()
+        && specific_status.is_none_or(|s| s.subject != 1)
+        && !ev.recipient.is_empty()
+        && !ev.diagnostic.contains(ev.recipient)
+        && ev.command != Some(Command::RcptTo)
+    {
+        reason = Reason::Filtered;
+    }
     // A host that could not be found for now is trouble on the way, not a wrong address.
     if reason == Reason::HostUnknown && temporary {
         reason = Reason::NetworkError;
@@ -1025,6 +1039,7 @@ mod tests {
             diagnostic,
             context: "",
             command: None,
+            recipient: "",
         }
     }
 
@@ -1180,6 +1195,31 @@ mod tests {
             Some(Command::RcptTo)
         );
         assert_eq!(command_in("nothing here"), None);
+    }
+
+    #[test]
+    fn a_bare_user_unknown_reply_is_a_filter() {
+        let bare = Evidence {
+            recipient: "bob@example.org",
+            ..failed("5.0.0", Some(550), "550 : user unknown")
+        };
+        assert_eq!(verdict(bare).1, Reason::Filtered);
+        let named = Evidence {
+            recipient: "bob@example.org",
+            ..failed("5.0.0", Some(550), "550 <bob@example.org>... user unknown")
+        };
+        assert_eq!(verdict(named).1, Reason::UserUnknown);
+        let coded = Evidence {
+            recipient: "bob@example.org",
+            ..failed("5.1.1", Some(550), "550 5.1.1 user unknown")
+        };
+        assert_eq!(verdict(coded).1, Reason::UserUnknown);
+        let at_rcpt = Evidence {
+            recipient: "bob@example.org",
+            command: Some(Command::RcptTo),
+            ..failed("5.0.0", Some(550), "550 user unknown")
+        };
+        assert_eq!(verdict(at_rcpt).1, Reason::UserUnknown);
     }
 
     #[test]

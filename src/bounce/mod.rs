@@ -170,6 +170,7 @@ pub fn classify_text(text: &str, gave_up: bool) -> (BounceKind, Reason, Option<S
         diagnostic: &lower,
         context: "",
         command: classify::command_in(&lower),
+        recipient: "",
     });
     (v.kind, v.reason, Some(v.status), v.permanent)
 }
@@ -552,15 +553,18 @@ fn from_message(message: &Message<'_>, nested: bool) -> Report {
     } else {
         None
     };
+    // An attached message that is itself a bounce (a relay passing on the report it got, a
+    // bounce forwarded as a file): its addressee is not who failed, its report says who did.
+    let attached_bounce = attached.filter(|m| read_prose && !nested && read_headers(m).bounce_like);
+    if attached_bounce.is_some() {
+        original.recipients.clear();
+    }
     if read_prose {
         headers.own_addresses = own_addresses(message);
         bounces = bounces_from_prose(&human, &headers, &original, quoted.as_ref());
     }
-    // A notice that names nobody but carries a bounce as its attachment (a relay passing on the
-    // report it got, a bounce forwarded as a file): the attached bounce says who failed.
-    if let Some(inner) = attached
-        .filter(|m| bounces.is_empty() && read_prose && !nested && read_headers(m).bounce_like)
-    {
+    // A notice that names nobody but carries a bounce: the attached bounce's recipients.
+    if let Some(inner) = attached_bounce.filter(|_| bounces.is_empty()) {
         let report = from_message(inner, true);
         if !report.bounces.is_empty() {
             bounces = report.bounces;
@@ -829,6 +833,7 @@ fn bounce_from_record<F: Fn() -> String>(
         diagnostic: &diag_lower,
         context: "",
         command: classify::command_in(&diag_lower),
+        recipient: &address,
     };
     if classify::needs_context(&evidence) {
         evidence.context = context.get();
@@ -958,6 +963,13 @@ Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\
 Final-Recipient: rfc822; ann@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n\
 --inner--\r\n\r\n--outer--\r\n";
         assert_eq!(addresses(raw), ["ann@example.net"]);
+        // The attached bounce's own addressee is not taken for the recipient either.
+        let raw_to = raw.replace(
+            "To: me@example.org\r\nSubject: Returned mail: User unknown\r\nMessage-ID",
+            "To: other@example.org\r\nSubject: Returned mail: User unknown\r\nMessage-ID",
+        );
+        assert_ne!(raw_to, raw);
+        assert_eq!(addresses(&raw_to), ["ann@example.net"]);
         // An attached message that is not a bounce is only the returned original, even when
         // it quotes delivery-status fields.
         let raw = raw
