@@ -798,14 +798,16 @@ fn bounce_from_record<F: Fn() -> String>(
         .and_then(|d| tidy_diagnostic(dsn::strip_type(d)));
     let diag = diagnostic.as_deref().unwrap_or_default();
     let reply = status::find_reply_code(diag).map(|(c, _)| c);
-    let from_diag = status::find_enhanced(diag).map(|(s, _)| s);
+    // The remote's own code beats the reporting MTA's summary of it (a `Status: 4.4.7` over
+    // `450 4.7.1 Client host rejected`), as long as both agree on the class.
+    let from_diag = status::find_last_enhanced(diag);
     let mut status = record
         .status
         .as_deref()
         .and_then(status::parse_status_field);
     match (status, from_diag) {
         (None, Some(d)) => status = Some(d),
-        (Some(s), Some(d)) if s.is_generic() && d.class == s.class => status = Some(d),
+        (Some(s), Some(d)) if d.class == s.class && !d.is_generic() => status = Some(d),
         _ => {}
     }
     let action = record

@@ -425,13 +425,21 @@ pub(crate) fn find_bounces(text: &str, ctx: &Context<'_>) -> Vec<Bounce> {
             // read once for all such addresses.
             None => 0..lines.len(),
         };
-        let evidence = if first.is_some() {
+        let mut evidence = if first.is_some() {
             examine(&lines[region], address)
         } else {
             whole
-                .get_or_insert_with(|| examine(&lines[region], address))
+                .get_or_insert_with(|| examine(&lines[..], address))
                 .clone()
         };
+        // The only recipient of a notice whose reason is worded away from its address (before
+        // it, as in `Error message below: 550 ...` then `RCPT TO: bob@x.org`): the notice's.
+        if evidence.diagnostic.is_none() && candidates.len() == 1 && first.is_some() {
+            let all = whole.get_or_insert_with(|| examine(&lines[..], address));
+            if all.diagnostic.is_some() {
+                evidence = all.clone();
+            }
+        }
         let named = first.is_none_or(|(i, _)| occurrences[i].named > Named::Mentioned);
         // An address the notice names as failed also counts when the notice explains a failure.
         if need_code
@@ -458,6 +466,7 @@ pub(crate) fn find_bounces(text: &str, ctx: &Context<'_>) -> Vec<Bounce> {
                 &normalized
             },
             command: command_in(&evidence.region_lower),
+            recipient: address,
         });
         bounces.push(Bounce {
             address: address.clone(),
@@ -679,7 +688,25 @@ fn examine(region: &[Line<'_>], address: &str) -> Evidence {
         } else if let Some(first) = region.first() {
             // `<bob@x.org>... Deferred: Connection timed out`: what follows the address.
             let rest = without_address(first.text, address);
-            if rest != first.text.trim() && rest.chars().filter(|c| c.is_alphabetic()).count() >= 3
+            // Exchange's `bob@x.org on Thu, 29 Apr 2010 ...`: the reason is on the indented
+            // line below.
+            let dated = rest.strip_prefix("on ").is_some_and(|d| {
+                d.starts_with(|c: char| c.is_ascii_digit())
+                    || d.get(..3).is_some_and(|day| {
+                        ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+                            .iter()
+                            .any(|w| day.eq_ignore_ascii_case(w))
+                    })
+            });
+            let below = region.get(1).filter(|l| {
+                dated && indent(l.text) > indent(first.text) && !l.text.trim().is_empty()
+            });
+            if let Some(below) = below {
+                diag_line = 1;
+                diagnostic = tidy_diagnostic(below.text);
+            } else if !dated
+                && rest != first.text.trim()
+                && rest.chars().filter(|c| c.is_alphabetic()).count() >= 3
             {
                 diag_line = 0;
                 diagnostic = tidy_diagnostic(&rest);
@@ -730,6 +757,9 @@ fn reply_text(region: &[Line<'_>], i: usize, code: u16, at: usize) -> String {
     }
     let code_str = code.to_string();
     let base_indent = indent(line);
+    // A reply quoted after other words in an indented block (Exim's `    host mx [ip]: 550 ...`)
+    // continues on the block's next lines at the same indent.
+    let same_indent_continues = at > base_indent && base_indent > 0;
     for next in region.iter().skip(i + 1).take(8) {
         let t = next.text.trim();
         if t.is_empty() || t.starts_with(">>>") || t.starts_with("<<<") {
@@ -742,9 +772,19 @@ fn reply_text(region: &[Line<'_>], i: usize, code: u16, at: usize) -> String {
             if line[at..].trim() == t {
                 break;
             }
+            // `550-5.7.26 more words`: the code and a repeated enhanced code are dropped.
+            let rest = t[4..].trim_start();
+            let rest = match rest.split_once(' ') {
+                Some((first, after)) if is_enhanced_token(first) => after,
+                None if is_enhanced_token(rest) => "",
+                _ => rest,
+            };
             text.push(' ');
-            text.push_str(&t[3..]);
-        } else if indent(next.text) > base_indent && find_reply_code(t).is_none_or(|(_, p)| p > 0) {
+            text.push_str(rest);
+        } else if (indent(next.text) > base_indent
+            || same_indent_continues && indent(next.text) == base_indent)
+            && find_reply_code(t).is_none_or(|(_, p)| p > 0)
+        {
             text.push(' ');
             text.push_str(t);
         } else {
@@ -752,6 +792,19 @@ fn reply_text(region: &[Line<'_>], i: usize, code: u16, at: usize) -> String {
         }
     }
     tidy_diagnostic(&text).unwrap_or_default()
+}
+
+/// An enhanced status code alone (`5.7.26`).
+fn is_enhanced_token(word: &str) -> bool {
+    let mut parts = word.split('.');
+    let ok = |p: Option<&str>, max: usize| {
+        p.is_some_and(|p| !p.is_empty() && p.len() <= max && p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    matches!(word.as_bytes().first(), Some(b'2' | b'4' | b'5'))
+        && ok(parts.next(), 1)
+        && ok(parts.next(), 3)
+        && ok(parts.next(), 3)
+        && parts.next().is_none()
 }
 
 /// A line that begins with the address, minus the address and its punctuation; `(reason)`
@@ -881,6 +934,30 @@ From: sender@example.org\nTo: carol@example.net\n";
     }
 
     #[test]
+    fn multi_line_replies_and_exim_blocks_are_joined() {
+        let text = "There was an error delivering your mail to <ann@example.net>.\n\n\
+mx.example.net [192.0.2.1] did not like our final DATA:\n\
+550-5.7.26 Unauthenticated email is not accepted due to the domain's\n\
+550-5.7.26 DMARC policy.\n550 5.7.26  https://example.net/dmarc - gsmtp\n";
+        let ex = HashSet::new();
+        let b = find_bounces(text, &ctx(&ex, false));
+        assert_eq!(
+            b[0].diagnostic.as_deref(),
+            Some("550 5.7.26 Unauthenticated email is not accepted due to the domain's DMARC policy. https://example.net/dmarc - gsmtp")
+        );
+        let text = "The following address(es) failed:\n\n  ann@example.net\n    \
+SMTP error from remote mail server after RCPT TO:<ann@example.net>:\n    \
+host 192.0.2.2 [192.0.2.2]: 550 5.1.1 <ann@example.net>:\n    \
+Recipient address rejected: User unknown in local recipient table\n\n\
+------ This is a copy of the message, including all the headers. ------\n";
+        let b = find_bounces(text, &ctx(&ex, false));
+        assert_eq!(
+            b[0].diagnostic.as_deref(),
+            Some("550 5.1.1 <ann@example.net>: Recipient address rejected: User unknown in local recipient table")
+        );
+    }
+
+    #[test]
     fn sender_and_contacts_are_not_recipients() {
         let text = "Delivery has failed to these recipients or groups:\n\nbob@example.com\n\
 #550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##\n\nFrom: me@city.gov\n\
@@ -923,12 +1000,14 @@ mx.example.net [192.0.2.7] did not like our RCPT TO:\n\
     fn listed_addresses_win_over_mentions() {
         // Exchange 2003: the original's To in a summary, then the recipient that failed.
         let text = "Your message\n\n  To:      team@example.net\n  Subject: Minutes\n\n\
-did not reach the following recipient(s):\n\nbob@example.net on Thu, 2 May 2024 10:00:00 -0000\n\
-    The recipient name is not recognized\n";
+did not reach the following recipient(s):\n\n\
+bob@example.net on Thu, 2 May 2024 10:00:00 -0000\n    The recipient name is not recognized\n";
         let ex = HashSet::new();
+        let b = find_bounces(text, &ctx(&ex, true));
+        assert_eq!(addresses(&b), ["bob@example.net"]);
         assert_eq!(
-            addresses(&find_bounces(text, &ctx(&ex, true))),
-            ["bob@example.net"]
+            b[0].diagnostic.as_deref(),
+            Some("The recipient name is not recognized")
         );
         // OpenSMTPD: one recipient per line, then the returned original.
         let text = "    Hi!\n\n    This is the MAILER-DAEMON, please DO NOT REPLY to this e-mail.\n\n\
@@ -1050,9 +1129,11 @@ References: <x1@example.org>\n  <1234.5678@mx.example.org>\n";
 550 - Requested action not taken: no such user here\n\nMessage details:\n  Subject: Test\n  \
 MAIL FROM: me@example.org\n  RCPT TO: 5551234@sms.example.com\n  From: Me <me@example.org>\n";
         let ex = HashSet::new();
+        let b = find_bounces(text, &ctx(&ex, false));
+        assert_eq!(addresses(&b), ["5551234@sms.example.com"]);
         assert_eq!(
-            addresses(&find_bounces(text, &ctx(&ex, false))),
-            ["5551234@sms.example.com"]
+            b[0].diagnostic.as_deref(),
+            Some("550 - Requested action not taken: no such user here")
         );
         // Without a failure reply, RCPT TO alone is no bounce.
         let text = "Message details:\n  RCPT TO: 5551234@sms.example.com\n";
