@@ -1013,9 +1013,11 @@ pub(crate) fn classify(ev: &Evidence<'_>) -> Verdict {
         reason = Reason::Delayed;
     }
     let permanent = !temporary && class != Some(2);
+    // Without a code of its own, a final failure reads as class 5 even when the sender gave up
+    // on temporary trouble: only a 4xx answer or a delay warning is class 4.
     let status = match ev.status {
         Some(s) => s.to_string(),
-        None => internal_status(reason, permanent),
+        None => internal_status(reason, class != Some(4) && ev.outcome != Outcome::Delayed),
     };
     Verdict {
         kind: BounceKind::of(reason, permanent),

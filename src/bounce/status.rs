@@ -79,6 +79,16 @@ pub(crate) fn find_enhanced(text: &str) -> Option<(Status, usize)> {
     (0..b.len()).find_map(|i| enhanced_at(b, i).map(|(s, _)| (s, i)))
 }
 
+/// The last RFC 3463 enhanced status code in `text`: in a reply that quotes an earlier one
+/// (`554 4.4.7 Message expired ... <421 4.4.2 Connection timed out>`) the innermost, most
+/// specific answer.
+pub(crate) fn find_last_enhanced(text: &str) -> Option<Status> {
+    let b = text.as_bytes();
+    (0..b.len())
+        .rev()
+        .find_map(|i| enhanced_at(b, i).map(|(s, _)| s))
+}
+
 /// Parses a DSN `Status:` value such as `5.1.1` or `5.0.0 (permanent failure)`.
 pub(crate) fn parse_status_field(value: &str) -> Option<Status> {
     let b = value.trim_start().as_bytes();
