@@ -147,6 +147,11 @@ const PHRASES: &[(&str, Signal, bool)] = &[
         true,
     ),
     ("did not receive this message", Signal::Failed, false),
+    // Japanese notices (au, m-FILTER, OCN): "could not be sent", "sending failed", "could not
+    // be delivered".
+    ("送信できませんでした", Signal::Failed, false),
+    ("送信に失敗しました", Signal::Failed, false),
+    ("配信できませんでした", Signal::Failed, false),
     // Exim, for an address it could not parse.
     (
         "addresses that were incorrectly constructed",
@@ -536,6 +541,10 @@ const LEAD_INS: &[(&str, bool)] = &[
     ("recipient address", false),
 ];
 
+/// Words that make every address on their line someone to ask (Japanese: "please contact",
+/// "inquiries").
+const CONTACT_AFTER: &[&str] = &["ご連絡", "連絡してください", "お問い合わせ", "問い合せ"];
+
 /// One mention of a possible recipient.
 struct Occurrence {
     line: usize,
@@ -622,8 +631,13 @@ fn addresses_by_line(lines: &[Line<'_>], ctx: &Context<'_>) -> Vec<Occurrence> {
         if !line.text.contains('@') || field_skipped || line.lower.contains("mail from:") {
             continue;
         }
-        // "contact helpdesk@example.com": a person to ask, not a recipient.
-        let contact = line.lower.find("contact").map_or(usize::MAX, |at| at + 7);
+        // "contact helpdesk@example.com": a person to ask, not a recipient. Japanese notices
+        // put the request after the address ("<support@x.jp>へご連絡ください").
+        let contact = if CONTACT_AFTER.iter().any(|w| line.text.contains(w)) {
+            0
+        } else {
+            line.lower.find("contact").map_or(usize::MAX, |at| at + 7)
+        };
         for found in address::find_all(line.text) {
             let before = &line.lower[..found.start];
             if contact <= found.start {
@@ -1090,6 +1104,15 @@ References: <x1@example.org>\n  <1234.5678@mx.example.org>\n";
         assert_eq!(
             addresses(&find_bounces(text, &ctx(&ex, true))),
             ["karl@example.de"]
+        );
+        // A Japanese notice: "sending to the following address failed"; a help desk to
+        // contact is not a recipient.
+        let text = "以下のメールアドレスへの送信に失敗しました。\n\
+何か質問がございましたら、<support@isp.example.jp>へご連絡ください。\n\
+Your message to hanako@example.jp was refused.\n";
+        assert_eq!(
+            addresses(&find_bounces(text, &ctx(&ex, true))),
+            ["hanako@example.jp"]
         );
     }
 
