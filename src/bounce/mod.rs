@@ -115,10 +115,38 @@ pub fn parse_with_limit(raw: &[u8], max_bytes: usize) -> Result<Report, TooLarge
             limit: max_bytes,
         });
     }
+    let unix;
+    let raw = if ends_lines_with_bare_cr(raw) {
+        unix = bare_cr_to_lf(raw);
+        &unix[..]
+    } else {
+        raw
+    };
     Ok(match parse_mime(raw) {
         Some(message) if !message.parts.is_empty() => from_message(&message, false),
         _ => from_plain_text(&decode_undeclared(raw)),
     })
+}
+
+/// Does the message end its lines with a bare CR (classic Mac OS files), as its first line
+/// break shows?
+fn ends_lines_with_bare_cr(raw: &[u8]) -> bool {
+    memchr::memchr2(b'\r', b'\n', raw)
+        .is_some_and(|at| raw[at] == b'\r' && raw.get(at + 1) != Some(&b'\n'))
+}
+
+/// `raw` with every CR that is not part of a CRLF made an LF.
+fn bare_cr_to_lf(raw: &[u8]) -> Vec<u8> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if b == b'\r' && raw.get(i + 1) != Some(&b'\n') {
+                b'\n'
+            } else {
+                b
+            }
+        })
+        .collect()
 }
 
 /// The MIME structure of `raw`, or `None` when mail-parser finds none or gives up.
@@ -1036,6 +1064,19 @@ To: ann@example.com\r\nSubject: Hello\r\n\r\nHi\r\n";
             .replace("Cannot send message for 5 days", "Hello")
             .replace("MAILER-DAEMON", "ann");
         assert!(addresses(&plain).is_empty());
+    }
+
+    #[test]
+    fn classic_mac_line_endings_are_read() {
+        let unix = "From: MAILER-DAEMON@mx.example.org\nTo: me@example.org\n\
+Subject: failure notice\n\nHi. This is the qmail-send program at mx.example.org.\n\
+I'm afraid I wasn't able to deliver your message to the following addresses.\n\
+This is a permanent error; I've given up. Sorry it didn't work out.\n\n\
+<ann@example.net>:\nSorry, no mailbox here by that name. (#5.1.1)\n";
+        assert_eq!(addresses(unix), ["ann@example.net"]);
+        assert_eq!(addresses(&unix.replace('\n', "\r")), ["ann@example.net"]);
+        assert_eq!(addresses(&unix.replace('\n', "\r\n")), ["ann@example.net"]);
+        assert_eq!(bare_cr_to_lf(b"a\rb\r\nc\r"), b"a\nb\r\nc\n");
     }
 
     #[test]
