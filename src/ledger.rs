@@ -324,6 +324,7 @@ async fn attribute(
     let mut nb = NewBounce {
         address: b.address.clone(),
         kind: b.kind,
+        permanent: b.permanent,
         status: b.status.clone(),
         reason: b.reason,
         diagnostic: b.diagnostic.clone(),
@@ -521,6 +522,8 @@ pub struct History {
     pub events: Vec<AccountEvent>,
     /// Every bounce of the contact or the address, oldest first.
     pub bounces: Vec<BounceRow>,
+    /// The contact's review row (reason, kind, action) when it is flagged.
+    pub row: Option<review::ReviewRow>,
 }
 
 /// The history of an address (trimmed and lower-cased here).
@@ -534,10 +537,15 @@ pub async fn history(store: &Store, address: &str) -> anyhow::Result<History> {
         Some(c) => store.account_events(c.id).await?,
         None => Vec::new(),
     };
+    let row = match &contact {
+        Some(c) if c.needs_update => review::row(c, &store.counted_bounces(c.id).await?),
+        _ => None,
+    };
     Ok(History {
         contact,
         events,
         bounces,
+        row,
     })
 }
 

@@ -83,9 +83,10 @@ pub struct FlaggedAccount {
     pub email: String,
     pub name: String,
     pub user_id: i64,
-    /// Reason of the bounce that decided the flag (`user-unknown`, ...).
+    /// Reason of the bounce that decided the flag (`userunknown`, `mailboxfull`, ...).
     pub reason: String,
-    /// What the admin should do (from the policy).
+    /// What the admin should do: one of the four actions of the review (`deactivate in Moped`,
+    /// `fix the address in Moped`, `ask IT to let our mail through`, `wait`).
     pub action: String,
     /// When the latest counted bounce was seen.
     pub last_bounce_at: String,

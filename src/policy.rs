@@ -1,11 +1,11 @@
 //! Bounce policy: when bounces mean an account needs an admin's attention (only verified bounces
-//! count), and what the admin should do about it. Pure: it reads bounce rows and returns
-//! decisions; `store` keeps the flag and `ledger` applies it. It never deactivates anybody:
-//! Moped's admins do that.
+//! count: a hard one at once, soft ones when they repeat; delay warnings never), and what the
+//! admin should do about it. Pure: it reads bounce rows and returns decisions; `store` keeps the
+//! flag and `ledger` applies it. It never deactivates anybody: Moped's admins do that.
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::bounce::{BounceKind, Reason};
+use crate::bounce::{Action, BounceKind, Reason};
 use crate::store::BounceRow;
 
 /// The two numbers of the policy (`soft_bounce_limit`, `soft_bounce_days` in notify.toml).
@@ -35,10 +35,12 @@ impl Policy {
         }
     }
 
-    /// Should an account with these counted bounces be flagged, and why? A hard bounce flags at
-    /// once; soft bounces flag once they reach `soft_limit` different notices within `soft_days`
-    /// of `now`. Bounces not tied to a notice count as one notice each. Unverified bounces (not
-    /// proven to be about one of our messages) never count, not even toward the soft limit.
+    /// Should an account with these counted bounces be flagged, and why? A hard bounce (the
+    /// address is gone or wrong: [`BounceKind::of`]) flags at once; soft bounces flag once they
+    /// reach `soft_limit` different notices within `soft_days` of `now`. Bounces not tied to a
+    /// notice count as one notice each. A delay warning (`delayed`: the sender is still trying)
+    /// is no failure and never counts. Unverified bounces (not proven to be about one of our
+    /// messages) never count, not even toward the soft limit.
     pub fn verdict(&self, bounces: &[BounceRow], now: DateTime<Utc>) -> Option<String> {
         let bounces: Vec<&BounceRow> = bounces.iter().filter(|b| b.verified).collect();
         if let Some(hard) = bounces.iter().rev().find(|b| b.kind == BounceKind::Hard) {
@@ -58,7 +60,7 @@ impl Policy {
         let since = now - Duration::days(i64::from(self.soft_days));
         let mut notices: Vec<String> = bounces
             .iter()
-            .filter(|b| b.kind == BounceKind::Soft)
+            .filter(|b| b.kind == BounceKind::Soft && b.reason != Reason::Delayed)
             .filter(|b| {
                 DateTime::parse_from_rfc3339(&b.occurred_at)
                     .map(|t| t.with_timezone(&Utc) >= since)
@@ -83,17 +85,12 @@ impl Policy {
     }
 }
 
-/// What the admin should do about an account, from its latest bounce.
-pub fn suggested_action(kind: BounceKind, reason: Reason, status: Option<&str>) -> &'static str {
-    let moved = status.is_some_and(|s| s == "5.1.6");
-    match (kind, reason) {
-        _ if moved => "fix the address in Moped (mailbox moved)",
-        (BounceKind::Hard, Reason::UserUnknown) => "deactivate in Moped, or fix the address",
-        (BounceKind::Hard, Reason::HostUnknown) => "fix the address in Moped (no such domain)",
-        (BounceKind::Hard, Reason::Expired) => "check the address; deactivate if unused",
-        (BounceKind::Hard, _) => "check the address; deactivate if they left",
-        (BounceKind::Soft, _) => "wait and retry; contact them if it persists",
-    }
+/// What the admin should do about an account whose flag a bounce of `reason` decided: one of
+/// the four actions ([`Action::text`]: deactivate in Moped, fix the address in Moped, ask IT to
+/// let our mail through, wait), always the reason's own ([`Reason::action`]), so that the
+/// review, `bounces show`, the web page and the release checklist say the same.
+pub fn suggested_action(reason: Reason) -> Action {
+    reason.action()
 }
 
 #[cfg(test)]
@@ -111,6 +108,7 @@ mod tests {
             id,
             address: "a@austintexas.gov".into(),
             kind,
+            permanent: kind == BounceKind::Hard,
             status: Some(match kind {
                 BounceKind::Hard => "5.1.1".into(),
                 BounceKind::Soft => "4.2.2".into(),
@@ -147,7 +145,56 @@ mod tests {
             )
             .unwrap();
         assert!(
-            why.contains("hard bounce (user-unknown, 5.1.1) on release-notes/v3.12.0"),
+            why.contains("hard bounce (userunknown, 5.1.1) on release-notes/v3.12.0"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn soft_reasons_never_flag_at_once_whatever_the_remote_said() {
+        let now = Utc::now();
+        let p = Policy::default();
+        // A spam filter, a sender refusal, an expired queue: soft, even with a 5xx, so one of
+        // them (or two) flags nobody.
+        for reason in [Reason::Filtered, Reason::Rejected, Reason::Expired] {
+            let mut r = b(1, BounceKind::Soft, Some("a"), 0, now);
+            r.reason = reason;
+            r.permanent = true;
+            r.status = Some("5.7.1".into());
+            assert_eq!(p.verdict(&[r.clone()], now), None, "{reason:?}");
+            let mut again = r.clone();
+            again.id = 2;
+            again.campaign = Some("b".into());
+            assert_eq!(p.verdict(&[r, again], now), None, "{reason:?}");
+        }
+    }
+
+    #[test]
+    fn delay_warnings_never_count_toward_the_soft_rule() {
+        let now = Utc::now();
+        let p = Policy::default();
+        let delayed = |id, campaign: &str| {
+            let mut r = b(id, BounceKind::Soft, Some(campaign), 1, now);
+            r.reason = Reason::Delayed;
+            r.status = Some("4.4.7".into());
+            r
+        };
+        // Delay warnings on three notices: no flag.
+        let warnings = [delayed(1, "a"), delayed(2, "b"), delayed(3, "c")];
+        assert_eq!(p.verdict(&warnings, now), None);
+        // Two soft failures and a warning on a third notice: still two notices.
+        let mixed = [
+            b(4, BounceKind::Soft, Some("a"), 1, now),
+            b(5, BounceKind::Soft, Some("b"), 1, now),
+            delayed(6, "c"),
+        ];
+        assert_eq!(p.verdict(&mixed, now), None);
+        // A third real soft failure flags, and the reason names only the failures.
+        let mut three = mixed.to_vec();
+        three.push(b(7, BounceKind::Soft, Some("d"), 1, now));
+        let why = p.verdict(&three, now).unwrap();
+        assert!(
+            why.ends_with("3 different notices within 30 days (a, b, d)"),
             "{why}"
         );
     }
@@ -213,18 +260,22 @@ mod tests {
     }
 
     #[test]
-    fn actions_follow_the_reason() {
-        assert!(
-            suggested_action(BounceKind::Hard, Reason::UserUnknown, Some("5.1.1"))
-                .starts_with("deactivate")
-        );
-        assert!(
-            suggested_action(BounceKind::Hard, Reason::UserUnknown, Some("5.1.6"))
-                .starts_with("fix the address")
-        );
-        assert!(
-            suggested_action(BounceKind::Soft, Reason::MailboxFull, None)
-                .starts_with("wait and retry")
-        );
+    fn actions_follow_the_reason_and_are_one_of_four() {
+        let four = [
+            "deactivate in Moped",
+            "fix the address in Moped",
+            "ask IT to let our mail through",
+            "wait",
+        ];
+        for &r in Reason::ALL {
+            assert!(four.contains(&suggested_action(r).text()), "{r:?}");
+        }
+        assert_eq!(suggested_action(Reason::UserUnknown), Action::Deactivate);
+        assert_eq!(suggested_action(Reason::HasMoved), Action::FixAddress);
+        assert_eq!(suggested_action(Reason::HostUnknown), Action::FixAddress);
+        assert_eq!(suggested_action(Reason::Filtered), Action::AskIt);
+        assert_eq!(suggested_action(Reason::Blocked), Action::AskIt);
+        assert_eq!(suggested_action(Reason::MailboxFull), Action::Wait);
+        assert_eq!(suggested_action(Reason::Delayed), Action::Wait);
     }
 }

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-use crate::bounce::{BounceKind, Reason};
+use crate::bounce::{Action, BounceKind, Reason};
 use crate::inert;
 use crate::policy::suggested_action;
 use crate::store::{AccountEvent, BounceRow, StoredContact};
@@ -23,10 +23,13 @@ pub struct ReviewRow {
     pub name: String,
     pub user_id: i64,
     pub workgroup: String,
-    /// Reason of the latest bounce (user-unknown, mailbox-full, ...).
+    /// Reason of the bounce that decides the row (`userunknown`, `mailboxfull`, ...): the latest
+    /// hard one, else the latest failure (a delay warning only when there is nothing else).
     pub reason: Reason,
-    /// hard or soft (of the latest bounce).
+    /// hard or soft (of that bounce).
     pub kind: BounceKind,
+    /// The remote gave up for good (5xx) on that bounce.
+    pub permanent: bool,
     pub status: Option<String>,
     /// Bounces counted since the account was last resolved.
     pub bounces: usize,
@@ -35,6 +38,8 @@ pub struct ReviewRow {
     /// Campaign keys of the notices that bounced.
     pub notices: Vec<String>,
     pub last_diagnostic: Option<String>,
+    /// What to do, from the reason ([`suggested_action`]): "deactivate in Moped", "fix the
+    /// address in Moped", "ask IT to let our mail through" or "wait".
     pub action: String,
     /// Still in the latest contacts export.
     pub in_export: bool,
@@ -48,11 +53,13 @@ pub fn row(contact: &StoredContact, bounces: &[BounceRow]) -> Option<ReviewRow> 
     let mut notices: Vec<String> = bounces.iter().filter_map(|b| b.campaign.clone()).collect();
     notices.sort();
     notices.dedup();
-    // The worst bounce decides the action: a hard one, if any, else the latest.
+    // The worst bounce decides the action: a hard one, if any, else the latest failure (a delay
+    // warning is no failure and counts toward nothing), else the latest.
     let decisive = bounces
         .iter()
         .rev()
         .find(|b| b.kind == BounceKind::Hard)
+        .or_else(|| bounces.iter().rev().find(|b| b.reason != Reason::Delayed))
         .unwrap_or(last);
     Some(ReviewRow {
         email: contact.contact.email.clone(),
@@ -61,14 +68,14 @@ pub fn row(contact: &StoredContact, bounces: &[BounceRow]) -> Option<ReviewRow> 
         workgroup: contact.contact.workgroup.clone(),
         reason: decisive.reason,
         kind: decisive.kind,
+        permanent: decisive.permanent,
         status: decisive.status.clone(),
         bounces: bounces.len(),
         first_seen: first.occurred_at.clone(),
         last_seen: last.occurred_at.clone(),
         notices,
         last_diagnostic: bounces.iter().rev().find_map(|b| b.diagnostic.clone()),
-        action: suggested_action(decisive.kind, decisive.reason, decisive.status.as_deref())
-            .to_string(),
+        action: suggested_action(decisive.reason).text().to_string(),
         in_export: contact.in_export,
     })
 }
@@ -84,6 +91,8 @@ pub struct UnverifiedRow {
     /// The address the bounce names.
     pub address: String,
     pub kind: BounceKind,
+    /// The remote gave up for good (5xx).
+    pub permanent: bool,
     pub reason: Reason,
     pub status: Option<String>,
     pub diagnostic: Option<String>,
@@ -103,6 +112,7 @@ pub fn unverified_row(contact: &StoredContact, b: &BounceRow) -> UnverifiedRow {
         workgroup: contact.contact.workgroup.clone(),
         address: b.address.clone(),
         kind: b.kind,
+        permanent: b.permanent,
         reason: b.reason,
         status: b.status.clone(),
         diagnostic: b.diagnostic.clone(),
@@ -118,6 +128,39 @@ pub fn unverified_row(contact: &StoredContact, b: &BounceRow) -> UnverifiedRow {
 /// The heading of the unverified section, in every format.
 pub const UNVERIFIED_HEADING: &str =
     "Unverified bounces (not counted: nobody is flagged or skipped by them)";
+
+/// What each of the four suggested actions means, in the order the review explains them.
+pub const ACTION_NOTES: [(Action, &str); 4] = [
+    (
+        Action::Deactivate,
+        "the mailbox is gone (userunknown): the person has most likely left the City",
+    ),
+    (
+        Action::FixAddress,
+        "the address is wrong (hostunknown, hasmoved, notaccept): correct it in Moped; a new \
+         address in the contacts export lifts the flag",
+    ),
+    (
+        Action::AskIt,
+        "the account is fine, but the recipient's side refused our mail (filtered, rejected, \
+         blocked, spamdetected, policyviolation, authfailure...): ask the City's IT to let \
+         notices through, then resolve the flag",
+    ),
+    (
+        Action::Wait,
+        "the account is fine and the trouble passes (mailboxfull, expired, networkerror, \
+         systemerror...): nothing to change in Moped; resolve the flag and the next notice goes \
+         to it",
+    ),
+];
+
+/// [`ACTION_NOTES`] for a page: `{"action", "means"}` each.
+fn action_notes() -> Vec<serde_json::Value> {
+    ACTION_NOTES
+        .iter()
+        .map(|(a, means)| serde_json::json!({"action": a.text(), "means": means}))
+        .collect()
+}
 
 fn day(ts: &str) -> &str {
     ts.get(..10).unwrap_or(ts)
@@ -284,7 +327,7 @@ fn csv_record(vals: Vec<String>, width: usize) -> Vec<String> {
     out
 }
 
-const REVIEW_COLUMNS: [&str; 14] = [
+const REVIEW_COLUMNS: [&str; 15] = [
     "email",
     "name",
     "user_id",
@@ -299,9 +342,10 @@ const REVIEW_COLUMNS: [&str; 14] = [
     "last_diagnostic",
     "action",
     "in_export",
+    "permanent",
 ];
 
-const UNVERIFIED_COLUMNS: [&str; 12] = [
+const UNVERIFIED_COLUMNS: [&str; 13] = [
     "email",
     "name",
     "user_id",
@@ -314,6 +358,7 @@ const UNVERIFIED_COLUMNS: [&str; 12] = [
     "origin",
     "diagnostic",
     "why_unverified",
+    "permanent",
 ];
 
 fn unverified_record(u: &UnverifiedRow, width: usize) -> Vec<String> {
@@ -331,6 +376,7 @@ fn unverified_record(u: &UnverifiedRow, width: usize) -> Vec<String> {
             u.origin.clone(),
             u.diagnostic.clone().unwrap_or_default(),
             u.why.clone(),
+            u.permanent.to_string(),
         ],
         width,
     )
@@ -361,6 +407,7 @@ pub fn csv(rows: &[ReviewRow], unverified: &[UnverifiedRow]) -> Result<String, c
                 r.last_diagnostic.clone().unwrap_or_default(),
                 r.action.clone(),
                 r.in_export.to_string(),
+                r.permanent.to_string(),
             ],
             width,
         ))?;
@@ -399,6 +446,7 @@ const PAGE_TEMPLATE: &str = include_str!("../templates/review.html");
 #[derive(Serialize)]
 struct PageRow<'a> {
     kind: &'static str,
+    permanent: bool,
     email: Cow<'a, str>,
     name: Cow<'a, str>,
     user_id: i64,
@@ -423,6 +471,7 @@ struct PageUnverified<'a> {
     address: Cow<'a, str>,
     reason: &'static str,
     kind: &'static str,
+    permanent: bool,
     status: Option<Cow<'a, str>>,
     seen: Cow<'a, str>,
     why: Cow<'a, str>,
@@ -433,6 +482,7 @@ struct PageUnverified<'a> {
 fn page_row(r: &ReviewRow) -> PageRow<'_> {
     PageRow {
         kind: r.kind.as_str(),
+        permanent: r.permanent,
         email: inert::line(&r.email),
         name: inert::line(&r.name),
         user_id: r.user_id,
@@ -457,6 +507,7 @@ fn page_unverified(u: &UnverifiedRow) -> PageUnverified<'_> {
         address: inert::line(&u.address),
         reason: u.reason.as_str(),
         kind: u.kind.as_str(),
+        permanent: u.permanent,
         status: u.status.as_deref().map(inert::line),
         seen: inert::line(day(&u.occurred_at)),
         why: inert::line(&u.why),
@@ -505,6 +556,7 @@ fn page(
     );
     context.insert("unverified_heading", UNVERIFIED_HEADING);
     context.insert("only_unverified", &only_unverified);
+    context.insert("actions", &action_notes());
     tera.render("review.html", &context)
 }
 
@@ -535,8 +587,14 @@ pub fn html(
     )
 }
 
-/// `bounces show`: the first line, about the contact with `address` (or that there is none).
-pub fn show_contact(contact: Option<&StoredContact>, address: &str) -> String {
+/// `bounces show`: the first line, about the contact with `address` (or that there is none);
+/// for a flagged contact, its review `row` adds what to do and why (`NEEDS UPDATE: deactivate in
+/// Moped (userunknown, hard, 5.1.1)`).
+pub fn show_contact(
+    contact: Option<&StoredContact>,
+    row: Option<&ReviewRow>,
+    address: &str,
+) -> String {
     let l = |s: &str| inert::line(s).into_owned();
     match contact {
         Some(c) => format!(
@@ -545,12 +603,20 @@ pub fn show_contact(contact: Option<&StoredContact>, address: &str) -> String {
             l(&c.contact.email),
             c.contact.user_id,
             l(&c.contact.workgroup),
-            if c.needs_update {
-                "NEEDS UPDATE"
-            } else if !c.in_export {
-                "not in the contacts export"
-            } else {
-                "ok"
+            match row {
+                _ if !c.needs_update && !c.in_export => "not in the contacts export".to_string(),
+                _ if !c.needs_update => "ok".to_string(),
+                None => "NEEDS UPDATE".to_string(),
+                Some(r) => format!(
+                    "NEEDS UPDATE: {} ({}, {}{})",
+                    r.action,
+                    r.reason.as_str(),
+                    r.kind.as_str(),
+                    r.status
+                        .as_deref()
+                        .map(|s| format!(", {}", l(s)))
+                        .unwrap_or_default()
+                ),
             }
         ),
         None => format!("{}: not a contact (bounces kept as unmatched)", l(address)),
@@ -669,6 +735,7 @@ mod tests {
             id,
             address: "ana@austintexas.gov".into(),
             kind,
+            permanent: status.starts_with('5'),
             status: Some(status.into()),
             reason,
             diagnostic: Some(format!("diagnostic {id}")),
@@ -714,16 +781,54 @@ mod tests {
         ];
         let r = row(&ana(), &bounces).unwrap();
         assert_eq!((r.kind, r.reason), (BounceKind::Hard, Reason::UserUnknown));
-        assert_eq!(r.action, "deactivate in Moped, or fix the address");
+        assert_eq!(r.action, "deactivate in Moped");
+        assert!(r.permanent);
         assert_eq!(r.bounces, 2);
         assert_eq!(r.last_diagnostic.as_deref(), Some("diagnostic 2"));
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["kind"], "hard");
-        assert_eq!(json["reason"], "user-unknown");
+        assert_eq!(json["reason"], "userunknown");
+        assert_eq!(json["action"], "deactivate in Moped");
+        assert_eq!(json["permanent"], true);
         let soft = row(&ana(), &bounces[1..]).unwrap();
         assert_eq!(soft.kind, BounceKind::Soft);
-        assert!(soft.action.starts_with("wait and retry"));
+        assert_eq!(soft.action, "wait");
+        assert!(!soft.permanent);
         assert!(row(&ana(), &[]).is_none());
+    }
+
+    #[test]
+    fn each_reason_shows_its_own_action_and_a_delay_warning_never_decides() {
+        for (reason, status, action) in [
+            (Reason::HasMoved, "5.1.6", "fix the address in Moped"),
+            (Reason::HostUnknown, "5.1.2", "fix the address in Moped"),
+            (Reason::Filtered, "5.2.0", "ask IT to let our mail through"),
+            (Reason::Rejected, "5.7.1", "ask IT to let our mail through"),
+            (
+                Reason::RequirePtr,
+                "5.7.25",
+                "ask IT to let our mail through",
+            ),
+            (Reason::Expired, "4.4.7", "wait"),
+        ] {
+            let kind = BounceKind::of(reason, status.starts_with('5'));
+            let r = row(&ana(), &[bounce(1, kind, reason, status)]).unwrap();
+            assert_eq!(
+                (r.reason, r.action.as_str()),
+                (reason, action),
+                "{reason:?}"
+            );
+        }
+        // Soft failures then a delay warning: the failure decides, the warning is still listed.
+        let bounces = [
+            bounce(1, BounceKind::Soft, Reason::Blocked, "5.7.1"),
+            bounce(2, BounceKind::Soft, Reason::Delayed, "4.4.1"),
+        ];
+        let r = row(&ana(), &bounces).unwrap();
+        assert_eq!(r.reason, Reason::Blocked);
+        assert_eq!(r.action, "ask IT to let our mail through");
+        assert_eq!(r.bounces, 2);
+        assert_eq!(r.last_seen, bounces[1].occurred_at);
     }
 
     #[test]
@@ -776,7 +881,9 @@ mod tests {
         b.diagnostic = Some("550 \u{1b}[2J blocked".into());
         let text = show_bounce(&b);
         assert!(
-            text.starts_with("  2026-11-03T10:00:00Z  soft policy 5.7.1  ana@austintexas.gov"),
+            text.starts_with(
+                "  2026-11-03T10:00:00Z  soft policyviolation 5.7.1  ana@austintexas.gov"
+            ),
             "{text}"
         );
         assert!(text.contains("  UNVERIFIED\n      unverified (not counted): no token"));
@@ -786,10 +893,22 @@ mod tests {
         assert!(raw.ends_with("\n      ---- end ----"));
         assert!(!raw.contains('\u{1b}') && !raw.contains('\u{7}'), "{raw:?}");
         assert_eq!(
-            show_contact(Some(&ana()), "ana@austintexas.gov"),
+            show_contact(Some(&ana()), None, "ana@austintexas.gov"),
             "Ana Ruiz <ana@austintexas.gov>  user_id 7  Transportation  NEEDS UPDATE"
         );
-        let none = show_contact(None, "x\u{1b}@example.com");
+        let hard = row(
+            &ana(),
+            &[bounce(1, BounceKind::Hard, Reason::UserUnknown, "5.1.1")],
+        );
+        assert_eq!(
+            show_contact(Some(&ana()), hard.as_ref(), "ana@austintexas.gov"),
+            "Ana Ruiz <ana@austintexas.gov>  user_id 7  Transportation  NEEDS UPDATE: \
+             deactivate in Moped (userunknown, hard, 5.1.1)"
+        );
+        let mut fine = ana();
+        fine.needs_update = false;
+        assert!(show_contact(Some(&fine), None, "ana@austintexas.gov").ends_with("  ok"));
+        let none = show_contact(None, None, "x\u{1b}@example.com");
         assert!(!none.contains('\u{1b}'), "{none:?}");
         assert!(none.ends_with("@example.com: not a contact (bounces kept as unmatched)"));
     }

@@ -292,6 +292,7 @@ async fn show(cfg: &Config, email: &str, raw: bool) -> anyhow::Result<()> {
         contact,
         events,
         bounces: history,
+        row,
     } = ledger::history(&store, email).await?;
     if contact.is_none() && history.is_empty() {
         store.close().await;
@@ -302,7 +303,10 @@ async fn show(cfg: &Config, email: &str, raw: bool) -> anyhow::Result<()> {
         .into());
     }
     let address = email.trim().to_lowercase();
-    say!("{}", review::show_contact(contact.as_ref(), &address));
+    say!(
+        "{}",
+        review::show_contact(contact.as_ref(), row.as_ref(), &address)
+    );
     if !events.is_empty() {
         say!("\nhistory:");
         for e in &events {

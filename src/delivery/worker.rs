@@ -519,7 +519,16 @@ pub(super) async fn record_failed(
         &message.envelope_from,
         &message.claim.message_id,
     );
-    let (kind, reason, status, permanent) = crate::bounce::classify_text(reply, true);
+    // The reply's words give the reason; the server's reply code says whether it gave up for
+    // good (a 5xx: permanent), whatever the words. Hard exactly when the address is gone or
+    // wrong (an unknown user at RCPT TO): a refusal of the message itself (spam, policy,
+    // size) is soft and counts toward the repeated-soft rule only.
+    let (_, reason, status, said_permanent) = crate::bounce::classify_text(reply, true);
+    let permanent = match e.code {
+        Some(_) => e.is_permanent(),
+        None => said_permanent,
+    };
+    let kind = crate::bounce::BounceKind::of(reason, permanent);
     let item = Incoming {
         origin: format!("smtp:{}", delivery.describe()),
         source_key: format!("smtp:{}:{}", claim.send_id, message_id),

@@ -1,10 +1,13 @@
 //! A CSV of bounces as mail admins hand them over: `email`, `type` (hard/soft, or SES's
-//! Permanent/Transient), `reason` (free text) and `date`. Header names are matched loosely
-//! (`address`, `bounce_type`, `diagnostic`, `timestamp` also work). A row must say whether the
-//! bounce is hard or soft: by its type, or by a reason the classifier recognises (a status or
-//! reply code, a known phrasing); a row with neither (a blank or unrecognised reason and no type)
-//! is refused, never counted hard by default. Every bad row is reported with its line; then
-//! nothing is imported. Rows of an admin's CSV are trusted: they count without a VERP token.
+//! Permanent/Transient), `reason` and `date`. Header names are matched loosely (`address`,
+//! `bounce_type`, `diagnostic`, `timestamp` also work). The reason is a reason's name, today's
+//! (`userunknown`) or an earlier one (`user-unknown`, `policy`), in any case; anything else is
+//! the server's answer, read by the classifier. A row must say whether the bounce is hard or
+//! soft: by its type, by a reason name ([`BounceKind::of`]), or by an answer the classifier
+//! recognises (a status or reply code, a known phrasing); a row with none of them (a blank or
+//! unrecognised reason and no type) is refused, never counted hard by default. Every bad row is
+//! reported with its line; then nothing is imported. Rows of an admin's CSV are trusted: they
+//! count without a VERP token.
 
 use std::path::Path;
 
@@ -95,24 +98,44 @@ pub fn parse_csv(path: &Path, raw: &[u8]) -> Result<Vec<Incoming>, IntakeError> 
             String::new()
         });
         let reason_text = get(reason_col);
-        let known = classify_known_text(reason_text);
-        let (text_reason, status) = known
-            .as_ref()
-            .map(|(_, r, s, _)| (*r, s.clone()))
-            .unwrap_or((Reason::Undefined, None));
         let given = get(type_col).to_lowercase();
+        // The reason column is a reason's name (today's, `userunknown`, or an earlier one,
+        // `user-unknown`, any case), or else the server's answer, read as a diagnostic.
+        let named = Reason::from_name(reason_text);
+        let known = match named {
+            Some(_) => None,
+            None => classify_known_text(reason_text),
+        };
+        let (reason, status) = match (named, &known) {
+            (Some(r), _) => (r, None),
+            (None, Some((_, r, s, _))) => (*r, s.clone()),
+            (None, None) => (Reason::Undefined, None),
+        };
+        // Did the remote give up for good? `permanent`/`transient` say so; otherwise the
+        // server's answer when it carries a code or a known phrasing; otherwise a hard type,
+        // or (no type) a reason that is hard whatever the code (an unknown user or domain, a
+        // moved mailbox).
+        let permanent = match (given.as_str(), &known) {
+            ("permanent", _) => true,
+            ("transient", _) => false,
+            (_, Some(k)) => k.3,
+            ("hard", None) => true,
+            ("", None) => named.is_some_and(|r| BounceKind::of(r, false) == BounceKind::Hard),
+            _ => false,
+        };
         let kind = match (given.as_str(), &known) {
             ("hard" | "permanent", _) => BounceKind::Hard,
             ("soft" | "transient" | "undetermined", _) => BounceKind::Soft,
+            ("", _) if named.is_some() => BounceKind::of(reason, permanent),
             ("", Some((k, _, _, _))) => *k,
             ("", None) => {
                 // Never guessed: a row that does not say hard or soft is refused, not counted
                 // hard.
                 problems.push(if reason_text.is_empty() {
-                    "no type and no reason: give a type (hard or soft) or the server's answer as the reason".to_string()
+                    "no type and no reason: give a type (hard or soft), a reason name (userunknown, mailboxfull, ...) or the server's answer as the reason".to_string()
                 } else {
                     format!(
-                        "reason `{}` does not say whether the bounce is hard or soft: give a type (hard or soft)",
+                        "reason `{}` does not say whether the bounce is hard or soft: give a type (hard or soft), or a reason name (userunknown, mailboxfull, ...)",
                         inert::line(reason_text)
                     )
                 });
@@ -126,13 +149,17 @@ pub fn parse_csv(path: &Path, raw: &[u8]) -> Result<Vec<Incoming>, IntakeError> 
                 BounceKind::Soft
             }
         };
-        let reason = text_reason;
-        let permanent = match given.as_str() {
-            "hard" | "permanent" => true,
-            "" => known.as_ref().is_some_and(|k| k.3),
-            _ => false,
-        };
         let reason = match (kind, reason) {
+            // A delay warning named as such is not a failure: hard is a contradiction.
+            (BounceKind::Hard, Reason::Delayed) if named.is_some() => {
+                problems.push(format!(
+                    "reason `{}` is a delay warning (the sender is still trying), not a failure: its type cannot be `{}`",
+                    inert::line(reason_text),
+                    inert::line(&given)
+                ));
+                Reason::Delayed
+            }
+            // An answer that reads like a delay, which the admin says failed for good.
             (BounceKind::Hard, Reason::Delayed) => Reason::Undefined,
             (_, r) => r,
         };
@@ -171,7 +198,9 @@ pub fn parse_csv(path: &Path, raw: &[u8]) -> Result<Vec<Incoming>, IntakeError> 
                     permanent,
                     status,
                     reason,
-                    diagnostic: (!reason_text.is_empty()).then(|| reason_text.to_string()),
+                    // A reason's name is not what a server said.
+                    diagnostic: (named.is_none() && !reason_text.is_empty())
+                        .then(|| reason_text.to_string()),
                     remote_mta: None,
                 }],
                 verp_recipient: None,
@@ -286,5 +315,153 @@ mod tests {
             BounceKind::Hard
         );
         assert!(ok[0].vouched_for());
+    }
+
+    fn one(raw: &str) -> Bounce {
+        let items = parse_csv(Path::new("b.csv"), raw.as_bytes()).unwrap();
+        assert_eq!(items.len(), 1);
+        items[0].found.as_ref().unwrap().bounces[0].clone()
+    }
+
+    #[test]
+    fn a_reason_name_new_or_old_in_any_case_is_that_reason() {
+        // (type, reason) -> (kind, reason, permanent)
+        for (given, name, kind, reason, permanent) in [
+            (
+                "",
+                "userunknown",
+                BounceKind::Hard,
+                Reason::UserUnknown,
+                true,
+            ),
+            (
+                "",
+                "UserUnknown",
+                BounceKind::Hard,
+                Reason::UserUnknown,
+                true,
+            ),
+            (
+                "",
+                "user-unknown",
+                BounceKind::Hard,
+                Reason::UserUnknown,
+                true,
+            ),
+            (
+                "",
+                "host-unknown",
+                BounceKind::Hard,
+                Reason::HostUnknown,
+                true,
+            ),
+            ("", "hasmoved", BounceKind::Hard, Reason::HasMoved, true),
+            (
+                "",
+                "policy",
+                BounceKind::Soft,
+                Reason::PolicyViolation,
+                false,
+            ),
+            ("", "Filtered", BounceKind::Soft, Reason::Filtered, false),
+            (
+                "",
+                "message-too-large",
+                BounceKind::Soft,
+                Reason::MesgTooBig,
+                false,
+            ),
+            ("", "other", BounceKind::Soft, Reason::Undefined, false),
+            ("", "expired", BounceKind::Soft, Reason::Expired, false),
+            ("", "delayed", BounceKind::Soft, Reason::Delayed, false),
+            // Never guessed hard: a host that takes no mail is hard only when it said so for
+            // good.
+            ("", "notaccept", BounceKind::Soft, Reason::NotAccept, false),
+            (
+                "permanent",
+                "notaccept",
+                BounceKind::Hard,
+                Reason::NotAccept,
+                true,
+            ),
+            // The type is the admin's word, whatever the reason.
+            (
+                "hard",
+                "mailbox-full",
+                BounceKind::Hard,
+                Reason::MailboxFull,
+                true,
+            ),
+            (
+                "soft",
+                "userunknown",
+                BounceKind::Soft,
+                Reason::UserUnknown,
+                false,
+            ),
+            (
+                "Transient",
+                "blocked",
+                BounceKind::Soft,
+                Reason::Blocked,
+                false,
+            ),
+        ] {
+            let b = one(&format!(
+                "email,type,reason\na@austintexas.gov,{given},{name}\n"
+            ));
+            assert_eq!(
+                (b.kind, b.reason, b.permanent),
+                (kind, reason, permanent),
+                "{given:?} {name:?}"
+            );
+            assert_eq!(
+                (b.status, b.diagnostic),
+                (None, None),
+                "a name is no diagnostic"
+            );
+        }
+        // Without a type column at all.
+        let b = one("email,reason\na@austintexas.gov,RequirePTR\n");
+        assert_eq!((b.kind, b.reason), (BounceKind::Soft, Reason::RequirePtr));
+    }
+
+    #[test]
+    fn a_reason_that_is_no_name_is_still_the_servers_answer() {
+        let b = one("email,type,reason\na@austintexas.gov,,550 5.1.1 user unknown\n");
+        assert_eq!(b.reason, Reason::UserUnknown);
+        assert_eq!(b.status.as_deref(), Some("5.1.1"));
+        assert!(b.permanent);
+        assert_eq!(b.diagnostic.as_deref(), Some("550 5.1.1 user unknown"));
+        // An answer with a 4xx code, which the admin calls hard: hard, and not permanent.
+        let b = one("email,type,reason\na@austintexas.gov,hard,452 4.2.2 mailbox full\n");
+        assert_eq!(b.kind, BounceKind::Hard);
+        assert!(!b.permanent);
+        // Nearly a name is no name.
+        let err = parse_csv(
+            Path::new("b.csv"),
+            b"email,type,reason\na@austintexas.gov,,user_unknown_x\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("b.csv:2:") && err.contains("a reason name"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_delay_warning_named_hard_is_refused_with_its_line() {
+        let err = parse_csv(
+            Path::new("b.csv"),
+            b"email,type,reason\na@austintexas.gov,soft,mailboxfull\nb@austintexas.gov,hard,Delayed\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("b.csv:3:") && err.contains("`Delayed` is a delay warning"),
+            "{err}"
+        );
+        assert!(!err.contains("b.csv:2:"), "{err}");
     }
 }

@@ -98,28 +98,15 @@ pub fn parse_ses(v: &Value) -> Result<(Option<String>, Found), String> {
             status_field.as_deref().unwrap_or(""),
             diagnostic.as_deref().unwrap_or("")
         );
-        let (text_kind, text_reason, text_status, text_permanent) = classify_text(&text, true);
-        let (kind, reason) = match (bounce_type, sub_type) {
-            ("Permanent", "NoEmail") => (BounceKind::Hard, Reason::UserUnknown),
-            ("Permanent", "Suppressed" | "OnAccountSuppressionList") => {
-                (BounceKind::Hard, Reason::UserUnknown)
-            }
-            (_, "MailboxFull") => (BounceKind::Soft, Reason::MailboxFull),
-            (_, "MessageTooLarge") => (BounceKind::Soft, Reason::MesgTooBig),
-            (_, "ContentRejected" | "AttachmentRejected") => {
-                (BounceKind::Soft, Reason::PolicyViolation)
-            }
-            ("Permanent", _) => (
-                BounceKind::Hard,
-                text_reason_or(text_reason, Reason::Undefined),
-            ),
-            ("Transient", _) | ("Undetermined", _) => (BounceKind::Soft, text_reason),
-            _ => (text_kind, text_reason),
-        };
+        let (_, text_reason, text_status, _) = classify_text(&text, true);
+        // Without a bounce type, only a 5.x.x status in the text says SES's remote gave up.
+        let text_permanent = crate::bounce::first_enhanced_status(&text).is_some_and(|s| s.0 == 5);
+        let (kind, reason, permanent) =
+            ses_verdict(bounce_type, sub_type, text_reason, text_permanent);
         bounces.push(Bounce {
             address,
             kind,
-            permanent: bounce_type == "Permanent" || (bounce_type != "Transient" && text_permanent),
+            permanent,
             status: status_field.or(text_status),
             reason,
             diagnostic,
@@ -169,11 +156,63 @@ pub fn parse_ses(v: &Value) -> Result<(Option<String>, Found), String> {
     ))
 }
 
-fn text_reason_or(found: Reason, fallback: Reason) -> Reason {
-    match found {
-        Reason::Delayed => fallback,
+/// The kind, reason and permanence of one bounced recipient, from SES's `bounceType` and
+/// `bounceSubType` and what the recipient's diagnostic and status say (`text_*`, from the
+/// classifier):
+///
+/// - `Permanent` is permanent, `Transient` is not (and never hard: SES will try again or the
+///   address may be fine); `Undetermined` (or none) is permanent when the text carries a 5.x.x
+///   status.
+/// - `NoEmail`: the address does not exist, `userunknown`. `Suppressed` and
+///   `OnAccountSuppressionList`: SES refused to send because the address hard-bounced before;
+///   still `userunknown`, and hard when permanent.
+/// - `MailboxFull`: `mailboxfull`; `MessageTooLarge`: `mesgtoobig`.
+/// - `ContentRejected`: the recipient's side refused what the message says, `policyviolation`,
+///   unless the text names the finer cause (spam, a virus, unreadable content, a broken
+///   message); `AttachmentRejected`: `policyviolation`, or `virusdetected` when the text says so.
+/// - `General` (and anything else): the text decides the reason.
+///
+/// Then `kind` is [`BounceKind::of`] the reason (hard exactly for an unknown user or domain, a
+/// moved mailbox, a permanent not-accept), except that a transient bounce is always soft.
+fn ses_verdict(
+    bounce_type: &str,
+    sub_type: &str,
+    text_reason: Reason,
+    text_permanent: bool,
+) -> (BounceKind, Reason, bool) {
+    let permanent = match bounce_type {
+        "Permanent" => true,
+        "Transient" => false,
+        _ => text_permanent,
+    };
+    // A text that reads like a delay says nothing more once SES reports a bounce.
+    let from_text = match text_reason {
+        Reason::Delayed => Reason::Undefined,
         r => r,
-    }
+    };
+    let reason = match sub_type {
+        "NoEmail" | "Suppressed" | "OnAccountSuppressionList" => Reason::UserUnknown,
+        "MailboxFull" => Reason::MailboxFull,
+        "MessageTooLarge" => Reason::MesgTooBig,
+        "ContentRejected" => match from_text {
+            r @ (Reason::SpamDetected
+            | Reason::VirusDetected
+            | Reason::ContentError
+            | Reason::NotCompliantRfc
+            | Reason::PolicyViolation) => r,
+            _ => Reason::PolicyViolation,
+        },
+        "AttachmentRejected" => match from_text {
+            Reason::VirusDetected => Reason::VirusDetected,
+            _ => Reason::PolicyViolation,
+        },
+        _ => from_text,
+    };
+    let kind = match bounce_type {
+        "Transient" => BounceKind::Soft,
+        _ => BounceKind::of(reason, permanent),
+    };
+    (kind, reason, permanent)
 }
 
 #[cfg(test)]
@@ -234,5 +273,81 @@ mod tests {
             (BounceKind::Soft, Reason::MailboxFull)
         );
         assert!(parse_ses(&serde_json::json!({"hello": 1})).is_err());
+    }
+
+    /// One recipient of a bare notification of this type and subtype, with this diagnostic.
+    fn verdict(bounce_type: &str, sub_type: &str, diagnostic: &str) -> Bounce {
+        let v = serde_json::json!({"notificationType": "Bounce", "bounce": {
+            "bounceType": bounce_type, "bounceSubType": sub_type,
+            "bouncedRecipients": [{"emailAddress": "a@austintexas.gov", "diagnosticCode": diagnostic}]},
+            "mail": {}});
+        parse_ses(&v).unwrap().1.bounces.remove(0)
+    }
+
+    #[test]
+    fn types_and_subtypes_map_onto_the_vocabulary() {
+        use Reason::*;
+        // (type, subtype) -> (kind, reason, permanent), with no diagnostic to read.
+        let soft = BounceKind::Soft;
+        let hard = BounceKind::Hard;
+        for (t, sub, kind, reason, permanent) in [
+            ("Permanent", "NoEmail", hard, UserUnknown, true),
+            ("Permanent", "Suppressed", hard, UserUnknown, true),
+            (
+                "Permanent",
+                "OnAccountSuppressionList",
+                hard,
+                UserUnknown,
+                true,
+            ),
+            ("Permanent", "MailboxFull", soft, MailboxFull, true),
+            ("Transient", "MailboxFull", soft, MailboxFull, false),
+            ("Permanent", "MessageTooLarge", soft, MesgTooBig, true),
+            ("Transient", "MessageTooLarge", soft, MesgTooBig, false),
+            ("Permanent", "ContentRejected", soft, PolicyViolation, true),
+            ("Transient", "ContentRejected", soft, PolicyViolation, false),
+            (
+                "Permanent",
+                "AttachmentRejected",
+                soft,
+                PolicyViolation,
+                true,
+            ),
+            // A general bounce that says nothing: undefined, soft, however permanent.
+            ("Permanent", "General", soft, Undefined, true),
+            ("Transient", "General", soft, Undefined, false),
+            ("Undetermined", "Undetermined", soft, Undefined, false),
+        ] {
+            let b = verdict(t, sub, "");
+            assert_eq!(
+                (b.kind, b.reason, b.permanent),
+                (kind, reason, permanent),
+                "{t} {sub}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_general_bounce_is_read_from_its_diagnostic_and_transient_is_never_hard() {
+        let gone = "smtp; 550 5.1.1 <a@austintexas.gov>: Recipient address rejected: User unknown";
+        let b = verdict("Permanent", "General", gone);
+        assert_eq!((b.kind, b.reason), (BounceKind::Hard, Reason::UserUnknown));
+        assert!(b.permanent);
+        assert_eq!(b.status.as_deref(), Some("5.1.1"));
+        // The same words in a transient bounce: the reason stays, the kind is soft.
+        let b = verdict("Transient", "General", gone);
+        assert_eq!((b.kind, b.reason), (BounceKind::Soft, Reason::UserUnknown));
+        assert!(!b.permanent);
+        // Whatever the text reads as, a permanent general bounce is hard only for a reason
+        // that is hard (BounceKind::of).
+        let b = verdict(
+            "Permanent",
+            "General",
+            "smtp; 554 5.7.1 Message rejected due to local policy",
+        );
+        assert_eq!(b.kind, BounceKind::of(b.reason, true), "{:?}", b.reason);
+        // A subtype that names the cause wins over a text that reads otherwise.
+        let b = verdict("Permanent", "NoEmail", "smtp; 552 5.2.2 mailbox full");
+        assert_eq!((b.kind, b.reason), (BounceKind::Hard, Reason::UserUnknown));
     }
 }

@@ -493,8 +493,7 @@ mod tests {
                  maintenance took 1 h 47 min",
                 "- [x] Send the release notes to the MUG, with the reminder to refresh the page: \
                  Fri Dec 4, 9:01 AM CST (sent 180, failed 2, 2 bounced)",
-                "  - [x] sam.o'brien@austintexas.gov (Sam O'Brien): mailbox-full, ask the person \
-                 to clear their mailbox",
+                "  - [x] sam.o'brien@austintexas.gov (Sam O'Brien): mailboxfull, wait",
             ]
         );
         // One account still open: the step stays unticked and lists both, right below it.
@@ -509,8 +508,7 @@ mod tests {
         );
         assert_eq!(
             lines[at + 1],
-            "  - [ ] jane.doe@austintexas.gov (Jane Doe): user-unknown, deactivate the account \
-             or correct the address"
+            "  - [ ] jane.doe@austintexas.gov (Jane Doe): userunknown, deactivate in Moped"
         );
         assert!(lines[at + 2].starts_with("  - [x] sam.o'brien@"));
         assert!(lines[at + 3].starts_with("- [ ] Check the database views"));

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use super::facts::{FlaggedAccount, ReleaseFacts, WindowChange, WindowVersion};
-use crate::bounce::{BounceKind, Reason};
+use crate::bounce::Reason;
 use crate::config::Config;
 use crate::errors::UsageError;
 use crate::notice::{format_time, Notice, ReleaseRef, WindowEvent};
@@ -366,13 +366,12 @@ pub async fn facts(store: &Store, cfg: &Config, version: Version) -> anyhow::Res
         .await?
         .into_iter()
         .map(|f| {
-            let kind = f.kind.as_deref().and_then(BounceKind::from_name);
+            // The reason as today's name (a row from before migration 0010 has it already), and
+            // its action: one of the four the review suggests.
             let reason = f.reason.as_deref().and_then(Reason::from_name);
-            let action = match (kind, reason) {
-                (Some(k), Some(r)) => {
-                    crate::policy::suggested_action(k, r, f.status.as_deref()).to_string()
-                }
-                _ => "check the account in Moped".to_string(),
+            let action = match reason {
+                Some(r) => crate::policy::suggested_action(r).text().to_string(),
+                None => "check the account in Moped".to_string(),
             };
             FlaggedAccount {
                 name: format!("{} {}", f.first_name, f.last_name)
@@ -380,7 +379,10 @@ pub async fn facts(store: &Store, cfg: &Config, version: Version) -> anyhow::Res
                     .to_string(),
                 email: f.email,
                 user_id: f.user_id,
-                reason: f.reason.unwrap_or_default(),
+                reason: reason
+                    .map(|r| r.as_str().to_string())
+                    .or(f.reason)
+                    .unwrap_or_default(),
                 action,
                 last_bounce_at: f.last_bounce_at.unwrap_or_default(),
                 open: f.open,

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 pub use super::auth::Keys;
 use super::auth::*;
 use super::AppState;
-use crate::bounce::Reason;
+use crate::bounce::{Reason, OLD_NAMES};
 use crate::inert;
 use crate::ledger;
 use crate::review::{ReviewRow, UnverifiedRow, UNVERIFIED_HEADING};
@@ -91,13 +91,19 @@ impl Filters {
         let workgroup = Some(self.workgroup.trim().to_string()).filter(|w| !w.is_empty());
         let reason = match self.reason.trim() {
             "" => None,
+            // Today's names, and the names earlier versions used (links kept from then).
             r => Some(Reason::from_name(r).ok_or_else(|| {
                 format!(
-                    "reason `{}` is not one of {}",
+                    "reason `{}` is not one of {} (or an earlier name: {})",
                     inert::line(r),
                     Reason::ALL
                         .iter()
                         .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    OLD_NAMES
+                        .iter()
+                        .map(|(old, _)| *old)
                         .collect::<Vec<_>>()
                         .join(", ")
                 )
@@ -304,6 +310,7 @@ pub fn chart(bounces: &[BounceRow], workgroups: &HashMap<i64, String>, filter: &
 struct PageBounce {
     at: String,
     kind: &'static str,
+    permanent: bool,
     reason: &'static str,
     status: Option<String>,
     address: String,
@@ -351,6 +358,7 @@ fn page_history(events: &[AccountEvent], bounces: &[BounceRow]) -> PageHistory {
             .map(|b| PageBounce {
                 at: l(&b.occurred_at),
                 kind: b.kind.as_str(),
+                permanent: b.permanent,
                 reason: b.reason.as_str(),
                 status: b.status.as_deref().map(l),
                 address: l(&b.address),
@@ -380,6 +388,7 @@ fn page_raw(bytes: &[u8]) -> (String, bool) {
 struct PageRow {
     contact_id: i64,
     kind: &'static str,
+    permanent: bool,
     /// The address as stored, for the resolve form (escaped by the template).
     email_raw: String,
     email: String,
@@ -410,6 +419,7 @@ struct PageUnverified {
     address: String,
     reason: &'static str,
     kind: &'static str,
+    permanent: bool,
     status: Option<String>,
     seen: String,
     why: String,
@@ -437,6 +447,7 @@ fn page_row(r: &ReviewRow, contact_id: i64, history: PageHistory) -> PageRow {
     PageRow {
         contact_id,
         kind: r.kind.as_str(),
+        permanent: r.permanent,
         email_raw: r.email.clone(),
         email: l(&r.email),
         name: l(&r.name),
@@ -466,12 +477,29 @@ fn page_unverified(u: &UnverifiedRow, contact_id: i64) -> PageUnverified {
         address: l(&u.address),
         reason: u.reason.as_str(),
         kind: u.kind.as_str(),
+        permanent: u.permanent,
         status: u.status.as_deref().map(l),
         seen: day(&u.occurred_at),
         why: l(&u.why),
         diagnostic: l(u.diagnostic.as_deref().unwrap_or("")),
         origin: l(&u.origin),
     }
+}
+
+/// The reason filter's choices: every reason in the vocabulary's order, with its action.
+fn reason_options() -> Vec<serde_json::Value> {
+    Reason::ALL
+        .iter()
+        .map(|r| serde_json::json!({"name": r.as_str(), "action": r.action().text()}))
+        .collect()
+}
+
+/// The four actions and what each means (the same notes as `notify bounces report`).
+fn action_notes() -> Vec<serde_json::Value> {
+    crate::review::ACTION_NOTES
+        .iter()
+        .map(|(a, means)| serde_json::json!({"action": a.text(), "means": means}))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -894,10 +922,8 @@ async fn review_html(
         "workgroups",
         &workgroups.iter().map(|w| l(w)).collect::<Vec<_>>(),
     );
-    context.insert(
-        "reasons",
-        &Reason::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-    );
+    context.insert("reasons", &reason_options());
+    context.insert("actions", &action_notes());
     context.insert("rows", &rows);
     context.insert("total_rows", &total_rows);
     context.insert("unverified", &unverified);
@@ -960,6 +986,17 @@ async fn contact_html(
     context.insert("workgroup", &l(&c.workgroup));
     context.insert("needs_update", &contact.needs_update);
     context.insert("in_export", &contact.in_export);
+    context.insert(
+        "decided_by",
+        &h.row.as_ref().map(|r| {
+            serde_json::json!({
+                "action": l(&r.action),
+                "reason": r.reason.as_str(),
+                "kind": r.kind.as_str(),
+                "status": r.status.as_deref().map(l),
+            })
+        }),
+    );
     context.insert("h", &history);
     context.insert("csrf", &csrf);
     context.insert("session", &session);
@@ -1045,13 +1082,29 @@ mod tests {
     fn filters_are_checked() {
         let f = Filters {
             workgroup: " Signals ".into(),
-            reason: "mailbox-full".into(),
+            reason: "mailboxfull".into(),
             since: "2026-12-01".into(),
         }
         .parse()
         .unwrap();
         assert_eq!(f.workgroup.as_deref(), Some("Signals"));
         assert_eq!(f.reason, Some(Reason::MailboxFull));
+        // Earlier names (links and bookmarks from before) still filter, as today's reason.
+        for (old, new) in [
+            ("mailbox-full", Reason::MailboxFull),
+            ("user-unknown", Reason::UserUnknown),
+            ("policy", Reason::PolicyViolation),
+            ("other", Reason::Undefined),
+            ("Filtered", Reason::Filtered),
+        ] {
+            let g = Filters {
+                reason: old.into(),
+                ..Filters::default()
+            }
+            .parse()
+            .unwrap();
+            assert_eq!(g.reason, Some(new), "{old}");
+        }
         assert_eq!(f.since.unwrap().to_rfc3339(), "2026-12-01T00:00:00+00:00");
         assert!(f.keeps("Signals", Reason::MailboxFull));
         assert!(!f.keeps("Signals", Reason::UserUnknown));
@@ -1060,10 +1113,12 @@ mod tests {
             reason: "<b>".into(),
             ..Filters::default()
         };
-        assert!(bad
-            .parse()
-            .unwrap_err()
-            .contains("is not one of user-unknown"));
+        let err = bad.parse().unwrap_err();
+        assert!(
+            err.contains("is not one of userunknown, hostunknown"),
+            "{err}"
+        );
+        assert!(err.contains("or an earlier name: user-unknown"), "{err}");
         let bad = Filters {
             since: "yesterday".into(),
             ..Filters::default()
@@ -1076,6 +1131,7 @@ mod tests {
             id,
             address: format!("c{contact}@example.org"),
             kind,
+            permanent: kind == BounceKind::Hard,
             status: None,
             reason: if kind == BounceKind::Hard {
                 Reason::UserUnknown

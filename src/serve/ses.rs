@@ -526,6 +526,14 @@ mod tests {
         );
         for b in &history.bounces {
             assert!(b.verified, "a signed notification is a verified source");
+            assert_eq!(
+                (b.kind, b.reason, b.permanent),
+                (
+                    crate::bounce::BounceKind::Hard,
+                    crate::bounce::Reason::UserUnknown,
+                    true
+                )
+            );
             assert_eq!(b.status.as_deref(), Some("5.1.1"));
             assert!(b.diagnostic.as_deref().unwrap().contains("user unknown"));
             assert!(b.origin.starts_with("sns:msg-"));
@@ -533,6 +541,45 @@ mod tests {
         let flagged = f.state.store.flagged_contacts().await.unwrap();
         assert_eq!(flagged.len(), 1);
         assert_eq!(flagged[0].contact.email, MARIA);
+    }
+
+    #[tokio::test]
+    async fn a_permanent_refusal_of_the_content_is_soft_and_flags_nobody() {
+        let f = fixture().await;
+        let body = serde_json::json!({
+            "notificationType": "Bounce",
+            "bounce": {"bounceType": "Permanent", "bounceSubType": "ContentRejected",
+                "bouncedRecipients": [{"emailAddress": MARIA, "action": "failed", "status": "5.7.1",
+                    "diagnosticCode": "smtp; 550 5.7.1 Message rejected by the recipient's policy"}],
+                "timestamp": Utc::now().to_rfc3339(), "feedbackId": "fb-content"},
+            "mail": {"source": "moped-bounces@austintexas.gov",
+                     "commonHeaders": {"messageId": "<y@nowhere>"}}
+        })
+        .to_string();
+        let msg = signed(
+            "m-content",
+            TOPIC,
+            &body,
+            Utc::now(),
+            SignatureVersion::Sha256,
+        );
+        let (status, text) = post(&f.state, &msg).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert!(text.contains("(0 hard, 1 soft"), "{text}");
+        let history = ledger::history(&f.state.store, MARIA).await.unwrap();
+        let b = &history.bounces[0];
+        assert_eq!(b.kind, crate::bounce::BounceKind::Soft);
+        assert!(b.permanent, "SES said Permanent");
+        assert_eq!(
+            b.reason.action(),
+            crate::bounce::Action::AskIt,
+            "{:?}",
+            b.reason
+        );
+        assert!(
+            f.state.store.flagged_contacts().await.unwrap().is_empty(),
+            "a soft bounce does not flag at once"
+        );
     }
 
     #[tokio::test]

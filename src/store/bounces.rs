@@ -53,6 +53,8 @@ impl MatchedBy {
 pub struct NewBounce {
     pub address: String,
     pub kind: BounceKind,
+    /// The remote gave up for good (a 5xx), as [`crate::bounce::Bounce::permanent`].
+    pub permanent: bool,
     pub status: Option<String>,
     pub reason: Reason,
     pub diagnostic: Option<String>,
@@ -74,6 +76,9 @@ pub struct BounceRow {
     pub id: i64,
     pub address: String,
     pub kind: BounceKind,
+    /// The remote gave up for good (a 5xx); rows from before migration 0010 have it from their
+    /// status.
+    pub permanent: bool,
     pub status: Option<String>,
     pub reason: Reason,
     pub diagnostic: Option<String>,
@@ -121,13 +126,14 @@ pub struct ComplaintRow {
     pub occurred_at: String,
 }
 
-const BOUNCE_COLUMNS: &str = "b.id, b.address, b.kind, b.status, b.reason, b.diagnostic, b.remote_mta, b.contact_id, cp.key, b.matched_by, src.origin, b.occurred_at, b.verified, b.unverified_reason";
+const BOUNCE_COLUMNS: &str = "b.id, b.address, b.kind, b.status, b.reason, b.diagnostic, b.remote_mta, b.contact_id, cp.key, b.matched_by, src.origin, b.occurred_at, b.verified, b.unverified_reason, b.permanent";
 
 fn decode_error(message: String) -> sqlx::Error {
     sqlx::Error::Decode(message.into())
 }
 
-/// A bounce row; its kind, reason and how it was matched are read from their stored names.
+/// A bounce row; its kind, reason and how it was matched are read from their stored names (a
+/// reason no version of notify wrote is a decode error naming it).
 fn bounce_from_row(r: &sqlx::any::AnyRow) -> std::result::Result<BounceRow, sqlx::Error> {
     Ok(BounceRow {
         id: r.try_get(0)?,
@@ -156,6 +162,7 @@ fn bounce_from_row(r: &sqlx::any::AnyRow) -> std::result::Result<BounceRow, sqlx
         occurred_at: r.try_get(11)?,
         verified: r.try_get::<i64, _>(12)? != 0,
         unverified_reason: r.try_get(13)?,
+        permanent: r.try_get::<i64, _>(14)? != 0,
     })
 }
 
@@ -186,8 +193,8 @@ impl Store {
     /// Record one bounced address of a source (once per source and address).
     pub async fn add_bounce(&self, source_id: i64, b: &NewBounce) -> Result<()> {
         sqlx::query(
-            "INSERT INTO bounces (source_id, address, kind, status, reason, diagnostic, remote_mta, contact_id, send_id, campaign_id, matched_by, occurred_at, created_at, verified, unverified_reason) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) ON CONFLICT (source_id, address) DO NOTHING",
+            "INSERT INTO bounces (source_id, address, kind, status, reason, diagnostic, remote_mta, contact_id, send_id, campaign_id, matched_by, occurred_at, created_at, verified, unverified_reason, permanent) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) ON CONFLICT (source_id, address) DO NOTHING",
         )
         .bind(source_id)
         .bind(&b.address)
@@ -204,6 +211,7 @@ impl Store {
         .bind(now_text())
         .bind(i64::from(b.verified))
         .bind(&b.unverified_reason)
+        .bind(i64::from(b.permanent))
         .execute(&self.pool)
         .await
         .map_err(q("recording a bounce"))?;

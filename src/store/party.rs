@@ -22,7 +22,9 @@ pub struct NewCampaign<'a> {
     pub ends_at: Option<DateTime<Utc>>,
 }
 
-/// A flag raised on a contact since some time, with the latest verified bounce behind it.
+/// A flag raised on a contact since some time, with the verified bounce that decides its reason
+/// (the latest hard one, else the latest that is not a delay warning, else the latest) and when
+/// the latest was seen.
 #[derive(Debug, Clone)]
 pub struct FlagSince {
     pub email: String,
@@ -291,8 +293,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Contacts flagged at or after `since` (all flags when `None`), with the latest verified
-    /// bounce of each.
+    /// Contacts flagged at or after `since` (all flags when `None`), with the verified bounce
+    /// that decides the reason of each (as the review picks it) and when the latest was seen.
     pub async fn flags_since(&self, since: Option<DateTime<Utc>>) -> Result<Vec<FlagSince>> {
         let doing = "reading the accounts flagged";
         let rows = sqlx::query(
@@ -311,8 +313,11 @@ impl Store {
             let id: i64 = r.try_get(0).map_err(q(doing))?;
             let needs: i64 = r.try_get(5).map_err(q(doing))?;
             let last = sqlx::query(
-                "SELECT kind, reason, status, occurred_at FROM bounces WHERE contact_id = $1 AND verified = 1 \
-                 ORDER BY occurred_at DESC, id DESC LIMIT 1",
+                "SELECT kind, reason, status, \
+                 (SELECT MAX(l.occurred_at) FROM bounces l WHERE l.contact_id = $1 AND l.verified = 1) \
+                 FROM bounces WHERE contact_id = $1 AND verified = 1 \
+                 ORDER BY CASE WHEN kind = 'hard' THEN 0 WHEN reason <> 'delayed' THEN 1 ELSE 2 END, \
+                 occurred_at DESC, id DESC LIMIT 1",
             )
             .bind(id)
             .fetch_optional(&self.pool)

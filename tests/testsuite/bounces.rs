@@ -135,7 +135,10 @@ async fn import_attribute_flag_review_resolve(b: Backend) {
     assert!(rows.iter().all(|r| r["email"] != c));
     let row = |e: &str| rows.iter().find(|r| r["email"] == e).unwrap().clone();
     assert_eq!(row(a)["bounces"], 1);
-    assert_eq!(row(a)["reason"], "user-unknown");
+    assert_eq!(row(a)["reason"], "userunknown");
+    assert_eq!(row(a)["kind"], "hard");
+    assert_eq!(row(a)["permanent"], true);
+    assert_eq!(row(a)["action"], "deactivate in Moped");
     assert_eq!(row(a)["user_id"], 2);
     assert_eq!(
         row(a)["notices"],
@@ -251,7 +254,7 @@ async fn import_attribute_flag_review_resolve(b: Backend) {
     );
     assert!(
         show.stdout
-            .contains("flagged: hard bounce (user-unknown, 5.1.1) on release-notes/v3.12.0"),
+            .contains("flagged: hard bounce (userunknown, 5.1.1) on release-notes/v3.12.0"),
         "{}",
         show.stdout
     );
@@ -315,10 +318,8 @@ async fn soft_bounces_flag_after_three_and_ses_and_csv_are_read(b: Backend) {
     );
     assert_eq!(rows[0]["kind"], "soft");
     assert_eq!(rows[0]["bounces"], 3);
-    assert!(rows[0]["action"]
-        .as_str()
-        .unwrap()
-        .starts_with("wait and retry"));
+    assert_eq!(rows[0]["reason"], "mailboxfull");
+    assert_eq!(rows[0]["action"], "wait");
 
     // A bad CSV row: named, nothing imported.
     std::fs::write(
@@ -437,8 +438,10 @@ async fn a_5xx_at_send_time_is_a_bounce_and_the_next_notice_skips_it(b: Backend)
     );
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["email"], gone);
-    assert_eq!(rows[0]["reason"], "user-unknown");
+    assert_eq!(rows[0]["reason"], "userunknown");
     assert_eq!(rows[0]["status"], "5.1.1");
+    assert_eq!(rows[0]["permanent"], true);
+    assert_eq!(rows[0]["action"], "deactivate in Moped");
     assert_eq!(
         rows[0]["notices"],
         serde_json::json!(["maintenance-scheduled/v3.12.0"])
@@ -904,6 +907,115 @@ async fn a_csv_row_that_does_not_say_hard_or_soft_is_refused(b: Backend) {
 }
 both!(a_csv_row_that_does_not_say_hard_or_soft_is_refused);
 
+/// A bounce CSV whose `reason` column names reasons, today's or earlier ones, in any case: each
+/// row gets that reason; its kind comes from the type, else from the reason (hard only for an
+/// address that is gone or wrong), so a `filtered` or `policy` row never flags at once while a
+/// `user-unknown` one does; the review shows each flagged account's action. A delay warning
+/// typed hard is refused with its line, and nothing of the file is imported.
+async fn a_csv_of_reason_names_is_read_with_old_and_new_names(b: Backend) {
+    let env = Env::new(b).await;
+    env.run(&[
+        "contacts",
+        "import",
+        env.path().join("contacts.csv").to_str().unwrap(),
+    ])
+    .await
+    .ok();
+    let csv_path = env.path().join("names.csv");
+    std::fs::write(
+        &csv_path,
+        "email,type,reason,date\n\
+         kevin.le@austintexas.gov,,user-unknown,2026-11-20\n\
+         hannah.fischer@austintexas.gov,,HostUnknown,2026-11-20\n\
+         emily.sato@austintexas.gov,,filtered,2026-11-20\n\
+         sofia.herrera@austintexas.gov,,policy,2026-11-20\n\
+         dana.whitfield@austintexas.gov,hard,Delayed,2026-11-20\n",
+    )
+    .unwrap();
+    let run = env
+        .run(&["bounces", "import", csv_path.to_str().unwrap()])
+        .await;
+    run.code(2);
+    assert!(
+        run.stderr.contains("names.csv:6:") && run.stderr.contains("`Delayed` is a delay warning"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("names.csv:2:"), "{}", run.stderr);
+    let show = env
+        .run(&["bounces", "show", "kevin.le@austintexas.gov"])
+        .await;
+    assert!(show.stdout.contains("bounces (0):"), "{}", show.stdout);
+
+    // Without the bad row: imported, two flagged at once, two soft bounces flag nobody.
+    let good: String = std::fs::read_to_string(&csv_path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("Delayed"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&csv_path, good).unwrap();
+    let run = env.import_bounces(&[csv_path.to_str().unwrap()]).await;
+    run.ok();
+    let s = run.summary();
+    assert_eq!(
+        (s["hard"].as_u64(), s["soft"].as_u64()),
+        (Some(2), Some(2)),
+        "{s}"
+    );
+    let mut flagged: Vec<&str> = s["flagged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    flagged.sort();
+    assert_eq!(
+        flagged,
+        ["hannah.fischer@austintexas.gov", "kevin.le@austintexas.gov"]
+    );
+    let rows = json_rows(
+        &env.run(&["bounces", "report", "--format", "json"])
+            .await
+            .stdout,
+    );
+    let row = |e: &str| rows.iter().find(|r| r["email"] == e).unwrap().clone();
+    let kevin = row("kevin.le@austintexas.gov");
+    assert_eq!(
+        (
+            &kevin["reason"],
+            &kevin["kind"],
+            &kevin["permanent"],
+            &kevin["action"]
+        ),
+        (
+            &serde_json::json!("userunknown"),
+            &serde_json::json!("hard"),
+            &serde_json::json!(true),
+            &serde_json::json!("deactivate in Moped")
+        )
+    );
+    let hannah = row("hannah.fischer@austintexas.gov");
+    assert_eq!(hannah["reason"], "hostunknown");
+    assert_eq!(hannah["action"], "fix the address in Moped");
+    // The soft ones are kept, with today's names.
+    let show = env
+        .run(&["bounces", "show", "sofia.herrera@austintexas.gov"])
+        .await;
+    show.ok();
+    assert!(
+        show.stdout.contains("soft policyviolation -") && !show.stdout.contains("NEEDS UPDATE"),
+        "{}",
+        show.stdout
+    );
+    let show = env
+        .run(&["bounces", "show", "emily.sato@austintexas.gov"])
+        .await;
+    assert!(show.stdout.contains("soft filtered -"), "{}", show.stdout);
+    env.cleanup().await;
+}
+both!(a_csv_of_reason_names_is_read_with_old_and_new_names);
+
 async fn review_csv_cells_cannot_become_formulas(b: Backend) {
     let env = Env::new(b).await;
     env.run(&[
@@ -1197,15 +1309,14 @@ async fn input_that_never_ends_a_line_is_skipped_not_read_into_memory(b: Backend
 }
 both!(input_that_never_ends_a_line_is_skipped_not_read_into_memory);
 
-async fn a_database_from_before_verification_migrates_and_keeps_only_proven_flags(b: Backend) {
-    use sqlx::Executor;
-    let env = Env::new(b).await;
-    // The schema as it was before bounces were verified: migrations 0001-0006 only.
+/// The environment's database at an earlier schema: every migration numbered below `before`
+/// applied, none after; the pool to fill it with rows of that time.
+async fn old_schema(env: &Env, b: Backend, before: &str) -> sqlx::AnyPool {
     let backend = match b {
         Backend::Sqlite => "sqlite",
         Backend::Postgres => "postgres",
     };
-    let old = env.path().join("migrations-0006");
+    let old = env.path().join(format!("migrations-before-{before}"));
     std::fs::create_dir_all(&old).unwrap();
     for f in std::fs::read_dir(
         Path::new(crate::harness::REPO)
@@ -1216,7 +1327,7 @@ async fn a_database_from_before_verification_migrates_and_keeps_only_proven_flag
     .flatten()
     {
         let name = f.file_name().to_string_lossy().into_owned();
-        if name.as_str() < "0007" {
+        if name.as_str() < before {
             std::fs::copy(f.path(), old.join(&name)).unwrap();
         }
     }
@@ -1228,6 +1339,14 @@ async fn a_database_from_before_verification_migrates_and_keeps_only_proven_flag
         .run(&pool)
         .await
         .unwrap();
+    pool
+}
+
+async fn a_database_from_before_verification_migrates_and_keeps_only_proven_flags(b: Backend) {
+    use sqlx::Executor;
+    let env = Env::new(b).await;
+    // The schema as it was before bounces were verified: migrations 0001-0006 only.
+    let pool = old_schema(&env, b, "0007").await;
     let t = "2026-11-20T10:00:00.000000Z";
     // Three contacts flagged the old way: by a VERP-matched bounce, by a CSV row, and by a
     // bounce matched only by address.
@@ -1292,6 +1411,310 @@ async fn a_database_from_before_verification_migrates_and_keeps_only_proven_flag
     env.cleanup().await;
 }
 both!(a_database_from_before_verification_migrates_and_keeps_only_proven_flags);
+
+/// A database from before the finer reasons (migrations up to 0009), with bounces stored under
+/// the old names and kinds, is migrated by the binary (0010): the reasons read back with today's
+/// names, `permanent` comes from the stored status, only an unknown user, an unknown domain or a
+/// moved mailbox stays hard, and flags that no counted bounce supports any more are lifted with
+/// a line in the history (a flag set by a hard bounce that is soft now, a flag set by delay
+/// warnings alone). The review then shows each flagged account's action.
+async fn a_database_with_the_old_reason_names_migrates_to_the_new_ones(b: Backend) {
+    use sqlx::Executor;
+    let env = Env::new(b).await;
+    let pool = old_schema(&env, b, "0010").await;
+    let t = "2026-11-20T10:00:00.000000Z";
+    let people = [
+        // (id, email, flag note, [(status, kind, reason, diagnostic)])
+        (
+            1,
+            "ana.gone@austintexas.gov",
+            "hard bounce (user-unknown, 5.1.1) on release-notes/v3.11.0",
+            vec![(
+                "'5.1.1'",
+                "hard",
+                "user-unknown",
+                "'550 5.1.1 User unknown'",
+            )],
+        ),
+        (
+            2,
+            "ben.moved@austintexas.gov",
+            "hard bounce (user-unknown, 5.1.6) on release-notes/v3.11.0",
+            vec![(
+                "'5.1.6'",
+                "hard",
+                "user-unknown",
+                "'550 5.1.6 Mailbox has moved'",
+            )],
+        ),
+        (
+            3,
+            "cy.other@austintexas.gov",
+            "hard bounce (other) on release-notes/v3.11.0",
+            vec![("NULL", "hard", "other", "'554 Delivery error'")],
+        ),
+        (
+            4,
+            "di.expired@austintexas.gov",
+            "hard bounce (expired, 4.4.7) on release-notes/v3.11.0",
+            vec![("'4.4.7'", "hard", "expired", "'retry timeout exceeded'")],
+        ),
+        (
+            5,
+            "ed.delayed@austintexas.gov",
+            "soft bounces on 3 different notices within 30 days (a, b, c)",
+            vec![
+                ("'4.4.1'", "soft", "delayed", "NULL"),
+                ("'4.4.1'", "soft", "delayed", "NULL"),
+                ("'4.4.1'", "soft", "delayed", "NULL"),
+            ],
+        ),
+        (
+            6,
+            "flo.full@austintexas.gov",
+            "soft bounces on 3 different notices within 30 days (a, b, c)",
+            vec![
+                (
+                    "'4.2.2'",
+                    "soft",
+                    "mailbox-full",
+                    "'452 4.2.2 Mailbox full'",
+                ),
+                (
+                    "'5.2.2'",
+                    "soft",
+                    "mailbox-full",
+                    "'552 5.2.2 Mailbox full'",
+                ),
+                ("NULL", "soft", "mailbox-full", "NULL"),
+            ],
+        ),
+        (
+            7,
+            "gus.policy@austintexas.gov",
+            "hard bounce (policy, 5.7.1) on release-notes/v3.11.0",
+            vec![
+                (
+                    "'5.7.1'",
+                    "hard",
+                    "policy",
+                    "'550 5.7.1 Rejected by policy'",
+                ),
+                (
+                    "'5.1.2'",
+                    "hard",
+                    "host-unknown",
+                    "'550 5.1.2 Host unknown'",
+                ),
+                ("NULL", "soft", "message-too-large", "NULL"),
+            ],
+        ),
+    ];
+    let mut sql = String::new();
+    let mut source = 0;
+    for (id, email, note, bounces) in &people {
+        sql.push_str(&format!(
+            "INSERT INTO contacts (id, user_id, email, is_user_group_member, created_at, updated_at, flagged_at, needs_update) \
+             VALUES ({id}, {}, '{email}', 1, '{t}', '{t}', '{t}', 1); \
+             INSERT INTO account_events (contact_id, event, note, created_at) VALUES ({id}, 'flagged', '{note}', '{t}'); ",
+            100 + id
+        ));
+        for (status, kind, reason, diagnostic) in bounces {
+            source += 1;
+            sql.push_str(&format!(
+                "INSERT INTO bounce_sources (id, source_key, origin, raw, created_at) VALUES ({source}, 'csv:{source}', 'old.csv:{source}', '', '{t}'); \
+                 INSERT INTO bounces (source_id, address, kind, status, reason, diagnostic, contact_id, matched_by, occurred_at, created_at, verified) \
+                 VALUES ({source}, '{email}', '{kind}', {status}, '{reason}', {diagnostic}, {id}, 'address', '{t}', '{t}', 1); "
+            ));
+        }
+    }
+    pool.execute(sql.as_str()).await.unwrap();
+    pool.close().await;
+
+    // The binary migrates it and reads it: the flagged accounts, with today's reasons.
+    let report = env.run(&["bounces", "report", "--format", "json"]).await;
+    report.ok();
+    let rows = json_rows(&report.stdout);
+    let got: Vec<(String, String, String, bool, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["email"].as_str().unwrap().to_string(),
+                r["reason"].as_str().unwrap().to_string(),
+                r["kind"].as_str().unwrap().to_string(),
+                r["permanent"].as_bool().unwrap(),
+                r["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let row = |e: &str, reason: &str, kind: &str, permanent: bool, action: &str| {
+        (
+            e.to_string(),
+            reason.to_string(),
+            kind.to_string(),
+            permanent,
+            action.to_string(),
+        )
+    };
+    assert_eq!(
+        got,
+        [
+            row(
+                "ana.gone@austintexas.gov",
+                "userunknown",
+                "hard",
+                true,
+                "deactivate in Moped"
+            ),
+            row(
+                "ben.moved@austintexas.gov",
+                "hasmoved",
+                "hard",
+                true,
+                "fix the address in Moped"
+            ),
+            // Flagged by the repeated-soft rule, still three failures: kept, and the latest
+            // failure (no code, counted as sent by the admin's CSV) decides.
+            row(
+                "flo.full@austintexas.gov",
+                "mailboxfull",
+                "soft",
+                false,
+                "wait"
+            ),
+            // Its policy refusal is soft now, but it also has an unknown host: still hard.
+            row(
+                "gus.policy@austintexas.gov",
+                "hostunknown",
+                "hard",
+                true,
+                "fix the address in Moped"
+            ),
+        ]
+    );
+
+    // Every bounce reads back with today's name and kind; permanent from the status, else the
+    // diagnostic's code, else the old kind.
+    let show = |e: &'static str| {
+        let env = &env;
+        async move {
+            let run = env.run(&["bounces", "show", e]).await;
+            run.ok();
+            run.stdout.clone()
+        }
+    };
+    let cy = show("cy.other@austintexas.gov").await;
+    assert!(
+        cy.contains("unflagged: flag lifted on upgrade: its bounces are no longer hard")
+            && cy.contains("soft undefined -")
+            && !cy.contains("NEEDS UPDATE"),
+        "{cy}"
+    );
+    let di = show("di.expired@austintexas.gov").await;
+    assert!(
+        di.contains("unflagged: flag lifted on upgrade") && di.contains("soft expired 4.4.7"),
+        "{di}"
+    );
+    let ed = show("ed.delayed@austintexas.gov").await;
+    assert!(
+        ed.contains("unflagged: flag lifted on upgrade: delay warnings no longer count")
+            && ed.matches("soft delayed 4.4.1").count() == 3,
+        "{ed}"
+    );
+    let gus = show("gus.policy@austintexas.gov").await;
+    assert!(
+        gus.contains("NEEDS UPDATE: fix the address in Moped (hostunknown, hard, 5.1.2)")
+            && gus.contains("soft policyviolation 5.7.1")
+            && gus.contains("soft mesgtoobig -")
+            && !gus.contains("unflagged"),
+        "{gus}"
+    );
+    let ana = show("ana.gone@austintexas.gov").await;
+    assert!(
+        ana.contains("NEEDS UPDATE: deactivate in Moped (userunknown, hard, 5.1.1)"),
+        "{ana}"
+    );
+    // The stored values themselves, and `permanent` of each.
+    let pool = sqlx::AnyPool::connect(&env.database_url).await.unwrap();
+    let stored: Vec<(String, String, String, i64)> =
+        sqlx::query_as("SELECT address, kind, reason, permanent FROM bounces ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let stored: Vec<(&str, &str, &str, i64)> = stored
+        .iter()
+        .map(|(a, k, r, p)| (a.split('@').next().unwrap(), k.as_str(), r.as_str(), *p))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            ("ana.gone", "hard", "userunknown", 1),
+            ("ben.moved", "hard", "hasmoved", 1),
+            ("cy.other", "soft", "undefined", 1),
+            ("di.expired", "soft", "expired", 0),
+            ("ed.delayed", "soft", "delayed", 0),
+            ("ed.delayed", "soft", "delayed", 0),
+            ("ed.delayed", "soft", "delayed", 0),
+            ("flo.full", "soft", "mailboxfull", 0),
+            ("flo.full", "soft", "mailboxfull", 1),
+            ("flo.full", "soft", "mailboxfull", 0),
+            ("gus.policy", "soft", "policyviolation", 1),
+            ("gus.policy", "hard", "hostunknown", 1),
+            ("gus.policy", "soft", "mesgtoobig", 0),
+        ]
+    );
+
+    // A reason no version of notify wrote is a decode error naming it, and changes nothing.
+    pool.execute(
+        format!(
+            "INSERT INTO bounce_sources (id, source_key, origin, raw, created_at) VALUES (99, 'csv:99', 'x', '', '{t}'); \
+             INSERT INTO bounces (source_id, address, kind, status, reason, contact_id, matched_by, occurred_at, created_at) \
+             VALUES (99, 'ana.gone@austintexas.gov', 'soft', NULL, 'gremlins', 1, 'address', '{t}', '{t}')"
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+    pool.close().await;
+    let bad = env
+        .run(&["bounces", "show", "ana.gone@austintexas.gov"])
+        .await;
+    assert_ne!(bad.code, 0, "{}", bad.stdout);
+    assert!(
+        bad.stderr.contains("unknown bounce reason `gremlins`"),
+        "{}",
+        bad.stderr
+    );
+    env.cleanup().await;
+}
+both!(a_database_with_the_old_reason_names_migrates_to_the_new_ones);
+
+/// The README's table of reasons lists every reason once, in the vocabulary's order, each with
+/// the action the review suggests for it: the table cannot drift from the code.
+#[test]
+fn the_readme_lists_every_reason_with_its_action() {
+    use notify::bounce::Reason;
+    let readme = std::fs::read_to_string(Path::new(crate::harness::REPO).join("README.md"))
+        .expect("README.md");
+    let table = readme
+        .split_once("| reason | what it means | action |\n|---|---|---|\n")
+        .expect("the README's table of reasons")
+        .1;
+    let rows: Vec<(String, String)> = table
+        .lines()
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+            assert_eq!(cells.len(), 3, "{l}");
+            (cells[0].trim_matches('`').to_string(), cells[2].to_string())
+        })
+        .collect();
+    let expected: Vec<(String, String)> = Reason::ALL
+        .iter()
+        .map(|r| (r.as_str().to_string(), r.action().text().to_string()))
+        .collect();
+    assert_eq!(rows, expected);
+}
 
 /// `notify bounces import --imap` with no password configured signs in to Dovecot (its oauth2
 /// passdb asking the test OAuth server about the token) with XOAUTH2 over STARTTLS, and reads and

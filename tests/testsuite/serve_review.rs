@@ -362,8 +362,42 @@ async fn review_refused_without_the_token_usable_with_it(b: Backend) {
         "{}",
         parking.body
     );
+    // The reason filter lists today's names, each with its action, and no earlier name.
+    assert!(
+        html.contains("<option value=\"userunknown\">userunknown (deactivate in Moped)</option>"),
+        "{html}"
+    );
+    assert!(html
+        .contains("<option value=\"filtered\">filtered (ask IT to let our mail through)</option>"));
+    assert!(
+        html.contains("<option value=\"hasmoved\">hasmoved (fix the address in Moped)</option>")
+    );
+    assert!(!html.contains("value=\"user-unknown\"") && !html.contains("value=\"mailbox-full\""));
+    // Each flagged account shows its reason's action, and the page says what the four mean.
+    assert!(
+        html.contains("<dt>Action</dt><dd><strong>deactivate in Moped</strong>"),
+        "{html}"
+    );
+    assert!(html.contains("<summary>What the actions mean</summary>"));
+    // Today's names and the earlier ones (old links) filter alike.
+    for q in [
+        "reason=mailboxfull",
+        "reason=mailbox-full",
+        "reason=MailboxFull",
+    ] {
+        let full = filtered(q).await;
+        assert_eq!(full.status, StatusCode::OK, "{q}");
+        assert!(
+            !full.body.contains(PLAIN) && !full.body.contains(HOSTILE),
+            "{q}"
+        );
+        assert!(
+            full.body
+                .contains("<option value=\"mailboxfull\" selected>"),
+            "{q}"
+        );
+    }
     let full = filtered("reason=mailbox-full").await;
-    assert!(!full.body.contains(PLAIN) && !full.body.contains(HOSTILE));
     assert!(full
         .body
         .contains("No verified bounces of a notice match the filters"));
@@ -374,8 +408,19 @@ async fn review_refused_without_the_token_usable_with_it(b: Backend) {
     let later = filtered("since=2099-01-01").await;
     assert!(later.body.contains("No accounts need an update"));
     assert!(!later.body.contains(PLAIN));
-    let earlier = filtered("since=2000-01-01&reason=user-unknown&workgroup=").await;
-    assert!(earlier.body.contains(PLAIN) && earlier.body.contains(HOSTILE));
+    for q in [
+        "since=2000-01-01&reason=user-unknown&workgroup=",
+        "since=2000-01-01&reason=userunknown&workgroup=",
+    ] {
+        let earlier = filtered(q).await;
+        assert!(
+            earlier.body.contains(PLAIN) && earlier.body.contains(HOSTILE),
+            "{q}"
+        );
+        assert!(earlier
+            .body
+            .contains("<option value=\"userunknown\" selected>"));
+    }
     for bad in ["since=yesterday", "reason=%3Cscript%3E"] {
         let a = filtered(bad).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
@@ -404,6 +449,16 @@ async fn review_refused_without_the_token_usable_with_it(b: Backend) {
     assert_eq!(contact.status, StatusCode::OK);
     assert!(contact.body.contains("Reporting-MTA: dns; mx.example.org"));
     assert!(contact.body.contains("flagged"));
+    assert!(
+        contact.body.contains(
+            "<strong>needs an update</strong>: <strong>deactivate in Moped</strong> (userunknown, hard, 5.1.1)"
+        ),
+        "{}",
+        contact.body
+    );
+    assert!(contact
+        .body
+        .contains("<strong>hard userunknown</strong> (5.1.1), permanent"));
     let none = call(
         &st,
         get("/bounces/contact/999999")

@@ -266,7 +266,7 @@ async fn without_verp_a_returned_message_id_flags_the_right_contact(b: Backend) 
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["email"], gone.as_str());
-    assert_eq!(rows[0]["reason"], "user-unknown");
+    assert_eq!(rows[0]["reason"], "userunknown");
     assert_eq!(rows[0]["notices"], serde_json::json!([key]));
 
     env.cleanup().await;
