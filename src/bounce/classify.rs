@@ -9,7 +9,8 @@
 //!    before the general ones ("policy", "system error").
 //! 2. The enhanced status code ([`reason_from_status`]), when the words say nothing.
 //! 3. The words of the notice around the recipient (`context`), when neither says anything.
-//! 4. What happened: a delay warning is `delayed`; a temporary failure given up on is `expired`.
+//! 4. What happened: a temporary failure given up on is `expired`. A delay warning is always
+//!    `delayed`, whatever its cause (sisimai calls it `expired`): it is not a failure yet.
 //!
 //! Two rules then refine: "user unknown" answered only after the message was sent (at DATA)
 //! is the recipient's filter (`filtered`), not a missing mailbox; a host that could not be
@@ -1009,7 +1010,9 @@ pub(crate) fn classify(ev: &Evidence<'_>) -> Verdict {
     {
         reason = Reason::Expired;
     }
-    if ev.outcome == Outcome::Delayed && reason == Reason::Expired {
+    // A delay warning stays a warning whatever its cause: the sender is still trying, and
+    // the policy must not count it as a failure (the cause is in its diagnostic).
+    if ev.outcome == Outcome::Delayed {
         reason = Reason::Delayed;
     }
     let permanent = !temporary && class != Some(2);
