@@ -1255,7 +1255,7 @@ mod tests {
                 "connect to x.example[192.0.2.1]:25: no route to host",
             )
         };
-        assert_eq!(verdict(delayed).1, Reason::NetworkError);
+        assert_eq!(verdict(delayed).1, Reason::Delayed);
         let expired = Evidence {
             outcome: Outcome::Expired,
             ..failed("", None, "connection timed out")
