@@ -715,9 +715,26 @@ fn examine(region: &[Line<'_>], address: &str) -> Evidence {
             let below = region.get(1).filter(|l| {
                 dated && indent(l.text) > indent(first.text) && !l.text.trim().is_empty()
             });
+            // qmail's `<bob@x.org>:` on a line of its own: the reason is the paragraph below.
+            let alone = first
+                .text
+                .trim()
+                .trim_matches(|c: char| "<>:;,\"'()[]*-• \t".contains(c))
+                .eq_ignore_ascii_case(address);
             if let Some(below) = below {
                 diag_line = 1;
                 diagnostic = tidy_diagnostic(below.text);
+            } else if alone {
+                let paragraph: Vec<&str> = region[1..]
+                    .iter()
+                    .map(|l| l.text.trim())
+                    .take_while(|t| !t.is_empty())
+                    .take(5)
+                    .collect();
+                if !paragraph.is_empty() {
+                    diag_line = paragraph.len();
+                    diagnostic = tidy_diagnostic(&paragraph.join(" "));
+                }
             } else if !dated
                 && rest != first.text.trim()
                 && rest.chars().filter(|c| c.is_alphabetic()).count() >= 3
@@ -968,6 +985,19 @@ Recipient address rejected: User unknown in local recipient table\n\n\
         assert_eq!(
             b[0].diagnostic.as_deref(),
             Some("550 5.1.1 <ann@example.net>: Recipient address rejected: User unknown in local recipient table")
+        );
+    }
+
+    #[test]
+    fn an_address_alone_on_its_line_takes_the_paragraph_below() {
+        let text = "Your mail message to the following address(es) could not be delivered.\n\n\
+<ann@example.com>:\nchild status 100...The e-mail message could not be delivered\n\
+because the user's mailfolder is full.\n\nSee you.\n";
+        let ex = HashSet::new();
+        let b = find_bounces(text, &ctx(&ex, true));
+        assert_eq!(
+            b[0].diagnostic.as_deref(),
+            Some("child status 100...The e-mail message could not be delivered because the user's mailfolder is full.")
         );
     }
 
