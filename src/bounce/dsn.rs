@@ -155,7 +155,11 @@ pub(crate) fn ses_records(text: &str) -> Option<Vec<Recipient>> {
         return None;
     }
     let unfolded = text.replace("\r\n ", "").replace("\n ", "");
-    let outer: Value = serde_json::from_str(&unfolded).ok()?;
+    // The JSON value that opens the text; a footer after it (SNS's unsubscribe note) is not.
+    let outer: Value = serde_json::Deserializer::from_str(&unfolded)
+        .into_iter()
+        .next()?
+        .ok()?;
     let inner = match outer.get("Message").and_then(Value::as_str) {
         Some(message) => serde_json::from_str(message).ok()?,
         None => outer,
@@ -230,7 +234,10 @@ Original-Recipient: rfc822;b@x.org\nFinal-Recipient: rfc822;b@x.org\nAction: del
         let sns = serde_json::json!({"Type": "Notification", "Message": inner}).to_string();
         // A relay folded the long line.
         let folded = format!("{}\n {}", &sns[..40], &sns[40..]);
-        for text in [inner.to_string(), sns, folded] {
+        let footer = format!(
+            "{inner}\n\n--\nIf you wish to stop receiving notifications, visit the link.\n"
+        );
+        for text in [inner.to_string(), sns, folded, footer] {
             let r = ses_records(&text).expect("an SES notification");
             assert_eq!(r.len(), 1);
             assert_eq!(r[0].final_recipient.as_deref(), Some("bob@example.com"));
