@@ -308,22 +308,33 @@ struct Original {
 
 impl Original {
     fn from_message(m: &Message<'_>) -> Original {
-        let addresses = |names: &[&str]| {
-            let mut out = Vec::new();
-            for name in names {
-                for value in raw_headers(m, name) {
-                    out.extend(address::find_all(&value).into_iter().map(|f| f.address));
-                }
+        let mut senders = Vec::new();
+        let mut recipients = Vec::new();
+        // One pass over the header fields, in their order.
+        for h in m.parts.first().into_iter().flat_map(|p| p.headers.iter()) {
+            let name = h.name();
+            let list = if SENDER_HEADERS.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+                &mut senders
+            } else if name.eq_ignore_ascii_case("to") || name.eq_ignore_ascii_case("cc") {
+                &mut recipients
+            } else {
+                continue;
+            };
+            if let Some(raw) = m
+                .raw_message
+                .get(h.offset_start as usize..h.offset_end as usize)
+            {
+                let value = String::from_utf8_lossy(raw);
+                list.extend(address::find_all(&value).into_iter().map(|f| f.address));
             }
-            out
-        };
+        }
         Original {
             message_id: m
                 .message_id()
                 .map(clean_message_id)
                 .filter(|s| !s.is_empty()),
-            senders: addresses(SENDER_HEADERS),
-            recipients: addresses(&["to", "cc"]),
+            senders,
+            recipients,
         }
     }
 
@@ -657,7 +668,7 @@ fn bounces_from_prose(
             .filter_map(|r| bounce_from_record(r, &context))
             .collect();
     }
-    if contains_ignore_case(human, "final-recipient:") {
+    if quotes_final_recipient(human) {
         let records = dsn::parse_recipients(human);
         if records
             .iter()
@@ -694,11 +705,15 @@ fn bounces_from_prose(
     text::find_bounces(human, &ctx)
 }
 
-fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
-    haystack
-        .as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+/// Does the text quote a DSN recipient field (`Final-Recipient:` in any case)?
+fn quotes_final_recipient(text: &str) -> bool {
+    static FIND: std::sync::LazyLock<aho_corasick::AhoCorasick> = std::sync::LazyLock::new(|| {
+        aho_corasick::AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .build(["final-recipient:"])
+            .expect("one pattern builds")
+    });
+    FIND.is_match(text)
 }
 
 /// The Message-ID of the returned original quoted in prose: in the returned copy if it is marked,
