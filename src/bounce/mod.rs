@@ -442,40 +442,88 @@ struct Headers {
 
 fn read_headers(message: &Message<'_>) -> Headers {
     let subject = message.subject().unwrap_or_default().trim().to_lowercase();
-    let first_address = |name: &str| raw_headers(message, name).find_map(|v| address::first(&v));
-    let verp_recipient = ["x-original-to", "delivered-to", "to"]
-        .iter()
-        .find_map(|name| first_address(name));
+    // One pass over the header fields. The VERP address: the first address of the first of
+    // X-Original-To, Delivered-To, To that has one.
+    let mut verp: [Option<String>; 3] = [None, None, None];
+    let mut from_raw = String::new();
+    let mut null_sender = false;
+    let mut failed_hint: Vec<String> = Vec::new();
+    let mut auto_submitted = false;
+    let mut auto_header = false;
+    for h in message
+        .parts
+        .first()
+        .into_iter()
+        .flat_map(|p| p.headers.iter())
+    {
+        let name = h.name();
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        let verp_slot = ["x-original-to", "delivered-to", "to"]
+            .iter()
+            .position(|n| is(n));
+        let wanted = verp_slot.is_some()
+            || is("from")
+            || is("return-path")
+            || is("x-failed-recipients")
+            || is("auto-submitted")
+            || is("precedence");
+        if is("x-autoreply") || is("x-autorespond") {
+            auto_header = true;
+        }
+        if !wanted {
+            continue;
+        }
+        let Some(raw) = message
+            .raw_message
+            .get(h.offset_start as usize..h.offset_end as usize)
+        else {
+            continue;
+        };
+        let value = String::from_utf8_lossy(raw);
+        if let Some(i) = verp_slot {
+            if verp[i].is_none() {
+                verp[i] = address::first(&value);
+            }
+        } else if is("from") {
+            if !from_raw.is_empty() {
+                from_raw.push(' ');
+            }
+            from_raw.push_str(&value);
+        } else if is("return-path") {
+            null_sender |= value.trim() == "<>";
+        } else if is("x-failed-recipients") {
+            failed_hint.extend(address::find_all(&value).into_iter().map(|f| f.address));
+        } else if is("auto-submitted") {
+            auto_submitted |= value
+                .trim()
+                .get(..12)
+                .is_some_and(|v| v.eq_ignore_ascii_case("auto-replied"));
+        } else {
+            auto_header |= value.trim().eq_ignore_ascii_case("auto_reply");
+        }
+    }
+    let [original_to, delivered_to, to] = verp;
+    let verp_recipient = original_to.or(delivered_to).or(to);
 
     let own_addresses = Vec::new();
-    let from_raw: String = raw_headers(message, "from").collect::<Vec<_>>().join(" ");
     let from_lower = from_raw.to_lowercase();
     let from_system = address::find_all(&from_raw)
         .iter()
         .any(|f| address::is_role(&f.address))
         || SYSTEM_SENDER_NAMES.iter().any(|n| from_lower.contains(n));
-    let null_sender = raw_headers(message, "return-path").any(|v| v.trim() == "<>");
     let report = message.content_type().is_some_and(|ct| {
         ct.ctype().eq_ignore_ascii_case("multipart")
             && ct
                 .subtype()
                 .is_some_and(|s| s.eq_ignore_ascii_case("report"))
     });
-    let failed_hint: Vec<String> = raw_headers(message, "x-failed-recipients")
-        .flat_map(|v| address::find_all(&v).into_iter().map(|f| f.address))
-        .collect();
     let bounce_like = from_system
         || null_sender
         || report
         || !failed_hint.is_empty()
         || BOUNCE_SUBJECTS.iter().any(|s| subject.contains(s));
-
-    let auto_submitted = raw_headers(message, "auto-submitted")
-        .any(|v| v.trim().to_ascii_lowercase().starts_with("auto-replied"));
     let auto_reply = AUTO_REPLY_SUBJECTS.iter().any(|s| subject.starts_with(s))
-        || raw_headers(message, "x-autoreply").next().is_some()
-        || raw_headers(message, "x-autorespond").next().is_some()
-        || raw_headers(message, "precedence").any(|v| v.trim().eq_ignore_ascii_case("auto_reply"))
+        || auto_header
         || (auto_submitted && !bounce_like);
 
     Headers {
