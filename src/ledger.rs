@@ -325,6 +325,7 @@ async fn attribute(
         address: b.address.clone(),
         kind: b.kind,
         permanent: b.permanent,
+        delayed: b.delayed,
         status: b.status.clone(),
         reason: b.reason,
         diagnostic: b.diagnostic.clone(),

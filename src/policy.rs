@@ -60,7 +60,7 @@ impl Policy {
         let since = now - Duration::days(i64::from(self.soft_days));
         let mut notices: Vec<String> = bounces
             .iter()
-            .filter(|b| b.kind == BounceKind::Soft && b.reason != Reason::Delayed)
+            .filter(|b| b.kind == BounceKind::Soft && !b.delayed)
             .filter(|b| {
                 DateTime::parse_from_rfc3339(&b.occurred_at)
                     .map(|t| t.with_timezone(&Utc) >= since)
@@ -109,6 +109,7 @@ mod tests {
             address: "a@austintexas.gov".into(),
             kind,
             permanent: kind == BounceKind::Hard,
+            delayed: false,
             status: Some(match kind {
                 BounceKind::Hard => "5.1.1".into(),
                 BounceKind::Soft => "4.2.2".into(),
@@ -175,7 +176,8 @@ mod tests {
         let p = Policy::default();
         let delayed = |id, campaign: &str| {
             let mut r = b(id, BounceKind::Soft, Some(campaign), 1, now);
-            r.reason = Reason::Delayed;
+            r.delayed = true;
+            r.reason = Reason::Expired;
             r.status = Some("4.4.7".into());
             r
         };
@@ -276,6 +278,6 @@ mod tests {
         assert_eq!(suggested_action(Reason::Filtered), Action::AskIt);
         assert_eq!(suggested_action(Reason::Blocked), Action::AskIt);
         assert_eq!(suggested_action(Reason::MailboxFull), Action::Wait);
-        assert_eq!(suggested_action(Reason::Delayed), Action::Wait);
+        assert_eq!(suggested_action(Reason::Expired), Action::Wait);
     }
 }

@@ -59,7 +59,7 @@ pub fn row(contact: &StoredContact, bounces: &[BounceRow]) -> Option<ReviewRow> 
         .iter()
         .rev()
         .find(|b| b.kind == BounceKind::Hard)
-        .or_else(|| bounces.iter().rev().find(|b| b.reason != Reason::Delayed))
+        .or_else(|| bounces.iter().rev().find(|b| !b.delayed))
         .unwrap_or(last);
     Some(ReviewRow {
         email: contact.contact.email.clone(),
@@ -642,10 +642,11 @@ pub fn show_event(e: &AccountEvent) -> String {
 pub fn show_bounce(b: &BounceRow) -> String {
     let l = |s: &str| inert::line(s).into_owned();
     let mut out = format!(
-        "  {}  {} {} {}  {}  notice {}  matched by {}  from {}{}",
+        "  {}  {} {}{} {}  {}  notice {}  matched by {}  from {}{}",
         l(&b.occurred_at),
         b.kind.as_str(),
         b.reason.as_str(),
+        if b.delayed { " (delayed)" } else { "" },
         l(b.status.as_deref().unwrap_or("-")),
         l(&b.address),
         l(b.campaign.as_deref().unwrap_or("-")),
@@ -736,6 +737,7 @@ mod tests {
             address: "ana@austintexas.gov".into(),
             kind,
             permanent: status.starts_with('5'),
+            delayed: false,
             status: Some(status.into()),
             reason,
             diagnostic: Some(format!("diagnostic {id}")),
@@ -822,7 +824,10 @@ mod tests {
         // Soft failures then a delay warning: the failure decides, the warning is still listed.
         let bounces = [
             bounce(1, BounceKind::Soft, Reason::Blocked, "5.7.1"),
-            bounce(2, BounceKind::Soft, Reason::Delayed, "4.4.1"),
+            BounceRow {
+                delayed: true,
+                ..bounce(2, BounceKind::Soft, Reason::NetworkError, "4.4.1")
+            },
         ];
         let r = row(&ana(), &bounces).unwrap();
         assert_eq!(r.reason, Reason::Blocked);

@@ -9,8 +9,9 @@
 //!    before the general ones ("policy", "system error").
 //! 2. The enhanced status code ([`reason_from_status`]), when the words say nothing.
 //! 3. The words of the notice around the recipient (`context`), when neither says anything.
-//! 4. What happened: a temporary failure given up on is `expired`. A delay warning is always
-//!    `delayed`, whatever its cause (sisimai calls it `expired`): it is not a failure yet.
+//! 4. What happened: a temporary failure given up on, or a delay warning that says no more, is
+//!    `expired`. A delay warning is marked [`Verdict::delayed`] and is always soft: it is not a
+//!    failure yet, whatever its reason.
 //!
 //! Two rules then refine: "user unknown" answered only after the message was sent (at DATA)
 //! is the recipient's filter (`filtered`), not a missing mailbox; a host that could not be
@@ -73,6 +74,8 @@ pub(crate) struct Verdict {
     pub kind: BounceKind,
     pub reason: Reason,
     pub permanent: bool,
+    /// A delay warning: not a failure yet, so always soft.
+    pub delayed: bool,
     /// The enhanced status code, or the `C.0.9NN` code of the reason when the bounce has none.
     pub status: String,
 }
@@ -822,7 +825,7 @@ pub(crate) fn internal_status(reason: Reason, permanent: bool) -> String {
         Reason::MailerError => 939,
         Reason::NetworkError => 944,
         Reason::TooManyConn => 945,
-        Reason::Expired | Reason::Delayed => 947,
+        Reason::Expired => 947,
         Reason::ContentError => 960,
         Reason::SecurityError => 970,
         Reason::Blocked => 971,
@@ -966,7 +969,6 @@ pub(crate) fn classify(ev: &Evidence<'_>) -> Verdict {
     let temporary = class == Some(4) || ev.outcome != Outcome::Failed;
     let mut reason = match reason {
         Some(r) => r,
-        None if ev.outcome == Outcome::Delayed => Reason::Delayed,
         None if temporary => Reason::Expired,
         None => Reason::Undefined,
     };
@@ -1010,11 +1012,6 @@ pub(crate) fn classify(ev: &Evidence<'_>) -> Verdict {
     {
         reason = Reason::Expired;
     }
-    // A delay warning stays a warning whatever its cause: the sender is still trying, and
-    // the policy must not count it as a failure (the cause is in its diagnostic).
-    if ev.outcome == Outcome::Delayed {
-        reason = Reason::Delayed;
-    }
     let permanent = !temporary && class != Some(2);
     // Without a code of its own, a final failure reads as class 5 even when the sender gave up
     // on temporary trouble: only a 4xx answer or a delay warning is class 4.
@@ -1022,8 +1019,14 @@ pub(crate) fn classify(ev: &Evidence<'_>) -> Verdict {
         Some(s) => s.to_string(),
         None => internal_status(reason, class != Some(4) && ev.outcome != Outcome::Delayed),
     };
+    let delayed = ev.outcome == Outcome::Delayed;
     Verdict {
-        kind: BounceKind::of(reason, permanent),
+        kind: if delayed {
+            BounceKind::Soft
+        } else {
+            BounceKind::of(reason, permanent)
+        },
+        delayed,
         reason,
         permanent,
         status,
@@ -1245,7 +1248,18 @@ mod tests {
         };
         assert_eq!(
             verdict(delayed),
-            (Soft, Reason::Delayed, false, "4.4.7".into())
+            (Soft, Reason::Expired, false, "4.4.7".into())
+        );
+        assert!(classify(&delayed).delayed);
+        // A delay is soft whatever its reason, even one that would be hard as a failure.
+        let delayed_unknown = Evidence {
+            outcome: Outcome::Delayed,
+            ..failed("4.1.1", None, "user unknown")
+        };
+        let v = classify(&delayed_unknown);
+        assert_eq!(
+            (v.kind, v.reason, v.delayed),
+            (Soft, Reason::UserUnknown, true)
         );
         let delayed = Evidence {
             outcome: Outcome::Delayed,
@@ -1255,7 +1269,8 @@ mod tests {
                 "connect to x.example[192.0.2.1]:25: no route to host",
             )
         };
-        assert_eq!(verdict(delayed).1, Reason::Delayed);
+        assert_eq!(verdict(delayed).1, Reason::NetworkError);
+        assert!(!classify(&failed("5.1.1", None, "")).delayed);
         let expired = Evidence {
             outcome: Outcome::Expired,
             ..failed("", None, "connection timed out")

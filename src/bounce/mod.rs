@@ -49,6 +49,9 @@ pub struct Bounce {
     /// True when the remote gave up for good: a 5xx status or reply. False for a temporary
     /// (4xx) failure, an expiry of one, or a delay warning.
     pub permanent: bool,
+    /// True for a delay warning (DSN `Action: delayed`, or a notice that says it is still
+    /// trying): not a failure yet, always soft, counted by no policy. Its reason says why.
+    pub delayed: bool,
     /// Enhanced status code (`"5.1.1"`): the DSN `Status` field, made more specific from the
     /// diagnostic when the field is only `X.0.0`; for prose bounces the code found near the
     /// address. `None` when there is none.
@@ -946,6 +949,7 @@ fn bounce_from_record<F: Fn() -> String>(
         address,
         kind: verdict.kind,
         permanent: verdict.permanent,
+        delayed: verdict.delayed,
         status: Some(verdict.status),
         reason: verdict.reason,
         diagnostic,
@@ -960,7 +964,7 @@ fn dedupe(bounces: Vec<Bounce>) -> Vec<Bounce> {
     let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for b in bounces {
         match index.get(&b.address) {
-            Some(&i) if out[i].reason == Reason::Delayed && b.reason != Reason::Delayed => {
+            Some(&i) if out[i].delayed && !b.delayed => {
                 out[i] = b;
             }
             Some(_) => {}
@@ -1004,6 +1008,7 @@ mod tests {
             address: "a@b.org".into(),
             kind: BounceKind::Hard,
             permanent: true,
+            delayed: false,
             status: None,
             reason: Reason::MesgTooBig,
             diagnostic: None,
@@ -1021,6 +1026,7 @@ mod tests {
             },
             [
                 "address",
+                "delayed",
                 "diagnostic",
                 "kind",
                 "permanent",
@@ -1196,7 +1202,7 @@ mod classify_text_tests {
             classify_text("mailbox is over quota", true).1,
             Reason::MailboxFull
         );
-        assert_eq!(classify_text("still trying", false).1, Reason::Delayed);
+        assert_eq!(classify_text("still trying", false).1, Reason::Expired);
         assert_eq!(classify_known_text(""), None);
         assert_eq!(classify_known_text("it went wrong somehow"), None);
         assert_eq!(

@@ -1,5 +1,5 @@
 //! The vocabulary of bounce verdicts: [`Reason`] (sisimai's reason names, the field's common
-//! language for why mail bounced, plus `delayed` for a warning that is not a failure yet) and
+//! language for why mail bounced) and
 //! [`BounceKind`] (hard exactly when the address itself is gone or wrong). Names only: which
 //! evidence gives which reason is `classify`'s business.
 
@@ -75,7 +75,8 @@ impl Action {
 macro_rules! reasons {
     ($($variant:ident => $name:literal, $action:ident, $doc:literal;)*) => {
         /// Why a recipient bounced, in sisimai's vocabulary (its reason names, lower case),
-        /// plus `delayed`.
+        /// A delay warning has a reason too (sisimai's `expired` when it says no more); that it
+        /// is only a warning is [`crate::bounce::Bounce::delayed`].
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
         pub enum Reason {
             $(
@@ -139,7 +140,6 @@ reasons! {
     SyntaxError => "syntaxerror", Wait, "An SMTP command was malformed.";
     MailerError => "mailererror", Wait, "A local mailer program failed.";
     OnHold => "onhold", Wait, "Failed, but the report does not say enough to judge it.";
-    Delayed => "delayed", Wait, "Not delivered yet: the sender is still trying (a warning).";
     Undefined => "undefined", Wait, "A failure that says nothing more specific.";
 }
 
@@ -151,6 +151,7 @@ pub const OLD_NAMES: &[(&str, Reason)] = &[
     ("policy", Reason::PolicyViolation),
     ("message-too-large", Reason::MesgTooBig),
     ("other", Reason::Undefined),
+    ("delayed", Reason::Expired),
 ];
 
 impl Reason {
@@ -200,7 +201,7 @@ mod tests {
             Some(Reason::MesgTooBig)
         );
         assert_eq!(Reason::from_name("other"), Some(Reason::Undefined));
-        assert_eq!(Reason::from_name("delayed"), Some(Reason::Delayed));
+        assert_eq!(Reason::from_name("delayed"), Some(Reason::Expired));
         assert_eq!(Reason::from_name("expired"), Some(Reason::Expired));
     }
 

@@ -477,6 +477,7 @@ pub(crate) fn find_bounces(text: &str, ctx: &Context<'_>) -> Vec<Bounce> {
             address: address.clone(),
             kind: verdict.kind,
             permanent: verdict.permanent,
+            delayed: verdict.delayed,
             status: Some(verdict.status),
             reason: verdict.reason,
             diagnostic: evidence.diagnostic,

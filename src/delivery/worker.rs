@@ -538,6 +538,7 @@ pub(super) async fn record_failed(
                 address: claim.contact.contact.email.clone(),
                 kind,
                 permanent,
+                delayed: false,
                 status,
                 reason,
                 diagnostic: Some(crate::render::one_line(reply)),

@@ -102,6 +102,8 @@ pub fn parse_csv(path: &Path, raw: &[u8]) -> Result<Vec<Incoming>, IntakeError> 
         // The reason column is a reason's name (today's, `userunknown`, or an earlier one,
         // `user-unknown`, any case), or else the server's answer, read as a diagnostic.
         let named = Reason::from_name(reason_text);
+        // `delayed` (an earlier version's name) is a delay warning: its reason is `expired`.
+        let delayed = reason_text.trim().eq_ignore_ascii_case("delayed");
         let known = match named {
             Some(_) => None,
             None => classify_known_text(reason_text),
@@ -126,6 +128,7 @@ pub fn parse_csv(path: &Path, raw: &[u8]) -> Result<Vec<Incoming>, IntakeError> 
         let kind = match (given.as_str(), &known) {
             ("hard" | "permanent", _) => BounceKind::Hard,
             ("soft" | "transient" | "undetermined", _) => BounceKind::Soft,
+            ("", _) if delayed => BounceKind::Soft,
             ("", _) if named.is_some() => BounceKind::of(reason, permanent),
             ("", Some((k, _, _, _))) => *k,
             ("", None) => {
@@ -149,20 +152,14 @@ pub fn parse_csv(path: &Path, raw: &[u8]) -> Result<Vec<Incoming>, IntakeError> 
                 BounceKind::Soft
             }
         };
-        let reason = match (kind, reason) {
-            // A delay warning named as such is not a failure: hard is a contradiction.
-            (BounceKind::Hard, Reason::Delayed) if named.is_some() => {
-                problems.push(format!(
-                    "reason `{}` is a delay warning (the sender is still trying), not a failure: its type cannot be `{}`",
-                    inert::line(reason_text),
-                    inert::line(&given)
-                ));
-                Reason::Delayed
-            }
-            // An answer that reads like a delay, which the admin says failed for good.
-            (BounceKind::Hard, Reason::Delayed) => Reason::Undefined,
-            (_, r) => r,
-        };
+        // A delay warning named as such is not a failure: hard is a contradiction.
+        if delayed && kind == BounceKind::Hard {
+            problems.push(format!(
+                "reason `{}` is a delay warning (the sender is still trying), not a failure: its type cannot be `{}`",
+                inert::line(reason_text),
+                inert::line(&given)
+            ));
+        }
         let date = get(date_col);
         let occurred_at = if date.is_empty() {
             None
@@ -196,6 +193,7 @@ pub fn parse_csv(path: &Path, raw: &[u8]) -> Result<Vec<Incoming>, IntakeError> 
                     address,
                     kind,
                     permanent,
+                    delayed,
                     status,
                     reason,
                     // A reason's name is not what a server said.
@@ -373,7 +371,7 @@ mod tests {
             ),
             ("", "other", BounceKind::Soft, Reason::Undefined, false),
             ("", "expired", BounceKind::Soft, Reason::Expired, false),
-            ("", "delayed", BounceKind::Soft, Reason::Delayed, false),
+            ("", "delayed", BounceKind::Soft, Reason::Expired, false),
             // Never guessed hard: a host that takes no mail is hard only when it said so for
             // good.
             ("", "notaccept", BounceKind::Soft, Reason::NotAccept, false),
@@ -415,6 +413,7 @@ mod tests {
                 (kind, reason, permanent),
                 "{given:?} {name:?}"
             );
+            assert_eq!(b.delayed, name == "delayed", "{name:?} is a delay warning");
             assert_eq!(
                 (b.status, b.diagnostic),
                 (None, None),

@@ -107,6 +107,7 @@ pub fn parse_ses(v: &Value) -> Result<(Option<String>, Found), String> {
             address,
             kind,
             permanent,
+            delayed: false,
             status: status_field.or(text_status),
             reason,
             diagnostic,
@@ -185,11 +186,7 @@ fn ses_verdict(
         "Transient" => false,
         _ => text_permanent,
     };
-    // A text that reads like a delay says nothing more once SES reports a bounce.
-    let from_text = match text_reason {
-        Reason::Delayed => Reason::Undefined,
-        r => r,
-    };
+    let from_text = text_reason;
     let reason = match sub_type {
         "NoEmail" | "Suppressed" | "OnAccountSuppressionList" => Reason::UserUnknown,
         "MailboxFull" => Reason::MailboxFull,

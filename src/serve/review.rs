@@ -1132,6 +1132,7 @@ mod tests {
             address: format!("c{contact}@example.org"),
             kind,
             permanent: kind == BounceKind::Hard,
+            delayed: false,
             status: None,
             reason: if kind == BounceKind::Hard {
                 Reason::UserUnknown

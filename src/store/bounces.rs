@@ -55,6 +55,8 @@ pub struct NewBounce {
     pub kind: BounceKind,
     /// The remote gave up for good (a 5xx), as [`crate::bounce::Bounce::permanent`].
     pub permanent: bool,
+    /// A delay warning, as [`crate::bounce::Bounce::delayed`].
+    pub delayed: bool,
     pub status: Option<String>,
     pub reason: Reason,
     pub diagnostic: Option<String>,
@@ -79,6 +81,9 @@ pub struct BounceRow {
     /// The remote gave up for good (a 5xx); rows from before migration 0010 have it from their
     /// status.
     pub permanent: bool,
+    /// A delay warning, not a failure: it counts toward nothing (rows from before migration
+    /// 0011 stored it as the reason `delayed`).
+    pub delayed: bool,
     pub status: Option<String>,
     pub reason: Reason,
     pub diagnostic: Option<String>,
@@ -126,7 +131,7 @@ pub struct ComplaintRow {
     pub occurred_at: String,
 }
 
-const BOUNCE_COLUMNS: &str = "b.id, b.address, b.kind, b.status, b.reason, b.diagnostic, b.remote_mta, b.contact_id, cp.key, b.matched_by, src.origin, b.occurred_at, b.verified, b.unverified_reason, b.permanent";
+const BOUNCE_COLUMNS: &str = "b.id, b.address, b.kind, b.status, b.reason, b.diagnostic, b.remote_mta, b.contact_id, cp.key, b.matched_by, src.origin, b.occurred_at, b.verified, b.unverified_reason, b.permanent, b.delayed";
 
 fn decode_error(message: String) -> sqlx::Error {
     sqlx::Error::Decode(message.into())
@@ -163,6 +168,7 @@ fn bounce_from_row(r: &sqlx::any::AnyRow) -> std::result::Result<BounceRow, sqlx
         verified: r.try_get::<i64, _>(12)? != 0,
         unverified_reason: r.try_get(13)?,
         permanent: r.try_get::<i64, _>(14)? != 0,
+        delayed: r.try_get::<i64, _>(15)? != 0,
     })
 }
 
@@ -193,8 +199,8 @@ impl Store {
     /// Record one bounced address of a source (once per source and address).
     pub async fn add_bounce(&self, source_id: i64, b: &NewBounce) -> Result<()> {
         sqlx::query(
-            "INSERT INTO bounces (source_id, address, kind, status, reason, diagnostic, remote_mta, contact_id, send_id, campaign_id, matched_by, occurred_at, created_at, verified, unverified_reason, permanent) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) ON CONFLICT (source_id, address) DO NOTHING",
+            "INSERT INTO bounces (source_id, address, kind, status, reason, diagnostic, remote_mta, contact_id, send_id, campaign_id, matched_by, occurred_at, created_at, verified, unverified_reason, permanent, delayed) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17) ON CONFLICT (source_id, address) DO NOTHING",
         )
         .bind(source_id)
         .bind(&b.address)
@@ -212,6 +218,7 @@ impl Store {
         .bind(i64::from(b.verified))
         .bind(&b.unverified_reason)
         .bind(i64::from(b.permanent))
+        .bind(i64::from(b.delayed))
         .execute(&self.pool)
         .await
         .map_err(q("recording a bounce"))?;

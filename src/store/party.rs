@@ -316,7 +316,7 @@ impl Store {
                 "SELECT kind, reason, status, \
                  (SELECT MAX(l.occurred_at) FROM bounces l WHERE l.contact_id = $1 AND l.verified = 1) \
                  FROM bounces WHERE contact_id = $1 AND verified = 1 \
-                 ORDER BY CASE WHEN kind = 'hard' THEN 0 WHEN reason <> 'delayed' THEN 1 ELSE 2 END, \
+                 ORDER BY CASE WHEN kind = 'hard' THEN 0 WHEN delayed = 0 THEN 1 ELSE 2 END, \
                  occurred_at DESC, id DESC LIMIT 1",
             )
             .bind(id)

@@ -1618,7 +1618,7 @@ async fn a_database_with_the_old_reason_names_migrates_to_the_new_ones(b: Backen
     let ed = show("ed.delayed@austintexas.gov").await;
     assert!(
         ed.contains("unflagged: flag lifted on upgrade: delay warnings no longer count")
-            && ed.matches("soft delayed 4.4.1").count() == 3,
+            && ed.matches("soft expired (delayed) 4.4.1").count() == 3,
         "{ed}"
     );
     let gus = show("gus.policy@austintexas.gov").await;
@@ -1652,9 +1652,9 @@ async fn a_database_with_the_old_reason_names_migrates_to_the_new_ones(b: Backen
             ("ben.moved", "hard", "hasmoved", 1),
             ("cy.other", "soft", "undefined", 1),
             ("di.expired", "soft", "expired", 0),
-            ("ed.delayed", "soft", "delayed", 0),
-            ("ed.delayed", "soft", "delayed", 0),
-            ("ed.delayed", "soft", "delayed", 0),
+            ("ed.delayed", "soft", "expired", 0),
+            ("ed.delayed", "soft", "expired", 0),
+            ("ed.delayed", "soft", "expired", 0),
             ("flo.full", "soft", "mailboxfull", 0),
             ("flo.full", "soft", "mailboxfull", 1),
             ("flo.full", "soft", "mailboxfull", 0),
@@ -1662,6 +1662,17 @@ async fn a_database_with_the_old_reason_names_migrates_to_the_new_ones(b: Backen
             ("gus.policy", "hard", "hostunknown", 1),
             ("gus.policy", "soft", "mesgtoobig", 0),
         ]
+    );
+    // The delay warnings stored as the reason `delayed` are delayed `expired` rows now.
+    let delayed: Vec<(String,)> =
+        sqlx::query_as("SELECT address FROM bounces WHERE delayed = 1 ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        delayed,
+        vec![("ed.delayed@austintexas.gov".to_string(),); 3],
+        "only the delay warnings are delayed"
     );
 
     // A reason no version of notify wrote is a decode error naming it, and changes nothing.
