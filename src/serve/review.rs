@@ -311,6 +311,8 @@ struct PageBounce {
     at: String,
     kind: &'static str,
     permanent: bool,
+    /// A delay warning, not a failure.
+    delayed: bool,
     reason: &'static str,
     status: Option<String>,
     address: String,
@@ -359,6 +361,7 @@ fn page_history(events: &[AccountEvent], bounces: &[BounceRow]) -> PageHistory {
                 at: l(&b.occurred_at),
                 kind: b.kind.as_str(),
                 permanent: b.permanent,
+                delayed: b.delayed,
                 reason: b.reason.as_str(),
                 status: b.status.as_deref().map(l),
                 address: l(&b.address),
