@@ -173,6 +173,20 @@ impl Browser {
             .to_string()
     }
 
+    /// The current page's HTML once `ready` holds for it: a click that submits a form returns
+    /// before the browser has loaded the answer, so a test waits for what it expects (at most
+    /// 10 s; then the last page is returned and the test's own assertion says what is wrong).
+    pub async fn source_when(&self, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let page = self.source().await;
+            if ready(&page) || std::time::Instant::now() > deadline {
+                return page;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// The current page's URL.
     pub async fn url(&self) -> String {
         self.call("GET", &self.at("/url"), None)
