@@ -615,7 +615,7 @@ fn from_message(message: &Message<'_>, nested: bool) -> Report {
     }
 
     let mut bounces = Vec::new();
-    let context = Context::new(|| human_text(message).to_lowercase());
+    let context = Context::new(|| human_text(message));
     // A delivery-status part that names somebody settles it; otherwise the prose is read.
     let mut named_somebody = false;
     for text in &dsn_texts {
@@ -713,7 +713,7 @@ fn bounces_from_prose(
     let human = text::capped(human, text::MAX_TEXT);
     // An Amazon SES notification mailed as JSON says it all, even when it reports no bounce.
     if let Some(records) = dsn::ses_records(human) {
-        let context = Context::new(|| human.to_lowercase());
+        let context = Context::new(|| human.to_string());
         return records
             .iter()
             .filter_map(|r| bounce_from_record(r, &context))
@@ -725,7 +725,7 @@ fn bounces_from_prose(
             .iter()
             .any(|r| r.action.is_some() || r.status.is_some())
         {
-            let context = Context::new(|| human.to_lowercase());
+            let context = Context::new(|| human.to_string());
             let found: Vec<Bounce> = records
                 .iter()
                 .filter_map(|r| bounce_from_record(r, &context))
@@ -857,6 +857,7 @@ fn record_address(record: &dsn::Recipient) -> Option<String> {
 struct Context<F> {
     build: F,
     text: std::cell::OnceCell<String>,
+    lower: std::cell::OnceCell<String>,
 }
 
 impl<F: Fn() -> String> Context<F> {
@@ -864,10 +865,12 @@ impl<F: Fn() -> String> Context<F> {
         Context {
             build,
             text: std::cell::OnceCell::new(),
+            lower: std::cell::OnceCell::new(),
         }
     }
 
-    fn get(&self) -> &str {
+    /// The notice's text as written, at most [`text::MAX_TEXT`] bytes.
+    fn text(&self) -> &str {
         self.text.get_or_init(|| {
             let mut t = (self.build)();
             if t.len() > text::MAX_TEXT {
@@ -875,6 +878,24 @@ impl<F: Fn() -> String> Context<F> {
                 t.truncate(cut);
             }
             t
+        })
+    }
+
+    /// The notice's text in lower case.
+    fn get(&self) -> &str {
+        self.lower.get_or_init(|| self.text().to_lowercase())
+    }
+
+    /// What the notice says about `address` on its own line, when that is a server's reply:
+    /// OpenSMTPD, for one, lists `bob@example.org: 550 5.1.1 ... User unknown` in its text and
+    /// gives its delivery-status records no Diagnostic-Code.
+    fn reply_about(&self, address: &str) -> Option<String> {
+        self.text().lines().find_map(|line| {
+            let at = line.to_ascii_lowercase().find(address)?;
+            let rest = line[at + address.len()..]
+                .trim_start_matches(|c: char| matches!(c, '>' | ':' | ',') || c.is_whitespace());
+            status::find_reply_code(rest).filter(|(_, i)| *i == 0)?;
+            tidy_diagnostic(rest)
         })
     }
 }
@@ -886,10 +907,10 @@ fn bounce_from_record<F: Fn() -> String>(
     context: &Context<F>,
 ) -> Option<Bounce> {
     let address = record_address(record)?;
-    let diagnostic = record
-        .diagnostic_code
-        .as_deref()
-        .and_then(|d| tidy_diagnostic(dsn::strip_type(d)));
+    let diagnostic = match record.diagnostic_code.as_deref() {
+        Some(d) => tidy_diagnostic(dsn::strip_type(d)),
+        None => context.reply_about(&address),
+    };
     let diag = diagnostic.as_deref().unwrap_or_default();
     let reply = status::find_reply_code(diag).map(|(c, _)| c);
     // The remote's own code beats the reporting MTA's summary of it (a `Status: 4.4.7` over
@@ -1146,6 +1167,31 @@ This is a permanent error; I've given up. Sorry it didn't work out.\n\n\
         assert_eq!(addresses(&unix.replace('\n', "\r")), ["ann@example.net"]);
         assert_eq!(addresses(&unix.replace('\n', "\r\n")), ["ann@example.net"]);
         assert_eq!(bare_cr_to_lf(b"a\rb\r\nc\r"), b"a\nb\r\nc\n");
+    }
+
+    #[test]
+    fn a_record_without_a_diagnostic_takes_the_notice_s_line_about_its_address() {
+        let raw = "From: Mailer Daemon <MAILER-DAEMON@df.example>\r\nTo: ana@df.example\r\n\
+Subject: Delivery status notification: failed\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\n\
+Content-Type: text/plain\r\n\r\n    An error has occurred while attempting to deliver a message for\r\n\
+    the following list of recipients:\r\n\r\n\
+Bob@example.org: 550 5.1.1 <bob@example.org>: Recipient address rejected: User unknown\r\n\
+cy@example.org: delivery in progress, see below\r\n\r\n--b1\r\n\
+Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; df.example\r\n\r\n\
+Final-Recipient: rfc822; bob@example.org\r\nAction: failed\r\nStatus: 5.0.0\r\n\r\n\
+Final-Recipient: rfc822; cy@example.org\r\nAction: failed\r\nStatus: 5.0.0\r\n\r\n--b1--\r\n";
+        let r = parse(raw.as_bytes()).unwrap();
+        assert_eq!(r.bounces.len(), 2);
+        let bob = &r.bounces[0];
+        assert_eq!(
+            (bob.status.as_deref(), bob.reason, bob.kind),
+            (Some("5.1.1"), Reason::UserUnknown, BounceKind::Hard)
+        );
+        assert!(bob.diagnostic.as_deref().unwrap().starts_with("550 5.1.1"));
+        // A line that is no server reply is not taken for one.
+        assert_eq!(r.bounces[1].diagnostic, None);
+        assert_eq!(r.bounces[1].status.as_deref(), Some("5.0.0"));
     }
 
     #[test]
