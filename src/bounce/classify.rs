@@ -593,7 +593,6 @@ const PHRASES: &[(Reason, &[&str])] = &[
     (
         Reason::RateLimited,
         &[
-            "receiving mail at a rate",
             "rate limit",
             "ratelimit",
             "rate-limit",
@@ -747,26 +746,51 @@ const PHRASES: &[(Reason, &[&str])] = &[
 ];
 
 /// Every phrase of [`PHRASES`], searched at once; pattern `i` belongs to `PHRASE_REASON[i]`.
-static MATCHER: LazyLock<(AhoCorasick, Vec<Reason>)> = LazyLock::new(|| {
+/// Phrases that name their reason outright, whatever other phrases the text holds: a notice
+/// that says why in so many words ("rejected due to spam classification") often goes on to give
+/// advice that names other reasons' words (SPF, DKIM, blocklists).
+const DECISIVE: &[(&str, Reason)] = &[
+    ("rejected due to spam classification", Reason::SpamDetected),
+    ("blacklisted url", Reason::SpamDetected),
+    ("uribl", Reason::SpamDetected),
+    (
+        "sending to/from an address that has been blacklisted",
+        Reason::Rejected,
+    ),
+    ("receiving mail at a rate", Reason::Speeding),
+];
+
+/// Every phrase of [`DECISIVE`] and [`PHRASES`], searched at once; pattern `i` belongs to
+/// reason `.1[i]` with rank `.2[i]` (decisive phrases rank before all others).
+#[allow(clippy::type_complexity)]
+static MATCHER: LazyLock<(AhoCorasick, Vec<Reason>, Vec<usize>)> = LazyLock::new(|| {
     let mut patterns = Vec::new();
     let mut reasons = Vec::new();
+    let mut ranks = Vec::new();
+    for (p, reason) in DECISIVE {
+        patterns.push(*p);
+        reasons.push(*reason);
+        ranks.push(0);
+    }
     for (reason, phrases) in PHRASES {
         for p in *phrases {
             patterns.push(*p);
             reasons.push(*reason);
+            ranks.push(1 + rank(*reason));
         }
     }
     let ac = AhoCorasick::new(&patterns).expect("the phrase table builds");
-    (ac, reasons)
+    (ac, reasons, ranks)
 });
 
-/// The reason the words of `lower` (lower case) point to: of all the phrases found, the one whose
-/// reason comes first in [`PRIORITY`].
+/// The reason the words of `lower` (lower case) point to: a [`DECISIVE`] phrase's, else of all
+/// the phrases found, the one whose reason comes first in [`PRIORITY`].
 pub(crate) fn reason_from_text(lower: &str) -> Option<Reason> {
-    let (ac, reasons) = &*MATCHER;
+    let (ac, reasons, ranks) = &*MATCHER;
     ac.find_overlapping_iter(lower)
-        .map(|m| reasons[m.pattern().as_usize()])
-        .min_by_key(|r| rank(*r))
+        .map(|m| m.pattern().as_usize())
+        .min_by_key(|i| ranks[*i])
+        .map(|i| reasons[i])
 }
 
 /// The reason an enhanced status code states by itself, if it states one.
@@ -1072,6 +1096,21 @@ mod tests {
             PRIORITY.len(),
             PHRASES.len(),
             "every reason with phrases has a rank"
+        );
+    }
+
+    #[test]
+    fn a_decisive_phrase_beats_the_advice_around_it() {
+        assert_eq!(
+            reason_from_text(
+                "your email to group x was rejected due to spam classification. \
+                 make sure your domain passes dmarc, spf and dkim"
+            ),
+            Some(Reason::SpamDetected)
+        );
+        assert_eq!(
+            reason_from_text("550 rejected - blacklisted url in message, see lookup.uribl.com"),
+            Some(Reason::SpamDetected)
         );
     }
 
