@@ -366,6 +366,7 @@ const PHRASES: &[(Reason, &[&str])] = &[
             "not accepting mail",
             "no smtp service",
             "no mx record",
+            "no mx found",
             "couldn't find a mail exchanger",
         ],
     ),
@@ -540,6 +541,7 @@ const PHRASES: &[(Reason, &[&str])] = &[
             "host or domain name not found",
             "bad destination system address",
             "domain is not reachable",
+            "dns lookup failure",
             "unrouteable address",
             "host not found",
             "host unknown",
@@ -758,6 +760,10 @@ const DECISIVE: &[(&str, Reason)] = &[
         Reason::Rejected,
     ),
     ("receiving mail at a rate", Reason::Speeding),
+    ("sender address rejected", Reason::Rejected),
+    ("domain of sender address", Reason::Rejected),
+    ("unroutable sender", Reason::Rejected),
+    ("sender verify failed", Reason::Rejected),
 ];
 
 /// Every phrase of [`DECISIVE`] and [`PHRASES`], searched at once; pattern `i` belongs to
@@ -970,6 +976,28 @@ pub(crate) fn needs_context(ev: &Evidence<'_>) -> bool {
     }
 }
 
+/// Whether `lower` says that a host (a dotted name with no `@`) does not exist.
+fn names_a_missing_host(lower: &str) -> bool {
+    lower.match_indices(" does not exist").any(|(at, _)| {
+        lower[..at]
+            .rsplit(|c: char| c.is_whitespace() || c == '<' || c == '(')
+            .next()
+            .is_some_and(|word| {
+                let word = word.trim_end_matches(['>', ':', '.']);
+                word.contains('.')
+                    && !word.contains('@')
+                    && word.split('.').all(|label| {
+                        !label.is_empty()
+                            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    })
+                    && word
+                        .rsplit('.')
+                        .next()
+                        .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_alphabetic()))
+            })
+    })
+}
+
 /// Kind, reason, permanence and status for one recipient (see the module comment).
 pub(crate) fn classify(ev: &Evidence<'_>) -> Verdict {
     let class = ev
@@ -996,6 +1024,10 @@ pub(crate) fn classify(ev: &Evidence<'_>) -> Verdict {
         None if temporary => Reason::Expired,
         None => Reason::Undefined,
     };
+    // "neko.example.com does not exist": a host name, not a mailbox, is what is missing.
+    if reason == Reason::UserUnknown && names_a_missing_host(ev.diagnostic) {
+        reason = Reason::HostUnknown;
+    }
     // A size refused by the mailbox's limit (X.2.3) rather than the system's.
     if reason == Reason::MesgTooBig
         && specific_status.is_some_and(|s| (s.subject, s.detail) == (2, 3))
@@ -1096,6 +1128,23 @@ mod tests {
             PRIORITY.len(),
             PHRASES.len(),
             "every reason with phrases has a rank"
+        );
+    }
+
+    #[test]
+    fn a_missing_host_is_not_a_missing_mailbox() {
+        assert!(names_a_missing_host("553 neko.example.com does not exist"));
+        assert!(!names_a_missing_host("550 bob@example.com does not exist"));
+        assert!(!names_a_missing_host("550 the mailbox does not exist"));
+        assert!(!names_a_missing_host("550 5.1.1 does not exist"));
+        assert_eq!(
+            verdict(failed(
+                "5.0.0",
+                Some(553),
+                "553 neko.example.com does not exist"
+            ))
+            .1,
+            Reason::HostUnknown
         );
     }
 
