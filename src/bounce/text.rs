@@ -431,7 +431,19 @@ pub(crate) fn find_bounces(text: &str, ctx: &Context<'_>) -> Vec<Bounce> {
             None => 0..lines.len(),
         };
         let mut evidence = if first.is_some() {
-            examine(&lines[region], address)
+            let start = region.start;
+            let mut e = examine(&lines[region], address);
+            // Sendmail's summary of a refusal (`554 <bob@x.org>... Remote protocol error`)
+            // follows the remote's own answer in its transcript (`<<< 550 Insecure Mail
+            // Relay`): the answer is the diagnostic.
+            if e.reply.is_some() {
+                if let Some((code, answer)) = transcript_answer(&lines[..start]) {
+                    e.reply = Some(code);
+                    e.status = find_enhanced(answer).map(|(s, _)| s).or(e.status);
+                    e.diagnostic = tidy_diagnostic(answer).or(e.diagnostic);
+                }
+            }
+            e
         } else {
             whole
                 .get_or_insert_with(|| examine(&lines[..], address))
@@ -678,6 +690,14 @@ struct Evidence {
     reply: Option<u16>,
     remote_mta: Option<String>,
     region_lower: String,
+}
+
+/// The remote's refusal on the last of `before` when that line is a transcript's answer
+/// (`<<< 550 Insecure Mail Relay`): its reply code and text.
+fn transcript_answer<'a>(before: &[Line<'a>]) -> Option<(u16, &'a str)> {
+    let answer = before.last()?.text.trim_start().strip_prefix("<<< ")?;
+    let (code, at) = find_reply_code(answer)?;
+    (at == 0 && code >= 400).then_some((code, answer))
 }
 
 fn examine(region: &[Line<'_>], address: &str) -> Evidence {
@@ -963,6 +983,18 @@ From: sender@example.org\nTo: carol@example.net\n";
             Some("550 5.1.1 <bob@example.com>: Recipient address rejected: User unknown in local recipient table (in reply to RCPT TO command)")
         );
         assert_eq!(b[0].remote_mta.as_deref(), Some("mx.example.com"));
+    }
+
+    #[test]
+    fn a_transcript_s_answer_is_the_diagnostic_not_sendmail_s_summary() {
+        let text = "   ----- Transcript of session follows -----\n\
+While talking to mx.example.edu:\n>>> MAIL From:<ana@example.jp>\n<<< 550 Insecure Mail Relay\n\
+554 <kit@example.edu>... Remote protocol error\n";
+        let ex = HashSet::new();
+        let b = find_bounces(text, &ctx(&ex, true));
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].diagnostic.as_deref(), Some("550 Insecure Mail Relay"));
+        assert_eq!(b[0].reason, crate::bounce::Reason::NoRelaying);
     }
 
     #[test]
