@@ -787,7 +787,11 @@ static MATCHER: LazyLock<(AhoCorasick, Vec<Reason>, Vec<usize>)> = LazyLock::new
             ranks.push(1 + rank(*reason));
         }
     }
-    let ac = AhoCorasick::new(&patterns).expect("the phrase table builds");
+    // A DFA: built once, the fastest to search (the texts are searched for every bounce).
+    let ac = aho_corasick::AhoCorasickBuilder::new()
+        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+        .build(&patterns)
+        .expect("the phrase table builds");
     (ac, reasons, ranks)
 });
 

@@ -164,6 +164,8 @@ static PARSER: std::sync::LazyLock<MessageParser> = std::sync::LazyLock::new(|| 
         .with_mime_headers()
         .header_text(mail_parser::HeaderName::Subject)
         .header_id(mail_parser::HeaderName::MessageId)
+        // Every other field is read from its raw bytes (`raw_headers`): not parsed at all.
+        .default_header_ignore()
 });
 
 fn parse_mime(raw: &[u8]) -> Option<Message<'_>> {
