@@ -3,7 +3,8 @@
 //! ([`crate::ledger`]) to record, review and resolve, and prints what it returns, formatted by
 //! [`crate::review`]. Output text taken from mail goes through `inert`.
 
-use std::path::Path;
+use std::io::Write as _;
+use std::path::PathBuf;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
@@ -13,7 +14,7 @@ use crate::bounce::Bounce;
 use crate::cli::{BouncesCommand, ParseFormat, ReportFormat, SummaryFormat};
 use crate::config::Config;
 use crate::inert;
-use crate::intake::{self, Incoming};
+use crate::intake::{self, IntakeError, Parsed};
 use crate::ledger::{self, ImportSummary};
 use crate::policy::Policy;
 use crate::review;
@@ -44,92 +45,125 @@ struct ParsedLine<'a> {
     bounces: &'a [Bounce],
 }
 
+/// What one input prints: its lines for standard output, and a line for standard error when it
+/// was skipped or could not be read.
+struct Printed {
+    /// The input (its place among the arguments) it came from.
+    input: usize,
+    stdout: Vec<u8>,
+    stderr: Option<String>,
+    /// It could not be read: the input is named at the end, and the exit status is 2.
+    failed: bool,
+}
+
 /// Print what one input says, in `format`: a JSON line, or one table line per bounce. Text
-/// taken from mail is made inert (escaped control characters and bidi overrides).
-fn print_parsed(item: &Incoming, format: ParseFormat) -> anyhow::Result<()> {
-    let bounces: &[Bounce] = match &item.found {
-        Ok(f) => &f.bounces,
-        Err(why) => {
-            eprintln!(
+/// taken from mail is made inert (escaped control characters and bidi overrides). Called on the
+/// intake's worker threads: the lines are made here, [`parse`] writes them in input order.
+fn print_parsed(input: usize, item: Result<Parsed, IntakeError>, format: ParseFormat) -> Printed {
+    let failed = |why: String| Printed {
+        input,
+        stdout: Vec::new(),
+        stderr: Some(format!("error: {}", inert::line(&why))),
+        failed: true,
+    };
+    let item = match item {
+        Ok(item) => item,
+        Err(e) => return failed(e.to_string()),
+    };
+    let (bounces, stderr): (&[Bounce], _) = match &item.found {
+        Ok(bounces) => (bounces, None),
+        Err(why) => (
+            &[],
+            Some(format!(
                 "skipped {}: {}",
                 inert::line(&item.origin),
                 inert::line(why)
-            );
-            &[]
-        }
+            )),
+        ),
     };
+    let mut out = Vec::new();
     match format {
         ParseFormat::Json => {
-            let line = review::inert_json(serde_json::to_string(&ParsedLine {
+            let json = match serde_json::to_string(&ParsedLine {
                 source: &item.origin,
                 bounces,
-            })?);
-            say!("{line}");
+            }) {
+                Ok(json) => json,
+                Err(e) => return failed(format!("{}: {e}", item.origin)),
+            };
+            out = review::inert_json(json).into_bytes();
+            out.push(b'\n');
         }
         ParseFormat::Table => {
             let origin = inert::line(&item.origin);
             if bounces.is_empty() {
-                say!("{origin}: not a bounce");
+                let _ = writeln!(out, "{origin}: not a bounce");
             }
             for b in bounces {
-                say!(
-                    "{origin}: {} {} {} {}{}",
+                let _ = write!(
+                    out,
+                    "{origin}: {} {} {} {}",
                     inert::line(&b.address),
                     b.kind.as_str(),
                     inert::line(b.status.as_deref().unwrap_or("-")),
                     b.reason.as_str(),
-                    b.diagnostic
-                        .as_deref()
-                        .map(|d| format!("  ({})", inert::line(d)))
-                        .unwrap_or_default()
                 );
+                if let Some(d) = &b.diagnostic {
+                    let _ = write!(out, "  ({})", inert::line(d));
+                }
+                out.push(b'\n');
             }
         }
     }
-    Ok(())
+    Printed {
+        input,
+        stdout: out,
+        stderr,
+        failed: false,
+    }
 }
 
-/// `bounces parse`: each input is read and printed as it comes (an mbox one message at a
-/// time), so memory stays bounded whatever the size of the input.
+/// `bounces parse`: the inputs are read as one stream (an mbox one message at a time, a folder
+/// one file at a time), parsed on one thread per core and printed in input order through one
+/// buffered writer, so memory stays bounded whatever the size of the input. An input that
+/// cannot be read is reported in its place and named at the end (exit status 2); the others are
+/// still printed.
 fn parse(inputs: &[String], format: ParseFormat) -> anyhow::Result<()> {
-    let mut failed = Vec::new();
-    for input in inputs {
-        let sources = match intake::open(Path::new(input)) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {}", inert::line(&e.to_string()));
-                failed.push(input.clone());
-                continue;
-            }
-        };
-        for source in sources {
-            match source {
-                intake::Source::Items(items) => {
-                    for item in &items {
-                        print_parsed(item, format)?;
-                    }
-                }
-                intake::Source::Mbox(mbox) => {
-                    for item in mbox {
-                        match item {
-                            Ok(item) => print_parsed(&item, format)?,
-                            Err(e) => {
-                                eprintln!("error: {}", inert::line(&e.to_string()));
-                                failed.push(input.clone());
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
+    let paths: Vec<PathBuf> = inputs.iter().map(PathBuf::from).collect();
+    let printed = intake::parse_each(&paths, move |input, item| print_parsed(input, item, format));
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    let mut failed: Vec<usize> = Vec::new();
+    let mut written = Ok(());
+    for p in printed {
+        if let Some(line) = &p.stderr {
+            // Standard output so far comes first, as when every line was written at once.
+            written = out.flush();
+            eprintln!("{line}");
         }
+        if p.failed && failed.last() != Some(&p.input) {
+            failed.push(p.input);
+        }
+        if written.is_ok() {
+            written = out.write_all(&p.stdout);
+        }
+        if written.is_err() {
+            break;
+        }
+    }
+    let written = written.and_then(|()| out.flush());
+    match written {
+        // The reader went away (`| head`): nothing more to print.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(anyhow::anyhow!("cannot write the output: {e}")),
+        Ok(()) => {}
     }
     if failed.is_empty() {
         Ok(())
     } else {
+        let names: Vec<&str> = failed.iter().map(|&i| inputs[i].as_str()).collect();
         Err(UsageError(format!(
             "could not read: {}",
-            inert::line(&failed.join(", "))
+            inert::line(&names.join(", "))
         ))
         .into())
     }

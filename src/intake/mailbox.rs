@@ -1,16 +1,25 @@
 //! Mailboxes on disk: Maildir folders (`new/` and `cur/`), plain folders of message files, and
 //! mbox files (messages separated by `From ` lines, `>From ` unescaped), read one message at a
-//! time by [`MboxReader`] with at most one message in memory.
+//! time by [`MboxReader`] with at most one message in memory. A folder is only listed here; its
+//! files are read one at a time as a stream (`stream`).
 
-use std::io::{self, BufRead, Read as _};
-use std::path::Path;
+use std::io::{self, BufRead};
+use std::path::{Path, PathBuf};
 
-use super::{message, open_file, oversized, IntakeError, Source, MAX_INPUT_BYTES};
+use super::IntakeError;
 
-/// Every message in a Maildir (new/ and cur/) or, for any other folder, every file in it (each
-/// recognised by what it holds, as a file given by itself is). Files over the size limit are
-/// skipped without being read whole.
-pub fn read_folder(dir: &Path) -> Result<Vec<Source>, IntakeError> {
+/// The files of a folder, in the order they are read.
+pub struct Listing {
+    /// A Maildir: every file is a message, whatever it holds.
+    pub maildir: bool,
+    /// Each file and its size when listed.
+    pub files: Vec<(PathBuf, u64)>,
+}
+
+/// Every message file of a Maildir (`new/` then `cur/`, each by name) or, for any other folder,
+/// every file in it by name (each to be recognised by what it holds, as a file given by itself
+/// is). Hidden files (`.name`) and subfolders are left out.
+pub fn list_folder(dir: &Path) -> Result<Listing, IntakeError> {
     let maildir = dir.join("cur").is_dir() || dir.join("new").is_dir();
     let folders = if maildir {
         vec![dir.join("new"), dir.join("cur")]
@@ -18,53 +27,35 @@ pub fn read_folder(dir: &Path) -> Result<Vec<Source>, IntakeError> {
         vec![dir.to_path_buf()]
     };
     let mut out = Vec::new();
-    let mut messages = Vec::new();
     for folder in folders {
         if !folder.is_dir() {
             continue;
         }
-        let mut files: Vec<_> = std::fs::read_dir(&folder)
+        let mut files: Vec<(PathBuf, u64)> = std::fs::read_dir(&folder)
             .map_err(|source| IntakeError::Read {
                 path: folder.clone(),
                 source,
             })?
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.is_file())
             .filter(|p| {
                 !p.file_name()
                     .and_then(|n| n.to_str())
                     .is_some_and(|n| n.starts_with('.'))
             })
+            .filter_map(|p| {
+                let meta = std::fs::metadata(&p).ok().filter(|m| m.is_file())?;
+                Some((p, meta.len()))
+            })
             .collect();
-        files.sort();
-        for f in files {
-            if !maildir {
-                out.push(open_file(&f)?);
-                continue;
-            }
-            let read_err = |source| IntakeError::Read {
-                path: f.clone(),
-                source,
-            };
-            let file = std::fs::File::open(&f).map_err(read_err)?;
-            let size = file.metadata().map_err(read_err)?.len();
-            let origin = f.display().to_string();
-            if size > MAX_INPUT_BYTES as u64 {
-                messages.push(oversized(&origin, Some(size)));
-                continue;
-            }
-            let mut raw = Vec::new();
-            io::Read::take(file, MAX_INPUT_BYTES as u64 + 1)
-                .read_to_end(&mut raw)
-                .map_err(read_err)?;
-            messages.push(message(&origin, raw));
-        }
+        // By name (the folder is the same for all: comparing names is comparing paths).
+        files.sort_unstable_by(|(a, _), (b, _)| a.file_name().cmp(&b.file_name()));
+        out.extend(files);
     }
-    if !messages.is_empty() {
-        out.insert(0, Source::Items(messages));
-    }
-    Ok(out)
+    Ok(Listing {
+        maildir,
+        files: out,
+    })
 }
 
 /// One message of an mbox, as [`MboxReader`] yields it.
@@ -251,6 +242,7 @@ fn without_separator_line(mut m: Vec<u8>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
+    use std::io::Read as _;
     use std::rc::Rc;
 
     use super::*;

@@ -1,0 +1,874 @@
+//! Inputs read as a stream and parsed on worker threads, yielded in input order, in bounded
+//! memory.
+//!
+//! One [`Producer`] walks the inputs in order (paths, the files of folders, the messages of an
+//! mbox, standard input) and hands out [`Unit`]s: a file to read and recognise, a Maildir file,
+//! one message already split from an mbox. Worker threads (one per core but one) take units in
+//! turn, read and parse them, and a [`Stream`] yields what they made in the order the units were
+//! handed out; the thread reading the stream takes units too rather than wait (unless the next
+//! one comes from standard input), so every core parses and none is switched between threads. Between being handed out and being yielded there are at most [`WINDOW`] units
+//! and about [`BUDGET`] bytes of input (plus one unit over it), so memory stays bounded whatever
+//! the input: a 1 GB mbox or a folder of 100,000 files. The stream is woken for results a batch
+//! at a time and workers take a few files of a folder at once, so that they seldom wait on each
+//! other. No thread runs and no file is open before the first item is asked for.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use super::mailbox::{self, MboxItem, MboxReader};
+use super::{IntakeError, MAX_INPUT_BYTES, READ_BUFFER};
+
+/// Units handed out and not yet taken from the stream, at most.
+const WINDOW: usize = 64;
+/// Bytes of input handed out and not yet taken from the stream: no unit is handed out beyond
+/// this (but one always is, so a message of up to the size limit goes through alone).
+const BUDGET: u64 = 16 * 1024 * 1024;
+/// Worker threads, at most (one per core but one, up to this).
+const MAX_WORKERS: usize = 8;
+
+/// Something to read, in the order the producer will come to it.
+pub(super) enum Entry {
+    /// A path given by itself (`-` for standard input): a folder is listed when its turn comes,
+    /// a file is recognised by what it holds (an mbox is split).
+    Path { input: usize, path: PathBuf },
+    /// A file of a folder: recognised by what it holds (an mbox is split), or, in a Maildir, a
+    /// message whatever it holds. `size` as listed.
+    File {
+        input: usize,
+        path: PathBuf,
+        maildir: bool,
+        size: u64,
+    },
+    /// An mbox file, already recognised: opened again when its turn comes.
+    Mbox {
+        input: usize,
+        path: PathBuf,
+        origin: String,
+    },
+    /// An mbox already being read (standard input).
+    Reader {
+        input: usize,
+        path: PathBuf,
+        origin: String,
+        reader: Box<dyn BufRead + Send>,
+    },
+}
+
+/// The entries of one folder, in order (a Maildir's `new/` then `cur/`, each by name).
+pub(super) fn folder_entries(input: usize, dir: &Path) -> Result<Vec<Entry>, IntakeError> {
+    let listing = mailbox::list_folder(dir)?;
+    let maildir = listing.maildir;
+    Ok(listing
+        .files
+        .into_iter()
+        .map(|(path, size)| Entry::File {
+            input,
+            path,
+            maildir,
+            size,
+        })
+        .collect())
+}
+
+/// One piece of work for a worker, from input number `input` (its place on the command line).
+pub(super) struct Unit {
+    pub input: usize,
+    /// Bytes it holds or will read, for the memory budget.
+    bytes: u64,
+    pub kind: UnitKind,
+}
+
+pub(super) enum UnitKind {
+    /// One message of an mbox.
+    Message { origin: String, raw: Vec<u8> },
+    /// A message over the size limit, not kept (`size` when known).
+    Oversized { origin: String, size: Option<u64> },
+    /// A Maildir file: a message, read by the worker.
+    MaildirFile { path: PathBuf },
+    /// A file or standard input to read whole (up to the limit) and recognise: `head` is what
+    /// was read of it to see that it is not an mbox, `rest` the rest (`None` when `head` is all
+    /// of it); `size` when known.
+    Whole {
+        path: PathBuf,
+        origin: String,
+        head: Vec<u8>,
+        rest: Option<Box<dyn Read + Send>>,
+        size: Option<u64>,
+    },
+    /// What could not be read, in its place.
+    Failed(IntakeError),
+}
+
+/// An mbox being split: one message at a time.
+struct Split {
+    input: usize,
+    path: PathBuf,
+    origin: String,
+    reader: MboxReader<Box<dyn BufRead + Send>>,
+    count: usize,
+    /// Read from a file (not standard input, which may be slow to give the next message).
+    quick: bool,
+}
+
+/// Walks the entries in order and hands out units (only ever on one thread at a time).
+pub(super) struct Producer {
+    queue: VecDeque<Entry>,
+    split: Option<Split>,
+}
+
+impl Producer {
+    pub fn new(entries: Vec<Entry>) -> Self {
+        Producer {
+            queue: entries.into(),
+            split: None,
+        }
+    }
+
+    /// Is the next unit handed out without waiting on standard input (which may be slow to
+    /// give it)?
+    fn next_is_quick(&self) -> bool {
+        match (&self.split, self.queue.front()) {
+            (Some(split), _) => split.quick,
+            (None, Some(Entry::Path { path, .. })) => path != Path::new("-"),
+            (None, Some(Entry::File { .. } | Entry::Mbox { .. })) => true,
+            (None, Some(Entry::Reader { .. }) | None) => false,
+        }
+    }
+
+    fn next_unit(&mut self) -> Option<Unit> {
+        loop {
+            if let Some(split) = &mut self.split {
+                let item = split.reader.next();
+                if item.is_some() {
+                    split.count += 1;
+                }
+                let origin = || format!("{}:{}", split.origin, split.count);
+                let unit = |kind| Unit {
+                    input: split.input,
+                    bytes: 0,
+                    kind,
+                };
+                match item {
+                    Some(Ok(MboxItem::Message(raw))) => {
+                        let bytes = raw.len() as u64;
+                        let origin = origin();
+                        return Some(Unit {
+                            bytes,
+                            ..unit(UnitKind::Message { origin, raw })
+                        });
+                    }
+                    Some(Ok(MboxItem::Oversized { size })) => {
+                        return Some(unit(UnitKind::Oversized {
+                            origin: origin(),
+                            size: Some(size),
+                        }));
+                    }
+                    Some(Err(source)) => {
+                        let failed = unit(UnitKind::Failed(IntakeError::Read {
+                            path: split.path.clone(),
+                            source,
+                        }));
+                        self.split = None;
+                        return Some(failed);
+                    }
+                    None => self.split = None,
+                }
+                continue;
+            }
+            let entry = self.queue.pop_front()?;
+            if let Some(unit) = self.open(entry) {
+                return Some(unit);
+            }
+        }
+    }
+
+    /// Start on one entry: a unit, or `None` when it became a split mbox or more entries.
+    fn open(&mut self, entry: Entry) -> Option<Unit> {
+        match entry {
+            Entry::Path { input, path } => {
+                if path == Path::new("-") {
+                    let stdin: Box<dyn BufRead + Send> =
+                        Box::new(BufReader::with_capacity(READ_BUFFER, io::stdin()));
+                    return self.recognise(input, path, "-".into(), stdin, None, 5);
+                }
+                let failed = |source| Unit {
+                    input,
+                    bytes: 0,
+                    kind: UnitKind::Failed(IntakeError::Read {
+                        path: path.clone(),
+                        source,
+                    }),
+                };
+                let meta = match std::fs::metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) => return Some(failed(e)),
+                };
+                if meta.is_dir() {
+                    match folder_entries(input, &path) {
+                        Ok(entries) => {
+                            for e in entries.into_iter().rev() {
+                                self.queue.push_front(e);
+                            }
+                            None
+                        }
+                        Err(e) => Some(Unit {
+                            input,
+                            bytes: 0,
+                            kind: UnitKind::Failed(e),
+                        }),
+                    }
+                } else {
+                    self.open_file(input, path)
+                }
+            }
+            Entry::File {
+                input,
+                path,
+                maildir: true,
+                size,
+            } => Some(Unit {
+                input,
+                bytes: size,
+                kind: UnitKind::MaildirFile { path },
+            }),
+            Entry::File { input, path, .. } => self.open_file(input, path),
+            Entry::Mbox {
+                input,
+                path,
+                origin,
+            } => match File::open(&path) {
+                Ok(f) => {
+                    self.split = Some(Split {
+                        input,
+                        path,
+                        origin,
+                        reader: MboxReader::new(
+                            Box::new(BufReader::with_capacity(READ_BUFFER, f)),
+                            MAX_INPUT_BYTES,
+                        ),
+                        count: 0,
+                        quick: true,
+                    });
+                    None
+                }
+                Err(source) => Some(Unit {
+                    input,
+                    bytes: 0,
+                    kind: UnitKind::Failed(IntakeError::Read { path, source }),
+                }),
+            },
+            Entry::Reader {
+                input,
+                path,
+                origin,
+                reader,
+            } => {
+                self.split = Some(Split {
+                    input,
+                    path,
+                    origin,
+                    reader: MboxReader::new(reader, MAX_INPUT_BYTES),
+                    count: 0,
+                    quick: false,
+                });
+                None
+            }
+        }
+    }
+
+    /// A file recognised by what it holds.
+    fn open_file(&mut self, input: usize, path: PathBuf) -> Option<Unit> {
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(source) => {
+                return Some(Unit {
+                    input,
+                    bytes: 0,
+                    kind: UnitKind::Failed(IntakeError::Read { path, source }),
+                })
+            }
+        };
+        let size = file
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
+        let origin = path.display().to_string();
+        // A file of known size is read in one go when it is small, as most messages are (the
+        // worker's next read then finds its end).
+        let first_read = size.map_or(5, |s| {
+            usize::try_from(s)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1)
+                .clamp(5, FIRST_READ)
+        });
+        self.recognise(input, path, origin, Box::new(file), size, first_read)
+    }
+
+    /// Read the first bytes of `reader` (at least 5 unless it ends sooner, at most
+    /// `first_read`): an mbox is split from here on; anything else is a unit to read whole.
+    fn recognise<R: Read + Send + 'static>(
+        &mut self,
+        input: usize,
+        path: PathBuf,
+        origin: String,
+        mut reader: R,
+        size: Option<u64>,
+        first_read: usize,
+    ) -> Option<Unit> {
+        let (head, ended) = match read_head(&mut reader, first_read) {
+            Ok(read) => read,
+            Err(source) => {
+                return Some(Unit {
+                    input,
+                    bytes: 0,
+                    kind: UnitKind::Failed(IntakeError::Read { path, source }),
+                })
+            }
+        };
+        if head.starts_with(b"From ") {
+            let whole = io::Cursor::new(head).chain(reader);
+            self.split = Some(Split {
+                input,
+                path,
+                origin,
+                reader: MboxReader::new(
+                    Box::new(BufReader::with_capacity(READ_BUFFER, whole)),
+                    MAX_INPUT_BYTES,
+                ),
+                count: 0,
+                // A file of known size (not standard input or a pipe).
+                quick: size.is_some(),
+            });
+            return None;
+        }
+        Some(Unit {
+            input,
+            bytes: size.unwrap_or(0).min(MAX_INPUT_BYTES as u64 + 1),
+            kind: UnitKind::Whole {
+                path,
+                origin,
+                head,
+                rest: (!ended).then(|| Box::new(reader) as Box<dyn Read + Send>),
+                size,
+            },
+        })
+    }
+}
+
+/// The most read at once to recognise a file (a whole message, usually).
+const FIRST_READ: usize = 64 * 1024;
+
+/// Read from `reader` until at least 5 bytes (enough to tell an mbox) or its end, in reads of
+/// at most `max` bytes in all. Returns the bytes and whether the end was reached (a read that
+/// gave nothing).
+fn read_head(reader: &mut impl Read, max: usize) -> io::Result<(Vec<u8>, bool)> {
+    let mut head = vec![0; max.max(5)];
+    let mut len = 0;
+    let mut ended = false;
+    while len < 5 {
+        match reader.read(&mut head[len..]) {
+            Ok(0) => {
+                ended = true;
+                break;
+            }
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    head.truncate(len);
+    Ok((head, ended))
+}
+
+/// What a worker does with a unit: the items it holds, in order.
+pub(super) type Work<T> = Arc<dyn Fn(Unit) -> Vec<T> + Send + Sync>;
+
+/// Items made from units on worker threads, yielded in input order.
+pub struct Stream<T> {
+    state: State<T>,
+}
+
+enum State<T> {
+    /// Nothing started yet: no thread, no file open.
+    Idle(Producer, Work<T>),
+    Running(Pool<T>),
+    Done,
+}
+
+impl<T: Send + 'static> Stream<T> {
+    pub(super) fn new(producer: Producer, work: Work<T>) -> Self {
+        Stream {
+            state: State::Idle(producer, work),
+        }
+    }
+}
+
+impl<T: Send + 'static> Iterator for Stream<T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        loop {
+            match &mut self.state {
+                State::Idle(..) => {
+                    let State::Idle(producer, work) =
+                        std::mem::replace(&mut self.state, State::Done)
+                    else {
+                        unreachable!()
+                    };
+                    self.state = State::Running(Pool::start(producer, work));
+                }
+                State::Running(pool) => {
+                    let item = pool.next();
+                    if item.is_none() {
+                        self.state = State::Done;
+                    }
+                    return item;
+                }
+                State::Done => return None,
+            }
+        }
+    }
+}
+
+/// The worker threads and what they share.
+struct Pool<T> {
+    shared: Arc<Shared<T>>,
+    /// Items of the units taken from the window and not yet yielded, in order.
+    taken: VecDeque<T>,
+    /// No worker thread could be started: units are read and parsed on the caller's thread.
+    inline: bool,
+}
+
+struct Shared<T> {
+    producer: Mutex<Producer>,
+    /// The producer's next unit will not wait on standard input ([`Producer::next_is_quick`]),
+    /// as of its last turn: the stream's thread may then queue for the producer.
+    quick: AtomicBool,
+    work: Work<T>,
+    window: Mutex<Window<T>>,
+    /// Results are ready for the stream (see [`Window::ready_for_stream`]), the producer ran
+    /// out, or a worker died.
+    filled: Condvar,
+    /// Results were taken, or the stream was dropped.
+    room: Condvar,
+}
+
+/// The units handed out and not yet taken: a slot each, in order.
+struct Window<T> {
+    /// Each unit's items once made (`None` while a worker is on it) and its bytes.
+    slots: VecDeque<(Option<Vec<T>>, u64)>,
+    /// Index of the first slot since the start (the units handed out before it were taken).
+    first: usize,
+    /// Bytes of the units in the window and of those the stream holds.
+    bytes: u64,
+    /// Units the stream took and has not yielded all of yet: they still count against the
+    /// window, so what is read ahead stays bounded.
+    held: usize,
+    held_bytes: u64,
+    /// Slots at the front whose items are made.
+    ready: usize,
+    /// The producer has no more units.
+    exhausted: bool,
+    /// The stream was dropped: workers stop.
+    stopped: bool,
+    /// A worker panicked.
+    panicked: bool,
+    /// The stream is waiting on `filled`; workers waiting on `room`. A condition variable is
+    /// signalled only when somebody waits on it (each signal is a system call).
+    stream_waiting: bool,
+    workers_waiting: usize,
+}
+
+/// Results the stream is woken for at once, rather than one by one.
+const BATCH: usize = 8;
+
+impl<T> Window<T> {
+    /// Is it worth waking the stream: a batch of results ready at the front, or every unit
+    /// handed out is ready (nothing more will come soon: the last units, or input that arrives
+    /// slowly), or the end?
+    fn ready_for_stream(&self) -> bool {
+        self.ready >= BATCH
+            || (self.ready > 0 && self.ready == self.slots.len())
+            || (self.exhausted && self.ready == self.slots.len())
+            || self.panicked
+    }
+
+    fn has_room(&self) -> bool {
+        let units = self.slots.len() + self.held;
+        units == 0 || (units < WINDOW && self.bytes < BUDGET)
+    }
+}
+
+fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn wait<'a, X>(c: &Condvar, guard: MutexGuard<'a, X>) -> MutexGuard<'a, X> {
+    c.wait(guard)
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl<T> Shared<T> {
+    /// Hand out the next unit (the caller holds the producer): its slot's index and the unit,
+    /// or `None` when there are no more.
+    fn draw(&self, producer: &mut Producer) -> Option<(usize, Unit)> {
+        let unit = producer.next_unit();
+        self.quick
+            .store(producer.next_is_quick(), Ordering::Relaxed);
+        let mut w = lock(&self.window);
+        let Some(unit) = unit else {
+            w.exhausted = true;
+            self.filled.notify_all();
+            self.room.notify_all();
+            return None;
+        };
+        w.slots.push_back((None, unit.bytes));
+        w.bytes += unit.bytes;
+        Some((w.first + w.slots.len() - 1, unit))
+    }
+
+    /// Read and parse a unit, put its items in its slot, and wake the stream if that makes a
+    /// batch ready.
+    fn fill(&self, index: usize, unit: Unit) {
+        let items = (self.work)(unit);
+        let mut w = lock(&self.window);
+        // Slots before this one may have been taken meanwhile, never this one.
+        let at = index - w.first;
+        w.slots[at].0 = Some(items);
+        while w.ready < w.slots.len() && w.slots[w.ready].0.is_some() {
+            w.ready += 1;
+        }
+        if w.stream_waiting && w.ready_for_stream() {
+            self.filled.notify_one();
+        }
+    }
+}
+
+impl<T: Send + 'static> Pool<T> {
+    fn start(producer: Producer, work: Work<T>) -> Self {
+        let shared = Arc::new(Shared {
+            quick: AtomicBool::new(producer.next_is_quick()),
+            producer: Mutex::new(producer),
+            work,
+            window: Mutex::new(Window {
+                slots: VecDeque::new(),
+                first: 0,
+                bytes: 0,
+                held: 0,
+                held_bytes: 0,
+                ready: 0,
+                exhausted: false,
+                stopped: false,
+                panicked: false,
+                stream_waiting: false,
+                workers_waiting: 0,
+            }),
+            filled: Condvar::new(),
+            room: Condvar::new(),
+        });
+        // The stream's own thread works too while it would otherwise wait (see `help`): one
+        // worker thread fewer than cores.
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .saturating_sub(1)
+            .min(MAX_WORKERS);
+        let mut spawned = 0;
+        for i in 0..workers {
+            let shared = shared.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("intake-{i}"))
+                .spawn(move || worker(&shared));
+            spawned += usize::from(thread.is_ok());
+        }
+        Pool {
+            shared,
+            taken: VecDeque::new(),
+            inline: spawned == 0,
+        }
+    }
+
+    fn next(&mut self) -> Option<T> {
+        loop {
+            if let Some(item) = self.taken.pop_front() {
+                return Some(item);
+            }
+            if self.inline {
+                // No thread could be started: one unit at a time on this one.
+                let unit = lock(&self.shared.producer).next_unit()?;
+                self.taken.extend((self.shared.work)(unit));
+                continue;
+            }
+            let mut w = lock(&self.shared.window);
+            // What was taken last time is all yielded: it no longer counts.
+            if w.held > 0 {
+                w.bytes -= w.held_bytes;
+                (w.held, w.held_bytes) = (0, 0);
+                if w.workers_waiting > 0 {
+                    self.shared.room.notify_all();
+                }
+            }
+            loop {
+                if w.ready_for_stream() {
+                    break;
+                }
+                if w.has_room() && !w.exhausted {
+                    drop(w);
+                    let helped = self.help();
+                    w = lock(&self.shared.window);
+                    if helped || w.ready_for_stream() {
+                        continue;
+                    }
+                }
+                w.stream_waiting = true;
+                w = wait(&self.shared.filled, w);
+                w.stream_waiting = false;
+            }
+            if w.panicked {
+                // Never a silently shortened stream.
+                drop(w);
+                panic!("an intake worker thread panicked");
+            }
+            if w.ready == 0 {
+                // Exhausted, and everything taken.
+                return None;
+            }
+            // Every ready result at once.
+            for _ in 0..w.ready {
+                if let Some((items, bytes)) = w.slots.pop_front() {
+                    w.first += 1;
+                    w.held += 1;
+                    w.held_bytes += bytes;
+                    self.taken.extend(items.unwrap_or_default());
+                }
+            }
+            w.ready = 0;
+        }
+    }
+}
+
+impl<T> Pool<T> {
+    /// Rather than wait for the workers, read and parse the next unit on this thread, unless
+    /// it may wait on standard input (a result ready meanwhile would wait for it).
+    fn help(&self) -> bool {
+        if !self.shared.quick.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut producer = lock(&self.shared.producer);
+        if !producer.next_is_quick() {
+            return false;
+        }
+        {
+            let w = lock(&self.shared.window);
+            if !w.has_room() || w.exhausted || w.stopped {
+                return false;
+            }
+        }
+        let Some((index, unit)) = self.shared.draw(&mut producer) else {
+            return false;
+        };
+        drop(producer);
+        self.shared.fill(index, unit);
+        true
+    }
+}
+
+impl<T> Drop for Pool<T> {
+    fn drop(&mut self) {
+        // Workers finish what they hold and stop; none is waited for (one may be blocked on
+        // standard input).
+        lock(&self.shared.window).stopped = true;
+        self.shared.room.notify_all();
+    }
+}
+
+/// Marks the pool as broken if the worker holding it unwinds.
+struct PanicGuard<'a, T>(&'a Shared<T>);
+
+impl<T> Drop for PanicGuard<'_, T> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            lock(&self.0.window).panicked = true;
+            self.0.filled.notify_all();
+        }
+    }
+}
+
+/// Units a worker takes at once when they are quick to hand out (files of a folder): fewer
+/// turns at the producer, so the workers seldom wait for each other there.
+const DRAW: usize = 4;
+
+fn worker<T>(shared: &Shared<T>) {
+    let _guard = PanicGuard(shared);
+    let mut drawn: Vec<(usize, Unit)> = Vec::with_capacity(DRAW);
+    loop {
+        // Wait for room without holding the producer: the stream's thread may be queueing for
+        // it, and only it makes room.
+        {
+            let mut w = lock(&shared.window);
+            loop {
+                if w.stopped || w.exhausted {
+                    return;
+                }
+                if w.has_room() {
+                    break;
+                }
+                w.workers_waiting += 1;
+                w = wait(&shared.room, w);
+                w.workers_waiting -= 1;
+            }
+        }
+        // Take the next units, in order, while there is room for them.
+        let mut producer = lock(&shared.producer);
+        loop {
+            {
+                let w = lock(&shared.window);
+                if w.stopped {
+                    return;
+                }
+                if w.exhausted || !w.has_room() {
+                    break;
+                }
+            }
+            let Some(next) = shared.draw(&mut producer) else {
+                break;
+            };
+            drawn.push(next);
+            if drawn.len() == DRAW || !producer.next_is_quick() {
+                break;
+            }
+        }
+        drop(producer);
+        for (index, unit) in drawn.drain(..) {
+            shared.fill(index, unit);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    /// An mbox of `count` messages of about 8 KiB, made as it is read, that counts what has been
+    /// read from it.
+    struct Generated {
+        next: usize,
+        count: usize,
+        pending: Vec<u8>,
+        read: Arc<AtomicU64>,
+    }
+
+    const MESSAGE: usize = 8 * 1024;
+    const FROM_LINE: &[u8] = b"From MAILER-DAEMON Mon Nov 30 06:00:00 2026\n";
+    /// Bytes of one message in the mbox: its `From ` line, itself, the blank line after it.
+    const IN_MBOX: usize = FROM_LINE.len() + MESSAGE + 1;
+
+    fn message(i: usize) -> Vec<u8> {
+        let mut m = format!("Subject: message {i}\n\n").into_bytes();
+        m.resize(MESSAGE - 1, b'z');
+        m.push(b'\n');
+        m
+    }
+
+    impl Read for Generated {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            if self.pending.is_empty() && self.next < self.count {
+                self.pending = FROM_LINE.to_vec();
+                self.pending.extend(message(self.next));
+                self.pending.push(b'\n');
+                self.next += 1;
+            }
+            let n = out.len().min(self.pending.len());
+            out[..n].copy_from_slice(&self.pending[..n]);
+            self.pending.drain(..n);
+            self.read.fetch_add(n as u64, Ordering::SeqCst);
+            Ok(n)
+        }
+    }
+
+    fn generated(count: usize) -> (Producer, Arc<AtomicU64>) {
+        let read = Arc::new(AtomicU64::new(0));
+        let input = Generated {
+            next: 0,
+            count,
+            pending: Vec::new(),
+            read: read.clone(),
+        };
+        let producer = Producer::new(vec![Entry::Reader {
+            input: 0,
+            path: PathBuf::from("-"),
+            origin: "-".into(),
+            reader: Box::new(BufReader::with_capacity(READ_BUFFER, input)),
+        }]);
+        (producer, read)
+    }
+
+    /// Each unit's origin and first line, made on the workers.
+    fn describe(unit: Unit) -> Vec<String> {
+        match unit.kind {
+            UnitKind::Message { origin, raw } => {
+                let first = raw.split(|&b| b == b'\n').next().unwrap_or_default();
+                vec![format!("{origin} {}", String::from_utf8_lossy(first))]
+            }
+            _ => vec!["not a message".into()],
+        }
+    }
+
+    #[test]
+    fn items_come_in_input_order_and_the_input_is_read_only_a_window_ahead() {
+        // 3,000 messages, 24 MiB: more than the budget and far more than the window.
+        let count = 3000;
+        let (producer, read) = generated(count);
+        let stream = Stream::new(producer, Arc::new(describe));
+        let mut seen = 0usize;
+        for item in stream {
+            assert_eq!(item, format!("-:{} Subject: message {seen}", seen + 1));
+            seen += 1;
+            // Read so far: the messages taken, the window ahead of them, one read buffer.
+            let ahead = read.load(Ordering::SeqCst) as i64 - (seen * IN_MBOX) as i64;
+            assert!(
+                ahead <= ((WINDOW + 1) * IN_MBOX + READ_BUFFER) as i64,
+                "message {seen}: read {ahead} bytes ahead"
+            );
+            if seen.is_multiple_of(500) {
+                // A slow reader: the workers wait for room instead of reading on.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        assert_eq!(seen, count);
+    }
+
+    #[test]
+    fn a_stream_dropped_early_stops_its_workers() {
+        let (producer, read) = generated(100_000);
+        let mut stream = Stream::new(producer, Arc::new(describe));
+        assert!(stream.next().is_some());
+        drop(stream);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let after_drop = read.load(Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(read.load(Ordering::SeqCst), after_drop, "still reading");
+        assert!(after_drop < 4 << 20, "{after_drop} bytes read");
+    }
+
+    #[test]
+    fn a_worker_that_panics_fails_the_stream_instead_of_hanging_it() {
+        let (producer, _) = generated(50);
+        let work = |unit: Unit| {
+            let UnitKind::Message { origin, .. } = &unit.kind else {
+                unreachable!()
+            };
+            assert_ne!(origin, "-:20", "a bug in a parser");
+            describe(unit)
+        };
+        let stream = Stream::new(producer, Arc::new(work));
+        let taken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stream.count()));
+        assert!(taken.is_err());
+    }
+}
