@@ -7,6 +7,8 @@
 #
 #   bash bench/parse.sh                     # COUNT=5000 RUNS=5 DIR=/tmp/notify-bench-parse
 #   NOTIFY_BIN=/path/to/notify bash bench/parse.sh   # time another build (e.g. an older commit)
+#   QUIET=1 bash bench/parse.sh             # start each timed run only when the machine is idle
+#                                           # (other jobs under 8% of the CPUs for a second)
 #
 # Needs: cargo, bash, GNU time (/usr/bin/time, for the peak RSS). No network. The files are written under DIR (not the
 # repository) and kept there for reruns; delete DIR when done. One untimed run comes first (it
@@ -56,9 +58,21 @@ echo "output:  $lines JSON lines, $(grep -o '"address"' "$out" | wc -l) bounces,
 
 # The measurement: exactly this command, RUNS times.
 echo "command: $NOTIFY_BIN bounces parse --format json $msgs > /dev/null"
+# Wait (at most 10 minutes) until other jobs use under 8% of the CPUs over one second.
+quiet() {
+    local a b busy total
+    for _ in $(seq 1 600); do
+        read -ra a < /proc/stat; sleep 1; read -ra b < /proc/stat
+        busy=$(( (b[1] + b[2] + b[3] + b[6] + b[7] + b[8]) - (a[1] + a[2] + a[3] + a[6] + a[7] + a[8]) ))
+        total=$(( busy + (b[4] + b[5]) - (a[4] + a[5]) ))
+        [ $((busy * 100)) -lt $((total * 8)) ] && return 0
+    done
+    echo "bench/parse.sh: the machine was never idle for a second; timing anyway" >&2
+}
 rates=()
 TIMEFORMAT='%3R %3U %3S'
 for ((r = 1; r <= RUNS; r++)); do
+    [ -z "${QUIET:-}" ] || quiet
     { time "$NOTIFY_BIN" bounces parse --format json "$msgs" > /dev/null 2> /dev/null; } 2> "$DIR/time.txt"
     read -r elapsed user sys < "$DIR/time.txt"
     rate=$(awk -v n="$COUNT" -v t="$elapsed" 'BEGIN { printf "%.0f", (t > 0 ? n / t : 0) }')

@@ -3,10 +3,9 @@
 //!
 //! One [`Producer`] walks the inputs in order (paths, the files of folders, the messages of an
 //! mbox, standard input) and hands out [`Unit`]s: a file to read and recognise, a Maildir file,
-//! one message already split from an mbox. Worker threads (one per core but one) take units in
-//! turn, read and parse them, and a [`Stream`] yields what they made in the order the units were
-//! handed out; the thread reading the stream takes units too rather than wait (unless the next
-//! one comes from standard input), so every core parses and none is switched between threads. Between being handed out and being yielded there are at most [`WINDOW`] units
+//! one message already split from an mbox. Worker threads (one per core) take units in turn,
+//! read and parse them, and a [`Stream`] yields what they made in the order the units were
+//! handed out. Between being handed out and being yielded there are at most [`WINDOW`] units
 //! and about [`BUDGET`] bytes of input (plus one unit over it), so memory stays bounded whatever
 //! the input: a 1 GB mbox or a folder of 100,000 files. The stream is woken for results a batch
 //! at a time and workers take a few files of a folder at once, so that they seldom wait on each
@@ -16,7 +15,6 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::mailbox::{self, MboxItem, MboxReader};
@@ -27,7 +25,7 @@ const WINDOW: usize = 64;
 /// Bytes of input handed out and not yet taken from the stream: no unit is handed out beyond
 /// this (but one always is, so a message of up to the size limit goes through alone).
 const BUDGET: u64 = 16 * 1024 * 1024;
-/// Worker threads, at most (one per core but one, up to this).
+/// Worker threads, at most (one per core up to this).
 const MAX_WORKERS: usize = 8;
 
 /// Something to read, in the order the producer will come to it.
@@ -446,9 +444,6 @@ struct Pool<T> {
 
 struct Shared<T> {
     producer: Mutex<Producer>,
-    /// The producer's next unit will not wait on standard input ([`Producer::next_is_quick`]),
-    /// as of its last turn: the stream's thread may then queue for the producer.
-    quick: AtomicBool,
     work: Work<T>,
     window: Mutex<Window<T>>,
     /// Results are ready for the stream (see [`Window::ready_for_stream`]), the producer ran
@@ -518,8 +513,6 @@ impl<T> Shared<T> {
     /// or `None` when there are no more.
     fn draw(&self, producer: &mut Producer) -> Option<(usize, Unit)> {
         let unit = producer.next_unit();
-        self.quick
-            .store(producer.next_is_quick(), Ordering::Relaxed);
         let mut w = lock(&self.window);
         let Some(unit) = unit else {
             w.exhausted = true;
@@ -552,7 +545,6 @@ impl<T> Shared<T> {
 impl<T: Send + 'static> Pool<T> {
     fn start(producer: Producer, work: Work<T>) -> Self {
         let shared = Arc::new(Shared {
-            quick: AtomicBool::new(producer.next_is_quick()),
             producer: Mutex::new(producer),
             work,
             window: Mutex::new(Window {
@@ -571,12 +563,9 @@ impl<T: Send + 'static> Pool<T> {
             filled: Condvar::new(),
             room: Condvar::new(),
         });
-        // The stream's own thread works too while it would otherwise wait (see `help`): one
-        // worker thread fewer than cores.
         let workers = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
-            .saturating_sub(1)
-            .min(MAX_WORKERS);
+            .clamp(1, MAX_WORKERS);
         let mut spawned = 0;
         for i in 0..workers {
             let shared = shared.clone();
@@ -612,18 +601,7 @@ impl<T: Send + 'static> Pool<T> {
                     self.shared.room.notify_all();
                 }
             }
-            loop {
-                if w.ready_for_stream() {
-                    break;
-                }
-                if w.has_room() && !w.exhausted {
-                    drop(w);
-                    let helped = self.help();
-                    w = lock(&self.shared.window);
-                    if helped || w.ready_for_stream() {
-                        continue;
-                    }
-                }
+            while !w.ready_for_stream() {
                 w.stream_waiting = true;
                 w = wait(&self.shared.filled, w);
                 w.stream_waiting = false;
@@ -651,32 +629,6 @@ impl<T: Send + 'static> Pool<T> {
     }
 }
 
-impl<T> Pool<T> {
-    /// Rather than wait for the workers, read and parse the next unit on this thread, unless
-    /// it may wait on standard input (a result ready meanwhile would wait for it).
-    fn help(&self) -> bool {
-        if !self.shared.quick.load(Ordering::Relaxed) {
-            return false;
-        }
-        let mut producer = lock(&self.shared.producer);
-        if !producer.next_is_quick() {
-            return false;
-        }
-        {
-            let w = lock(&self.shared.window);
-            if !w.has_room() || w.exhausted || w.stopped {
-                return false;
-            }
-        }
-        let Some((index, unit)) = self.shared.draw(&mut producer) else {
-            return false;
-        };
-        drop(producer);
-        self.shared.fill(index, unit);
-        true
-    }
-}
-
 impl<T> Drop for Pool<T> {
     fn drop(&mut self) {
         // Workers finish what they hold and stop; none is waited for (one may be blocked on
@@ -698,7 +650,8 @@ impl<T> Drop for PanicGuard<'_, T> {
     }
 }
 
-/// Units a worker takes at once when they are quick to hand out (files of a folder): fewer
+/// Units a worker takes at once when they are quick to hand out (the files of a folder, the
+/// messages of an mbox file; not standard input, whose next message may be slow to come): fewer
 /// turns at the producer, so the workers seldom wait for each other there.
 const DRAW: usize = 4;
 
@@ -706,8 +659,8 @@ fn worker<T>(shared: &Shared<T>) {
     let _guard = PanicGuard(shared);
     let mut drawn: Vec<(usize, Unit)> = Vec::with_capacity(DRAW);
     loop {
-        // Wait for room without holding the producer: the stream's thread may be queueing for
-        // it, and only it makes room.
+        // Wait for room without holding the producer (never hold one lock while waiting for
+        // another to be given up).
         {
             let mut w = lock(&shared.window);
             loop {
