@@ -12,7 +12,7 @@ use axum::http::{header, Request, Response, StatusCode};
 use tower::ServiceExt as _;
 
 use crate::both;
-use crate::harness::{Backend, Env, REPO};
+use crate::harness::{outbox_message_id, Backend, Env, REPO};
 
 const TOKEN: &str = "t0ken";
 const HOSTILE: &str = "hostile.name@example.org";
@@ -51,24 +51,6 @@ Final-Recipient: rfc822; {rcpt}\r\nAction: failed\r\nStatus: {status}\r\nRemote-
 Diagnostic-Code: smtp; {diag}\r\n\r\n--B\r\nContent-Type: text/rfc822-headers\r\n\r\n\
 From: Moped Team <moped@austintexas.gov>\r\nTo: {rcpt}\r\nSubject: Moped release notes\r\n{original}\r\n--B--\r\n",
     )
-}
-
-/// The Message-ID of the outbox message written for `rcpt`.
-fn outbox_message_id(outbox: &Path, rcpt: &str) -> String {
-    for dir in std::fs::read_dir(outbox).unwrap().flatten() {
-        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
-            let name = f.file_name().to_string_lossy().into_owned();
-            if name.ends_with(&format!("-{rcpt}.eml")) {
-                let text = std::fs::read_to_string(f.path()).unwrap();
-                return text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Message-ID: "))
-                    .unwrap()
-                    .to_string();
-            }
-        }
-    }
-    panic!("no outbox message for {rcpt}");
 }
 
 /// Send the release notes to the outbox, then import bounces: the hostile contact and the plain
