@@ -391,6 +391,7 @@ const PHRASES: &[(Reason, &[&str])] = &[
             "blocklist",
             "block list",
             "black list",
+            " ip=",
             "dnsbl",
             "rbl",
             "spamhaus",
@@ -405,7 +406,6 @@ const PHRASES: &[(Reason, &[&str])] = &[
             "invalid ip for sending",
             "ip address",
             "your ip",
-            "ip=",
             "messages from",
             "connection refused by",
             "connection rejected",
@@ -730,6 +730,7 @@ const PHRASES: &[(Reason, &[&str])] = &[
             "command not recognized",
             "invalid command",
             "line too long",
+            "malformed address",
         ],
     ),
     (Reason::OnHold, &["on hold"]),
@@ -765,6 +766,9 @@ const DECISIVE: &[(&str, Reason)] = &[
     ("sender address rejected", Reason::Rejected),
     ("domain of sender address", Reason::Rejected),
     ("unroutable sender", Reason::Rejected),
+    // cPanel's Exim: "The account or domain may not exist, they may be blacklisted, or missing
+    // the proper dns entries."
+    ("account or domain may not exist", Reason::HostUnknown),
     ("sender verify failed", Reason::Rejected),
 ];
 
@@ -892,6 +896,12 @@ pub(crate) fn command_in(lower: &str) -> Option<Command> {
         ("after data", Command::Data),
         ("in reply to rcpt to command", Command::RcptTo),
         ("after rcpt to", Command::RcptTo),
+        ("after rcpt command", Command::RcptTo),
+        // qmail-remote and Yahoo's qmail.
+        ("does not like recipient", Command::RcptTo),
+        ("[rcpt_to]", Command::RcptTo),
+        // Postfix's smtpd says this only at RCPT TO.
+        ("recipient address rejected", Command::RcptTo),
         ("in reply to mail from command", Command::MailFrom),
         ("after mail from", Command::MailFrom),
         ("in reply to ehlo command", Command::Connect),
@@ -908,7 +918,8 @@ pub(crate) fn command_in(lower: &str) -> Option<Command> {
     }
     // A transcript: follow it line by line from its first command.
     let mut sent = None;
-    for line in lower[first.start()..].lines() {
+    let mut lines = lower[first.start()..].lines();
+    while let Some(line) = lines.next() {
         let line = line.trim_start();
         if let Some(cmd) = line.strip_prefix(">>> ") {
             sent = Some(if cmd.starts_with("data") || cmd.starts_with('.') {
@@ -922,6 +933,15 @@ pub(crate) fn command_in(lower: &str) -> Option<Command> {
             });
         } else if let Some(reply) = line.strip_prefix("<<< ") {
             if reply.starts_with('4') || reply.starts_with('5') {
+                // Pipelined: the refusal that arrives after DATA was sent answered a RCPT TO when
+                // the DATA itself is then answered "no valid recipients".
+                if sent == Some(Command::Data)
+                    && lines.any(|l| {
+                        l.trim_start().starts_with("<<< ") && l.contains("no valid recipients")
+                    })
+                {
+                    return Some(Command::RcptTo);
+                }
                 return sent;
             }
         }
@@ -1041,24 +1061,54 @@ pub(crate) fn classify(ev: &Evidence<'_>) -> Verdict {
         reason = Reason::ExceedLimit;
     }
     // "User unknown" after the message was sent is the recipient's filter speaking, unless
-    // the status code itself says the mailbox does not exist.
+    // the status code itself says the mailbox does not exist, or the remote is one known to
+    // refuse unknown users only at DATA (Yahoo's "delivery error: dd This user doesn't have a
+    // yahoo.com account").
+    let unknown_at_data = ev.diagnostic.contains("delivery error: dd ");
     if reason == Reason::UserUnknown
         && ev.command == Some(Command::Data)
         && specific_status.is_none_or(|s| s.subject != 1)
+        && !unknown_at_data
+    {
+        reason = Reason::Filtered;
+    }
+    // "User unknown" with X.2.1 (mailbox disabled) that the notice does not place at RCPT TO.
+    if reason == Reason::UserUnknown
+        && specific_status.is_some_and(|s| (s.subject, s.detail) == (2, 1))
+        && ev.command != Some(Command::RcptTo)
     {
         reason = Reason::Filtered;
     }
     // A bare "550 user unknown" that neither names the recipient nor carries an addressing
     // code is how filters answer after the message was sent; a refusal of the recipient
-    // itself at RCPT echoes the address or says X.1.x.
+    // itself at RCPT echoes the address, says X.1.x or speaks of the recipient.
     if reason == Reason::UserUnknown
         && ev.reply.is_some()
         && specific_status.is_none_or(|s| s.subject != 1)
         && !ev.recipient.is_empty()
         && !ev.diagnostic.contains(ev.recipient)
+        && !ev.diagnostic.contains("recipient")
         && ev.command != Some(Command::RcptTo)
+        && !unknown_at_data
     {
         reason = Reason::Filtered;
+    }
+    // Refused before any recipient was named (at the greeting or EHLO): whatever the words,
+    // it is our server that is refused, not a mailbox.
+    if ev.command == Some(Command::Connect)
+        && matches!(
+            reason,
+            Reason::UserUnknown
+                | Reason::Filtered
+                | Reason::Rejected
+                | Reason::MailboxFull
+                | Reason::ExceedLimit
+                | Reason::Suspend
+                | Reason::HasMoved
+                | Reason::Undefined
+        )
+    {
+        reason = Reason::Blocked;
     }
     // A host that could not be found for now is trouble on the way, not a wrong address.
     if reason == Reason::HostUnknown && temporary {
@@ -1077,8 +1127,13 @@ pub(crate) fn classify(ev: &Evidence<'_>) -> Verdict {
     let permanent = !temporary && class != Some(2);
     // Without a code of its own, a final failure reads as class 5 even when the sender gave up
     // on temporary trouble: only a 4xx answer or a delay warning is class 4.
+    // A refusal of the envelope sender with no code: sisimai's "on hold" code (X.0.901), as the
+    // refusal was not about any recipient.
     let status = match ev.status {
         Some(s) => s.to_string(),
+        None if ev.command == Some(Command::MailFrom) => {
+            internal_status(Reason::OnHold, class != Some(4) && ev.outcome != Outcome::Delayed)
+        }
         None => internal_status(reason, class != Some(4) && ev.outcome != Outcome::Delayed),
     };
     let delayed = ev.outcome == Outcome::Delayed;

@@ -51,6 +51,8 @@ pub(crate) fn parse_recipients(text: &str) -> Vec<Recipient> {
     // The field being built: its lower-cased name and value.
     let mut field: Option<(String, String)> = None;
     let mut blank_before = true;
+    // An Action or Status came after the current record's recipient field.
+    let mut later_fields = false;
 
     for line in text.lines() {
         let line = line.strip_suffix('\r').unwrap_or(line);
@@ -74,18 +76,29 @@ pub(crate) fn parse_recipients(text: &str) -> Vec<Recipient> {
             continue;
         }
         let name = name.to_ascii_lowercase();
-        // Recipient fields come first in their block: one after Action or Status, or a second
-        // one of the same name, begins the next recipient even without a blank line.
-        let later_fields = current.action.is_some() || current.status.is_some();
-        let starts_record = match name.as_str() {
-            "final-recipient" => blank_before || later_fields || current.final_recipient.is_some(),
-            "original-recipient" => {
-                blank_before || later_fields || current.original_recipient.is_some()
-            }
-            _ => false,
-        };
+        // Recipient fields usually come first in their block: one after the Action or Status of
+        // a named recipient, or a second one of the same name, begins the next recipient even
+        // without a blank line. Fields before any recipient field of their block (Facebook
+        // writes Diagnostic-Code and Status first) belong to the recipient that follows.
+        if matches!(name.as_str(), "action" | "status") && current.has_recipient() {
+            later_fields = true;
+        }
+        let starts_record = current.has_recipient()
+            && match name.as_str() {
+                "final-recipient" => {
+                    blank_before || later_fields || current.final_recipient.is_some()
+                }
+                "original-recipient" => {
+                    blank_before || later_fields || current.original_recipient.is_some()
+                }
+                _ => false,
+            };
         if starts_record {
             flush(&mut current, &mut records);
+            later_fields = false;
+        } else if blank_before && !current.has_recipient() {
+            // A new block: what an earlier block without a recipient said is not about this one.
+            current = Recipient::default();
         }
         blank_before = false;
         let mut v = String::new();
