@@ -912,7 +912,19 @@ pub(crate) fn command_in(lower: &str) -> Option<Command> {
     static FIND: LazyLock<AhoCorasick> = LazyLock::new(|| {
         AhoCorasick::new(PHRASES.iter().map(|(p, _)| *p)).expect("command phrases build")
     });
-    let first = FIND.find_iter(lower).next()?;
+    let Some(first) = FIND.find_iter(lower).next() else {
+        // Postfix wraps its words anywhere ("(in reply to end of DATA\n    command)"): look
+        // again with the whitespace made single spaces.
+        if !lower.contains(['\n', '\t']) {
+            return None;
+        }
+        let collapsed = super::text::collapse_whitespace(lower);
+        return FIND
+            .find_iter(&collapsed)
+            .map(|m| PHRASES[m.pattern().as_usize()])
+            .find(|(p, _)| *p != ">>> ")
+            .map(|(_, c)| c);
+    };
     if PHRASES[first.pattern().as_usize()].0 != ">>> " {
         return Some(PHRASES[first.pattern().as_usize()].1);
     }
@@ -947,6 +959,32 @@ pub(crate) fn command_in(lower: &str) -> Option<Command> {
         }
     }
     None
+}
+
+/// The verdict on a failure reported by a local delivery program (a DSN `Diagnostic-Code` of
+/// type `X-Unix`: procmail, a pipe, `mail.local`) whose words (`diagnostic`, lower case) say
+/// something: the program failed (`mailererror`), whatever it says about the user, unless it
+/// names a full mailbox, a size or content it refused. A bare exit code says too little and
+/// is left to the status code.
+pub(crate) fn from_local_mailer(verdict: &mut Verdict, diagnostic: &str) {
+    let says_something = diagnostic.chars().any(|c| c.is_alphabetic());
+    let kept = matches!(
+        verdict.reason,
+        Reason::MailboxFull
+            | Reason::ExceedLimit
+            | Reason::MesgTooBig
+            | Reason::SystemFull
+            | Reason::VirusDetected
+            | Reason::SpamDetected
+    );
+    if !says_something || kept || verdict.delayed {
+        return;
+    }
+    if verdict.status.get(1..) == Some(&internal_status(verdict.reason, verdict.permanent)[1..]) {
+        verdict.status = internal_status(Reason::MailerError, verdict.permanent);
+    }
+    verdict.reason = Reason::MailerError;
+    verdict.kind = BounceKind::of(Reason::MailerError, verdict.permanent);
 }
 
 /// Top-level header fields (name, and a lower-case part of the value; empty for any value) that

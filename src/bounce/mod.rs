@@ -960,7 +960,14 @@ fn bounce_from_record<F: Fn() -> String>(
             .command
             .or_else(|| classify::command_in(evidence.context));
     }
-    let verdict = classify::classify(&evidence);
+    let mut verdict = classify::classify(&evidence);
+    let local_mailer = record.diagnostic_code.as_deref().is_some_and(|d| {
+        d.split_once(';')
+            .is_some_and(|(kind, _)| kind.trim().eq_ignore_ascii_case("x-unix"))
+    });
+    if local_mailer {
+        classify::from_local_mailer(&mut verdict, &diag_lower);
+    }
     // `dns; gmail-smtp-in.l.google.com. (2607:f8b0::1a, the server for ...)`: the host only.
     let remote_mta = record
         .remote_mta

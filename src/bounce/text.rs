@@ -302,7 +302,7 @@ pub(crate) fn returned_message(text: &str) -> Option<&str> {
 }
 
 /// Lower-cased text with every run of whitespace made one space, for phrase matching.
-fn collapse_whitespace(lower: &str) -> String {
+pub(crate) fn collapse_whitespace(lower: &str) -> String {
     let mut out = String::with_capacity(lower.len());
     let mut space = true;
     for c in lower.chars() {
