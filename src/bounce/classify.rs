@@ -998,6 +998,33 @@ pub(crate) const FILTERING_GATEWAY_HEADERS: &[(&str, &str)] = &[
     ("x-ahmailid", ""),
 ];
 
+/// Words of a notice's own text (lower case) that mark it as written by a mail agent whose
+/// "user unknown" is its filter's verdict rather than a missing mailbox, as sisimai reads them:
+/// the MailFoundry appliance, and the agents sisimai calls X1 and X2, none of which says at
+/// which step the address was refused.
+const FILTERING_GATEWAY_TEXT: &[&str] = &[
+    // MailFoundry.
+    "delivery failed for the following reason:",
+    // X2.
+    "unable to deliver message to the following address(es).",
+];
+
+/// Whether the top-level `from` header (raw) or the notice's `text` mark a filtering gateway
+/// (see [`FILTERING_GATEWAY_HEADERS`] for the header fields).
+pub(crate) fn written_by_filtering_gateway(from: &str, text: &str) -> bool {
+    // X1 signs its notices "Mail Deliver System".
+    if from.trim_start().starts_with("\"Mail Deliver System\"") {
+        return true;
+    }
+    static FIND: LazyLock<AhoCorasick> = LazyLock::new(|| {
+        aho_corasick::AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .build(FILTERING_GATEWAY_TEXT)
+            .expect("gateway phrases build")
+    });
+    FIND.is_match(text)
+}
+
 /// The verdict of `bounce` when it came through a filtering gateway
 /// ([`FILTERING_GATEWAY_HEADERS`]): "user unknown" becomes `filtered`, with its kind and, when
 /// the bounce had no code of its own, its code.

@@ -668,6 +668,11 @@ fn from_message(message: &Message<'_>, nested: bool) -> Report {
         .any(|(name, part)| {
             raw_headers(message, name).any(|v| v.to_ascii_lowercase().contains(part))
         });
+    let via_filter = via_filter
+        || classify::written_by_filtering_gateway(
+            &raw_headers(message, "from").next().unwrap_or_default(),
+            &human,
+        );
     if via_filter {
         bounces
             .iter_mut()
