@@ -1196,9 +1196,10 @@ pub(crate) fn classify(ev: &Evidence<'_>) -> Verdict {
     // refusal was not about any recipient.
     let status = match ev.status {
         Some(s) => s.to_string(),
-        None if ev.command == Some(Command::MailFrom) => {
-            internal_status(Reason::OnHold, class != Some(4) && ev.outcome != Outcome::Delayed)
-        }
+        None if ev.command == Some(Command::MailFrom) => internal_status(
+            Reason::OnHold,
+            class != Some(4) && ev.outcome != Outcome::Delayed,
+        ),
         None => internal_status(reason, class != Some(4) && ev.outcome != Outcome::Delayed),
     };
     let delayed = ev.outcome == Outcome::Delayed;
@@ -1417,6 +1418,178 @@ mod tests {
             Some(Command::RcptTo)
         );
         assert_eq!(command_in("nothing here"), None);
+    }
+
+    #[test]
+    fn the_refused_command_as_mtas_write_it() {
+        for (text, command) in [
+            // Postfix wraps its words anywhere.
+            (
+                "host x said: 550 unknown user a@x.jp (in reply to end of data\n    command)",
+                Command::Data,
+            ),
+            (
+                "550 5.7.1 <a@x.fr>: recipient address rejected: user unknown",
+                Command::RcptTo,
+            ),
+            (
+                "192.0.2.1 does not like recipient.\nremote host said: 550 no",
+                Command::RcptTo,
+            ),
+            (
+                "550 5.2.1 <a@x.jp>... user unknown\n[rcpt_to]",
+                Command::RcptTo,
+            ),
+            (
+                "smtp error from remote server after rcpt command:",
+                Command::RcptTo,
+            ),
+            // Sendmail with pipelining: the RCPT's refusal arrives after DATA was sent.
+            (
+                ">>> data\n<<< 550 5.5.0 invalid recipient\n550 5.1.1 <a@x.fr>... user unknown\n\
+<<< 554 5.5.1 error: no valid recipients\n>>> rset",
+                Command::RcptTo,
+            ),
+        ] {
+            assert_eq!(command_in(text), Some(command), "{text}");
+        }
+        // A DATA refused for its own sake stays DATA.
+        assert_eq!(
+            command_in(">>> data\n<<< 554 5.7.1 spam\n>>> quit"),
+            Some(Command::Data)
+        );
+    }
+
+    #[test]
+    fn the_step_and_the_remote_refine_user_unknown() {
+        let unknown = failed("5.2.1", Some(550), "550 5.2.1 <a@x.jp>... user unknown");
+        // X.2.1 (mailbox disabled) is a filter's answer unless the notice places it at RCPT.
+        assert_eq!(verdict(unknown).1, Reason::Filtered);
+        let at_rcpt = Evidence {
+            command: Some(Command::RcptTo),
+            ..unknown
+        };
+        assert_eq!(verdict(at_rcpt).0, Hard);
+        // Yahoo refuses unknown users only after DATA.
+        let yahoo = Evidence {
+            command: Some(Command::Data),
+            recipient: "gone@yahoo.com",
+            ..failed(
+                "5.0.0",
+                Some(554),
+                "554 delivery error: dd this user doesn't have a yahoo.com account (gone@yahoo.com) [0]",
+            )
+        };
+        assert_eq!(verdict(yahoo).1, Reason::UserUnknown);
+        // Words about the recipient are a refusal of the recipient, even without its address.
+        let invalid = Evidence {
+            recipient: "a@laposte.net",
+            ..failed(
+                "5.5.0",
+                Some(550),
+                "550 5.5.0 adresse destinataire invalide. invalid recipient.",
+            )
+        };
+        assert_eq!(verdict(invalid).0, Hard);
+    }
+
+    #[test]
+    fn refusals_before_any_recipient() {
+        // At the greeting, only our server can be refused, whatever the words.
+        let at_connect = Evidence {
+            command: Some(Command::Connect),
+            ..failed(
+                "",
+                Some(554),
+                "554 host: you've reached your daily relay quota",
+            )
+        };
+        assert_eq!(verdict(at_connect).1, Reason::Blocked);
+        assert_eq!(verdict(at_connect).3, "5.0.971");
+        // The envelope sender refused, no code: the reason stands, the code is "on hold".
+        let at_mail = Evidence {
+            command: Some(Command::MailFrom),
+            ..failed(
+                "",
+                Some(551),
+                "551 forbidden by invalid rdns record of your mail server",
+            )
+        };
+        assert_eq!(verdict(at_mail).1, Reason::RequirePtr);
+        assert_eq!(verdict(at_mail).3, "5.0.901");
+        // "ip=" names an address only as a word of its own, not in a link's query.
+        assert_eq!(
+            reason_from_text("554 ip=192.0.2.254 - a problem occurred. (bl)"),
+            Some(Reason::Blocked)
+        );
+        assert_eq!(
+            reason_from_text("550 5.1.1 rcp-p1 https://x.example/codes?ip=192.0.2.1 recipient address does not exist"),
+            Some(Reason::UserUnknown)
+        );
+        assert_eq!(
+            reason_from_text("the account or domain may not exist, they may be blacklisted"),
+            Some(Reason::HostUnknown)
+        );
+        assert_eq!(
+            reason_from_text("<a@x.net>: malformed address: <a@x.net> may not follow b@x.com"),
+            Some(Reason::SyntaxError)
+        );
+    }
+
+    #[test]
+    fn a_local_program_that_failed_is_a_mailer_error() {
+        let mut v = classify(&failed(
+            "5.1.1",
+            None,
+            "procmail: couldn't create \"/var/spool/mail/neko\": no such user",
+        ));
+        assert_eq!(v.reason, Reason::UserUnknown);
+        from_local_mailer(
+            &mut v,
+            "procmail: couldn't create \"/var/spool/mail/neko\": no such user",
+        );
+        assert_eq!(
+            (v.kind, v.reason, v.status.as_str()),
+            (Soft, Reason::MailerError, "5.1.1")
+        );
+        // Its own code turns into the mailer error's.
+        let mut v = classify(&failed("", None, "temporary failure"));
+        v.permanent = true;
+        v.status = internal_status(v.reason, true);
+        from_local_mailer(&mut v, "temporary failure");
+        assert_eq!(v.status, "5.0.939");
+        // A full mailbox stays one; a bare exit code is left to the status code.
+        let mut v = classify(&failed(
+            "4.3.0",
+            None,
+            "quota exceeded message delivery failed",
+        ));
+        from_local_mailer(&mut v, "quota exceeded message delivery failed");
+        assert_eq!(v.reason, Reason::MailboxFull);
+        let mut v = classify(&failed("5.3.0", None, "77"));
+        let before = v.reason;
+        from_local_mailer(&mut v, "77");
+        assert_eq!(v.reason, before);
+    }
+
+    #[test]
+    fn gateways_known_by_their_words() {
+        assert!(written_by_filtering_gateway(
+            "\"Mail Deliver System\" <MAILER-DAEMON@x.jp>",
+            ""
+        ));
+        assert!(written_by_filtering_gateway(
+            "MAILER-DAEMON@x.org",
+            "Unable to deliver message to: <a@x.org>\nDelivery failed for the following reason:\n"
+        ));
+        assert!(written_by_filtering_gateway(
+            "MAILER-DAEMON@x.co.jp",
+            "Message from x.co.jp.\nUnable to deliver message to the following address(es).\n"
+        ));
+        assert!(!written_by_filtering_gateway(
+            "Mail Delivery System <MAILER-DAEMON@x.org>",
+            "This is the mail system at host x.org.\n"
+        ));
     }
 
     #[test]

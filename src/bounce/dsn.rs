@@ -232,6 +232,32 @@ Final-Recipient: rfc822; carol@example.com\r\nOriginal-Recipient: rfc822;carol@e
     }
 
     #[test]
+    fn fields_before_the_recipient_belong_to_it() {
+        // Facebook: per-message and recipient fields in one block, the recipient named last.
+        let text =
+            "Reporting-MTA: dns; 10.138.205.200\nDiagnostic-Code: SMTP; 550 5.1.1 RCP-P1\n    \
+Recipient address does not exist\nStatus: 5.1.1\nFinal-Recipient: rfc822; kijitora@facebook.com\n\
+Action: failed\n\nFinal-Recipient: rfc822; b@x.org\nAction: failed\nStatus: 5.2.2\n";
+        let r = parse_recipients(text);
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            r[0].diagnostic_code.as_deref(),
+            Some("SMTP; 550 5.1.1 RCP-P1 Recipient address does not exist")
+        );
+        assert_eq!(r[0].status.as_deref(), Some("5.1.1"));
+        assert_eq!(r[0].action.as_deref(), Some("failed"));
+        assert_eq!(r[1].status.as_deref(), Some("5.2.2"));
+        // A block with no recipient says nothing about the next block's recipient.
+        let text =
+            "Status: 5.0.0\nDiagnostic-Code: smtp; 550 stray\n\nFinal-Recipient: rfc822; a@x.org\n\
+Action: failed\n";
+        let r = parse_recipients(text);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].status, None);
+        assert_eq!(r[0].diagnostic_code, None);
+    }
+
+    #[test]
     fn missing_blank_lines_still_split_recipients() {
         let text = "Reporting-MTA: dns; x\nFinal-Recipient: rfc822;a@x.org\nAction: failed\n\
 Original-Recipient: rfc822;b@x.org\nFinal-Recipient: rfc822;b@x.org\nAction: delayed\n";

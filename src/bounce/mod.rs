@@ -185,6 +185,20 @@ pub fn address_in(text: &str) -> Option<String> {
 /// `gave_up` is false for a delay warning. Returns the kind, the reason, the enhanced status
 /// code found in the text, and whether the failure is permanent (5xx).
 pub fn classify_text(text: &str, gave_up: bool) -> (BounceKind, Reason, Option<String>, bool) {
+    classify_line(text, gave_up, None)
+}
+
+/// [`classify_text`] for a server's final refusal of one recipient at send time; `at_rcpt` when
+/// it answered that recipient's `RCPT TO` (a "user unknown" there is the address, not a filter).
+pub fn classify_refusal(text: &str, at_rcpt: bool) -> (BounceKind, Reason, Option<String>, bool) {
+    classify_line(text, true, at_rcpt.then_some(classify::Command::RcptTo))
+}
+
+fn classify_line(
+    text: &str,
+    gave_up: bool,
+    command: Option<classify::Command>,
+) -> (BounceKind, Reason, Option<String>, bool) {
     let status = status::find_enhanced(text).map(|(s, _)| s);
     let reply = text
         .lines()
@@ -202,7 +216,7 @@ pub fn classify_text(text: &str, gave_up: bool) -> (BounceKind, Reason, Option<S
         reply,
         diagnostic: &lower,
         context: "",
-        command: classify::command_in(&lower),
+        command: command.or_else(|| classify::command_in(&lower)),
         recipient: "",
     });
     (v.kind, v.reason, Some(v.status), v.permanent)
@@ -1249,6 +1263,11 @@ mod classify_text_tests {
                 true
             )
         );
+        // At send time notify knows the step: "user unknown" with X.2.1 at RCPT TO is the
+        // address; after the message was sent, the recipient's filter.
+        let disabled = "550 5.2.1 <a@b.example>... User Unknown";
+        assert_eq!(classify_refusal(disabled, true).1, Reason::UserUnknown);
+        assert_eq!(classify_refusal(disabled, false).1, Reason::Filtered);
         // A refusal about the sender is soft: the address is fine.
         let (kind, reason, _, permanent) = classify_text(
             "553 5.1.8 Domain of sender address x@y.example does not exist",

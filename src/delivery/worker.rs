@@ -523,7 +523,8 @@ pub(super) async fn record_failed(
     // good (a 5xx: permanent), whatever the words. Hard exactly when the address is gone or
     // wrong (an unknown user at RCPT TO): a refusal of the message itself (spam, policy,
     // size) is soft and counts toward the repeated-soft rule only.
-    let (_, reason, status, said_permanent) = crate::bounce::classify_text(reply, true);
+    let at_rcpt = e.stage == Some(crate::mail::Stage::RcptTo);
+    let (_, reason, status, said_permanent) = crate::bounce::classify_refusal(reply, at_rcpt);
     let permanent = match e.code {
         Some(_) => e.is_permanent(),
         None => said_permanent,
