@@ -961,6 +961,37 @@ pub(crate) fn command_in(lower: &str) -> Option<Command> {
     None
 }
 
+/// The remote's own words within a diagnostic (lower case) that wraps them in the reporting
+/// MTA's summary. Amazon SES writes `5.1.0 - Unknown address error 550-'5.7.1 <...>... Access
+/// denied' (delivery attempts: 0)`: its summary is its guess from the reply code, the quoted
+/// reply is what the remote said. Other diagnostics are returned whole.
+pub(crate) fn remote_words(diagnostic: &str) -> &str {
+    let Some((summary, rest)) = diagnostic.split_once(" - ") else {
+        return diagnostic;
+    };
+    let summary_is_a_status = summary.len() <= 9
+        && summary.split('.').count() == 3
+        && summary
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if !summary_is_a_status {
+        return diagnostic;
+    }
+    // `550-'` or `550 '`: a reply code opening the quoted reply.
+    let Some(open) = rest.find("-'").or_else(|| rest.find(" '")) else {
+        return diagnostic;
+    };
+    let code = &rest[open.saturating_sub(3)..open];
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return diagnostic;
+    }
+    let quoted = &rest[open + 2..];
+    match quoted.rfind('\'') {
+        Some(close) if close > 0 => &quoted[..close],
+        _ => quoted,
+    }
+}
+
 /// The verdict on a failure reported by a local delivery program (a DSN `Diagnostic-Code` of
 /// type `X-Unix`: procmail, a pipe, `mail.local`) whose words (`diagnostic`, lower case) say
 /// something: the program failed (`mailererror`), whatever it says about the user, unless it
@@ -1534,6 +1565,21 @@ mod tests {
             reason_from_text("<a@x.net>: malformed address: <a@x.net> may not follow b@x.com"),
             Some(Reason::SyntaxError)
         );
+    }
+
+    #[test]
+    fn the_remote_s_words_within_a_summary() {
+        assert_eq!(
+            remote_words("5.1.0 - unknown address error 550-'5.7.1 <b@bounces.example>... access denied' (delivery attempts: 0)"),
+            "5.7.1 <b@bounces.example>... access denied"
+        );
+        for whole in [
+            "550 5.1.1 user unknown",
+            "5.1.0 - unknown address error",
+            "host x - said 'no'",
+        ] {
+            assert_eq!(remote_words(whole), whole);
+        }
     }
 
     #[test]

@@ -968,7 +968,7 @@ fn bounce_from_record<F: Fn() -> String>(
         outcome,
         status,
         reply,
-        diagnostic: &diag_lower,
+        diagnostic: classify::remote_words(&diag_lower),
         context: "",
         command: classify::command_in(&diag_lower),
         recipient: &address,
