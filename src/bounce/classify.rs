@@ -981,7 +981,7 @@ pub(crate) fn remote_words(diagnostic: &str) -> &str {
     let Some(open) = rest.find("-'").or_else(|| rest.find(" '")) else {
         return diagnostic;
     };
-    let code = &rest[open.saturating_sub(3)..open];
+    let code = rest.get(open.saturating_sub(3)..open).unwrap_or_default();
     if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return diagnostic;
     }
@@ -1574,6 +1574,7 @@ mod tests {
             "5.7.1 <b@bounces.example>... access denied"
         );
         for whole in [
+            "5.1.0 - éé-'no' and ü 'x'",
             "550 5.1.1 user unknown",
             "5.1.0 - unknown address error",
             "host x - said 'no'",
