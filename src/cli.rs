@@ -53,6 +53,10 @@ pub struct GlobalArgs {
     /// IANA time zone for times you type and times in notices (NOTIFY_TIMEZONE).
     #[arg(long, global = true)]
     pub timezone: Option<String>,
+    /// Show the libraries' logs too (the database driver's slow statements and the like), at
+    /// info level; NOTIFY_LOG, when set, decides instead.
+    #[arg(long, short = 'v', global = true)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Subcommand)]

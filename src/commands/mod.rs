@@ -32,11 +32,13 @@ pub use crate::errors::{Incomplete, UsageError};
 
 /// Entry point for the binary.
 pub fn main(cli: Cli) -> ExitCode {
-    // The server logs one line per request by default; the CLI only warnings.
-    let default = if matches!(cli.command, Command::Serve { .. }) {
-        "warn,notify=info"
-    } else {
-        "warn"
+    // The server logs one line per request by default; the CLI only notify's own warnings.
+    // Libraries (sqlx's slow-statement warnings, say) stay quiet below errors unless asked for
+    // with --verbose or NOTIFY_LOG.
+    let default = match (cli.global.verbose, &cli.command) {
+        (true, _) => "info",
+        (false, Command::Serve { .. }) => "error,notify=info",
+        (false, _) => "error,notify=warn",
     };
     let mut filter = tracing_subscriber::EnvFilter::try_from_env("NOTIFY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

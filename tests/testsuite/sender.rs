@@ -264,3 +264,49 @@ async fn retry_failed_sends_again_to_the_refused_and_nobody_else(b: Backend) {
     env.cleanup().await;
 }
 both!(retry_failed_sends_again_to_the_refused_and_nobody_else);
+
+/// Logs: by default only notify's warnings reach the terminal, so a refusal's info line does
+/// not; `--verbose` shows info lines; `NOTIFY_LOG`, when set, decides instead of either.
+async fn logs_are_quiet_unless_asked_for(b: Backend) {
+    let mut env = Env::new(b).await;
+    let all = users();
+    let refused = &all[0];
+    let server = SmtpServer::start(vec![Rule::RejectRcpt {
+        address: refused.clone(),
+        reply: "552 5.2.2 Mailbox full".into(),
+    }])
+    .await;
+    let quiet = env.send_json(&["maintenance-end"], &server.url()).await;
+    quiet.ok();
+    assert_eq!(quiet.summary()["failed"], 1);
+    assert!(
+        !quiet.stderr.contains("INFO") && !quiet.stderr.contains("refused"),
+        "{}",
+        quiet.stderr
+    );
+
+    let verbose = env
+        .send_json(
+            &["maintenance-end", "--retry-failed", "--verbose"],
+            &server.url(),
+        )
+        .await;
+    verbose.ok();
+    assert_eq!(verbose.summary()["failed"], 1);
+    assert!(
+        verbose.stderr.contains("INFO") && verbose.stderr.contains("refused"),
+        "{}",
+        verbose.stderr
+    );
+
+    env.env("NOTIFY_LOG", "off");
+    let off = env
+        .send_json(&["maintenance-end", "--retry-failed", "-v"], &server.url())
+        .await;
+    off.ok();
+    assert_eq!(off.summary()["failed"], 1);
+    assert!(!off.stderr.contains("INFO"), "{}", off.stderr);
+    server.stop().await;
+    env.cleanup().await;
+}
+both!(logs_are_quiet_unless_asked_for);
