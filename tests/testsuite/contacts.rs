@@ -680,3 +680,83 @@ async fn list_output_is_inert(b: Backend) {
     env.cleanup().await;
 }
 both!(list_output_is_inert);
+
+/// Run one statement against the environment's database.
+async fn execute(env: &Env, b: Backend, sql: &str) {
+    match b {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&env.database_url)
+                .await
+                .expect("open sqlite");
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&env.database_url)
+                .await
+                .expect("open postgres");
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        }
+    }
+}
+
+/// A notice run whose export has the same bytes as the last one synced does not read it
+/// against the stored contacts (issue 15: a cheap rerun): every row is unchanged and nothing
+/// is written, which a row changed behind notify's back shows. Different bytes sync as usual.
+async fn an_export_identical_to_the_last_one_synced_changes_nothing(b: Backend) {
+    use sha2::Digest as _;
+    let env = Env::new(b).await;
+    let csv = std::fs::read(env.path().join("contacts.csv")).unwrap();
+    let rows = String::from_utf8_lossy(&csv).lines().count() - 1;
+    let first = env.run(&["maintenance-end"]).await;
+    first.ok();
+    let digest = hex::encode(sha2::Sha256::digest(&csv));
+    let store = env.store().await;
+    assert_eq!(
+        store.setting("contacts_export_sha256").await.unwrap(),
+        Some(digest.clone())
+    );
+    store.close().await;
+
+    execute(
+        &env,
+        b,
+        "UPDATE contacts SET first_name = 'Changed' WHERE user_id = 1",
+    )
+    .await;
+    let again = env.run(&["maintenance-end"]).await;
+    again.ok();
+    let said = format!("{}{}", again.stdout, again.stderr);
+    assert!(
+        said.contains(&format!(
+            "0 added, 0 updated, 0 reactivated, 0 marked inactive, {rows} unchanged"
+        )),
+        "{said}"
+    );
+    let names = snapshot(&env, b).await;
+    let contacts = &names.iter().find(|(t, _)| t == "contacts").unwrap().1;
+    assert!(contacts.contains("Changed"), "{contacts}");
+
+    // Other bytes: a real sync, which also puts the changed row back.
+    let edited = String::from_utf8(csv).unwrap().replace(
+        "maria.gonzalez@austintexas.gov",
+        "maria.gonzalez2@austintexas.gov",
+    );
+    env.set_contacts(&edited);
+    let synced = env.run(&["maintenance-end"]).await;
+    synced.ok();
+    let said = format!("{}{}", synced.stdout, synced.stderr);
+    assert!(said.contains("0 added, 1 updated"), "{said}");
+    let names = snapshot(&env, b).await;
+    let contacts = &names.iter().find(|(t, _)| t == "contacts").unwrap().1;
+    assert!(!contacts.contains("Changed"), "{contacts}");
+    let store = env.store().await;
+    assert_eq!(
+        store.setting("contacts_export_sha256").await.unwrap(),
+        Some(hex::encode(sha2::Sha256::digest(edited.as_bytes())))
+    );
+    store.close().await;
+    env.cleanup().await;
+}
+both!(an_export_identical_to_the_last_one_synced_changes_nothing);
