@@ -107,6 +107,18 @@ pub fn parse(raw: &[u8]) -> Result<Report, TooLarge> {
     parse_with_limit(raw, MAX_MESSAGE_BYTES)
 }
 
+/// Builds now what parsing otherwise builds on first use (the phrase automata, the MIME
+/// parser's settings), so that a caller with a core to spare has it ready before its first
+/// message: otherwise the first message that needs one builds it while every other thread
+/// that needs it waits. Parses nothing; calling it again does nothing.
+pub fn prepare() {
+    std::sync::LazyLock::force(&PARSER);
+    quotes_final_recipient("");
+    text::prepare();
+    classify::command_in("");
+    classify::reason_from_text("");
+}
+
 /// [`parse`] with another size limit.
 ///
 /// # Errors
@@ -640,10 +652,10 @@ fn from_message(message: &Message<'_>, nested: bool) -> Report {
         String::new()
     };
     // The copy of the original quoted in the text, read once for both uses.
-    let quoted = if read_prose || original.message_id.is_none() {
+    let (returned, quoted) = if read_prose || original.message_id.is_none() {
         quoted_original(&human)
     } else {
-        None
+        (None, None)
     };
     // An attached message that is itself a bounce (a relay passing on the report it got, a
     // bounce forwarded as a file): its addressee is not who failed, its report says who did.
@@ -653,7 +665,7 @@ fn from_message(message: &Message<'_>, nested: bool) -> Report {
     }
     if read_prose {
         headers.own_addresses = own_addresses(message);
-        bounces = bounces_from_prose(&human, &headers, &original, quoted.as_ref());
+        bounces = bounces_from_prose(&human, &headers, &original, quoted.as_ref(), returned);
     }
     // A notice that names nobody but carries a bounce: the attached bounce's recipients.
     if let Some(inner) = attached_bounce.filter(|_| bounces.is_empty()) {
@@ -691,13 +703,14 @@ fn from_plain_text(text: &str) -> Report {
         own_addresses: Vec::new(),
         failed_hint: Vec::new(),
     };
-    let quoted = quoted_original(text);
+    let (returned, quoted) = quoted_original(text);
     Report {
         bounces: dedupe(bounces_from_prose(
             text,
             &headers,
             &Original::default(),
             quoted.as_ref(),
+            returned,
         )),
         original_message_id: message_id_from_text(text, quoted.as_ref()),
         verp_recipient: None,
@@ -705,12 +718,14 @@ fn from_plain_text(text: &str) -> Report {
 }
 
 /// Bounces from the human-readable text: quoted DSN fields if it has some, else its phrasing.
-/// `quoted` is the original as quoted in the text, if it is ([`quoted_original`]).
+/// `quoted` is the original as quoted in the text, if it is, and `returned` where it begins
+/// ([`quoted_original`]).
 fn bounces_from_prose(
     human: &str,
     headers: &Headers,
     original: &Original,
     quoted: Option<&Original>,
+    returned: Option<(usize, usize)>,
 ) -> Vec<Bounce> {
     let human = text::capped(human, text::MAX_TEXT);
     // An Amazon SES notification mailed as JSON says it all, even when it reports no bounce.
@@ -754,6 +769,7 @@ fn bounces_from_prose(
         excluded: &excluded,
         failed_hint: &headers.failed_hint,
         returned_to: &returned_to,
+        returned,
     };
     text::find_bounces(human, &ctx)
 }
@@ -777,9 +793,15 @@ fn message_id_from_text(human: &str, quoted: Option<&Original>) -> Option<String
         .or_else(|| message_id_line(text::capped(human, text::MAX_TEXT)))
 }
 
-/// The header fields of the original quoted in `human` after a marker line, if there is one.
-fn quoted_original(human: &str) -> Option<Original> {
-    text::returned_message(human).map(|rest| Original::from_header_bytes(rest.as_bytes()))
+/// The header fields of the original quoted in `human` after a marker line, if there is one,
+/// and where it begins in `human` cut to [`text::MAX_TEXT`] ([`text::returned_at`]).
+fn quoted_original(human: &str) -> (Option<(usize, usize)>, Option<Original>) {
+    let human = text::capped(human, text::MAX_TEXT);
+    let returned = text::returned_at(human);
+    let quoted = returned
+        .and_then(|(_, at)| human.get(at..))
+        .map(|rest| Original::from_header_bytes(rest.as_bytes()));
+    (returned, quoted)
 }
 
 /// The text a person would read: the message's text bodies (HTML made text), without the

@@ -254,6 +254,9 @@ pub(crate) struct Context<'a> {
     /// it is the only one and the notice names nobody (Postfix's "Delivery report unavailable",
     /// old Sendmail's transcript of a host that never answered).
     pub returned_to: &'a [String],
+    /// Where the returned copy of the original begins in the text ([`returned_at`] of it,
+    /// found once by the caller, who reads the copy's header fields too).
+    pub returned: Option<(usize, usize)>,
 }
 
 /// `text` up to `max` bytes, cut on a character boundary.
@@ -294,7 +297,19 @@ fn returned_offset(text: &str) -> Option<(usize, usize)> {
     Some((start, next))
 }
 
+/// Builds the marker and phrase automata (see [`super::prepare`]).
+pub(crate) fn prepare() {
+    returned_offset("");
+    detect("");
+}
+
+/// [`returned_offset`] of `text` cut to [`MAX_TEXT`], as [`find_bounces`] reads it.
+pub(crate) fn returned_at(text: &str) -> Option<(usize, usize)> {
+    returned_offset(capped(text, MAX_TEXT))
+}
+
 /// The text of the returned original (from its first line), if its start is marked.
+#[cfg(test)]
 pub(crate) fn returned_message(text: &str) -> Option<&str> {
     let text = capped(text, MAX_TEXT);
     let (_, at) = returned_offset(text)?;
@@ -349,7 +364,15 @@ struct Line<'a> {
 /// has no MIME structure).
 pub(crate) fn find_bounces(text: &str, ctx: &Context<'_>) -> Vec<Bounce> {
     let text = capped(text, MAX_TEXT);
-    let end = returned_offset(text).map_or(text.len(), |(end, _)| end);
+    let end = ctx
+        .returned
+        .map_or(text.len(), |(end, _)| end)
+        .min(text.len());
+    let end = if text.is_char_boundary(end) {
+        end
+    } else {
+        returned_offset(text).map_or(text.len(), |(end, _)| end)
+    };
     let section = &text[..end];
     let lower_section = section.to_ascii_lowercase();
     let lower = lower_section.as_str();
@@ -918,6 +941,15 @@ fn host_after(text: &str, lower: &str, lead: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// [`super::find_bounces`] with the returned original found as its callers find it.
+    fn find_bounces(text: &str, ctx: &Context<'_>) -> Vec<Bounce> {
+        let ctx = Context {
+            returned: returned_at(text),
+            ..*ctx
+        };
+        super::find_bounces(text, &ctx)
+    }
+
     fn ctx<'a>(excluded: &'a HashSet<String>, bounce_like: bool) -> Context<'a> {
         Context {
             subject: "",
@@ -925,6 +957,7 @@ mod tests {
             excluded,
             failed_hint: &[],
             returned_to: &[],
+            returned: None,
         }
     }
 
