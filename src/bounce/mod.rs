@@ -113,7 +113,6 @@ pub fn parse(raw: &[u8]) -> Result<Report, TooLarge> {
 /// that needs it waits. Parses nothing; calling it again does nothing.
 pub fn prepare() {
     std::sync::LazyLock::force(&PARSER);
-    quotes_final_recipient("");
     text::prepare();
     classify::command_in("");
     classify::reason_from_text("");
@@ -776,13 +775,14 @@ fn bounces_from_prose(
 
 /// Does the text quote a DSN recipient field (`Final-Recipient:` in any case)?
 fn quotes_final_recipient(text: &str) -> bool {
-    static FIND: std::sync::LazyLock<aho_corasick::AhoCorasick> = std::sync::LazyLock::new(|| {
-        aho_corasick::AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .build(["final-recipient:"])
-            .expect("one pattern builds")
-    });
-    FIND.is_match(text)
+    // At each colon (rare in prose, found by memchr), the name before it.
+    const NAME: &[u8] = b"final-recipient";
+    let bytes = text.as_bytes();
+    memchr::memchr_iter(b':', bytes).any(|colon| {
+        colon
+            .checked_sub(NAME.len())
+            .is_some_and(|start| bytes[start..colon].eq_ignore_ascii_case(NAME))
+    })
 }
 
 /// The Message-ID of the returned original quoted in prose: in the returned copy if it is marked,
@@ -1216,6 +1216,17 @@ Final-Recipient: rfc822; cy@example.org\r\nAction: failed\r\nStatus: 5.0.0\r\n\r
         // A line that is no server reply is not taken for one.
         assert_eq!(r.bounces[1].diagnostic, None);
         assert_eq!(r.bounces[1].status.as_deref(), Some("5.0.0"));
+    }
+
+    #[test]
+    fn final_recipient_fields_are_found_in_any_case() {
+        assert!(quotes_final_recipient(
+            "x\nFINAL-Recipient: rfc822; a@b.org"
+        ));
+        assert!(quotes_final_recipient("final-recipient:"));
+        assert!(!quotes_final_recipient("final-recipient ; a@b.org: x"));
+        assert!(!quotes_final_recipient("inal-recipient: é:"));
+        assert!(!quotes_final_recipient(""));
     }
 
     #[test]

@@ -319,16 +319,14 @@ pub(crate) fn returned_message(text: &str) -> Option<&str> {
 /// Lower-cased text with every run of whitespace made one space, for phrase matching.
 fn collapse_whitespace(lower: &str) -> String {
     let mut out = String::with_capacity(lower.len());
-    let mut space = true;
-    for c in lower.chars() {
-        if c.is_whitespace() {
-            if !space {
+    // Each word copied whole, a space after it when whitespace follows.
+    let mut words = lower.split(char::is_whitespace).peekable();
+    while let Some(word) = words.next() {
+        if !word.is_empty() {
+            out.push_str(word);
+            if words.peek().is_some() {
                 out.push(' ');
-                space = true;
             }
-        } else {
-            out.push(c);
-            space = false;
         }
     }
     out
@@ -959,6 +957,15 @@ mod tests {
             returned_to: &[],
             returned: None,
         }
+    }
+
+    #[test]
+    fn whitespace_collapses_to_single_spaces() {
+        assert_eq!(collapse_whitespace(""), "");
+        assert_eq!(collapse_whitespace(" \t\n"), "");
+        assert_eq!(collapse_whitespace("a"), "a");
+        assert_eq!(collapse_whitespace("  a \t\r\n b\u{3000}c\u{b}"), "a b c ");
+        assert_eq!(collapse_whitespace("é  ü"), "é ü");
     }
 
     #[test]
