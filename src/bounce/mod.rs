@@ -644,9 +644,11 @@ fn from_message(message: &Message<'_>, nested: bool) -> Report {
         );
     }
     let read_prose = !is_mdn && !named_somebody && !headers.auto_reply;
-    // The human text (HTML made text) is only built when something needs it.
+    // The human text (HTML made text) is only built when something needs it, and once: the
+    // records' context may have built it already (cut to `text::MAX_TEXT`, as every reader of
+    // it below cuts it).
     let human = if read_prose || original.message_id.is_none() {
-        human_text(message)
+        context.into_text()
     } else {
         String::new()
     };
@@ -903,6 +905,12 @@ impl<F: Fn() -> String> Context<F> {
             }
             t
         })
+    }
+
+    /// The notice's text as [`Context::text`] gives it, built now if it was not yet.
+    fn into_text(self) -> String {
+        self.text();
+        self.text.into_inner().unwrap_or_default()
     }
 
     /// The notice's text in lower case.
