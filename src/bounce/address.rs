@@ -32,7 +32,28 @@ pub(crate) struct Found {
 
 fn is_local_char(c: char) -> bool {
     c.is_ascii_alphanumeric()
-        || "!#$%&*+/=?^_{|}~.-'`".contains(c)
+        || matches!(
+            c,
+            '!' | '#'
+                | '$'
+                | '%'
+                | '&'
+                | '*'
+                | '+'
+                | '/'
+                | '='
+                | '?'
+                | '^'
+                | '_'
+                | '{'
+                | '|'
+                | '}'
+                | '~'
+                | '.'
+                | '-'
+                | '\''
+                | '`'
+        )
         || (!c.is_ascii() && c.is_alphanumeric())
 }
 

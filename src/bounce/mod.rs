@@ -107,6 +107,17 @@ pub fn parse(raw: &[u8]) -> Result<Report, TooLarge> {
     parse_with_limit(raw, MAX_MESSAGE_BYTES)
 }
 
+/// Builds now what parsing otherwise builds on first use (the phrase automata, the MIME
+/// parser's settings), so that a caller with a core to spare has it ready before its first
+/// message: otherwise the first message that needs one builds it while every other thread
+/// that needs it waits. Parses nothing; calling it again does nothing.
+pub fn prepare() {
+    std::sync::LazyLock::force(&PARSER);
+    text::prepare();
+    classify::command_in("");
+    classify::reason_from_text("");
+}
+
 /// [`parse`] with another size limit.
 ///
 /// # Errors
@@ -647,17 +658,19 @@ fn from_message(message: &Message<'_>, nested: bool) -> Report {
         );
     }
     let read_prose = !is_mdn && !named_somebody && !headers.auto_reply;
-    // The human text (HTML made text) is only built when something needs it.
+    // The human text (HTML made text) is only built when something needs it, and once: the
+    // records' context may have built it already (cut to `text::MAX_TEXT`, as every reader of
+    // it below cuts it).
     let human = if read_prose || original.message_id.is_none() {
-        human_text(message)
+        context.into_text()
     } else {
         String::new()
     };
     // The copy of the original quoted in the text, read once for both uses.
-    let quoted = if read_prose || original.message_id.is_none() {
+    let (returned, quoted) = if read_prose || original.message_id.is_none() {
         quoted_original(&human)
     } else {
-        None
+        (None, None)
     };
     // An attached message that is itself a bounce (a relay passing on the report it got, a
     // bounce forwarded as a file): its addressee is not who failed, its report says who did.
@@ -667,7 +680,7 @@ fn from_message(message: &Message<'_>, nested: bool) -> Report {
     }
     if read_prose {
         headers.own_addresses = own_addresses(message);
-        bounces = bounces_from_prose(&human, &headers, &original, quoted.as_ref());
+        bounces = bounces_from_prose(&human, &headers, &original, quoted.as_ref(), returned);
     }
     // A notice that names nobody but carries a bounce: the attached bounce's recipients.
     if let Some(inner) = attached_bounce.filter(|_| bounces.is_empty()) {
@@ -710,13 +723,14 @@ fn from_plain_text(text: &str) -> Report {
         own_addresses: Vec::new(),
         failed_hint: Vec::new(),
     };
-    let quoted = quoted_original(text);
+    let (returned, quoted) = quoted_original(text);
     Report {
         bounces: dedupe(bounces_from_prose(
             text,
             &headers,
             &Original::default(),
             quoted.as_ref(),
+            returned,
         )),
         original_message_id: message_id_from_text(text, quoted.as_ref()),
         verp_recipient: None,
@@ -724,12 +738,14 @@ fn from_plain_text(text: &str) -> Report {
 }
 
 /// Bounces from the human-readable text: quoted DSN fields if it has some, else its phrasing.
-/// `quoted` is the original as quoted in the text, if it is ([`quoted_original`]).
+/// `quoted` is the original as quoted in the text, if it is, and `returned` where it begins
+/// ([`quoted_original`]).
 fn bounces_from_prose(
     human: &str,
     headers: &Headers,
     original: &Original,
     quoted: Option<&Original>,
+    returned: Option<(usize, usize)>,
 ) -> Vec<Bounce> {
     let human = text::capped(human, text::MAX_TEXT);
     // An Amazon SES notification mailed as JSON says it all, even when it reports no bounce.
@@ -773,19 +789,21 @@ fn bounces_from_prose(
         excluded: &excluded,
         failed_hint: &headers.failed_hint,
         returned_to: &returned_to,
+        returned,
     };
     text::find_bounces(human, &ctx)
 }
 
 /// Does the text quote a DSN recipient field (`Final-Recipient:` in any case)?
 fn quotes_final_recipient(text: &str) -> bool {
-    static FIND: std::sync::LazyLock<aho_corasick::AhoCorasick> = std::sync::LazyLock::new(|| {
-        aho_corasick::AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .build(["final-recipient:"])
-            .expect("one pattern builds")
-    });
-    FIND.is_match(text)
+    // At each colon (rare in prose, found by memchr), the name before it.
+    const NAME: &[u8] = b"final-recipient";
+    let bytes = text.as_bytes();
+    memchr::memchr_iter(b':', bytes).any(|colon| {
+        colon
+            .checked_sub(NAME.len())
+            .is_some_and(|start| bytes[start..colon].eq_ignore_ascii_case(NAME))
+    })
 }
 
 /// The Message-ID of the returned original quoted in prose: in the returned copy if it is marked,
@@ -796,9 +814,15 @@ fn message_id_from_text(human: &str, quoted: Option<&Original>) -> Option<String
         .or_else(|| message_id_line(text::capped(human, text::MAX_TEXT)))
 }
 
-/// The header fields of the original quoted in `human` after a marker line, if there is one.
-fn quoted_original(human: &str) -> Option<Original> {
-    text::returned_message(human).map(|rest| Original::from_header_bytes(rest.as_bytes()))
+/// The header fields of the original quoted in `human` after a marker line, if there is one,
+/// and where it begins in `human` cut to [`text::MAX_TEXT`] ([`text::returned_at`]).
+fn quoted_original(human: &str) -> (Option<(usize, usize)>, Option<Original>) {
+    let human = text::capped(human, text::MAX_TEXT);
+    let returned = text::returned_at(human);
+    let quoted = returned
+        .and_then(|(_, at)| human.get(at..))
+        .map(|rest| Original::from_header_bytes(rest.as_bytes()));
+    (returned, quoted)
 }
 
 /// The text a person would read: the message's text bodies (HTML made text), without the
@@ -900,6 +924,12 @@ impl<F: Fn() -> String> Context<F> {
             }
             t
         })
+    }
+
+    /// The notice's text as [`Context::text`] gives it, built now if it was not yet.
+    fn into_text(self) -> String {
+        self.text();
+        self.text.into_inner().unwrap_or_default()
     }
 
     /// The notice's text in lower case.
@@ -1220,6 +1250,17 @@ Final-Recipient: rfc822; cy@example.org\r\nAction: failed\r\nStatus: 5.0.0\r\n\r
         // A line that is no server reply is not taken for one.
         assert_eq!(r.bounces[1].diagnostic, None);
         assert_eq!(r.bounces[1].status.as_deref(), Some("5.0.0"));
+    }
+
+    #[test]
+    fn final_recipient_fields_are_found_in_any_case() {
+        assert!(quotes_final_recipient(
+            "x\nFINAL-Recipient: rfc822; a@b.org"
+        ));
+        assert!(quotes_final_recipient("final-recipient:"));
+        assert!(!quotes_final_recipient("final-recipient ; a@b.org: x"));
+        assert!(!quotes_final_recipient("inal-recipient: é:"));
+        assert!(!quotes_final_recipient(""));
     }
 
     #[test]

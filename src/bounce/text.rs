@@ -254,6 +254,9 @@ pub(crate) struct Context<'a> {
     /// it is the only one and the notice names nobody (Postfix's "Delivery report unavailable",
     /// old Sendmail's transcript of a host that never answered).
     pub returned_to: &'a [String],
+    /// Where the returned copy of the original begins in the text ([`returned_at`] of it,
+    /// found once by the caller, who reads the copy's header fields too).
+    pub returned: Option<(usize, usize)>,
 }
 
 /// `text` up to `max` bytes, cut on a character boundary.
@@ -294,7 +297,19 @@ fn returned_offset(text: &str) -> Option<(usize, usize)> {
     Some((start, next))
 }
 
+/// Builds the marker and phrase automata (see [`super::prepare`]).
+pub(crate) fn prepare() {
+    returned_offset("");
+    detect("");
+}
+
+/// [`returned_offset`] of `text` cut to [`MAX_TEXT`], as [`find_bounces`] reads it.
+pub(crate) fn returned_at(text: &str) -> Option<(usize, usize)> {
+    returned_offset(capped(text, MAX_TEXT))
+}
+
 /// The text of the returned original (from its first line), if its start is marked.
+#[cfg(test)]
 pub(crate) fn returned_message(text: &str) -> Option<&str> {
     let text = capped(text, MAX_TEXT);
     let (_, at) = returned_offset(text)?;
@@ -304,16 +319,14 @@ pub(crate) fn returned_message(text: &str) -> Option<&str> {
 /// Lower-cased text with every run of whitespace made one space, for phrase matching.
 pub(crate) fn collapse_whitespace(lower: &str) -> String {
     let mut out = String::with_capacity(lower.len());
-    let mut space = true;
-    for c in lower.chars() {
-        if c.is_whitespace() {
-            if !space {
+    // Each word copied whole, a space after it when whitespace follows.
+    let mut words = lower.split(char::is_whitespace).peekable();
+    while let Some(word) = words.next() {
+        if !word.is_empty() {
+            out.push_str(word);
+            if words.peek().is_some() {
                 out.push(' ');
-                space = true;
             }
-        } else {
-            out.push(c);
-            space = false;
         }
     }
     out
@@ -349,7 +362,15 @@ struct Line<'a> {
 /// has no MIME structure).
 pub(crate) fn find_bounces(text: &str, ctx: &Context<'_>) -> Vec<Bounce> {
     let text = capped(text, MAX_TEXT);
-    let end = returned_offset(text).map_or(text.len(), |(end, _)| end);
+    let end = ctx
+        .returned
+        .map_or(text.len(), |(end, _)| end)
+        .min(text.len());
+    let end = if text.is_char_boundary(end) {
+        end
+    } else {
+        returned_offset(text).map_or(text.len(), |(end, _)| end)
+    };
     let section = &text[..end];
     let lower_section = section.to_ascii_lowercase();
     let lower = lower_section.as_str();
@@ -918,6 +939,15 @@ fn host_after(text: &str, lower: &str, lead: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// [`super::find_bounces`] with the returned original found as its callers find it.
+    fn find_bounces(text: &str, ctx: &Context<'_>) -> Vec<Bounce> {
+        let ctx = Context {
+            returned: returned_at(text),
+            ..*ctx
+        };
+        super::find_bounces(text, &ctx)
+    }
+
     fn ctx<'a>(excluded: &'a HashSet<String>, bounce_like: bool) -> Context<'a> {
         Context {
             subject: "",
@@ -925,7 +955,17 @@ mod tests {
             excluded,
             failed_hint: &[],
             returned_to: &[],
+            returned: None,
         }
+    }
+
+    #[test]
+    fn whitespace_collapses_to_single_spaces() {
+        assert_eq!(collapse_whitespace(""), "");
+        assert_eq!(collapse_whitespace(" \t\n"), "");
+        assert_eq!(collapse_whitespace("a"), "a");
+        assert_eq!(collapse_whitespace("  a \t\r\n b\u{3000}c\u{b}"), "a b c ");
+        assert_eq!(collapse_whitespace("é  ü"), "é ü");
     }
 
     #[test]

@@ -130,6 +130,11 @@ fn print_parsed(input: usize, item: Result<Parsed, IntakeError>, format: ParseFo
 /// still printed.
 fn parse(inputs: &[String], format: ParseFormat) -> anyhow::Result<()> {
     let paths: Vec<PathBuf> = inputs.iter().map(PathBuf::from).collect();
+    // The parser's automata are built on a thread of their own while the first worker lists
+    // the folder (the other waits for it then); no thread, no harm: they are built on first use.
+    let _ = std::thread::Builder::new()
+        .name("prepare".into())
+        .spawn(crate::bounce::prepare);
     let printed = intake::parse_each(&paths, move |input, item| print_parsed(input, item, format));
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
     let mut failed: Vec<usize> = Vec::new();

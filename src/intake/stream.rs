@@ -220,7 +220,7 @@ impl Producer {
                         }),
                     }
                 } else {
-                    self.open_file(input, path)
+                    self.open_file(input, path, None)
                 }
             }
             Entry::File {
@@ -233,7 +233,10 @@ impl Producer {
                 bytes: size,
                 kind: UnitKind::MaildirFile { path },
             }),
-            Entry::File { input, path, .. } => self.open_file(input, path),
+            // Its size is known from the folder's listing, which found it a regular file.
+            Entry::File {
+                input, path, size, ..
+            } => self.open_file(input, path, Some(size)),
             Entry::Mbox {
                 input,
                 path,
@@ -278,8 +281,9 @@ impl Producer {
         }
     }
 
-    /// A file recognised by what it holds.
-    fn open_file(&mut self, input: usize, path: PathBuf) -> Option<Unit> {
+    /// A file recognised by what it holds; `listed` is its size when a folder's listing gave it
+    /// (asked of the open file otherwise).
+    fn open_file(&mut self, input: usize, path: PathBuf, listed: Option<u64>) -> Option<Unit> {
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(source) => {
@@ -290,11 +294,12 @@ impl Producer {
                 })
             }
         };
-        let size = file
-            .metadata()
-            .ok()
-            .filter(|m| m.is_file())
-            .map(|m| m.len());
+        let size = listed.or_else(|| {
+            file.metadata()
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+        });
         let origin = path.display().to_string();
         // A file of known size is read in one go when it is small, as most messages are (the
         // worker's next read then finds its end).
