@@ -123,14 +123,23 @@ impl Store {
             .execute(&self.pool)
             .await
             .map_err(q("recording a heartbeat"))?;
-        sqlx::query(
-            "UPDATE sends SET lease_until = $1 WHERE lease_owner = $2 AND state = 'sending'",
-        )
-        .bind(ts(lease_until))
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(q("extending leases"))?;
+        // On PostgreSQL the rows are locked first, skipping those locked already: a send being
+        // recorded as delivered at this moment (its lease ends with it) would otherwise be
+        // locked in the opposite order by the two statements, a deadlock that fails the run.
+        let sql = match self.backend {
+            super::Backend::Postgres => {
+                "UPDATE sends SET lease_until = $1 WHERE id IN (SELECT id FROM sends                  WHERE lease_owner = $2 AND state = 'sending' FOR UPDATE SKIP LOCKED)                  AND lease_owner = $2 AND state = 'sending'"
+            }
+            super::Backend::Sqlite => {
+                "UPDATE sends SET lease_until = $1 WHERE lease_owner = $2 AND state = 'sending'"
+            }
+        };
+        sqlx::query(sql)
+            .bind(ts(lease_until))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(q("extending leases"))?;
         Ok(())
     }
 
