@@ -914,15 +914,19 @@ pub(crate) fn command_in(lower: &str) -> Option<Command> {
     });
     let Some(first) = FIND.find_iter(lower).next() else {
         // Postfix wraps its words anywhere ("(in reply to end of DATA\n    command)"): look
-        // again with the whitespace made single spaces.
-        if !lower.contains(['\n', '\t']) {
-            return None;
-        }
-        let collapsed = super::text::collapse_whitespace(lower);
-        return FIND
-            .find_iter(&collapsed)
-            .map(|m| PHRASES[m.pattern().as_usize()])
-            .find(|(p, _)| *p != ">>> ")
+        // again after each "in reply to" (itself wrapped too: "in reply\n to"), with the
+        // whitespace of the next few words made single spaces.
+        return memchr::memmem::find_iter(lower.as_bytes(), b"in reply")
+            .find_map(|at| {
+                let mut end = (at + 64).min(lower.len());
+                while !lower.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let window = super::text::collapse_whitespace(&lower[at..end]);
+                FIND.find_iter(&window)
+                    .map(|m| PHRASES[m.pattern().as_usize()])
+                    .find(|(p, _)| *p != ">>> ")
+            })
             .map(|(_, c)| c);
     };
     if PHRASES[first.pattern().as_usize()].0 != ">>> " {
@@ -966,7 +970,18 @@ pub(crate) fn command_in(lower: &str) -> Option<Command> {
 /// denied' (delivery attempts: 0)`: its summary is its guess from the reply code, the quoted
 /// reply is what the remote said. Other diagnostics are returned whole.
 pub(crate) fn remote_words(diagnostic: &str) -> &str {
-    let Some((summary, rest)) = diagnostic.split_once(" - ") else {
+    // The summary's status code comes first: most diagnostics are ruled out by their first byte.
+    if !diagnostic
+        .as_bytes()
+        .first()
+        .is_some_and(u8::is_ascii_digit)
+    {
+        return diagnostic;
+    }
+    let Some((summary, rest)) = diagnostic.split_once(' ') else {
+        return diagnostic;
+    };
+    let Some(rest) = rest.strip_prefix("- ") else {
         return diagnostic;
     };
     let summary_is_a_status = summary.len() <= 9
@@ -1040,6 +1055,9 @@ const FILTERING_GATEWAY_TEXT: &[&str] = &[
     "unable to deliver message to the following address(es).",
 ];
 
+/// How much of the start of a notice's text is searched for [`FILTERING_GATEWAY_TEXT`].
+const GATEWAY_TEXT_HEAD: usize = 2048;
+
 /// Whether the top-level `from` header (raw) or the notice's `text` mark a filtering gateway
 /// (see [`FILTERING_GATEWAY_HEADERS`] for the header fields).
 pub(crate) fn written_by_filtering_gateway(from: &str, text: &str) -> bool {
@@ -1053,7 +1071,8 @@ pub(crate) fn written_by_filtering_gateway(from: &str, text: &str) -> bool {
             .build(FILTERING_GATEWAY_TEXT)
             .expect("gateway phrases build")
     });
-    FIND.is_match(text)
+    // Their words open the notice: the first few lines are enough.
+    FIND.is_match(super::text::capped(text, GATEWAY_TEXT_HEAD))
 }
 
 /// The verdict of `bounce` when it came through a filtering gateway
@@ -1160,7 +1179,8 @@ pub(crate) fn classify(ev: &Evidence<'_>) -> Verdict {
     // the status code itself says the mailbox does not exist, or the remote is one known to
     // refuse unknown users only at DATA (Yahoo's "delivery error: dd This user doesn't have a
     // yahoo.com account").
-    let unknown_at_data = ev.diagnostic.contains("delivery error: dd ");
+    let unknown_at_data =
+        reason == Reason::UserUnknown && ev.diagnostic.contains("delivery error: dd ");
     if reason == Reason::UserUnknown
         && ev.command == Some(Command::Data)
         && specific_status.is_none_or(|s| s.subject != 1)

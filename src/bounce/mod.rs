@@ -690,16 +690,18 @@ fn from_message(message: &Message<'_>, nested: bool) -> Report {
             original.message_id = report.original_message_id;
         }
     }
-    let via_filter = classify::FILTERING_GATEWAY_HEADERS
-        .iter()
-        .any(|(name, part)| {
-            raw_headers(message, name).any(|v| v.to_ascii_lowercase().contains(part))
-        });
-    let via_filter = via_filter
-        || classify::written_by_filtering_gateway(
-            &raw_headers(message, "from").next().unwrap_or_default(),
-            &human,
-        );
+    // Only "user unknown" is read differently from a filtering gateway: its marks are looked
+    // for only when some bounce says so.
+    let via_filter = bounces.iter().any(|b| b.reason == Reason::UserUnknown)
+        && (classify::FILTERING_GATEWAY_HEADERS
+            .iter()
+            .any(|(name, part)| {
+                raw_headers(message, name).any(|v| v.to_ascii_lowercase().contains(part))
+            })
+            || classify::written_by_filtering_gateway(
+                &raw_headers(message, "from").next().unwrap_or_default(),
+                &human,
+            ));
     if via_filter {
         bounces
             .iter_mut()
