@@ -13,9 +13,11 @@
 //!    `expired`. A delay warning is marked [`Verdict::delayed`] and is always soft: it is not a
 //!    failure yet, whatever its reason.
 //!
-//! Two rules then refine: "user unknown" answered only after the message was sent (at DATA)
-//! is the recipient's filter (`filtered`), not a missing mailbox; a host that could not be
-//! found only temporarily is a network error. When the bounce carries no enhanced status code,
+//! Rules then refine: "user unknown" is a missing mailbox only where the notice places it at
+//! RCPT TO ([`command_in`] reads the step from each agent's wording) or says X.1.x; answered at
+//! DATA, with X.2.1, bare, or by a filtering gateway it is the recipient's filter (`filtered`).
+//! A refusal at the greeting is `blocked`; a local delivery program's failure (`X-Unix`) is
+//! `mailererror`; a host that could not be found only temporarily is a network error. When the bounce carries no enhanced status code,
 //! the reported status is the sisimai convention `C.0.9NN` ([`internal_status`]): class 4 or 5
 //! and a number per reason, so every bounce has a code to sort and count by.
 //!
