@@ -141,6 +141,12 @@ fn flush(current: &mut Recipient, records: &mut Vec<Recipient>) {
 /// The value of a typed DSN field (`rfc822;bob@x.org`, `dns; mx.x.org`, `smtp; 550 ...`)
 /// without its type, when the part before the first `;` is a type name.
 pub(crate) fn strip_type(value: &str) -> &str {
+    split_type(value).1
+}
+
+/// A typed DSN field's type (`smtp`, `X-Unix`, as written), when the part before the first
+/// `;` is a type name, and its value without it.
+pub(crate) fn split_type(value: &str) -> (Option<&str>, &str) {
     match value.split_once(';') {
         Some((kind, rest))
             if !kind.trim().is_empty()
@@ -150,9 +156,9 @@ pub(crate) fn strip_type(value: &str) -> &str {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
         {
-            rest.trim()
+            (Some(kind.trim()), rest.trim())
         }
-        _ => value.trim(),
+        _ => (None, value.trim()),
     }
 }
 
@@ -292,6 +298,8 @@ Original-Recipient: rfc822;b@x.org\nFinal-Recipient: rfc822;b@x.org\nAction: del
     #[test]
     fn types_are_stripped() {
         assert_eq!(strip_type("smtp; 550 no; really"), "550 no; really");
+        assert_eq!(split_type("X-Unix; 255"), (Some("X-Unix"), "255"));
+        assert_eq!(split_type("no type here"), (None, "no type here"));
         assert_eq!(strip_type("X-Postfix; unknown user"), "unknown user");
         assert_eq!(
             strip_type("550 5.1.1 user unknown; sorry"),

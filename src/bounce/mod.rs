@@ -960,9 +960,10 @@ fn bounce_from_record<F: Fn() -> String>(
     context: &Context<F>,
 ) -> Option<Bounce> {
     let address = record_address(record)?;
-    let diagnostic = match record.diagnostic_code.as_deref() {
-        Some(d) => tidy_diagnostic(dsn::strip_type(d)),
-        None => context.reply_about(&address),
+    let (diagnostic_type, diagnostic) = match record.diagnostic_code.as_deref().map(dsn::split_type)
+    {
+        Some((kind, d)) => (kind, tidy_diagnostic(d)),
+        None => (None, context.reply_about(&address)),
     };
     let diag = diagnostic.as_deref().unwrap_or_default();
     let reply = status::find_reply_code(diag).map(|(c, _)| c);
@@ -1012,11 +1013,8 @@ fn bounce_from_record<F: Fn() -> String>(
             .or_else(|| classify::command_in(evidence.context));
     }
     let mut verdict = classify::classify(&evidence);
-    let local_mailer = record.diagnostic_code.as_deref().is_some_and(|d| {
-        d.split_once(';')
-            .is_some_and(|(kind, _)| kind.trim().eq_ignore_ascii_case("x-unix"))
-    });
-    if local_mailer {
+    // A local delivery program's own words (`Diagnostic-Code: X-Unix; ...`).
+    if diagnostic_type.is_some_and(|kind| kind.eq_ignore_ascii_case("x-unix")) {
         classify::from_local_mailer(&mut verdict, &diag_lower);
     }
     // `dns; gmail-smtp-in.l.google.com. (2607:f8b0::1a, the server for ...)`: the host only.
