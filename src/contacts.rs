@@ -120,10 +120,13 @@ pub enum ContactsError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}", format_row_errors(path, errors))]
+    #[error("{}", format_row_errors(path, errors, *more))]
     Invalid {
         path: PathBuf,
+        /// The first [`MAX_LISTED_PROBLEMS`] problems, by line.
         errors: Vec<RowError>,
+        /// Problems found beyond those listed.
+        more: usize,
     },
     /// The file would mark too many contacts inactive (see [`check_removals`]).
     #[error("{}", removals_message(path, *rows, *removed, *active, *max_percent))]
@@ -197,18 +200,81 @@ fn removals_message(
     )
 }
 
-/// "FILE has N problems; nothing was imported:" and one `FILE:LINE: message` line per problem.
-pub fn format_row_errors(path: &Path, errors: &[RowError]) -> String {
+/// At most this many problems of a contacts file are listed (each with its line); the rest are
+/// counted. A file that is wrong throughout (the wrong export, say) would otherwise print and
+/// hold a message per row.
+pub const MAX_LISTED_PROBLEMS: usize = 1000;
+
+/// "FILE has N problems; nothing was imported:", one `FILE:LINE: message` line per listed
+/// problem, and how many more there are.
+pub fn format_row_errors(path: &Path, errors: &[RowError], more: usize) -> String {
+    let total = errors.len() + more;
     let mut out = format!(
         "{} has {} problem{}; nothing was imported:",
         path.display(),
-        errors.len(),
-        if errors.len() == 1 { "" } else { "s" }
+        total,
+        if total == 1 { "" } else { "s" }
     );
     for e in errors {
         out.push_str(&format!("\n  {}:{}: {}", path.display(), e.line, e.message));
     }
+    if more > 0 {
+        out.push_str(&format!(
+            "\n  ... and {more} more (the first {} are listed)",
+            errors.len()
+        ));
+    }
     out
+}
+
+/// The problems of a file, listed up to [`MAX_LISTED_PROBLEMS`] and counted beyond.
+#[derive(Debug, Default)]
+pub struct Problems {
+    listed: Vec<RowError>,
+    more: usize,
+}
+
+impl Problems {
+    pub fn push(&mut self, e: RowError) {
+        if self.listed.len() < MAX_LISTED_PROBLEMS {
+            self.listed.push(e);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.listed.is_empty()
+    }
+
+    /// Add problems found elsewhere (listed ones, and a count of those not listed), keeping
+    /// the listed ones in line order.
+    pub fn merge(&mut self, listed: Vec<RowError>, unlisted: usize) {
+        self.listed.extend(listed);
+        self.listed.sort_by_key(|e| e.line);
+        let over = self.listed.len().saturating_sub(MAX_LISTED_PROBLEMS);
+        self.listed.truncate(MAX_LISTED_PROBLEMS);
+        self.more += over + unlisted;
+    }
+
+    /// The error for `path`, when there is any problem.
+    pub fn into_error(self, path: &Path) -> Option<ContactsError> {
+        (!self.listed.is_empty()).then(|| ContactsError::Invalid {
+            path: path.to_path_buf(),
+            errors: self.listed,
+            more: self.more,
+        })
+    }
+}
+
+/// The message for a row whose address an earlier row has.
+pub fn duplicate_address(email: &str, first_line: u64) -> String {
+    format!("duplicate address {email} (already on line {first_line})")
+}
+
+/// The message for a row whose user_id an earlier row has.
+pub fn duplicate_user_id(user_id: i64, first_line: u64) -> String {
+    format!("duplicate user_id {user_id} (already on line {first_line})")
 }
 
 /// The setting that records the file last imported by hand (JSON of [`ImportedSource`]).
@@ -281,11 +347,14 @@ pub fn config_fingerprint(configured: &Path) -> String {
     let mut h = Sha256::new();
     h.update(path.to_string_lossy().as_bytes());
     h.update([0]);
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            h.update(b"content\0");
-            h.update(&bytes);
-        }
+    // Streamed (the same value as hashing the whole content at once): a large export is never
+    // held in memory to be fingerprinted.
+    let mut with_content = h.clone();
+    with_content.update(b"content\0");
+    let read = std::fs::File::open(&path)
+        .and_then(|f| std::io::copy(&mut std::io::BufReader::new(f), &mut with_content));
+    match read {
+        Ok(_) => h = with_content,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => h.update(b"absent"),
         Err(_) => h.update(b"unreadable"),
     }
@@ -303,58 +372,72 @@ pub const REQUIRED_COLUMNS: &[&str] = &[
     "is_user_group_member",
 ];
 
-/// The bytes of a contacts file.
-pub fn read_bytes(path: &Path) -> Result<Vec<u8>, ContactsError> {
-    std::fs::read(path).map_err(|source| ContactsError::Read {
+/// A contacts file opened for reading, or why it cannot be.
+fn open(path: &Path) -> Result<std::fs::File, ContactsError> {
+    std::fs::File::open(path).map_err(|source| ContactsError::Read {
         path: path.to_path_buf(),
         source,
     })
 }
 
-/// Check a whole contacts file without keeping the contacts: how many there are and the first
-/// one, or every problem with its line. Memory stays small for a large export; the contacts
-/// themselves are then streamed with [`ContactRows`].
-pub fn validate(path: &Path, bytes: &[u8]) -> Result<(usize, Option<Contact>), ContactsError> {
-    let invalid = |errors| ContactsError::Invalid {
+/// What reading a whole contacts file found: its SHA-256 (hex) and its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDigest {
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// The SHA-256 of a contacts file, read in pieces: a large export is never held in memory.
+pub fn digest_file(path: &Path) -> Result<FileDigest, ContactsError> {
+    let mut scan = Scan::new(std::io::BufReader::new(open(path)?));
+    std::io::copy(&mut scan, &mut std::io::sink()).map_err(|source| ContactsError::Read {
         path: path.to_path_buf(),
-        errors,
+        source,
+    })?;
+    Ok(scan.digest())
+}
+
+/// The first valid contact of a file (to check the templates with real values), reading no
+/// further than it. `None` when the file has no valid row before its first broken one.
+pub fn first_contact(path: &Path) -> Result<Option<Contact>, ContactsError> {
+    let rows = match ContactRows::new(std::io::BufReader::new(open(path)?)) {
+        Ok(rows) => rows,
+        Err(_) => return Ok(None),
     };
-    let rows = ContactRows::new(bytes).map_err(|e| invalid(vec![e]))?;
-    let mut errors = Vec::new();
-    let (mut count, mut first) = (0, None);
-    for row in rows {
-        match row {
-            Ok(c) => {
-                count += 1;
-                first.get_or_insert(c);
-            }
-            Err(e) => errors.extend(e),
-        }
-    }
-    if errors.is_empty() {
-        Ok((count, first))
-    } else {
-        Err(invalid(errors))
-    }
+    Ok(rows.map_while(Result::ok).next().map(|(_, c)| c))
 }
 
-/// The contacts of bytes that [`validate`] accepted, one at a time.
-pub fn valid_rows(bytes: &[u8]) -> impl Iterator<Item = Contact> + '_ {
-    ContactRows::new(bytes)
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-}
-
-/// Parse CSV bytes into contacts, or every problem found with its line number.
+/// Parse CSV bytes into contacts, or every problem found with its line number (duplicate
+/// addresses and user_ids included). For exports small enough to hold; a notice run's sync
+/// streams the file with [`ContactRows`] and finds duplicates in the database.
 pub fn parse(bytes: &[u8]) -> Result<Vec<Contact>, Vec<RowError>> {
     let rows = ContactRows::new(bytes).map_err(|e| vec![e])?;
     let mut contacts = Vec::new();
     let mut errors = Vec::new();
+    let mut seen_email: HashMap<String, u64> = HashMap::new();
+    let mut seen_id: HashMap<i64, u64> = HashMap::new();
     for row in rows {
-        match row {
-            Ok(c) => contacts.push(c),
-            Err(e) => errors.extend(e),
+        let (line, c) = match row {
+            Ok(c) => c,
+            Err(e) => {
+                errors.extend(e);
+                continue;
+            }
+        };
+        if let Some(&first) = seen_email.get(&c.email) {
+            errors.push(RowError {
+                line,
+                message: duplicate_address(&c.email, first),
+            });
+        } else if let Some(&first) = seen_id.get(&c.user_id) {
+            errors.push(RowError {
+                line,
+                message: duplicate_user_id(c.user_id, first),
+            });
+        } else {
+            seen_email.insert(c.email.clone(), line);
+            seen_id.insert(c.user_id, line);
+            contacts.push(c);
         }
     }
     if errors.is_empty() {
@@ -364,38 +447,96 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Contact>, Vec<RowError>> {
     }
 }
 
-/// The rows of a contacts CSV one at a time: a contact, or the problems of that row (with its
-/// line). Duplicate addresses and user_ids are caught across the whole file.
-pub struct ContactRows<'a> {
-    reader: csv::Reader<&'a [u8]>,
+/// A reader that hashes what passes through it (SHA-256), counts it, and notes whether any of
+/// it is more than white space (a UTF-8 byte order mark at the start does not count).
+pub struct Scan<R> {
+    inner: R,
+    sha: sha2::Sha256,
+    bytes: u64,
+    non_blank: bool,
+}
+
+impl<R: std::io::Read> Scan<R> {
+    pub fn new(inner: R) -> Scan<R> {
+        use sha2::Digest as _;
+        Scan {
+            inner,
+            sha: sha2::Sha256::new(),
+            bytes: 0,
+            non_blank: false,
+        }
+    }
+
+    /// The digest of everything read so far.
+    pub fn digest(&self) -> FileDigest {
+        use sha2::Digest as _;
+        FileDigest {
+            sha256: hex::encode(self.sha.clone().finalize()),
+            bytes: self.bytes,
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Scan<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest as _;
+        const BOM: &[u8] = b"\xEF\xBB\xBF";
+        let n = self.inner.read(buf)?;
+        let got = buf.get(..n).unwrap_or_default();
+        if !self.non_blank {
+            self.non_blank = got.iter().enumerate().any(|(i, b)| {
+                let at = self.bytes as usize + i;
+                let in_mark = at < BOM.len() && BOM.get(at) == Some(b);
+                !(b.is_ascii_whitespace() || in_mark)
+            });
+        }
+        self.sha.update(got);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// The rows of a contacts CSV one at a time, read from any reader: a contact with its line,
+/// or the problems of that row (with its line). Each row is checked on its own; duplicates
+/// across rows are for the caller to find ([`parse`] in memory, the sync in the database).
+pub struct ContactRows<R: std::io::Read> {
+    reader: csv::Reader<Scan<R>>,
     index: HashMap<String, usize>,
-    seen_email: HashMap<String, u64>,
-    seen_id: HashMap<i64, u64>,
     record: csv::StringRecord,
     done: bool,
 }
 
-impl<'a> ContactRows<'a> {
-    /// Read the header row; a missing required column is an error on line 1.
-    pub fn new(bytes: &'a [u8]) -> Result<ContactRows<'a>, RowError> {
-        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(RowError {
-                line: 1,
-                message: format!(
-                    "the file is empty: no header row and no contacts (the header must include {})",
-                    REQUIRED_COLUMNS.join(", ")
-                ),
-            });
-        }
+impl<R: std::io::Read> ContactRows<R> {
+    /// Read the header row; a missing required column is an error on line 1, and so is a file
+    /// that holds nothing but white space.
+    pub fn new(input: R) -> Result<ContactRows<R>, RowError> {
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(false)
-            .from_reader(bytes);
-        let headers = reader.headers().map_err(|e| RowError {
-            line: 1,
-            message: format!("cannot read the header row: {}", csv_message(&e)),
-        })?;
+            .from_reader(Scan::new(input));
+        let headers = reader
+            .headers()
+            .map_err(|e| RowError {
+                line: 1,
+                message: format!("cannot read the header row: {}", csv_message(&e)),
+            })?
+            .clone();
+        if !reader.get_ref().non_blank {
+            // Blank so far: read on to tell an empty file from a blank first line.
+            let mut record = csv::ByteRecord::new();
+            while !reader.get_ref().non_blank
+                && matches!(reader.read_byte_record(&mut record), Ok(true))
+            {}
+            if !reader.get_ref().non_blank {
+                return Err(RowError {
+                    line: 1,
+                    message: format!(
+                        "the file is empty: no header row and no contacts (the header must include {})",
+                        REQUIRED_COLUMNS.join(", ")
+                    ),
+                });
+            }
+        }
         let index: HashMap<String, usize> = headers
             .iter()
             .enumerate()
@@ -420,16 +561,19 @@ impl<'a> ContactRows<'a> {
         Ok(ContactRows {
             reader,
             index,
-            seen_email: HashMap::new(),
-            seen_id: HashMap::new(),
             record: csv::StringRecord::new(),
             done: false,
         })
     }
+
+    /// The digest of what has been read: of the whole file once the rows are all read.
+    pub fn digest(&self) -> FileDigest {
+        self.reader.get_ref().digest()
+    }
 }
 
-impl Iterator for ContactRows<'_> {
-    type Item = Result<Contact, Vec<RowError>>;
+impl<R: std::io::Read> Iterator for ContactRows<R> {
+    type Item = Result<(u64, Contact), Vec<RowError>>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -463,29 +607,7 @@ impl Iterator for ContactRows<'_> {
                 index: &self.index,
             });
             return Some(match parsed {
-                Ok(c) => {
-                    if let Some(first) = self.seen_email.get(&c.email) {
-                        Err(vec![RowError {
-                            line,
-                            message: format!(
-                                "duplicate address {} (already on line {first})",
-                                c.email
-                            ),
-                        }])
-                    } else if let Some(first) = self.seen_id.get(&c.user_id) {
-                        Err(vec![RowError {
-                            line,
-                            message: format!(
-                                "duplicate user_id {} (already on line {first})",
-                                c.user_id
-                            ),
-                        }])
-                    } else {
-                        self.seen_email.insert(c.email.clone(), line);
-                        self.seen_id.insert(c.user_id, line);
-                        Ok(c)
-                    }
-                }
+                Ok(c) => Ok((line, c)),
                 Err(messages) => Err(messages
                     .into_iter()
                     .map(|message| RowError { line, message })

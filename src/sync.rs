@@ -1,37 +1,50 @@
 //! The contacts sync every notice run does first: which file the contacts come from (the
 //! configured one, or the one last imported by hand while the configuration is unchanged),
-//! reading and checking it before anything is written, the check against mass removals, the
-//! dry run that writes nothing, and the line that says what a sync changed and from which file.
+//! streaming it into the store's staging table and checking every row there (a bad row, or a
+//! file that changed since it was first read, and nothing is written), the check against mass
+//! removals, the export recognised unchanged by its digest, the dry run that writes nothing, and
+//! the line that says what a sync changed and from which file.
 //! It prints nothing: the caller shows the line where its output format wants it.
 
 use std::path::Path;
 
 use crate::config::Config;
-use crate::contacts::{self, Contact, ImportedSource, Source, IMPORTED_SOURCE_SETTING};
+use crate::contacts::{
+    self, Contact, ContactRows, ContactsError, FileDigest, ImportedSource, Problems, Source,
+    IMPORTED_SOURCE_SETTING,
+};
 use crate::inert;
 use crate::store::{Store, StoredContact, SyncReport};
 
-/// One sync from a checked contacts file: written (or, for a dry run, only worked out), unless
-/// it would remove too many contacts.
+/// One sync from a contacts file: checked row by row as it streams into the database, then
+/// written (or, for a dry run, only worked out), unless a row is wrong or it would remove too
+/// many contacts. Memory does not grow with the file.
 pub struct SyncRequest<'a> {
     pub path: &'a Path,
-    pub bytes: &'a [u8],
-    /// Contacts in the file.
-    pub rows: usize,
+    /// The file as read before the sync, when it was ([`NoticeContacts::read`]): a file that
+    /// changed since is refused, and one with the same bytes as the last one synced is not
+    /// read again when there are no settings to change.
+    pub digest: Option<&'a FileDigest>,
     pub dry_run: bool,
     pub allow_removals: bool,
     pub max_percent: u8,
     /// A dry run also returns the contacts as the sync would leave them.
     pub keep_contacts: bool,
     /// Settings to set (`Some`) or clear (`None`) with the sync: the hand import to record or
-    /// to forget. Empty when there is nothing to change: then a file with the same bytes as
-    /// the last one synced is not read against the stored contacts at all.
+    /// to forget.
     pub settings: Vec<(&'static str, Option<String>)>,
 }
 
-/// The setting that holds the SHA-256 of the contacts file the last sync wrote, in the same
-/// transaction as its changes: a notice run whose file has the same bytes has nothing to sync.
+/// The setting that holds the SHA-256 of the contacts file the last sync wrote and its number of
+/// contacts (`HEX ROWS`), set in the same transaction as its changes: a notice run whose file has
+/// the same bytes has nothing to sync.
 pub const EXPORT_DIGEST_SETTING: &str = "contacts_export_sha256";
+
+/// The number of contacts of the file last synced, when `digest` is that file's.
+fn rows_if_unchanged(stored: Option<&str>, digest: &FileDigest) -> Option<usize> {
+    let (sha, rows) = stored?.split_once(' ')?;
+    (sha == digest.sha256).then(|| rows.parse().ok())?
+}
 
 impl SyncRequest<'_> {
     /// What changed (or would change), and for a dry run the contacts as they would be stored.
@@ -41,40 +54,81 @@ impl SyncRequest<'_> {
         mut self,
         store: &Store,
     ) -> anyhow::Result<(SyncReport, Option<Vec<StoredContact>>)> {
-        use sha2::Digest as _;
-        let digest = hex::encode(sha2::Sha256::digest(self.bytes));
-        if !self.dry_run && self.settings.is_empty() {
+        if let (Some(digest), false, true) = (self.digest, self.dry_run, self.settings.is_empty()) {
             let last = store.setting(EXPORT_DIGEST_SETTING).await?;
-            if last.as_deref() == Some(digest.as_str()) {
+            if let Some(rows) = rows_if_unchanged(last.as_deref(), digest) {
                 let report = SyncReport {
-                    unchanged: self.rows,
-                    active_before: self.rows,
+                    unchanged: rows,
+                    active_before: rows,
                     ..SyncReport::default()
                 };
                 return Ok((report, None));
             }
         }
-        self.settings.push((EXPORT_DIGEST_SETTING, Some(digest)));
-        let check = |r: &SyncReport| {
-            contacts::check_removals(
-                self.path,
-                self.rows,
-                r.removed,
-                r.active_before,
-                self.max_percent,
-                self.allow_removals,
-            )
+        let path = self.path;
+        let file = std::fs::File::open(path).map_err(|source| ContactsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut rows = ContactRows::new(std::io::BufReader::with_capacity(256 * 1024, file))
+            .map_err(|e| ContactsError::Invalid {
+                path: path.to_path_buf(),
+                errors: vec![e],
+                more: 0,
+            })?;
+        let mut sync = store.begin_contacts_sync(!self.dry_run).await?;
+        let mut problems = Problems::default();
+        let valid = rows.by_ref().filter_map(|row| match row {
+            Ok(c) => Some(c),
+            Err(errors) => {
+                errors.into_iter().for_each(|e| problems.push(e));
+                None
+            }
+        });
+        let staged = sync.stage(valid).await?;
+        let (duplicates, more) = sync.duplicates().await?;
+        problems.merge(duplicates, more);
+        let refusal: Option<anyhow::Error> = if let Some(e) = problems.into_error(path) {
+            Some(e.into())
+        } else if self.digest.is_some_and(|d| *d != rows.digest()) {
+            Some(anyhow::anyhow!(
+                "{} changed while notify was reading it, so nothing was imported; run the command again",
+                inert::line(&path.to_string_lossy())
+            ))
+        } else {
+            None
         };
-        if self.dry_run {
-            let plan = store
-                .plan_contacts_sync(contacts::valid_rows(self.bytes), self.keep_contacts)
-                .await?;
-            check(&plan.report)?;
-            return Ok((plan.report, Some(plan.contacts)));
+        if let Some(e) = refusal {
+            sync.abandon().await?;
+            return Err(e);
         }
-        let report = store
-            .sync_contacts(|| contacts::valid_rows(self.bytes), &self.settings, check)
-            .await??;
+        let report = sync.plan().await?;
+        if let Err(e) = contacts::check_removals(
+            path,
+            staged,
+            report.removed,
+            report.active_before,
+            self.max_percent,
+            self.allow_removals,
+        ) {
+            sync.abandon().await?;
+            return Err(e.into());
+        }
+        if self.dry_run {
+            let after = if self.keep_contacts {
+                Some(sync.contacts_after().await?)
+            } else {
+                None
+            };
+            sync.abandon().await?;
+            return Ok((report, after));
+        }
+        let digest = rows.digest();
+        self.settings.push((
+            EXPORT_DIGEST_SETTING,
+            Some(format!("{} {staged}", digest.sha256)),
+        ));
+        sync.apply(&self.settings).await?;
         Ok((report, None))
     }
 }
@@ -87,19 +141,18 @@ pub struct Synced {
     pub contacts: Option<Vec<StoredContact>>,
 }
 
-/// The contacts a notice run is about to use: their source found, read and checked; nothing
-/// written yet.
+/// The contacts a notice run is about to use: their source found, its file read through once
+/// (its digest) and its first contact; nothing written yet. Every row is checked by the sync.
 pub struct NoticeContacts {
     source: Source,
     /// A hand import is recorded in the store (whether or not it still applies).
     recorded: bool,
-    bytes: Vec<u8>,
-    rows: usize,
+    digest: FileDigest,
     first: Option<Contact>,
 }
 
 impl NoticeContacts {
-    /// Find the source ([`contacts::choose_source`]), read it and check every row.
+    /// Find the source ([`contacts::choose_source`]), read it through and take its first contact.
     pub async fn read(cfg: &Config, store: &Store) -> anyhow::Result<NoticeContacts> {
         let setting = store.setting(IMPORTED_SOURCE_SETTING).await?;
         let recorded = setting.is_some();
@@ -110,27 +163,16 @@ impl NoticeContacts {
             setting.and_then(|v| serde_json::from_str::<ImportedSource>(&v).ok()),
         );
         let path = source.path().to_path_buf();
-        let read = contacts::read_bytes(&path).and_then(|bytes| {
-            let (rows, first) = contacts::validate(&path, &bytes)?;
-            Ok((bytes, rows, first))
-        });
-        let (bytes, rows, first) = match (read, &source) {
-            (Ok(r), _) => r,
-            (Err(e), Source::Imported(i)) => {
-                return Err(anyhow::Error::new(e).context(format!(
-                    "the contacts come from {}, imported by hand at {}, until the configured {} changes; import a file again with `notify contacts import FILE`",
-                    inert::line(&i.file.to_string_lossy()),
-                    i.imported_at,
-                    inert::line(&cfg.contacts.to_string_lossy())
-                )))
-            }
-            (Err(e), _) => return Err(e.into()),
+        let read = contacts::digest_file(&path)
+            .and_then(|digest| Ok((digest, contacts::first_contact(&path)?)));
+        let (digest, first) = match read {
+            Ok(r) => r,
+            Err(e) => return Err(in_context(e.into(), &source, cfg)),
         };
         Ok(NoticeContacts {
             source,
             recorded,
-            bytes,
-            rows,
+            digest,
             first,
         })
     }
@@ -157,15 +199,17 @@ impl NoticeContacts {
         };
         let request = SyncRequest {
             path: self.source.path(),
-            bytes: &self.bytes,
-            rows: self.rows,
+            digest: Some(&self.digest),
             dry_run,
             allow_removals,
             max_percent: cfg.max_removal_percent,
             keep_contacts: true,
             settings,
         };
-        let (report, after) = request.run(store).await?;
+        let (report, after) = match request.run(store).await {
+            Ok(done) => done,
+            Err(e) => return Err(in_context(e, &self.source, cfg)),
+        };
         let from = match &self.source {
             Source::Configured {
                 path,
@@ -203,5 +247,25 @@ impl NoticeContacts {
             line,
             contacts: after,
         })
+    }
+}
+
+/// A problem with a hand-imported file says that it is the source, and how to change that.
+fn in_context(e: anyhow::Error, source: &Source, cfg: &Config) -> anyhow::Error {
+    match source {
+        Source::Imported(i)
+            if matches!(
+                e.downcast_ref::<ContactsError>(),
+                Some(ContactsError::Read { .. } | ContactsError::Invalid { .. })
+            ) =>
+        {
+            e.context(format!(
+            "the contacts come from {}, imported by hand at {}, until the configured {} changes; import a file again with `notify contacts import FILE`",
+            inert::line(&i.file.to_string_lossy()),
+            i.imported_at,
+            inert::line(&cfg.contacts.to_string_lossy())
+        ))
+        }
+        _ => e,
     }
 }

@@ -19,9 +19,8 @@ pub async fn run(cfg: &Config, cmd: ContactsCommand) -> anyhow::Result<()> {
             dry_run,
             allow_removals,
         } => {
-            // Validate the whole file before touching the database.
-            let bytes = contacts::read_bytes(&file)?;
-            let (count, _) = contacts::validate(&file, &bytes)?;
+            // Every row is checked as the file streams into the database; a bad one and
+            // nothing is imported.
             let store = Store::open(&cfg.database_url).await?;
             // The imported file stays the source of notice runs until the configured file
             // changes; importing the configured file itself makes it the source again.
@@ -39,8 +38,7 @@ pub async fn run(cfg: &Config, cmd: ContactsCommand) -> anyhow::Result<()> {
             };
             let request = SyncRequest {
                 path: &file,
-                bytes: &bytes,
-                rows: count,
+                digest: None,
                 dry_run,
                 allow_removals,
                 max_percent: cfg.max_removal_percent,
@@ -50,6 +48,7 @@ pub async fn run(cfg: &Config, cmd: ContactsCommand) -> anyhow::Result<()> {
             let outcome = request.run(&store).await;
             store.close().await;
             let (report, _) = outcome?;
+            let count = report.added + report.updated + report.reactivated + report.unchanged;
             match format {
                 SummaryFormat::Json => {
                     let mut v = serde_json::to_value(&report)?;

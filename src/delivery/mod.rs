@@ -482,17 +482,14 @@ async fn send_one_copy(
     delivery: Option<Delivery>,
     addr: &str,
 ) -> anyhow::Result<Outcome> {
-    let known = store.contacts(true).await?;
-    let contact = known
-        .into_iter()
-        .map(|s| s.contact)
-        .find(|c| c.email == addr)
-        .unwrap_or_else(|| Contact {
-            email: addr.to_string(),
-            first_name: addr.split('@').next().unwrap_or("").to_string(),
-            last_name: String::new(),
-            ..probe_contact()
-        });
+    // One row looked up, not the whole table read.
+    let known = store.contact_by_email(addr).await?;
+    let contact = known.map(|s| s.contact).unwrap_or_else(|| Contact {
+        email: addr.to_string(),
+        first_name: addr.split('@').next().unwrap_or("").to_string(),
+        last_name: String::new(),
+        ..probe_contact()
+    });
     let message_id = new_message_id(&job.from);
     let (rendered, out) = job.build(&contact, &job.cfg.bounce_address, &message_id)?;
     job.write_preview(&format!("copy-{addr}"), &rendered, &out)?;

@@ -78,7 +78,7 @@ pub enum IntakeError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}", crate::contacts::format_row_errors(path, errors))]
+    #[error("{}", crate::contacts::format_row_errors(path, errors, 0))]
     Csv {
         path: PathBuf,
         errors: Vec<crate::contacts::RowError>,

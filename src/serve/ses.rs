@@ -447,16 +447,19 @@ mod tests {
             dir.path().join("notify.db").display()
         );
         let store = crate::store::Store::open(&url).await.unwrap();
-        let csv = std::fs::read(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("contacts/moped_users.csv"),
-        )
+        let csv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("contacts/moped_users.csv");
+        crate::sync::SyncRequest {
+            path: &csv,
+            digest: None,
+            dry_run: false,
+            allow_removals: false,
+            max_percent: 100,
+            keep_contacts: false,
+            settings: Vec::new(),
+        }
+        .run(&store)
+        .await
         .unwrap();
-        let contacts = crate::contacts::parse(&csv).unwrap();
-        store
-            .sync_contacts(|| contacts.clone(), &[], |_| Ok::<(), ()>(()))
-            .await
-            .unwrap()
-            .unwrap();
         let state = AppState::new(cfg, store, None).unwrap();
         Fixture { _dir: dir, state }
     }

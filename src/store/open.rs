@@ -69,7 +69,11 @@ pub(super) async fn open(url: &str) -> Result<Store> {
         .connect(url)
         .await
         .map_err(|source| StoreError::Open { url: shown, source })?;
-    Ok(Store { pool, backend })
+    Ok(Store {
+        pool,
+        backend,
+        url: url.to_string(),
+    })
 }
 
 /// The database at `url` when it exists and notify has used it (SQLite: the file is there;

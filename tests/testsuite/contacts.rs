@@ -715,7 +715,8 @@ async fn an_export_identical_to_the_last_one_synced_changes_nothing(b: Backend) 
     let store = env.store().await;
     assert_eq!(
         store.setting("contacts_export_sha256").await.unwrap(),
-        Some(digest.clone())
+        Some(format!("{digest} {rows}")),
+        "the digest and the number of contacts"
     );
     store.close().await;
 
@@ -754,9 +755,151 @@ async fn an_export_identical_to_the_last_one_synced_changes_nothing(b: Backend) 
     let store = env.store().await;
     assert_eq!(
         store.setting("contacts_export_sha256").await.unwrap(),
-        Some(hex::encode(sha2::Sha256::digest(edited.as_bytes())))
+        Some(format!(
+            "{} {rows}",
+            hex::encode(sha2::Sha256::digest(edited.as_bytes()))
+        ))
     );
     store.close().await;
     env.cleanup().await;
 }
 both!(an_export_identical_to_the_last_one_synced_changes_nothing);
+
+/// The export streams into the database and its rows are checked there (issue 15): a row
+/// that repeats an address or a user_id is reported with the line it repeats, in line order
+/// with the rows that are wrong on their own, and nothing is imported. A file wrong throughout
+/// lists its first 1,000 problems and counts the rest.
+async fn duplicates_are_found_in_the_database_with_their_lines(b: Backend) {
+    let env = Env::new(b).await;
+    env.run(&[
+        "contacts",
+        "import",
+        env.path().join("contacts.csv").to_str().unwrap(),
+    ])
+    .await
+    .ok();
+    let before = snapshot(&env, b).await;
+    let bad = write(
+        env.path(),
+        "bad.csv",
+        &format!(
+            "{HEADER}\
+             1,Ann,Lee,ann@austintexas.gov,,,[],true,false,true,,,\n\
+             2,Bo,Ng,ANN@austintexas.gov,,,[],true,false,true,,,\n\
+             3,Cy,Oz,not-an-address,,,[],true,false,true,,,\n\
+             1,Di,Ro,di@austintexas.gov,,,[],true,false,true,,,\n\
+             5,Ed,Su,ed@austintexas.gov,,,[],true,false,true,,,\n\
+             6,Flo,Ty,ed@austintexas.gov,,,[],true,false,true,,,\n"
+        ),
+    );
+    let run = env.run(&["contacts", "import", &bad]).await;
+    run.code(2);
+    let listed: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.trim_start().starts_with(&bad))
+        .collect();
+    assert_eq!(listed.len(), 4, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("has 4 problems; nothing was imported"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        listed[0].ends_with(":3: duplicate address ann@austintexas.gov (already on line 2)"),
+        "{listed:?}"
+    );
+    assert!(
+        listed[1].contains(":4: email `not-an-address`"),
+        "{listed:?}"
+    );
+    assert!(
+        listed[2].ends_with(":5: duplicate user_id 1 (already on line 2)"),
+        "{listed:?}"
+    );
+    assert!(
+        listed[3].ends_with(":7: duplicate address ed@austintexas.gov (already on line 6)"),
+        "{listed:?}"
+    );
+    assert_eq!(snapshot(&env, b).await, before, "nothing imported");
+
+    // Wrong throughout: the first 1,000 problems listed, the others counted.
+    let mut csv = HEADER.to_string();
+    for i in 1..=1500 {
+        csv.push_str(&format!(
+            "{i},A,B,same@austintexas.gov,,,[],true,false,true,,,\n"
+        ));
+    }
+    let many = write(env.path(), "many.csv", &csv);
+    let run = env.run(&["contacts", "import", &many]).await;
+    run.code(2);
+    assert!(
+        run.stderr
+            .contains("has 1499 problems; nothing was imported"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("... and 499 more (the first 1000 are listed)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr
+            .lines()
+            .filter(|l| l.contains("duplicate address"))
+            .count(),
+        1000
+    );
+    assert_eq!(snapshot(&env, b).await, before, "nothing imported");
+    env.cleanup().await;
+}
+both!(duplicates_are_found_in_the_database_with_their_lines);
+
+/// A file that changes between the notice run's first read (its digest, its first contact)
+/// and the sync is refused: what was checked is what is imported, or nothing is.
+async fn an_export_that_changes_while_it_is_read_is_refused(b: Backend) {
+    let env = Env::new(b).await;
+    let file = env.path().join("contacts.csv");
+    let digest = notify::contacts::digest_file(&file).unwrap();
+    std::fs::write(&file, newcomers(3)).unwrap();
+    let store = env.store().await;
+    let result = notify::sync::SyncRequest {
+        path: &file,
+        digest: Some(&digest),
+        dry_run: false,
+        allow_removals: true,
+        max_percent: 100,
+        keep_contacts: false,
+        settings: Vec::new(),
+    }
+    .run(&store)
+    .await;
+    let e = result.expect_err("refused").to_string();
+    assert!(e.contains("changed while notify was reading it"), "{e}");
+    assert!(
+        store.contacts(true).await.unwrap().is_empty(),
+        "nothing imported"
+    );
+    assert_eq!(store.setting("contacts_export_sha256").await.unwrap(), None);
+
+    // Read again, the same file syncs.
+    let digest = notify::contacts::digest_file(&file).unwrap();
+    let (report, _) = notify::sync::SyncRequest {
+        path: &file,
+        digest: Some(&digest),
+        dry_run: false,
+        allow_removals: false,
+        max_percent: 100,
+        keep_contacts: false,
+        settings: Vec::new(),
+    }
+    .run(&store)
+    .await
+    .unwrap();
+    assert_eq!(report.added, 3);
+    store.close().await;
+    env.cleanup().await;
+}
+both!(an_export_that_changes_while_it_is_read_is_refused);
