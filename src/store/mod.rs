@@ -462,14 +462,24 @@ impl Store {
         if claims.is_empty() {
             return Ok(Vec::new());
         }
-        // The claimed rows carry this run's id and this claim's time: found again by an index,
-        // without a bound value per row (a claim by another worker of this run at the very same
-        // time only adds rows that are not looked up).
+        // The claimed contacts, by id. (Not found again through the claim's lease owner: on
+        // PostgreSQL that index keeps an entry for every row the run ever claimed until the
+        // table is vacuumed, so each lookup would cost more than the last.) SQLite binds `?`
+        // by position; numbered parameters cost it a search per value.
+        let placeholders: Vec<String> = (1..=claims.len())
+            .map(|i| match self.backend {
+                Backend::Sqlite => "?".to_string(),
+                Backend::Postgres => format!("${i}"),
+            })
+            .collect();
         let sql = format!(
-            "SELECT {CONTACT_COLUMNS} FROM sends s JOIN contacts c ON c.id = s.contact_id \
-             WHERE s.lease_owner = $1 AND s.state = 'sending' AND s.updated_at = $2"
+            "SELECT {CONTACT_COLUMNS} FROM contacts c WHERE c.id IN ({})",
+            placeholders.join(",")
         );
-        let query = sqlx::query(&sql).bind(worker).bind(&now);
+        let mut query = sqlx::query(&sql);
+        for claim in &claims {
+            query = query.bind(claim.1);
+        }
         let contacts: HashMap<i64, StoredContact> = query
             .fetch_all(&self.pool)
             .await
