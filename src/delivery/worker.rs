@@ -92,54 +92,76 @@ impl Feeder {
         self,
         queue: tokio::sync::mpsc::Sender<Prepared>,
     ) -> anyhow::Result<()> {
+        // The next batch is claimed while this one is built and queued: the database's time
+        // is off the connections' path too (it grows with the tables; building does not).
+        // Claimed sends never attempted are no duplicates: the run gives them back.
+        let mut claims = self.claim().await?;
+        loop {
+            if claims.is_empty() || self.stats.abort.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let (next, queued) = tokio::join!(self.claim(), self.queue(claims, &queue));
+            if !queued? {
+                return Ok(());
+            }
+            claims = next?;
+        }
+    }
+
+    /// The next batch of sends for this run: many at a time (a claimed send that was not
+    /// attempted is never a duplicate, so batching claims costs nothing in crash safety and
+    /// saves database work per message), no more than the daily budget allows. Empty when
+    /// there is nothing left or the budget is spent.
+    async fn claim(&self) -> anyhow::Result<Vec<Claim>> {
         let cfg = &self.job.cfg;
         let domain = self.job.from.email.domain().to_string();
-        loop {
+        let mut limit = self.claim_batch;
+        if let Some(budget) = &self.budget {
+            let left = budget.load(Ordering::SeqCst);
+            if left <= 0 {
+                self.stats.budget_spent.store(true, Ordering::SeqCst);
+                return Ok(Vec::new());
+            }
+            limit = limit.min(usize::try_from(left).unwrap_or(usize::MAX));
+        }
+        let lease = Utc::now() + chrono::Duration::seconds(cfg.lease_seconds as i64);
+        let claims = self
+            .store
+            .claim_batch(
+                &self.campaign,
+                self.audience,
+                &self.worker_id,
+                lease,
+                !self.outbox,
+                self.run_started,
+                &domain,
+                limit,
+            )
+            .await?;
+        if let Some(budget) = &self.budget {
+            budget.fetch_sub(claims.len() as i64, Ordering::SeqCst);
+        }
+        Ok(claims)
+    }
+
+    /// Build the claimed messages and hand them to the connections; `false` when the run is
+    /// stopping (aborted, or every connection has stopped).
+    async fn queue(
+        &self,
+        claims: Vec<Claim>,
+        queue: &tokio::sync::mpsc::Sender<Prepared>,
+    ) -> anyhow::Result<bool> {
+        for claim in claims {
             if self.stats.abort.load(Ordering::SeqCst) {
-                return Ok(());
+                return Ok(false);
             }
-            // Many at a time: a claimed send that was not attempted is never a duplicate, so
-            // batching claims costs nothing in crash safety and saves database work per message.
-            let mut limit = self.claim_batch;
-            if let Some(budget) = &self.budget {
-                let left = budget.load(Ordering::SeqCst);
-                if left <= 0 {
-                    self.stats.budget_spent.store(true, Ordering::SeqCst);
-                    return Ok(());
-                }
-                limit = limit.min(usize::try_from(left).unwrap_or(usize::MAX));
-            }
-            let lease = Utc::now() + chrono::Duration::seconds(cfg.lease_seconds as i64);
-            let claims = self
-                .store
-                .claim_batch(
-                    &self.campaign,
-                    self.audience,
-                    &self.worker_id,
-                    lease,
-                    !self.outbox,
-                    self.run_started,
-                    &domain,
-                    limit,
-                )
-                .await?;
-            if let Some(budget) = &self.budget {
-                budget.fetch_sub(claims.len() as i64, Ordering::SeqCst);
-            }
-            if claims.is_empty() {
-                return Ok(());
-            }
-            for claim in claims {
-                if self.stats.abort.load(Ordering::SeqCst) {
-                    return Ok(());
-                }
-                let prepared = self.prepare(claim).await?;
-                if queue.send(prepared).await.is_err() {
-                    // Every connection has stopped.
-                    return Ok(());
-                }
+            let prepared = self.prepare(claim).await?;
+            if queue.send(prepared).await.is_err() {
+                // Every connection has stopped.
+                return Ok(false);
             }
         }
+        Ok(true)
     }
 
     async fn prepare(&self, claim: Claim) -> anyhow::Result<Prepared> {
