@@ -240,7 +240,7 @@ fn classify_line(
 pub fn classify_known_text(text: &str) -> Option<(BounceKind, Reason, Option<String>, bool)> {
     let known = status::find_enhanced(text).is_some()
         || text.lines().any(|l| status::find_reply_code(l).is_some())
-        || classify::reason_from_text(&text.to_lowercase()).is_some();
+        || classify::names_a_reason(&text.to_lowercase());
     known.then(|| classify_text(text, true))
 }
 
