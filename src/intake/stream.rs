@@ -563,7 +563,7 @@ struct Window<T> {
 }
 
 /// Results the stream is woken for at once, rather than one by one.
-const BATCH: usize = 8;
+const BATCH: usize = 16;
 
 impl<T> Window<T> {
     /// Is it worth waking the stream: a batch of results ready at the front, or every unit
@@ -609,14 +609,15 @@ impl<T> Shared<T> {
         Some((w.first + w.slots.len() - 1, task))
     }
 
-    /// Read and parse a task, put its items in its slot, and wake the stream if that makes a
-    /// batch ready.
-    fn fill(&self, index: usize, task: Task) {
-        let items = run(&self.work, task);
+    /// Put the items a worker made in their slots (`made`: each slot's index and items), all
+    /// under one lock, and wake the stream if that makes a batch ready.
+    fn fill(&self, made: &mut Vec<(usize, Vec<T>)>) {
         let mut w = lock(&self.window);
-        // Slots before this one may have been taken meanwhile, never this one.
-        let at = index - w.first;
-        w.slots[at].0 = Some(items);
+        for (index, items) in made.drain(..) {
+            // Slots before this one may have been taken meanwhile, never this one.
+            let at = index - w.first;
+            w.slots[at].0 = Some(items);
+        }
         while w.ready < w.slots.len() && w.slots[w.ready].0.is_some() {
             w.ready += 1;
         }
@@ -736,12 +737,13 @@ impl<T> Drop for PanicGuard<'_, T> {
 
 /// Units a worker takes at once when they are quick to hand out (the files of a folder, the
 /// messages of an mbox file; not standard input, whose next message may be slow to come): fewer
-/// turns at the producer, so the workers seldom wait for each other there.
-const DRAW: usize = 4;
+/// turns at the producer and at the window, so the workers seldom wait for each other there.
+const DRAW: usize = 8;
 
 fn worker<T>(shared: &Shared<T>) {
     let _guard = PanicGuard(shared);
     let mut drawn: Vec<(usize, Task)> = Vec::with_capacity(DRAW);
+    let mut made: Vec<(usize, Vec<T>)> = Vec::with_capacity(DRAW);
     loop {
         // Wait for room without holding the producer (never hold one lock while waiting for
         // another to be given up).
@@ -780,9 +782,11 @@ fn worker<T>(shared: &Shared<T>) {
             }
         }
         drop(producer);
+        // Read and parse them all, then put their items in place at once.
         for (index, task) in drawn.drain(..) {
-            shared.fill(index, task);
+            made.push((index, run(&shared.work, task)));
         }
+        shared.fill(&mut made);
     }
 }
 
