@@ -898,6 +898,81 @@ mod tests {
         assert!(after_drop < 4 << 20, "{after_drop} bytes read");
     }
 
+    /// Each unit's origin (a message's first line after it), or why it could not be read.
+    fn name(unit: Unit) -> Vec<String> {
+        match unit.kind {
+            UnitKind::Message { origin, raw } => {
+                let first = raw.split(|&b| b == b'\n').next().unwrap_or_default();
+                vec![format!("{origin} {}", String::from_utf8_lossy(first))]
+            }
+            UnitKind::Whole { origin, .. } => vec![origin],
+            UnitKind::Failed(e) => vec![format!("failed: {e}")],
+            _ => vec!["other".into()],
+        }
+    }
+
+    #[test]
+    fn small_files_opened_by_the_workers_keep_their_place_among_large_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = |name: &str, bytes: &[u8]| {
+            let path = tmp.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let size = bytes.len() as u64;
+            (path, size)
+        };
+        // A small message, a small mbox of two (split by the worker that opens it), an mbox over
+        // SMALL_FILE (split by the producer, a message at a time), a file gone since the listing,
+        // and a last small message: 100 times over, more than the window holds.
+        let small_mbox = file(
+            "b.mbox",
+            b"From a\nSubject: one\n\nx\n\nFrom b\nSubject: two\n\ny\n",
+        );
+        let mut large = Vec::new();
+        let mut count = 0;
+        while (large.len() as u64) <= SMALL_FILE {
+            count += 1;
+            large.extend_from_slice(format!("From c\nSubject: big {count}\n\n").as_bytes());
+            large.extend_from_slice(&[b'z'; 8000]);
+            large.extend_from_slice(b"\n\n");
+        }
+        let large_mbox = file("c.mbox", &large);
+        let first = file("a.eml", b"Subject: first\n\nbody\n");
+        let last = file("e.eml", b"Subject: last\n\nbody\n");
+        let gone = tmp.path().join("d.eml");
+        let entry = |(path, size): &(PathBuf, u64)| Entry::File {
+            input: 0,
+            path: path.clone(),
+            maildir: false,
+            size: *size,
+        };
+        let mut entries = Vec::new();
+        let mut want = Vec::new();
+        let shown = |p: &Path| p.display().to_string();
+        for _ in 0..100 {
+            entries.push(entry(&first));
+            want.push(shown(&first.0));
+            entries.push(entry(&small_mbox));
+            want.push(format!("{}:1 Subject: one", shown(&small_mbox.0)));
+            want.push(format!("{}:2 Subject: two", shown(&small_mbox.0)));
+            entries.push(entry(&large_mbox));
+            for n in 1..=count {
+                want.push(format!("{}:{n} Subject: big {n}", shown(&large_mbox.0)));
+            }
+            entries.push(entry(&(gone.clone(), 10)));
+            want.push(format!(
+                "failed: cannot read {}: No such file or directory (os error 2)",
+                gone.display()
+            ));
+            entries.push(entry(&last));
+            want.push(shown(&last.0));
+        }
+        let got: Vec<String> = Stream::new(Producer::new(entries), Arc::new(name)).collect();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w);
+        }
+    }
+
     #[test]
     fn a_worker_that_panics_fails_the_stream_instead_of_hanging_it() {
         let (producer, _) = generated(50);
