@@ -1086,6 +1086,9 @@ pub(crate) fn written_by_filtering_gateway(from: &str, text: &str) -> bool {
     static FIND: LazyLock<AhoCorasick> = LazyLock::new(|| {
         aho_corasick::AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
+            // Without the prefilter: its start bytes (`d`, `u` in either case) are on every
+            // line of prose, and stopping at each costs more than the DFA's plain scan.
+            .prefilter(false)
             .build(FILTERING_GATEWAY_TEXT)
             .expect("gateway phrases build")
     });
