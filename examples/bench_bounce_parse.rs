@@ -37,6 +37,10 @@ use std::time::{Duration, Instant};
 
 use notify::bounce;
 
+/// The allocator the `notify` binary uses (`src/main.rs`), so that the figures are the CLI's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Distinct typical DSNs generated.
 const TYPICAL_COUNT: usize = 1000;
 /// Seed of the generator: the corpus is the same on every run.

@@ -692,7 +692,9 @@ pub fn json_text<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
 pub fn inert_json(json: String) -> String {
     // JSON escapes C0 controls itself; the rest a terminal would act on is escaped here.
     let risky = |c: char| (c as u32) >= 0x20 && inert::is_unsafe(c);
-    if !json.chars().any(risky) {
+    // Printable ASCII is never risky (and the C0 controls are JSON's to escape): most lines are
+    // told safe by a scan of their bytes, without decoding a character.
+    if json.bytes().all(|b| b < 0x7f) || !json.chars().any(risky) {
         return json;
     }
     let mut out = String::with_capacity(json.len() + 16);

@@ -65,7 +65,12 @@ fn is_domain_char(c: char) -> bool {
 pub(crate) fn find_all(text: &str) -> Vec<Found> {
     let mut out = Vec::new();
     let mut from = 0;
-    while let Some(rel) = text.get(from..).and_then(|rest| rest.find('@')) {
+    // `@` is one byte that no other character's UTF-8 contains: memchr finds it.
+    while let Some(rel) = text
+        .as_bytes()
+        .get(from..)
+        .and_then(|rest| memchr::memchr(b'@', rest))
+    {
         let at = from + rel;
         from = at + 1;
 

@@ -805,10 +805,26 @@ static MATCHER: LazyLock<(AhoCorasick, Vec<Reason>, Vec<usize>)> = LazyLock::new
 /// the phrases found, the one whose reason comes first in [`PRIORITY`].
 pub(crate) fn reason_from_text(lower: &str) -> Option<Reason> {
     let (ac, reasons, ranks) = &*MATCHER;
-    ac.find_overlapping_iter(lower)
-        .map(|m| m.pattern().as_usize())
-        .min_by_key(|i| ranks[*i])
-        .map(|i| reasons[i])
+    // The first phrase found of the lowest rank; a decisive one (rank 0) cannot be outranked,
+    // so the search stops at the first.
+    let mut best: Option<(usize, usize)> = None;
+    for m in ac.find_overlapping_iter(lower) {
+        let i = m.pattern().as_usize();
+        let rank = ranks.get(i).copied().unwrap_or(usize::MAX);
+        if best.is_none_or(|(r, _)| rank < r) {
+            best = Some((rank, i));
+            if rank == 0 {
+                break;
+            }
+        }
+    }
+    best.and_then(|(_, i)| reasons.get(i).copied())
+}
+
+/// Whether `lower` (lower case) words any reason at all: [`reason_from_text`] is `Some`
+/// exactly when this is true, but this stops at the first phrase found.
+pub(crate) fn names_a_reason(lower: &str) -> bool {
+    MATCHER.0.is_match(lower)
 }
 
 /// The reason an enhanced status code states by itself, if it states one.
@@ -1070,6 +1086,9 @@ pub(crate) fn written_by_filtering_gateway(from: &str, text: &str) -> bool {
     static FIND: LazyLock<AhoCorasick> = LazyLock::new(|| {
         aho_corasick::AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
+            // Without the prefilter: its start bytes (`d`, `u` in either case) are on every
+            // line of prose, and stopping at each costs more than the DFA's plain scan.
+            .prefilter(false)
             .build(FILTERING_GATEWAY_TEXT)
             .expect("gateway phrases build")
     });

@@ -240,7 +240,7 @@ fn classify_line(
 pub fn classify_known_text(text: &str) -> Option<(BounceKind, Reason, Option<String>, bool)> {
     let known = status::find_enhanced(text).is_some()
         || text.lines().any(|l| status::find_reply_code(l).is_some())
-        || classify::reason_from_text(&text.to_lowercase()).is_some();
+        || classify::names_a_reason(&text.to_lowercase());
     known.then(|| classify_text(text, true))
 }
 
@@ -298,6 +298,16 @@ pub(crate) fn tidy_diagnostic(raw: &str) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
+/// `bytes` as text, undecodable sequences made U+FFFD: [`String::from_utf8_lossy`], which
+/// checks ASCII a byte at a time, after a check of valid UTF-8 that goes a word at a time (header
+/// values and delivery-status parts are nearly always ASCII).
+fn lossy(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 /// Bytes of a part's body, whatever mail-parser made of it.
 fn body_bytes<'a>(part: &'a MessagePart<'_>) -> Option<&'a [u8]> {
     match &part.body {
@@ -320,7 +330,7 @@ fn raw_headers<'a>(message: &'a Message<'_>, name: &'a str) -> impl Iterator<Ite
             message
                 .raw_message
                 .get(h.offset_start as usize..h.offset_end as usize)
-                .map(String::from_utf8_lossy)
+                .map(lossy)
         })
 }
 
@@ -354,7 +364,7 @@ impl Original {
                 .raw_message
                 .get(h.offset_start as usize..h.offset_end as usize)
             {
-                let value = String::from_utf8_lossy(raw);
+                let value = lossy(raw);
                 list.extend(address::find_all(&value).into_iter().map(|f| f.address));
             }
         }
@@ -509,7 +519,7 @@ fn read_headers(message: &Message<'_>) -> Headers {
         else {
             continue;
         };
-        let value = String::from_utf8_lossy(raw);
+        let value = lossy(raw);
         if let Some(i) = verp_slot {
             if verp[i].is_none() {
                 verp[i] = address::first(&value);
@@ -610,7 +620,7 @@ fn from_message(message: &Message<'_>, nested: bool) -> Report {
         match (ctype.as_str(), subtype.as_str()) {
             ("message", "delivery-status" | "global-delivery-status") => {
                 if let Some(bytes) = body_bytes(part) {
-                    dsn_texts.push(String::from_utf8_lossy(bytes));
+                    dsn_texts.push(lossy(bytes));
                 }
             }
             ("message", "disposition-notification" | "global-disposition-notification") => {

@@ -20,7 +20,7 @@ use std::sync::LazyLock;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
 use super::address;
-use super::classify::{classify, command_in, reason_from_text, Evidence as Clues, Outcome};
+use super::classify::{classify, command_in, names_a_reason, Evidence as Clues, Outcome};
 use super::status::{find_enhanced, find_reply_code};
 use super::{tidy_diagnostic, Bounce};
 
@@ -483,7 +483,7 @@ pub(crate) fn find_bounces(text: &str, ctx: &Context<'_>) -> Vec<Bounce> {
         if need_code
             && evidence.reply.is_none()
             && evidence.status.is_none()
-            && !(named && *explained.get_or_insert_with(|| reason_from_text(lower).is_some()))
+            && !(named && *explained.get_or_insert_with(|| names_a_reason(lower)))
         {
             continue;
         }
@@ -498,7 +498,7 @@ pub(crate) fn find_bounces(text: &str, ctx: &Context<'_>) -> Vec<Bounce> {
             status,
             reply: evidence.reply,
             diagnostic: &diag_lower,
-            context: if reason_from_text(&evidence.region_lower).is_some() {
+            context: if names_a_reason(&evidence.region_lower) {
                 &evidence.region_lower
             } else {
                 &normalized
@@ -736,7 +736,7 @@ fn examine(region: &[Line<'_>], address: &str) -> Evidence {
     if diagnostic.is_none() {
         let explained = region
             .iter()
-            .position(|l| reason_from_text(l.lower).is_some())
+            .position(|l| names_a_reason(l.lower))
             .or_else(|| region.iter().position(|l| find_enhanced(l.text).is_some()));
         if let Some(i) = explained {
             diag_line = i;

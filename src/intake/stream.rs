@@ -9,7 +9,9 @@
 //! and about [`BUDGET`] bytes of input (plus one unit over it), so memory stays bounded whatever
 //! the input: a 1 GB mbox or a folder of 100,000 files. The stream is woken for results a batch
 //! at a time and workers take a few files of a folder at once, so that they seldom wait on each
-//! other. No thread runs and no file is open before the first item is asked for.
+//! other. A folder's files of up to [`SMALL_FILE`] bytes (most messages) are opened, read and
+//! recognised by the worker that takes them, not by the producer, so that no worker waits on
+//! another's reads. No thread runs and no file is open before the first item is asked for.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -101,6 +103,30 @@ pub(super) enum UnitKind {
     Failed(IntakeError),
 }
 
+/// What a worker draws from the producer: a unit, or a small file of a folder that the worker
+/// opens itself ([`run`]).
+enum Task {
+    Unit(Unit),
+    /// A file of a folder (not a Maildir) listed at `size` bytes, at most [`SMALL_FILE`]: read
+    /// and recognised as the producer would ([`Producer::open_file`]), so an mbox in it is split
+    /// into one task's items.
+    Listed {
+        input: usize,
+        path: PathBuf,
+        size: u64,
+    },
+}
+
+impl Task {
+    /// Bytes it holds or will read, for the memory budget.
+    fn bytes(&self) -> u64 {
+        match self {
+            Task::Unit(unit) => unit.bytes,
+            Task::Listed { size, .. } => *size,
+        }
+    }
+}
+
 /// An mbox being split: one message at a time.
 struct Split {
     input: usize,
@@ -139,6 +165,21 @@ impl Producer {
 
     fn next_unit(&mut self) -> Option<Unit> {
         loop {
+            match self.next_task(false)? {
+                Task::Unit(unit) => return Some(unit),
+                // Not made when not asked for; opened here if it were.
+                Task::Listed { input, path, size } => {
+                    if let Some(unit) = self.open_file(input, path, Some(size)) {
+                        return Some(unit);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next task: a unit, or (when `defer`) a small file of a folder left unopened.
+    fn next_task(&mut self, defer: bool) -> Option<Task> {
+        loop {
             if let Some(split) = &mut self.split {
                 let item = split.reader.next();
                 if item.is_some() {
@@ -154,16 +195,16 @@ impl Producer {
                     Some(Ok(MboxItem::Message(raw))) => {
                         let bytes = raw.len() as u64;
                         let origin = origin();
-                        return Some(Unit {
+                        return Some(Task::Unit(Unit {
                             bytes,
                             ..unit(UnitKind::Message { origin, raw })
-                        });
+                        }));
                     }
                     Some(Ok(MboxItem::Oversized { size })) => {
-                        return Some(unit(UnitKind::Oversized {
+                        return Some(Task::Unit(unit(UnitKind::Oversized {
                             origin: origin(),
                             size: Some(size),
-                        }));
+                        })));
                     }
                     Some(Err(source)) => {
                         let failed = unit(UnitKind::Failed(IntakeError::Read {
@@ -171,15 +212,27 @@ impl Producer {
                             source,
                         }));
                         self.split = None;
-                        return Some(failed);
+                        return Some(Task::Unit(failed));
                     }
                     None => self.split = None,
                 }
                 continue;
             }
-            let entry = self.queue.pop_front()?;
-            if let Some(unit) = self.open(entry) {
-                return Some(unit);
+            match self.queue.pop_front()? {
+                // Its size is known from the folder's listing, which found it a regular file.
+                Entry::File {
+                    input,
+                    path,
+                    maildir: false,
+                    size,
+                } if defer && size <= SMALL_FILE => {
+                    return Some(Task::Listed { input, path, size });
+                }
+                entry => {
+                    if let Some(unit) = self.open(entry) {
+                        return Some(Task::Unit(unit));
+                    }
+                }
             }
         }
     }
@@ -366,6 +419,31 @@ impl Producer {
 /// The most read at once to recognise a file (a whole message, usually).
 const FIRST_READ: usize = 64 * 1024;
 
+/// A folder's files of up to this many bytes (as listed) are opened by the worker that takes
+/// them ([`Task::Listed`]); larger ones by the producer, which hands out an mbox among them one
+/// message at a time. An mbox this small is split by the worker, whole, into one task's items.
+const SMALL_FILE: u64 = 1024 * 1024;
+
+/// The items of `task`: `work` applied to its unit, or, for a file not opened yet, to each unit
+/// the file turns out to hold (the file itself, the messages of an mbox, or why it could not be
+/// read), in order. Runs on a worker thread.
+fn run<T>(work: &Work<T>, task: Task) -> Vec<T> {
+    match task {
+        Task::Unit(unit) => work(unit),
+        Task::Listed { input, path, size } => {
+            // A producer of its own for this one file: the same code as for the files the
+            // shared one opens.
+            let mut producer = Producer::new(Vec::new());
+            let first = producer.open_file(input, path, Some(size));
+            first
+                .into_iter()
+                .chain(std::iter::from_fn(|| producer.next_unit()))
+                .flat_map(|unit| work(unit))
+                .collect()
+        }
+    }
+}
+
 /// Read from `reader` until at least 5 bytes (enough to tell an mbox) or its end, in reads of
 /// at most `max` bytes in all. Returns the bytes and whether the end was reached (a read that
 /// gave nothing).
@@ -485,7 +563,7 @@ struct Window<T> {
 }
 
 /// Results the stream is woken for at once, rather than one by one.
-const BATCH: usize = 8;
+const BATCH: usize = 16;
 
 impl<T> Window<T> {
     /// Is it worth waking the stream: a batch of results ready at the front, or every unit
@@ -514,30 +592,32 @@ fn wait<'a, X>(c: &Condvar, guard: MutexGuard<'a, X>) -> MutexGuard<'a, X> {
 }
 
 impl<T> Shared<T> {
-    /// Hand out the next unit (the caller holds the producer): its slot's index and the unit,
+    /// Hand out the next task (the caller holds the producer): its slot's index and the task,
     /// or `None` when there are no more.
-    fn draw(&self, producer: &mut Producer) -> Option<(usize, Unit)> {
-        let unit = producer.next_unit();
+    fn draw(&self, producer: &mut Producer) -> Option<(usize, Task)> {
+        let task = producer.next_task(true);
         let mut w = lock(&self.window);
-        let Some(unit) = unit else {
+        let Some(task) = task else {
             w.exhausted = true;
             self.filled.notify_all();
             self.room.notify_all();
             return None;
         };
-        w.slots.push_back((None, unit.bytes));
-        w.bytes += unit.bytes;
-        Some((w.first + w.slots.len() - 1, unit))
+        let bytes = task.bytes();
+        w.slots.push_back((None, bytes));
+        w.bytes += bytes;
+        Some((w.first + w.slots.len() - 1, task))
     }
 
-    /// Read and parse a unit, put its items in its slot, and wake the stream if that makes a
-    /// batch ready.
-    fn fill(&self, index: usize, unit: Unit) {
-        let items = (self.work)(unit);
+    /// Put the items a worker made in their slots (`made`: each slot's index and items), all
+    /// under one lock, and wake the stream if that makes a batch ready.
+    fn fill(&self, made: &mut Vec<(usize, Vec<T>)>) {
         let mut w = lock(&self.window);
-        // Slots before this one may have been taken meanwhile, never this one.
-        let at = index - w.first;
-        w.slots[at].0 = Some(items);
+        for (index, items) in made.drain(..) {
+            // Slots before this one may have been taken meanwhile, never this one.
+            let at = index - w.first;
+            w.slots[at].0 = Some(items);
+        }
         while w.ready < w.slots.len() && w.slots[w.ready].0.is_some() {
             w.ready += 1;
         }
@@ -657,12 +737,13 @@ impl<T> Drop for PanicGuard<'_, T> {
 
 /// Units a worker takes at once when they are quick to hand out (the files of a folder, the
 /// messages of an mbox file; not standard input, whose next message may be slow to come): fewer
-/// turns at the producer, so the workers seldom wait for each other there.
-const DRAW: usize = 4;
+/// turns at the producer and at the window, so the workers seldom wait for each other there.
+const DRAW: usize = 8;
 
 fn worker<T>(shared: &Shared<T>) {
     let _guard = PanicGuard(shared);
-    let mut drawn: Vec<(usize, Unit)> = Vec::with_capacity(DRAW);
+    let mut drawn: Vec<(usize, Task)> = Vec::with_capacity(DRAW);
+    let mut made: Vec<(usize, Vec<T>)> = Vec::with_capacity(DRAW);
     loop {
         // Wait for room without holding the producer (never hold one lock while waiting for
         // another to be given up).
@@ -701,9 +782,11 @@ fn worker<T>(shared: &Shared<T>) {
             }
         }
         drop(producer);
-        for (index, unit) in drawn.drain(..) {
-            shared.fill(index, unit);
+        // Read and parse them all, then put their items in place at once.
+        for (index, task) in drawn.drain(..) {
+            made.push((index, run(&shared.work, task)));
         }
+        shared.fill(&mut made);
     }
 }
 
@@ -813,6 +896,81 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert_eq!(read.load(Ordering::SeqCst), after_drop, "still reading");
         assert!(after_drop < 4 << 20, "{after_drop} bytes read");
+    }
+
+    /// Each unit's origin (a message's first line after it), or why it could not be read.
+    fn name(unit: Unit) -> Vec<String> {
+        match unit.kind {
+            UnitKind::Message { origin, raw } => {
+                let first = raw.split(|&b| b == b'\n').next().unwrap_or_default();
+                vec![format!("{origin} {}", String::from_utf8_lossy(first))]
+            }
+            UnitKind::Whole { origin, .. } => vec![origin],
+            UnitKind::Failed(e) => vec![format!("failed: {e}")],
+            _ => vec!["other".into()],
+        }
+    }
+
+    #[test]
+    fn small_files_opened_by_the_workers_keep_their_place_among_large_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = |name: &str, bytes: &[u8]| {
+            let path = tmp.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let size = bytes.len() as u64;
+            (path, size)
+        };
+        // A small message, a small mbox of two (split by the worker that opens it), an mbox over
+        // SMALL_FILE (split by the producer, a message at a time), a file gone since the listing,
+        // and a last small message: 100 times over, more than the window holds.
+        let small_mbox = file(
+            "b.mbox",
+            b"From a\nSubject: one\n\nx\n\nFrom b\nSubject: two\n\ny\n",
+        );
+        let mut large = Vec::new();
+        let mut count = 0;
+        while (large.len() as u64) <= SMALL_FILE {
+            count += 1;
+            large.extend_from_slice(format!("From c\nSubject: big {count}\n\n").as_bytes());
+            large.extend_from_slice(&[b'z'; 8000]);
+            large.extend_from_slice(b"\n\n");
+        }
+        let large_mbox = file("c.mbox", &large);
+        let first = file("a.eml", b"Subject: first\n\nbody\n");
+        let last = file("e.eml", b"Subject: last\n\nbody\n");
+        let gone = tmp.path().join("d.eml");
+        let entry = |(path, size): &(PathBuf, u64)| Entry::File {
+            input: 0,
+            path: path.clone(),
+            maildir: false,
+            size: *size,
+        };
+        let mut entries = Vec::new();
+        let mut want = Vec::new();
+        let shown = |p: &Path| p.display().to_string();
+        for _ in 0..100 {
+            entries.push(entry(&first));
+            want.push(shown(&first.0));
+            entries.push(entry(&small_mbox));
+            want.push(format!("{}:1 Subject: one", shown(&small_mbox.0)));
+            want.push(format!("{}:2 Subject: two", shown(&small_mbox.0)));
+            entries.push(entry(&large_mbox));
+            for n in 1..=count {
+                want.push(format!("{}:{n} Subject: big {n}", shown(&large_mbox.0)));
+            }
+            entries.push(entry(&(gone.clone(), 10)));
+            want.push(format!(
+                "failed: cannot read {}: No such file or directory (os error 2)",
+                gone.display()
+            ));
+            entries.push(entry(&last));
+            want.push(shown(&last.0));
+        }
+        let got: Vec<String> = Stream::new(Producer::new(entries), Arc::new(name)).collect();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w);
+        }
     }
 
     #[test]
