@@ -141,6 +141,26 @@ async fn every_recipient_once_with_verp_and_reruns_send_nothing(b: Backend) {
             )
         })
         .collect();
+    // A Message-ID is the send's id (10 hex digits, so ids sort as sends do: the index grows
+    // at its end) and 96 random bits (not guessable from the id).
+    for s in &rows {
+        let id = s.message_id.as_deref().unwrap();
+        let (left, domain) = id.trim_matches(['<', '>']).split_once('@').unwrap();
+        assert_eq!(domain, "austintexas.gov");
+        let parts: Vec<&str> = left.split('.').collect();
+        assert_eq!(parts.len(), 3, "{id}");
+        assert_eq!(parts[0], format!("{:010x}", s.id), "{id}");
+        assert!(
+            parts[1].len() == 24 && parts[1].chars().all(|c| c.is_ascii_hexdigit()),
+            "{id}"
+        );
+        assert_eq!(parts[2], "notify");
+    }
+    let distinct: std::collections::HashSet<&str> = rows
+        .iter()
+        .map(|s| s.message_id.as_deref().unwrap().split('.').nth(1).unwrap())
+        .collect();
+    assert_eq!(distinct.len(), rows.len(), "random parts differ");
     let mut seen = Vec::new();
     for m in &msgs {
         assert_eq!(m.rcpt_to.len(), 1);
