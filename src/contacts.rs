@@ -407,6 +407,26 @@ pub fn first_contact(path: &Path) -> Result<Option<Contact>, ContactsError> {
     Ok(rows.map_while(Result::ok).next().map(|(_, c)| c))
 }
 
+/// Check every row of a file on its own, streaming it (duplicates across rows are left to the
+/// sync, which finds them in the database): a file with a bad row is refused before a database
+/// is even opened.
+pub fn check_rows(path: &Path) -> Result<(), ContactsError> {
+    let invalid = |errors, more| ContactsError::Invalid {
+        path: path.to_path_buf(),
+        errors,
+        more,
+    };
+    let rows = ContactRows::new(std::io::BufReader::with_capacity(256 * 1024, open(path)?))
+        .map_err(|e| invalid(vec![e], 0))?;
+    let mut problems = Problems::default();
+    for row in rows {
+        if let Err(errors) = row {
+            errors.into_iter().for_each(|e| problems.push(e));
+        }
+    }
+    problems.into_error(path).map_or(Ok(()), Err)
+}
+
 /// Parse CSV bytes into contacts, or every problem found with its line number (duplicate
 /// addresses and user_ids included). For exports small enough to hold; a notice run's sync
 /// streams the file with [`ContactRows`] and finds duplicates in the database.

@@ -19,8 +19,9 @@ pub async fn run(cfg: &Config, cmd: ContactsCommand) -> anyhow::Result<()> {
             dry_run,
             allow_removals,
         } => {
-            // Every row is checked as the file streams into the database; a bad one and
-            // nothing is imported.
+            // Each row is checked before the database is opened (a bad file creates not even
+            // an empty one), and again with the duplicates as the file streams into it.
+            contacts::check_rows(&file)?;
             let store = Store::open(&cfg.database_url).await?;
             // The imported file stays the source of notice runs until the configured file
             // changes; importing the configured file itself makes it the source again.

@@ -627,6 +627,10 @@ async fn over_long_fields_are_refused_with_their_line(b: Backend) {
         run.stderr.len() < 4000,
         "the long values are not echoed back"
     );
+    if b == Backend::Sqlite {
+        // Every row is checked before the database is opened: not even an empty one is made.
+        assert!(!env.path().join("notify.db").exists());
+    }
     assert!(listed(&env).await.is_empty(), "nothing imported");
 
     // The same as the configured file: a notice stops before anything is written.
@@ -779,20 +783,42 @@ async fn duplicates_are_found_in_the_database_with_their_lines(b: Backend) {
     .await
     .ok();
     let before = snapshot(&env, b).await;
-    let bad = write(
-        env.path(),
-        "bad.csv",
-        &format!(
-            "{HEADER}\
-             1,Ann,Lee,ann@austintexas.gov,,,[],true,false,true,,,\n\
-             2,Bo,Ng,ANN@austintexas.gov,,,[],true,false,true,,,\n\
-             3,Cy,Oz,not-an-address,,,[],true,false,true,,,\n\
-             1,Di,Ro,di@austintexas.gov,,,[],true,false,true,,,\n\
-             5,Ed,Su,ed@austintexas.gov,,,[],true,false,true,,,\n\
-             6,Flo,Ty,ed@austintexas.gov,,,[],true,false,true,,,\n"
-        ),
+    let body = format!(
+        "{HEADER}\
+         1,Ann,Lee,ann@austintexas.gov,,,[],true,false,true,,,\n\
+         2,Bo,Ng,ANN@austintexas.gov,,,[],true,false,true,,,\n\
+         3,Cy,Oz,not-an-address,,,[],true,false,true,,,\n\
+         1,Di,Ro,di@austintexas.gov,,,[],true,false,true,,,\n\
+         5,Ed,Su,ed@austintexas.gov,,,[],true,false,true,,,\n\
+         6,Flo,Ty,ed@austintexas.gov,,,[],true,false,true,,,\n"
     );
+    // `contacts import` checks each row before it opens the database: the row that is wrong
+    // on its own is reported, and the import stops there.
+    let bad = write(env.path(), "bad.csv", &body);
     let run = env.run(&["contacts", "import", &bad]).await;
+    run.code(2);
+    assert!(
+        run.stderr.contains("has 1 problem; nothing was imported"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(":4: email `not-an-address`"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(snapshot(&env, b).await, before, "nothing imported");
+
+    // A notice run's sync reports every problem at once, the duplicates among them.
+    let original = std::fs::read_to_string(env.path().join("contacts.csv")).unwrap();
+    env.set_contacts(&body);
+    let bad = env
+        .path()
+        .join("contacts.csv")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let run = env.run(&["maintenance-end"]).await;
     run.code(2);
     let listed: Vec<&str> = run
         .stderr
@@ -822,6 +848,7 @@ async fn duplicates_are_found_in_the_database_with_their_lines(b: Backend) {
         "{listed:?}"
     );
     assert_eq!(snapshot(&env, b).await, before, "nothing imported");
+    env.set_contacts(&original);
 
     // Wrong throughout: the first 1,000 problems listed, the others counted.
     let mut csv = HEADER.to_string();
