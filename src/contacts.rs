@@ -782,7 +782,9 @@ fn parse_row(row: &Row<'_>) -> Result<Contact, Vec<String>> {
     let text = |name: &str| -> String {
         let v = field(name);
         if name == "note" {
-            return v.to_string();
+            // A note keeps its line breaks; a NUL byte (which PostgreSQL text cannot hold)
+            // becomes a space, as every control character does in the other fields.
+            return v.replace('\0', " ");
         }
         let cleaned: String = v
             .chars()
@@ -945,6 +947,13 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(errs[0].line, 2, "{errs:?}");
+    }
+
+    #[test]
+    fn a_nul_in_a_note_becomes_a_space_and_line_breaks_stay() {
+        let c = parse_str("1,A,B,a@austintexas.gov,,,[],true,false,true,\"one\0two\nthree\",,\n")
+            .unwrap();
+        assert_eq!(c[0].note, "one two\nthree");
     }
 
     #[test]

@@ -63,7 +63,8 @@ pub struct ContactsSync {
     staged: usize,
 }
 
-/// Run one statement (binding `now` as `$1` when given) on whichever connection holds the sync.
+/// Evaluate `$body` with `$c` the connection that holds the sync (SQLite's through `Any`, or the
+/// sync's own PostgreSQL connection).
 macro_rules! on_tx {
     ($tx:expr, |$c:ident| $body:expr) => {
         match $tx {
