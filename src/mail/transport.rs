@@ -619,7 +619,16 @@ impl Delivery {
         file_stem: &str,
     ) -> Result<(), SendError> {
         let target = match self {
-            Delivery::Outbox { dir } => return write_eml(dir, file_stem, msg).map(|_| ()),
+            Delivery::Outbox { dir } => {
+                // Off the async workers: a write can block on the disk for milliseconds (a
+                // million files are gigabytes), and the connections to the database and the
+                // other writes must go on meanwhile.
+                let (dir, stem, msg) = (dir.clone(), file_stem.to_string(), msg.clone());
+                return tokio::task::spawn_blocking(move || write_eml(&dir, &stem, &msg))
+                    .await
+                    .map_err(|e| SendError::local(format!("writing to the outbox: {e}")))?
+                    .map(|_| ());
+            }
             Delivery::Smtp { target } => target,
         };
         let Some(mut conn) = session.conn.take() else {
