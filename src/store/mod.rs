@@ -1,6 +1,8 @@
 //! Storage: the only place SQL lives. One code path over sqlx's `Any` driver for SQLite (the
 //! embedded default) and PostgreSQL (several instances sharing the work); the few statements
-//! that differ are chosen by `Backend`. Times are RFC 3339 UTC text, booleans 0/1.
+//! that differ are chosen by `Backend`. The contacts sync (`staging`) is the one exception: on
+//! PostgreSQL it runs on a connection of its own, for `COPY`. Times are RFC 3339 UTC text,
+//! booleans 0/1.
 
 use std::collections::HashMap;
 
