@@ -8,7 +8,6 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use crate::contacts::{Audience, Contact, NON_LOGIN_ROLE};
@@ -672,7 +671,14 @@ fn audience_sql(a: Audience) -> String {
     }
 }
 
-fn contact_from_row(r: &AnyRow) -> std::result::Result<StoredContact, sqlx::Error> {
+/// A contact from a row of `CONTACT_COLUMNS`, over the pool (`AnyRow`) or the contacts sync's
+/// own PostgreSQL connection (`PgRow`).
+fn contact_from_row<'r, R: Row>(r: &'r R) -> std::result::Result<StoredContact, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     let roles: String = r.try_get(7)?;
     Ok(StoredContact {
         id: r.try_get(0)?,

@@ -361,27 +361,11 @@ impl ContactsSync {
              FROM contacts_staging s LEFT JOIN contacts c ON c.user_id = s.user_id ORDER BY s.user_id",
             staged.join(", ")
         );
-        let rows = match &mut self.tx {
-            Tx::Any(tx) => {
-                let rows = sqlx::query(&sql)
-                    .fetch_all(&mut **tx)
-                    .await
-                    .map_err(q("reading the contacts as the sync would leave them"))?;
-                rows.iter()
-                    .map(contact_from_row)
-                    .collect::<std::result::Result<Vec<_>, _>>()
-            }
-            Tx::Postgres { tx, .. } => {
-                let rows = sqlx::query(&sql)
-                    .fetch_all(&mut **tx)
-                    .await
-                    .map_err(q("reading the contacts as the sync would leave them"))?;
-                rows.iter()
-                    .map(pg_contact_from_row)
-                    .collect::<std::result::Result<Vec<_>, _>>()
-            }
-        };
-        rows.map_err(q("reading the contacts as the sync would leave them"))
+        on_tx!(&mut self.tx, |c| sqlx::query(&sql)
+            .fetch_all(c)
+            .await
+            .and_then(|rows| rows.iter().map(contact_from_row).collect()))
+        .map_err(q("reading the contacts as the sync would leave them"))
     }
 
     /// Make the stored contacts match the staged export and set (`Some`) or clear (`None`) the
@@ -559,31 +543,4 @@ async fn insert_staged(
         .await
         .map_err(q("loading the contacts export"))?;
     Ok(())
-}
-
-/// A contact read over the sync's own PostgreSQL connection (columns as `CONTACT_COLUMNS`).
-fn pg_contact_from_row(
-    r: &sqlx::postgres::PgRow,
-) -> std::result::Result<StoredContact, sqlx::Error> {
-    let roles: String = r.try_get(7)?;
-    Ok(StoredContact {
-        id: r.try_get(0)?,
-        contact: Contact {
-            user_id: r.try_get(1)?,
-            email: r.try_get(2)?,
-            first_name: r.try_get(3)?,
-            last_name: r.try_get(4)?,
-            title: r.try_get(5)?,
-            workgroup: r.try_get(6)?,
-            roles: serde_json::from_str(&roles).unwrap_or_default(),
-            is_coa_staff: r.try_get::<i64, _>(8)? != 0,
-            is_deleted: r.try_get::<i64, _>(9)? != 0,
-            is_user_group_member: r.try_get::<i64, _>(10)? != 0,
-            note: r.try_get(11)?,
-            date_added: r.try_get(12)?,
-            last_seen_date: r.try_get(13)?,
-        },
-        in_export: r.try_get::<i64, _>(14)? != 0,
-        needs_update: r.try_get::<i64, _>(15)? != 0,
-    })
 }
